@@ -1,0 +1,140 @@
+"""Command line: run | demo | simulate | check | config schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from heatctl import __version__
+from heatctl.errors import ConfigError, HeatctlError
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="heatctl", description="Heat a room with the GPU that runs your local AI."
+    )
+    parser.add_argument("--version", action="version", version=f"heatctl {__version__}")
+    parser.add_argument("--log-level", default=None, help="debug, info, warning or error")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="the service")
+    run.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
+
+    demo = sub.add_parser("demo", help="the service on embedded defaults (broker, room, GPU simulated)")
+    demo.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
+    demo.add_argument("--port", type=int, default=1883, help="port of the embedded MQTT broker")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
+
+    sim = sub.add_parser("simulate", help="closed-loop simulation in virtual time")
+    sim.add_argument("--scenario", type=Path, default=None, help="scenario YAML (default: a cold week)")
+    sim.add_argument("-c", "--config", type=Path, default=None, help="config YAML (control settings)")
+    sim.add_argument("--controller", choices=("heatctl", "hysteresis", "dutycycle"), default="heatctl")
+    sim.add_argument("--out", type=Path, default=Path("sim-out"), help="output directory")
+
+    check = sub.add_parser("check", help="validate the config and reach every configured service")
+    check.add_argument("-c", "--config", required=True, type=Path)
+
+    config = sub.add_parser("config", help="config tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_sub.add_parser("schema", help="print the config's JSON Schema (for editors)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from heatctl.logs import setup_logging
+
+    setup_logging(args.log_level or "info", args.log_format)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print("configuration problems:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except HeatctlError as exc:
+        print(f"heatctl: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "simulate":
+        return _simulate(args)
+    if args.command == "config":
+        from heatctl.config import Config
+
+        print(json.dumps(Config.model_json_schema(), indent=2))
+        return EXIT_OK
+    if args.command == "check":
+        from heatctl.check import run_check
+
+        return run_check(args.config)
+    if args.command == "run":
+        from heatctl.config import load_config
+        from heatctl.logs import apply_config_levels
+
+        cfg = load_config(args.config)
+        if args.log_level is None:
+            apply_config_levels(cfg)
+        from heatctl.service import run_service
+
+        return run_service(cfg)
+    if args.command == "demo":
+        from heatctl.demo import run_demo
+
+        return run_demo(speed=args.speed, port=args.port, duration_s=args.duration)
+    raise AssertionError(args.command)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from heatctl.config import load_config
+    from heatctl.sim.report import format_table, kpis, write_outputs
+    from heatctl.sim.runner import simulate
+    from heatctl.sim.scenario import default_scenario_path, load_scenario
+
+    scenario_path = args.scenario or default_scenario_path()
+    scenario = load_scenario(scenario_path)
+    config = load_config(args.config) if args.config else None
+    label = scenario.name or scenario_path.stem
+    print(
+        f"simulating {label}: {scenario.duration_h:g} h in steps of {scenario.step_s:g} s, "
+        f"controller {args.controller}",
+        file=sys.stderr,
+    )
+    result = simulate(
+        scenario,
+        config,
+        controller=args.controller,
+        base_dir=scenario_path.parent,
+        progress=_progress_printer(),
+    )
+    summary = kpis(result)
+    paths = write_outputs(result, summary, args.out)
+    print(format_table({args.controller: summary}))
+    print("\nwrote " + ", ".join(str(p) for p in paths))
+    return EXIT_OK
+
+
+def _progress_printer() -> Callable[[float], None]:
+    tty = sys.stderr.isatty()
+    last = [-1]
+
+    def progress(fraction: float) -> None:
+        pct = int(fraction * 100)
+        if tty and pct != last[0]:
+            print(f"\r  {pct:3d} %", end="" if pct < 100 else "\n", file=sys.stderr, flush=True)
+        elif not tty and pct // 25 != last[0] // 25:
+            print(f"  {pct:3d} %", file=sys.stderr, flush=True)
+        last[0] = pct
+
+    return progress

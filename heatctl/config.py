@@ -1,0 +1,455 @@
+"""Configuration: pydantic models and ``load_config``; the only module that sees raw YAML."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from heatctl.errors import ConfigError
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NODE_ID_RE = r"^[a-z0-9_-]+$"
+
+Path_ = tuple[str | int, ...]
+M = TypeVar("M", bound="BaseModel")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sources ---------------------------------------------------------------------------
+
+
+class SourceConfig(_Strict):
+    """Where one reading comes from: an MQTT topic or a Home Assistant entity."""
+
+    topic: str | None = None
+    json_path: str | None = None
+    value_template: str | None = None
+    entity: str | None = None
+    attribute: str | None = None
+    unit: Literal["C", "F", "W", "kW"] | None = None
+    stale_after_s: Annotated[float, Field(gt=0)] = 900.0
+    valid_range: tuple[float, float] | None = None
+    open_when: bool | str | float | None = None  # window sources: the value that means "open"
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> Self:
+        if (self.topic is None) == (self.entity is None):
+            raise ValueError("give exactly one of 'topic' (MQTT) or 'entity' (Home Assistant)")
+        if self.json_path is not None and self.value_template is not None:
+            raise ValueError("give at most one of 'json_path' and 'value_template'")
+        if self.entity is not None and (self.json_path or self.value_template):
+            raise ValueError("'json_path' and 'value_template' apply to MQTT topics, not entities")
+        if self.topic is not None and self.attribute is not None:
+            raise ValueError("'attribute' applies to Home Assistant entities, not topics")
+        if self.valid_range is not None and self.valid_range[0] >= self.valid_range[1]:
+            raise ValueError("valid_range must be [low, high] with low < high")
+        return self
+
+    @property
+    def origin(self) -> str:
+        """The topic or entity, for messages."""
+        return self.topic if self.topic is not None else f"entity {self.entity}"
+
+
+# --- control ---------------------------------------------------------------------------
+
+
+class ControlConfig(_Strict):
+    """The zone's outer loop. Defaults were tuned in simulation (see README: Tuning)."""
+
+    interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    kp: Annotated[float, Field(ge=0)] = 200.0  # W per K of error
+    ki: Annotated[float, Field(ge=0)] = 0.4  # W per K·s (integral time kp/ki = 500 s)
+    kd: Annotated[float, Field(ge=0)] = 0.0  # W·s per K
+    ua_w_per_k: Annotated[float, Field(ge=0)] | None = None  # outdoor feed-forward
+    max_room_c: float = 26.0
+    max_dt_s: Annotated[float, Field(gt=0)] | None = None  # default 3 × interval_s
+
+    @property
+    def dt_cap_s(self) -> float:
+        """Longest step the integrator accepts after a gap."""
+        return self.max_dt_s if self.max_dt_s is not None else 3.0 * self.interval_s
+
+
+class ZoneConfig(_Strict):
+    name: Annotated[str, Field(pattern=_NODE_ID_RE)]
+    temperature: SourceConfig
+    setpoint: SourceConfig
+    mode: SourceConfig | None = None  # thermostat's own mode (e.g. system_mode): off → no heat
+    window: SourceConfig | None = None
+    outdoor_temperature: SourceConfig | None = None
+    power_meter: SourceConfig | None = None  # wall-plug meter: true heat output
+    control: ControlConfig = ControlConfig()
+    gpus: list[str] = Field(min_length=1)
+
+
+# --- GPUs and workloads ----------------------------------------------------------------
+
+WorkPoints = list[tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(ge=0)]]]
+
+
+class SimGpuConfig(_Strict):
+    """A simulated GPU: power behaviour and work rate at each power cap."""
+
+    idle_w: Annotated[float, Field(ge=0)] = 20.0
+    min_limit_w: Annotated[float, Field(gt=0)] = 100.0
+    max_limit_w: Annotated[float, Field(gt=0)] = 300.0
+    full_load_w: Annotated[float, Field(gt=0)] | None = None  # uncapped draw; default max_limit_w
+    work_at_w: WorkPoints = [(100, 40), (150, 62), (200, 75), (250, 82), (300, 86)]
+    response_s: Annotated[float, Field(ge=0)] = 1.0  # time constant of power after a change
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.idle_w < self.min_limit_w <= self.max_limit_w:
+            raise ValueError("need idle_w < min_limit_w <= max_limit_w")
+        if len(self.work_at_w) < 1:
+            raise ValueError("work_at_w needs at least one [watts, work] point")
+        return self
+
+
+class WorkloadConfig(_Strict):
+    type: Literal["openai", "process", "sim", "none"] = "sim"
+    # openai
+    url: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    jobs: str | None = None
+    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+    request_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    max_attempts: Annotated[int, Field(ge=1)] = 5
+    # process
+    command: list[str] | str | None = None
+    pid_file: str | None = None
+    period_s: Annotated[float, Field(gt=0)] = 20.0
+    on_exit: Literal["resume", "stop"] = "resume"
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> Self:
+        if self.type == "openai":
+            missing = [n for n in ("url", "model", "jobs") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"type openai needs {', '.join(missing)}")
+        if self.type == "process" and self.command is None and self.pid_file is None:
+            raise ValueError("type process needs 'command' or 'pid_file'")
+        return self
+
+
+class GpuConfig(_Strict):
+    id: Annotated[str, Field(pattern=_NODE_ID_RE)]
+    backend: Literal["nvml", "sim"] = "sim"
+    index: Annotated[int, Field(ge=0)] | None = None
+    uuid: str | None = None
+    max_power_w: Annotated[float, Field(gt=0)] | None = None  # clamped to the driver's range
+    max_temp_c: float = 83.0
+    idle_w: Annotated[float, Field(ge=0)] | None = None  # default: the backend's estimate
+    work_at_w: WorkPoints | None = None  # prior efficiency curve; learned at run time
+    limit_deadband_w: Annotated[float, Field(ge=0)] = 5.0
+    sim: SimGpuConfig = SimGpuConfig()
+    workload: WorkloadConfig = WorkloadConfig()
+
+    @model_validator(mode="after")
+    def _selector(self) -> Self:
+        if self.index is not None and self.uuid is not None:
+            raise ValueError("give at most one of 'index' and 'uuid'")
+        return self
+
+
+class DutyConfig(_Strict):
+    """Time-proportional on/off below the lowest efficient power cap."""
+
+    period_s: Annotated[float, Field(gt=0)] = 300.0
+    min_on_s: Annotated[float, Field(ge=0)] = 60.0
+    min_off_s: Annotated[float, Field(ge=0)] = 60.0
+
+
+# --- services --------------------------------------------------------------------------
+
+
+class TlsConfig(_Strict):
+    ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    insecure: bool = False
+
+
+class MqttConfig(_Strict):
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool | TlsConfig = False
+    client_id: str | None = None
+    keepalive_s: Annotated[int, Field(ge=5)] = 60
+    base_topic: str = "heatctl"
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+
+
+class InfluxConfig(_Strict):
+    url: str
+    token: SecretStr | None = None
+    org: str = ""
+    bucket: str = "heatctl"
+    verify_ssl: bool = True
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    write_interval_s: Annotated[float, Field(gt=0)] | None = None  # default: the control interval
+    tags: dict[str, str] = {}
+    buffer_points: Annotated[int, Field(ge=100)] = 20_000
+    spool: str | None = None  # file that keeps unsent points across restarts
+
+
+class HomeAssistantConfig(_Strict):
+    url: str
+    token: SecretStr
+    poll_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    verify_ssl: bool = True
+
+
+class Config(_Strict):
+    node_id: Annotated[str, Field(pattern=_NODE_ID_RE)] = "heatctl"
+    state_dir: str | None = None
+    mode: Literal["heat", "off"] = "heat"  # initial mode; the last commanded mode is kept
+    max_power_w: Annotated[float, Field(gt=0)] | None = None  # whole node
+    mqtt: MqttConfig | None = MqttConfig()
+    influxdb: InfluxConfig | None = None
+    homeassistant: HomeAssistantConfig | None = None
+    duty: DutyConfig = DutyConfig()
+    zones: list[ZoneConfig] = Field(min_length=1)
+    gpus: list[GpuConfig] = Field(min_length=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_levels: dict[str, Literal["debug", "info", "warning", "error"]] = {}
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zones(cls, zones: list[ZoneConfig]) -> list[ZoneConfig]:
+        _no_duplicates([z.name for z in zones], "zone name")
+        return zones
+
+    @field_validator("gpus")
+    @classmethod
+    def _unique_gpus(cls, gpus: list[GpuConfig]) -> list[GpuConfig]:
+        _no_duplicates([g.id for g in gpus], "gpu id")
+        return gpus
+
+    @model_validator(mode="after")
+    def _zones_own_gpus(self) -> Self:
+        known = {g.id for g in self.gpus}
+        owner: dict[str, str] = {}
+        problems = []
+        for zone in self.zones:
+            for gpu_id in zone.gpus:
+                if gpu_id not in known:
+                    problems.append(f"zone {zone.name}: unknown gpu {gpu_id!r}")
+                elif gpu_id in owner:
+                    problems.append(f"gpu {gpu_id} is in zones {owner[gpu_id]} and {zone.name}")
+                owner.setdefault(gpu_id, zone.name)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def gpu(self, gpu_id: str) -> GpuConfig:
+        return next(g for g in self.gpus if g.id == gpu_id)
+
+    def resolved_state_dir(self) -> Path:
+        """HEATCTL_STATE_DIR, else the configured one, else a default for the user."""
+        if env := os.environ.get("HEATCTL_STATE_DIR"):
+            return Path(env)
+        if self.state_dir:
+            return Path(self.state_dir).expanduser()
+        if os.geteuid() == 0:
+            return Path("/var/lib/heatctl")
+        return Path.home() / ".local/state/heatctl"
+
+
+def _no_duplicates(names: list[str], what: str) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"duplicate {what} {name!r}")
+        seen.add(name)
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+class _Secret:
+    """Placeholder for ``!secret NAME``; resolved after loading, with its path."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_constructor(
+    "!secret",
+    lambda loader, node: _Secret(str(loader.construct_scalar(node))),  # type: ignore[arg-type]
+)
+
+
+def format_path(path: Path_) -> str:
+    """('zones', 0, 'setpoint', 'topic') → 'zones[0].setpoint.topic'."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line_map(node: yaml.Node | None, path: Path_, lines: dict[Path_, int]) -> None:
+    if node is None:
+        return
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                lines[(*path, key.value)] = key.start_mark.line + 1
+                _line_map(value, (*path, key.value), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, (*path, i), lines)
+
+
+class _Resolver:
+    """Replaces ``${ENV}`` and ``!secret`` everywhere, collecting problems with paths."""
+
+    def __init__(self, secrets_file: Path | None, env: Mapping[str, str]) -> None:
+        self._secrets_file = secrets_file
+        self._secrets: dict[str, Any] | None = None
+        self._env = env
+        self.problems: list[tuple[Path_, str]] = []
+
+    def resolve(self, value: Any, path: Path_) -> Any:
+        if isinstance(value, dict):
+            return {k: self.resolve(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v, (*path, i)) for i, v in enumerate(value)]
+        if isinstance(value, _Secret):
+            return self._secret(value.name, path)
+        if isinstance(value, str) and "${" in value:
+            return _ENV_RE.sub(lambda m: self._env_var(m, path), value)
+        return value
+
+    def _env_var(self, match: re.Match[str], path: Path_) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in self._env:
+            return self._env[name]
+        if default is not None:
+            return default
+        self.problems.append((path, f"environment variable {name} is not set"))
+        return ""
+
+    def _secret(self, name: str, path: Path_) -> Any:
+        if self._secrets is None:
+            self._secrets = self._load_secrets(path)
+        if name not in self._secrets:
+            self.problems.append((path, f"secret {name!r} not found in {self._secrets_file}"))
+            return ""
+        return self._secrets[name]
+
+    def _load_secrets(self, path: Path_) -> dict[str, Any]:
+        if self._secrets_file is None or not self._secrets_file.is_file():
+            self.problems.append((path, f"!secret used but {self._secrets_file} does not exist"))
+            return {}
+        try:
+            data = yaml.safe_load(self._secrets_file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            self.problems.append((path, f"cannot read {self._secrets_file}: {exc}"))
+            return {}
+        return data if isinstance(data, dict) else {}
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute and validate a config file.
+
+    Raises:
+        ConfigError: listing every problem, each as ``file:line: path: message``.
+    """
+    return load_model(Config, path, env=env)
+
+
+def parse_config(
+    text: str,
+    *,
+    name: str = "<config>",
+    secrets_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate YAML text; see :func:`load_config`."""
+    return parse_model(Config, text, name=name, secrets_file=secrets_file, env=env)
+
+
+def load_model(model: type[M], path: str | Path, *, env: Mapping[str, str] | None = None) -> M:
+    """Read a YAML file into ``model``; every problem is reported with file, line and path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from exc
+    return parse_model(model, text, name=str(path), secrets_file=path.parent / "secrets.yaml", env=env)
+
+
+def parse_model(
+    model: type[M],
+    text: str,
+    *,
+    name: str,
+    secrets_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> M:
+    """Validate YAML text into ``model``; see :func:`load_model`."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{name}: not valid YAML: {exc}"]) from exc
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise ConfigError([f"{name}: the top level must be a mapping of keys to values"])
+    lines: dict[Path_, int] = {}
+    _line_map(node, (), lines)
+    resolver = _Resolver(secrets_file, os.environ if env is None else env)
+    data = resolver.resolve(data, ())
+    problems = list(resolver.problems)
+    result: M | None = None
+    try:
+        result = model.model_validate(data)
+    except ValidationError as exc:
+        problems += [(tuple(err["loc"]), _message(err)) for err in exc.errors()]
+    if problems:
+        raise ConfigError([_problem(name, p, msg, lines) for p, msg in problems])
+    assert result is not None
+    return result
+
+
+def _message(err: Any) -> str:
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return msg[:1].lower() + msg[1:]
+
+
+def _problem(name: str, path: Path_, msg: str, lines: dict[Path_, int]) -> str:
+    line = next((lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in lines), None)
+    where = f"{name}:{line}" if line else name
+    return f"{where}: {format_path(path)}: {msg}"

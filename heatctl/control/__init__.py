@@ -1,0 +1,1 @@
+"""The pure control core: readings and ``now`` in, actions out."""

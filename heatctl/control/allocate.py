@@ -1,0 +1,121 @@
+"""Inner loop: a heat target in watts → a power limit and a workload level for one GPU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from heatctl.config import DutyConfig
+from heatctl.control.efficiency import EfficiencyModel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuCommand:
+    """What one GPU should do until the next tick."""
+
+    target_w: float
+    power_limit_w: float
+    level: float  # workload level 0..1
+    regime: str  # "idle" | "duty" | "continuous"
+
+
+class DutyCycle:
+    """Time-proportional on/off with minimum on and off times."""
+
+    def __init__(self, cfg: DutyConfig) -> None:
+        self._cfg = cfg
+        self.on = False
+        self._since_s: float | None = None
+
+    def step(self, now_s: float, fraction: float) -> bool:
+        """Whether to be on now, for a wanted on-fraction of time."""
+        if self._since_s is None:
+            self._since_s = now_s
+            self.on = fraction > 0.0
+        on_s, off_s = self.phases_s(fraction)
+        elapsed_s = now_s - self._since_s
+        if self.on and elapsed_s >= on_s:
+            self.on, self._since_s = False, now_s
+        elif not self.on and elapsed_s >= off_s:
+            self.on, self._since_s = True, now_s
+        return self.on
+
+    def phases_s(self, fraction: float) -> tuple[float, float]:
+        """(on, off) durations for a fraction, honouring the minimum times."""
+        cfg = self._cfg
+        if fraction <= 0.0:
+            return 0.0, float("inf")
+        if fraction >= 1.0:
+            return float("inf"), 0.0
+        on_s = fraction * cfg.period_s
+        off_s = cfg.period_s - on_s
+        if on_s < cfg.min_on_s:
+            on_s = cfg.min_on_s
+            off_s = on_s * (1.0 - fraction) / fraction
+        if off_s < cfg.min_off_s:
+            off_s = cfg.min_off_s
+            on_s = off_s * fraction / (1.0 - fraction)
+        return on_s, off_s
+
+
+class Allocator:
+    """Chooses the operating point with the most work per joule for a heat target.
+
+    At or above the efficient cap, the GPU runs continuously with the cap at the target
+    (a lower cap does more work per joule than full power part of the time). Below it,
+    the GPU duty-cycles between idle and the efficient cap. The limit is only written
+    when it moves by more than the deadband, and not at all while idle or off-phase.
+    A measured power that misses the target while the cap binds trims the limit.
+    """
+
+    def __init__(
+        self,
+        model: EfficiencyModel,
+        duty: DutyConfig,
+        *,
+        deadband_w: float = 5.0,
+        ceiling_w: float | None = None,
+    ) -> None:
+        self.model = model
+        self._duty = DutyCycle(duty)
+        self._deadband_w = deadband_w
+        self.ceiling_w = ceiling_w if ceiling_w is not None else model.caps.max_limit_w
+        self._limit_w = model.caps.max_limit_w
+        self._trim_w = 0.0
+        self.limit_writes = 0
+
+    @property
+    def power_limit_w(self) -> float:
+        return self._limit_w
+
+    def step(self, now_s: float, target_w: float, measured_w: float | None = None) -> GpuCommand:
+        caps = self.model.caps
+        top_w = min(self.ceiling_w, caps.max_limit_w)
+        target_w = min(max(target_w, 0.0), top_w)
+        efficient_w = min(self.model.efficient_cap_w, top_w)
+        if target_w <= caps.idle_w + 1.0:
+            self._duty.step(now_s, 0.0)
+            self._trim_w = 0.0
+            return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=0.0, regime="idle")
+        if target_w < efficient_w:
+            fraction = (target_w - caps.idle_w) / (efficient_w - caps.idle_w)
+            on = self._duty.step(now_s, fraction)
+            self._trim_w = 0.0
+            if on:
+                self._write(efficient_w, force=True)
+            return GpuCommand(
+                target_w=target_w, power_limit_w=self._limit_w, level=1.0 if on else 0.0, regime="duty"
+            )
+        self._duty.step(now_s, 1.0)
+        if measured_w is not None:
+            # A persistent miss while the cap binds means the driver holds it loosely.
+            error_w = target_w - measured_w
+            if abs(error_w) > 0.02 * target_w:
+                self._trim_w = min(max(self._trim_w + 0.5 * error_w, -0.1 * target_w), 0.1 * target_w)
+        self._write(min(max(target_w + self._trim_w, caps.min_limit_w), top_w))
+        return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=1.0, regime="continuous")
+
+    def _write(self, limit_w: float, *, force: bool = False) -> None:
+        moved_w = abs(limit_w - self._limit_w)
+        if moved_w > 1e-6 and (force or moved_w >= self._deadband_w):
+            self._limit_w = limit_w
+            self.limit_writes += 1

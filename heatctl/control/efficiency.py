@@ -1,0 +1,97 @@
+"""Work rate versus power cap: a prior curve, refined from what the GPU actually does."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Typical shape of GPU throughput versus power cap, as fractions of (max cap, max work):
+# most work per joule well below the maximum cap (+10–30 % work per kWh at 60–80 %).
+GENERIC_SHAPE: tuple[tuple[float, float], ...] = (
+    (0.33, 0.47),
+    (0.5, 0.72),
+    (0.67, 0.87),
+    (0.83, 0.95),
+    (1.0, 1.0),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuCaps:
+    """What the allocator must know about a GPU's power."""
+
+    idle_w: float
+    min_limit_w: float
+    max_limit_w: float
+
+
+def interpolate(points: Sequence[tuple[float, float]], x: float) -> float:
+    """Piecewise-linear through sorted points, flat beyond the ends."""
+    xs = [p[0] for p in points]
+    i = bisect.bisect_left(xs, x)
+    if i == 0:
+        return points[0][1]
+    if i == len(points):
+        return points[-1][1]
+    (x0, y0), (x1, y1) = points[i - 1], points[i]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+class EfficiencyModel:
+    """Work rate at each power cap: starts from a prior curve, learns from measurements.
+
+    The range of caps is cut into bins of ``bin_w``; each bin holds an estimate of the
+    work rate at full workload level, moved toward every measurement taken there by an
+    exponential average. ``efficient_cap_w`` is the cap that gives the most work per watt
+    above idle, the best place to be on when duty-cycling.
+    """
+
+    def __init__(
+        self,
+        caps: GpuCaps,
+        prior: Sequence[tuple[float, float]] | None = None,
+        *,
+        bin_w: float = 10.0,
+        learn_rate: float = 0.05,
+    ) -> None:
+        self.caps = caps
+        if prior is None:
+            prior = [(f * caps.max_limit_w, w * 100.0) for f, w in GENERIC_SHAPE]
+        points = sorted((float(w), float(r)) for w, r in prior)
+        # Below the first point, work falls linearly to zero at idle power.
+        if points[0][0] > caps.idle_w:
+            points.insert(0, (caps.idle_w, 0.0))
+        self._prior = points
+        n_bins = max(1, round((caps.max_limit_w - caps.min_limit_w) / bin_w))
+        self._bin_w = (caps.max_limit_w - caps.min_limit_w) / n_bins
+        self._caps_w = [caps.min_limit_w + i * self._bin_w for i in range(n_bins + 1)]
+        self._rates = [interpolate(points, c) for c in self._caps_w]
+        self._learn_rate = learn_rate
+        self.samples = 0
+        self._efficient_cap_w = self._best_cap()
+
+    def work_rate(self, cap_w: float) -> float:
+        """Expected work per second at full level under this cap."""
+        if cap_w < self.caps.min_limit_w:
+            return interpolate(self._prior, cap_w)
+        return interpolate(list(zip(self._caps_w, self._rates, strict=True)), cap_w)
+
+    @property
+    def efficient_cap_w(self) -> float:
+        return self._efficient_cap_w
+
+    def observe(self, power_w: float, work_rate: float) -> None:
+        """Learn from a measurement taken at full level with the cap binding."""
+        if not self.caps.min_limit_w <= power_w <= self.caps.max_limit_w + self._bin_w:
+            return
+        i = min(round((power_w - self.caps.min_limit_w) / self._bin_w), len(self._rates) - 1)
+        self._rates[i] += self._learn_rate * (work_rate - self._rates[i])
+        self.samples += 1
+        self._efficient_cap_w = self._best_cap()
+
+    def _best_cap(self) -> float:
+        def per_watt(i: int) -> float:
+            return self._rates[i] / max(self._caps_w[i] - self.caps.idle_w, 1e-9)
+
+        return self._caps_w[max(range(len(self._caps_w)), key=per_watt)]

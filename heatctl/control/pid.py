@@ -1,0 +1,109 @@
+"""Zone controller (outer loop): room temperature error → heat demand in watts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from simple_pid import PID
+
+from heatctl.config import ControlConfig
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZoneDemand:
+    """What the zone asks for, and why (the PID's terms, for tuning and logging)."""
+
+    demand_w: float
+    p_w: float = 0.0
+    i_w: float = 0.0
+    d_w: float = 0.0
+    ff_w: float = 0.0
+
+
+HELD = ZoneDemand(demand_w=0.0)
+
+
+class ZoneController:
+    """simple-pid on room temperature plus an outdoor feed-forward.
+
+    Anti-windup holds with the feed-forward: the PID's output limits are shifted by the
+    feed-forward every step, and the integrator stops while the output is saturated in the
+    direction the error pushes (conditional integration), so a warm night does not leave a
+    large negative integral behind. ``hold()`` freezes the integrator (window, fail-safe,
+    mode off); the next ``update()`` resumes from it without a bump. After a gap the step
+    given to the integrator is capped at ``dt_cap_s``.
+    """
+
+    def __init__(
+        self,
+        cfg: ControlConfig,
+        *,
+        capacity_w: float,
+        time_fn: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cfg = cfg
+        self._time_fn = time_fn
+        self.capacity_w = capacity_w
+        self._pid = PID(
+            cfg.kp,
+            cfg.ki,
+            cfg.kd,
+            sample_time=None,
+            output_limits=(0.0, capacity_w),
+            time_fn=time_fn,
+        )
+        self._pid.set_auto_mode(False)
+        self._held_integral_w = 0.0
+        self._last_s: float | None = None
+        self._last_demand_w = 0.0
+
+    @property
+    def integral_w(self) -> float:
+        """The integrator's value (persisted across restarts)."""
+        return self._pid.components[1] if self._pid.auto_mode else self._held_integral_w
+
+    def restore_integral(self, integral_w: float) -> None:
+        """Start from a persisted integrator value."""
+        self._held_integral_w = integral_w
+        if self._pid.auto_mode:
+            self._pid.set_auto_mode(False)
+
+    def update(self, temperature_c: float, setpoint_c: float, outdoor_c: float | None = None) -> ZoneDemand:
+        """One control step; returns the heat demand."""
+        now_s = self._time_fn()
+        ff_w = self._feed_forward_w(setpoint_c, outdoor_c)
+        self._pid.setpoint = setpoint_c
+        self._pid.output_limits = (-ff_w, self.capacity_w - ff_w)
+        if not self._pid.auto_mode:
+            self._pid.set_auto_mode(True, last_output=self._held_integral_w)
+            self._last_s = None
+        dt_s = self._cfg.interval_s if self._last_s is None else now_s - self._last_s
+        dt_s = min(max(dt_s, 1e-6), self._cfg.dt_cap_s)
+        self._last_s = now_s
+
+        error_k = setpoint_c - temperature_c
+        saturated_low = self._last_demand_w <= 0.0 and error_k < 0
+        saturated_high = self._last_demand_w >= self.capacity_w and error_k > 0
+        self._pid.Ki = 0.0 if (saturated_low or saturated_high) else self._cfg.ki
+
+        out_w = self._pid(temperature_c, dt=dt_s)
+        assert out_w is not None  # auto mode is on
+        demand_w = min(max(out_w + ff_w, 0.0), self.capacity_w)
+        self._last_demand_w = demand_w
+        p_w, i_w, d_w = self._pid.components
+        return ZoneDemand(demand_w=demand_w, p_w=p_w, i_w=i_w, d_w=d_w, ff_w=ff_w)
+
+    def hold(self) -> ZoneDemand:
+        """No heat; the integrator keeps its value for a bumpless resume."""
+        if self._pid.auto_mode:
+            self._held_integral_w = self._pid.components[1]
+            self._pid.set_auto_mode(False)
+        self._last_demand_w = 0.0
+        return HELD
+
+    def _feed_forward_w(self, setpoint_c: float, outdoor_c: float | None) -> float:
+        if self._cfg.ua_w_per_k is None or outdoor_c is None:
+            return 0.0
+        return min(max(self._cfg.ua_w_per_k * (setpoint_c - outdoor_c), 0.0), self.capacity_w)

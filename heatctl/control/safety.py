@@ -1,0 +1,79 @@
+"""Safety: the last word on heat. Pure functions of readings, config and ``now``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from heatctl.config import ControlConfig
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reading:
+    """A validated value from a source, with the monotonic time it arrived."""
+
+    value: float
+    at_s: float
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZoneInputs:
+    """Everything the zone controller may use, as the sources last reported it."""
+
+    temperature: Reading | None = None
+    setpoint: Reading | None = None
+    window_open: Reading | None = None  # 1.0 open, 0.0 closed
+    outdoor: Reading | None = None
+    thermostat_on: Reading | None = None  # 0.0 when the thermostat's own mode is off
+    temperature_stale_s: float = 900.0
+    setpoint_stale_s: float = 900.0
+    window_stale_s: float = 900.0
+    outdoor_stale_s: float = 3600.0
+
+
+def fresh(reading: Reading | None, now_s: float, stale_after_s: float) -> bool:
+    return reading is not None and now_s - reading.at_s <= stale_after_s
+
+
+def zone_failsafe(now_s: float, zone: ZoneInputs, cfg: ControlConfig) -> str | None:
+    """Why this zone must not get extra heat now, or None. Stale covers 'never received'."""
+    if not fresh(zone.temperature, now_s, zone.temperature_stale_s):
+        return "temperature stale"
+    if not fresh(zone.setpoint, now_s, zone.setpoint_stale_s):
+        return "setpoint stale"
+    if zone.window_open is not None and zone.window_open.value:
+        return "window open"
+    assert zone.temperature is not None
+    if zone.temperature.value > cfg.max_room_c:
+        return "room above max_room_c"
+    return None
+
+
+def zone_wants_no_heat(zone: ZoneInputs) -> bool:
+    """The thermostat itself says off (its system_mode); not a fault."""
+    return zone.thermostat_on is not None and not zone.thermostat_on.value
+
+
+class ThermalGuard:
+    """Lowers a GPU's power ceiling while it runs above ``max_temp_c``, then recovers."""
+
+    def __init__(self, max_temp_c: float, min_w: float, max_w: float, *, step_w: float = 10.0) -> None:
+        self._max_temp_c = max_temp_c
+        self._min_w = min_w
+        self._max_w = max_w
+        self._step_w = step_w
+        self.ceiling_w = max_w
+
+    def update(self, temperature_c: float | None, power_w: float | None) -> float:
+        if temperature_c is None:
+            return self.ceiling_w
+        if temperature_c >= self._max_temp_c:
+            base_w = min(self.ceiling_w, power_w) if power_w is not None else self.ceiling_w
+            self.ceiling_w = max(self._min_w, base_w - self._step_w)
+        elif temperature_c < self._max_temp_c - 3.0:
+            self.ceiling_w = min(self._max_w, self.ceiling_w + self._step_w / 2)
+        return self.ceiling_w
+
+    @property
+    def derating(self) -> bool:
+        return self.ceiling_w < self._max_w

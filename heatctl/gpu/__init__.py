@@ -1,0 +1,1 @@
+"""GPU backends: steer and read a GPU's power."""

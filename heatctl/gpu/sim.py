@@ -1,0 +1,112 @@
+"""A simulated GPU: the plant model the simulator uses, and a backend for ``heatctl run``."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from heatctl.config import SimGpuConfig
+from heatctl.control.efficiency import interpolate
+from heatctl.gpu.base import GpuReading
+
+
+class SimGpuModel:
+    """Steady-state power and work of a GPU under a power cap at a workload level.
+
+    At level L the workload keeps the GPU busy a fraction L of the time at the clocks
+    the cap allows: power = idle + L·(P(cap) − idle), work = L·W(cap), where P(cap) is
+    the capped draw and W the configured work rate at that cap (zero at idle).
+    """
+
+    def __init__(self, cfg: SimGpuConfig) -> None:
+        self.cfg = cfg
+        self.full_load_w = cfg.full_load_w if cfg.full_load_w is not None else cfg.max_limit_w
+        points = sorted((float(w), float(r)) for w, r in cfg.work_at_w)
+        if points[0][0] > cfg.idle_w:
+            points.insert(0, (cfg.idle_w, 0.0))
+        self._points = points
+
+    def busy_w(self, limit_w: float) -> float:
+        """Draw while busy under this cap."""
+        return min(max(limit_w, self.cfg.min_limit_w), self.cfg.max_limit_w, self.full_load_w)
+
+    def power_w(self, limit_w: float, level: float, extra_level: float = 0.0) -> float:
+        busy = min(level + extra_level, 1.0)
+        return self.cfg.idle_w + busy * (self.busy_w(limit_w) - self.cfg.idle_w)
+
+    def work_rate(self, limit_w: float, level: float) -> float:
+        return level * interpolate(self._points, self.busy_w(limit_w))
+
+
+class SimGpu:
+    """The model in real (or accelerated) time, with a first-order power response.
+
+    ``extra_level`` stands for load that others put on the GPU (interactive requests):
+    it draws power but is not heatctl's work.
+    """
+
+    can_set_limit = True
+
+    def __init__(
+        self, gpu_id: str, cfg: SimGpuConfig, *, time_fn: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.id = gpu_id
+        self.model = SimGpuModel(cfg)
+        self._time_fn = time_fn
+        self._limit_w = cfg.max_limit_w
+        self.level = 0.0
+        self.extra_level = 0.0
+        self._power_w = cfg.idle_w
+        self._energy_j = 0.0
+        self._work = 0.0
+        self._last_s = time_fn()
+        self.limit_writes = 0
+
+    def limits_w(self) -> tuple[float, float]:
+        return self.model.cfg.min_limit_w, self.model.cfg.max_limit_w
+
+    def idle_w(self) -> float:
+        return self.model.cfg.idle_w
+
+    def set_power_limit(self, watts: float) -> float:
+        self._advance()
+        lo, hi = self.limits_w()
+        self._limit_w = min(max(watts, lo), hi)
+        self.limit_writes += 1
+        return self._limit_w
+
+    def set_level(self, level: float) -> None:
+        self._advance()
+        self.level = min(max(level, 0.0), 1.0)
+
+    def read(self) -> GpuReading:
+        self._advance()
+        target = self.model.power_w(self._limit_w, self.level, self.extra_level)
+        return GpuReading(
+            power_w=self._power_w,
+            energy_j=self._energy_j,
+            temperature_c=30.0 + 0.15 * self._power_w,
+            utilization_pct=100.0 * min(self.level + self.extra_level, 1.0),
+            power_limit_w=self._limit_w,
+            cap_binding=self.level > 0 and self.model.full_load_w > self._limit_w and target > 0,
+        )
+
+    def work_done(self) -> float:
+        self._advance()
+        return self._work
+
+    def restore(self) -> None:
+        self._limit_w = self.model.cfg.max_limit_w
+
+    def _advance(self) -> None:
+        now_s = self._time_fn()
+        dt_s = max(now_s - self._last_s, 0.0)
+        self._last_s = now_s
+        target_w = self.model.power_w(self._limit_w, self.level, self.extra_level)
+        tau_s = self.model.cfg.response_s
+        alpha = 1.0 if tau_s <= 0 else 1.0 - math.exp(-dt_s / tau_s)
+        new_w = self._power_w + alpha * (target_w - self._power_w)
+        self._energy_j += 0.5 * (self._power_w + new_w) * dt_s
+        self._work += self.model.work_rate(self._limit_w, self.level) * dt_s
+        self._power_w = new_w

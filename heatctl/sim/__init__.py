@@ -1,0 +1,1 @@
+"""Closed-loop simulation: the real control core against plant models, in virtual time."""

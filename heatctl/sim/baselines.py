@@ -1,0 +1,55 @@
+"""Baseline controllers on the same plant, so KPIs compare like with like."""
+
+from __future__ import annotations
+
+from heatctl.control.allocate import DutyCycle, GpuCommand
+from heatctl.control.core import GpuState, NodeController
+from heatctl.control.pid import ZoneDemand
+from heatctl.control.safety import ZoneInputs
+
+
+class HysteresisController(NodeController):
+    """Home Assistant generic_thermostat style: full power below setpoint − 0.3 K, off above + 0.3 K."""
+
+    band_k = 0.3
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._on = dict.fromkeys(self.zones, False)
+
+    def _demand(self, name: str, zin: ZoneInputs, now_s: float) -> ZoneDemand:
+        assert zin.temperature is not None and zin.setpoint is not None
+        room_c, setpoint_c = zin.temperature.value, zin.setpoint.value
+        if room_c < setpoint_c - self.band_k:
+            self._on[name] = True
+        elif room_c > setpoint_c + self.band_k:
+            self._on[name] = False
+        return ZoneDemand(demand_w=self.zones[name].capacity_w if self._on[name] else 0.0)
+
+    def _allocate(self, gpu_id: str, now_s: float, target_w: float, state: GpuState) -> GpuCommand:
+        top_w = self.allocators[gpu_id].model.caps.max_limit_w
+        on = target_w > self.allocators[gpu_id].model.caps.idle_w
+        return GpuCommand(target_w=target_w, power_limit_w=top_w, level=1.0 if on else 0.0, regime="duty")
+
+
+class DutyCycleController(NodeController):
+    """The PID's demand as a duty cycle at full power (no use of lower caps)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._cycles = {gid: DutyCycle(self.cfg.duty) for gid in self.allocators}
+
+    def _allocate(self, gpu_id: str, now_s: float, target_w: float, state: GpuState) -> GpuCommand:
+        caps = self.allocators[gpu_id].model.caps
+        fraction = (target_w - caps.idle_w) / (caps.max_limit_w - caps.idle_w)
+        on = self._cycles[gpu_id].step(now_s, min(max(fraction, 0.0), 1.0))
+        return GpuCommand(
+            target_w=target_w, power_limit_w=caps.max_limit_w, level=1.0 if on else 0.0, regime="duty"
+        )
+
+
+CONTROLLERS: dict[str, type[NodeController]] = {
+    "heatctl": NodeController,
+    "hysteresis": HysteresisController,
+    "dutycycle": DutyCycleController,
+}

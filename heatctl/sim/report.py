@@ -1,0 +1,186 @@
+"""KPIs, time-series CSV and the plot of a simulation run."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from heatctl.sim.runner import COLUMNS, FloatArray, SimResult
+
+BoolArray = npt.NDArray[np.bool_]
+WARMUP_S = 6 * 3600.0
+KPI_UNITS = {
+    "rms_error_k": "K",
+    "max_overshoot_k": "K",
+    "discomfort_kh": "K·h",
+    "overheat_kh": "K·h",
+    "energy_kwh": "kWh",
+    "backup_kwh": "kWh",
+    "added_kwh": "kWh",
+    "heat_reused_kwh": "kWh",
+    "erf": "",
+    "work_done": "units",
+    "work_per_kwh": "units/kWh",
+    "limit_writes_per_h": "1/h",
+}
+
+
+def steady_mask(result: SimResult) -> BoolArray:
+    """Samples in steady operation, as DESIGN.md defines them for rms_error_k."""
+    s = result.series
+    t, room, sp, outdoor = s["time_s"], s["room_c"], s["setpoint_c"], s["outdoor_c"]
+    scen = result.scenario
+    mask = t >= WARMUP_S
+    # At least 2 h after the last setpoint change, and after the room first reached it.
+    change_idx = [0, *(np.flatnonzero(np.diff(sp) != 0) + 1).tolist(), len(t)]
+    for a, b in itertools.pairwise(change_idx):
+        near = np.flatnonzero(np.abs(room[a:b] - sp[a:b]) <= 0.1)
+        settled_s = max(t[a] + 2 * 3600.0, t[a + near[0]] if near.size else math.inf)
+        mask[a:b] &= t[a:b] >= settled_s
+    for event in scen.events:
+        start_s, end_s = event.span_s
+        mask &= ~((t >= start_s) & (t < end_s + 3600.0))
+    free_running_c = outdoor + scen.room.gains_w * scen.room.total_r_k_per_w
+    mask &= free_running_c < sp - 0.5
+    return mask
+
+
+
+def kpis(result: SimResult) -> dict[str, float]:
+    s = result.series
+    step_s = result.scenario.step_s
+    after = s["time_s"] >= WARMUP_S
+    room, sp = s["room_c"][after], s["setpoint_c"][after]
+    gpu_w, backup_w = s["gpu_power_w"][after], s["backup_w"][after]
+    j_per_kwh = 3.6e6
+    steady = steady_mask(result)
+    err = s["room_c"][steady] - s["setpoint_c"][steady]
+    added_w = np.maximum(gpu_w - result.idle_w, 0.0)
+    energy_kwh = float(gpu_w.sum() * step_s / j_per_kwh)
+    added_kwh = float(added_w.sum() * step_s / j_per_kwh)
+    reused_kwh = float(added_w[room <= sp + 0.5].sum() * step_s / j_per_kwh)
+    work_done = float(s["work_rate"][after].sum() * step_s)
+    limit = s["power_limit_w"][after]
+    hours = max(after.sum() * step_s / 3600.0, 1e-9)
+    return {
+        "rms_error_k": float(np.sqrt(np.mean(err**2))) if err.size else math.nan,
+        "max_overshoot_k": float(max(err.max(), 0.0)) if err.size else math.nan,
+        "discomfort_kh": float(np.maximum(sp - 0.5 - room, 0).sum() * step_s / 3600.0),
+        "overheat_kh": float(np.maximum(room - sp - 1.0, 0).sum() * step_s / 3600.0),
+        "energy_kwh": energy_kwh,
+        "backup_kwh": float(backup_w.sum() * step_s / j_per_kwh),
+        "added_kwh": added_kwh,
+        "heat_reused_kwh": reused_kwh,
+        "erf": reused_kwh / added_kwh if added_kwh > 0 else math.nan,
+        "work_done": work_done,
+        "work_per_kwh": work_done / energy_kwh if energy_kwh > 0 else math.nan,
+        "limit_writes_per_h": float(np.count_nonzero(np.diff(limit) != 0) / hours),
+        "steady_hours": float(steady.sum() * step_s / 3600.0),
+    }
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    """KPIs as a text table, one column per run."""
+    names = list(rows)
+    keys = [k for k in KPI_UNITS if any(k in r for r in rows.values())]
+    width = max(12, *(len(n) for n in names))
+    lines = [f"{'KPI':<20}{'unit':<11}" + "".join(f"{n:>{width + 2}}" for n in names)]
+    for key in keys:
+        cells = "".join(f"{_fmt(rows[n].get(key, math.nan)):>{width + 2}}" for n in names)
+        lines.append(f"{key:<20}{KPI_UNITS[key]:<11}{cells}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3f}"
+
+
+def write_outputs(result: SimResult, summary: dict[str, float], out_dir: Path) -> list[Path]:
+    """timeseries.csv, summary.json and plot.png in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / "timeseries.csv"
+    s = result.series
+    numeric = [c for c in COLUMNS if c in s]
+    with csv_path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(COLUMNS)
+        columns = [np.round(s[c], 4).tolist() for c in numeric]
+        for i, row in enumerate(zip(*columns, strict=True)):
+            writer.writerow((*row, result.mode[i], result.failsafe[i]))
+    json_path = out_dir / "summary.json"
+    payload = {
+        "scenario": result.scenario.name,
+        "controller": result.controller,
+        "duration_h": result.scenario.duration_h,
+        "kpis": {k: (None if math.isnan(v) else v) for k, v in summary.items()},
+    }
+    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    plot_path = out_dir / "plot.png"
+    plot(result, plot_path)
+    return [csv_path, json_path, plot_path]
+
+
+def _bucket_mean(values: FloatArray, size: int) -> FloatArray:
+    n = len(values) // size * size
+    return values[:n].reshape(-1, size).mean(axis=1) if size > 1 else values
+
+
+def plot(result: SimResult, path: Path, *, max_points: int = 4000) -> None:
+    """Room vs setpoint and outdoor; GPU power, limit and backup heat; work rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = result.series
+    size = max(1, len(s["time_s"]) // max_points)
+    hours = _bucket_mean(s["time_s"], size) / 3600.0
+    fig, (ax_t, ax_p, ax_w) = plt.subplots(
+        3, 1, figsize=(12, 8), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]}
+    )
+    title = result.scenario.name or "simulation"
+    fig.suptitle(f"{title} — controller: {result.controller}")
+    ax_t.plot(hours, _bucket_mean(s["setpoint_c"], size), color="tab:gray", lw=1, label="setpoint")
+    ax_t.plot(hours, _bucket_mean(s["room_c"], size), color="tab:red", lw=1.2, label="room")
+    ax_o = ax_t.twinx()
+    ax_o.plot(hours, _bucket_mean(s["outdoor_c"], size), color="tab:blue", lw=0.8, alpha=0.6)
+    ax_o.set_ylabel("outdoor °C", color="tab:blue")
+    ax_t.set_ylabel("room °C")
+    _shade_events(ax_t, result)
+    ax_t.legend(loc="upper left")
+    ax_p.plot(
+        hours, _bucket_mean(s["gpu_power_w"], size), color="tab:orange", lw=0.8, label="GPU power (mean)"
+    )
+    ax_p.plot(
+        hours, _bucket_mean(s["power_limit_w"], size), color="black", lw=0.6, ls="--", label="power limit"
+    )
+    if s["backup_w"].any():
+        ax_p.plot(hours, _bucket_mean(s["backup_w"], size), color="tab:purple", lw=0.8, label="backup heater")
+    ax_p.set_ylabel("W")
+    ax_p.legend(loc="upper left")
+    ax_w.plot(hours, _bucket_mean(s["work_rate"], size), color="tab:green", lw=0.8)
+    ax_w.set_ylabel("work/s")
+    ax_w.set_xlabel("hours")
+    for ax in (ax_t, ax_p, ax_w):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _shade_events(ax: Any, result: SimResult) -> None:
+    for event in result.scenario.events:
+        a, b = (x / 3600.0 for x in event.span_s)
+        color = "tab:cyan" if event.window_open_min else "tab:olive"
+        ax.axvspan(a, b, color=color, alpha=0.3, lw=0)

@@ -1,0 +1,180 @@
+"""The closed loop in virtual time: scenario plant + the real controller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from heatctl.config import Config, GpuConfig, SourceConfig, ZoneConfig
+from heatctl.control.core import GpuState, NodeInputs
+from heatctl.control.efficiency import GpuCaps
+from heatctl.control.safety import Reading, ZoneInputs
+from heatctl.gpu.sim import SimGpuModel
+from heatctl.sim.baselines import CONTROLLERS
+from heatctl.sim.scenario import Scenario, Schedule
+
+FloatArray = npt.NDArray[np.float64]
+COLUMNS = (
+    "time_s", "room_c", "setpoint_c", "outdoor_c", "demand_w", "gpu_power_w", "power_limit_w",
+    "level", "work_rate", "work_done", "backup_w", "mode", "failsafe",
+)  # fmt: skip
+
+
+class FakeClock:
+    """Virtual time, injected into the controller."""
+
+    def __init__(self, now_s: float = 0.0) -> None:
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+@dataclass(slots=True)
+class SimResult:
+    scenario: Scenario
+    controller: str
+    series: dict[str, FloatArray]  # numeric columns
+    mode: list[str]
+    failsafe: list[str]
+    idle_w: float
+
+
+def default_config() -> Config:
+    """One zone, one simulated GPU: what ``simulate`` uses without ``-c``."""
+    return Config(
+        node_id="sim",
+        mqtt=None,
+        zones=[
+            ZoneConfig(
+                name="room",
+                temperature=SourceConfig(topic="sim/room/temperature"),
+                setpoint=SourceConfig(topic="sim/room/setpoint"),
+                gpus=["gpu0"],
+            )
+        ],
+        gpus=[GpuConfig(id="gpu0", backend="sim")],
+    )
+
+
+def simulate(
+    scenario: Scenario,
+    config: Config | None = None,
+    *,
+    controller: str = "heatctl",
+    base_dir: Path = Path("."),
+    progress: Callable[[float], None] | None = None,
+) -> SimResult:
+    """Run the scenario; returns the time series (one row per step)."""
+    cfg = config or default_config()
+    zone = cfg.zones[0]
+    plant = SimGpuModel(scenario.gpu)
+    gpu_ids = list(zone.gpus)
+    caps = {gid: _caps(cfg.gpu(gid), scenario) for gid in gpu_ids}
+    cfg = cfg.model_copy(update={"zones": [zone], "gpus": [cfg.gpu(g) for g in gpu_ids]})
+    clock = FakeClock()
+    ctrl = CONTROLLERS[controller](cfg, caps, time_fn=clock)
+
+    room = scenario.room.build()
+    weather = scenario.build_weather(base_dir)
+    schedule = Schedule(scenario.schedule, scenario.start)
+    windows = [e.span_s for e in scenario.events if e.window_open_min]
+    dropouts = [e.span_s for e in scenario.events if e.sensor_dropout_min]
+    backup = scenario.backup_heater
+    step_s = scenario.step_s
+    n = round(scenario.duration_h * 3600.0 / step_s)
+    interval_s = zone.control.interval_s
+    src = zone.temperature.origin
+    resolution_k = scenario.sensor_resolution_k
+
+    cols = {c: np.zeros(n) for c in COLUMNS if c not in ("mode", "failsafe")}
+    modes: list[str] = []
+    failsafes: list[str] = []
+    limits = {g: caps[g].max_limit_w for g in gpu_ids}
+    levels = dict.fromkeys(gpu_ids, 0.0)
+    states = {g: GpuState() for g in gpu_ids}
+    temp_reading = Reading(value=room.air_c, at_s=0.0, source=src)
+    demand_w, failsafe, backup_on, work_done = 0.0, "", False, 0.0
+    next_tick_s = 0.0
+    report_every = max(n // 100, 1)
+    for k in range(n):
+        t = k * step_s
+        clock.now_s = t
+        outdoor_c = weather.at(t)
+        setpoint_c = schedule.at(t)
+        window_open = any(a <= t < b for a, b in windows)
+        if not any(a <= t < b for a, b in dropouts):
+            measured_c = round(room.air_c / resolution_k) * resolution_k if resolution_k else room.air_c
+            temp_reading = Reading(value=measured_c, at_s=t, source=src)
+        if t >= next_tick_s:
+            inputs = NodeInputs(
+                mode="heat",
+                zones={
+                    zone.name: ZoneInputs(
+                        temperature=temp_reading,
+                        setpoint=Reading(value=setpoint_c, at_s=t),
+                        window_open=Reading(value=1.0 if window_open else 0.0, at_s=t),
+                        outdoor=Reading(value=outdoor_c, at_s=t),
+                        temperature_stale_s=zone.temperature.stale_after_s,
+                        setpoint_stale_s=zone.setpoint.stale_after_s,
+                    )
+                },
+                gpus=states,
+            )
+            out = ctrl.step(inputs)
+            for g in gpu_ids:
+                limits[g], levels[g] = out.gpus[g].power_limit_w, out.gpus[g].level
+            demand_w = out.zones[zone.name].demand_w
+            failsafe = out.failsafe or ""
+            next_tick_s += interval_s
+            if next_tick_s <= t:
+                next_tick_s = t + interval_s
+        gpu_w = work_rate = 0.0
+        for g in gpu_ids:
+            p = plant.power_w(limits[g], levels[g])
+            r = plant.work_rate(limits[g], levels[g])
+            states[g] = GpuState(power_w=p, work_rate=r, temperature_c=30.0 + 0.15 * p)
+            gpu_w += p
+            work_rate += r
+        backup_w = 0.0
+        if backup is not None:
+            target_c = setpoint_c + backup.setpoint_offset_k
+            if room.air_c < target_c - backup.hysteresis_k / 2:
+                backup_on = True
+            elif room.air_c > target_c + backup.hysteresis_k / 2:
+                backup_on = False
+            backup_w = backup.power_w if backup_on else 0.0
+        work_done += work_rate * step_s
+        row = (
+            t, room.air_c, setpoint_c, outdoor_c, demand_w, gpu_w, limits[gpu_ids[0]],
+            levels[gpu_ids[0]], work_rate, work_done, backup_w,
+        )  # fmt: skip
+        for name, value in zip(COLUMNS, row, strict=False):
+            cols[name][k] = value
+        modes.append("heat")
+        failsafes.append(failsafe)
+        window_w = scenario.room.window_ua_w_per_k * (room.air_c - outdoor_c) if window_open else 0.0
+        room.step(step_s, gpu_w + backup_w + scenario.room.gains_w - window_w, outdoor_c)
+        if progress is not None and k % report_every == 0:
+            progress(k / n)
+    if progress is not None:
+        progress(1.0)
+    return SimResult(
+        scenario=scenario,
+        controller=controller,
+        series=cols,
+        mode=modes,
+        failsafe=failsafes,
+        idle_w=scenario.gpu.idle_w * len(gpu_ids),
+    )
+
+
+def _caps(gpu: GpuConfig, scenario: Scenario) -> GpuCaps:
+    top_w = scenario.gpu.max_limit_w
+    if gpu.max_power_w is not None:
+        top_w = max(min(top_w, gpu.max_power_w), scenario.gpu.min_limit_w)
+    return GpuCaps(idle_w=scenario.gpu.idle_w, min_limit_w=scenario.gpu.min_limit_w, max_limit_w=top_w)

@@ -1,0 +1,164 @@
+"""Scenario files: the room, the weather, the schedule, the GPU and the events to simulate."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from heatctl.config import SimGpuConfig, load_model
+from heatctl.sim.room import Room, Room1R1C, Room2R2C
+from heatctl.sim.weather import Weather
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Room1R1CConfig(_Strict):
+    model: Literal["1r1c"]
+    c_j_per_k: Annotated[float, Field(gt=0)]
+    r_k_per_w: Annotated[float, Field(gt=0)]
+    initial_c: float = 18.0
+    gains_w: float = 0.0
+    window_ua_w_per_k: Annotated[float, Field(ge=0)] = 60.0  # extra loss while a window is open
+
+    @property
+    def total_r_k_per_w(self) -> float:
+        return self.r_k_per_w
+
+    def build(self) -> Room:
+        return Room1R1C(c_j_per_k=self.c_j_per_k, r_k_per_w=self.r_k_per_w, initial_c=self.initial_c)
+
+
+class Room2R2CConfig(_Strict):
+    model: Literal["2r2c"] = "2r2c"
+    ci_j_per_k: Annotated[float, Field(gt=0)] = 3.0e5
+    ce_j_per_k: Annotated[float, Field(gt=0)] = 3.3e6
+    rie_k_per_w: Annotated[float, Field(gt=0)] = 0.0054
+    rea_k_per_w: Annotated[float, Field(gt=0)] = 0.066
+    initial_c: float = 18.0
+    gains_w: float = 0.0
+    window_ua_w_per_k: Annotated[float, Field(ge=0)] = 60.0  # extra loss while a window is open
+
+    @property
+    def total_r_k_per_w(self) -> float:
+        return self.rie_k_per_w + self.rea_k_per_w
+
+    def build(self) -> Room:
+        return Room2R2C(
+            ci_j_per_k=self.ci_j_per_k,
+            ce_j_per_k=self.ce_j_per_k,
+            rie_k_per_w=self.rie_k_per_w,
+            rea_k_per_w=self.rea_k_per_w,
+            initial_c=self.initial_c,
+        )
+
+
+class WeatherConfig(_Strict):
+    constant_c: float | None = None
+    mean_c: float | None = None
+    amplitude_k: float = 0.0
+    csv: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        kinds = [self.constant_c is not None, self.mean_c is not None, self.csv is not None]
+        if sum(kinds) != 1:
+            raise ValueError("give one of constant_c, {mean_c, amplitude_k} or csv")
+        return self
+
+
+class ScheduleEntry(_Strict):
+    at: str
+    setpoint_c: Annotated[float, Field(ge=5, le=35)]
+
+    @field_validator("at")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        m = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
+        if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+            raise ValueError("must be a time of day HH:MM")
+        return value
+
+    @property
+    def minute_of_day(self) -> int:
+        h, m = self.at.split(":")
+        return int(h) * 60 + int(m)
+
+
+class BackupHeaterConfig(_Strict):
+    """A conventional heater that switches on when the room falls below setpoint + offset."""
+
+    power_w: Annotated[float, Field(gt=0)]
+    setpoint_offset_k: float = -0.5
+    hysteresis_k: Annotated[float, Field(gt=0)] = 0.3
+
+
+class EventConfig(_Strict):
+    at_h: Annotated[float, Field(ge=0)]
+    window_open_min: Annotated[float, Field(gt=0)] | None = None
+    sensor_dropout_min: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if (self.window_open_min is None) == (self.sensor_dropout_min is None):
+            raise ValueError("give one of window_open_min or sensor_dropout_min")
+        return self
+
+    @property
+    def span_s(self) -> tuple[float, float]:
+        minutes = self.window_open_min or self.sensor_dropout_min or 0.0
+        return self.at_h * 3600.0, self.at_h * 3600.0 + minutes * 60.0
+
+
+class Scenario(_Strict):
+    name: str | None = None
+    duration_h: Annotated[float, Field(gt=0, le=24 * 366 * 2)]
+    step_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    start: datetime = datetime(2026, 1, 5)
+    room: Annotated[Room1R1CConfig | Room2R2CConfig, Field(discriminator="model")] = Room2R2CConfig()
+    weather: WeatherConfig = WeatherConfig(constant_c=5.0)
+    schedule: list[ScheduleEntry] = Field(default=[ScheduleEntry(at="00:00", setpoint_c=21.0)], min_length=1)
+    gpu: SimGpuConfig = SimGpuConfig()
+    backup_heater: BackupHeaterConfig | None = None
+    sensor_resolution_k: Annotated[float, Field(ge=0)] = 0.1  # thermostats report in steps
+    events: list[EventConfig] = []
+
+    def build_weather(self, base_dir: Path) -> Weather:
+        w = self.weather
+        if w.csv is not None:
+            return Weather.from_csv(base_dir / w.csv, self.start)
+        if w.mean_c is not None:
+            return Weather.daily_sine(w.mean_c, w.amplitude_k, self.start, self.duration_h * 3600.0)
+        assert w.constant_c is not None
+        return Weather.constant(w.constant_c)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file (errors like config errors: every one, with its path)."""
+    return load_model(Scenario, path)
+
+
+class Schedule:
+    """The daily setpoint schedule as a function of virtual time."""
+
+    def __init__(self, entries: list[ScheduleEntry], start: datetime) -> None:
+        self._entries = sorted(entries, key=lambda e: e.minute_of_day)
+        self._start_min = start.hour * 60 + start.minute + start.second / 60.0
+
+    def at(self, t_s: float) -> float:
+        minute = (self._start_min + t_s / 60.0) % 1440.0
+        current = self._entries[-1].setpoint_c  # before the first entry: yesterday's last one
+        for entry in self._entries:
+            if entry.minute_of_day <= minute:
+                current = entry.setpoint_c
+        return current
+
+
+def default_scenario_path() -> Path:
+    """The cold week shipped inside the package: ``simulate`` with no arguments runs it."""
+    return Path(__file__).parent / "scenarios" / "cold-week.yaml"

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import pytest
+
+from heatctl.config import DutyConfig
+from heatctl.control.allocate import Allocator, DutyCycle
+from heatctl.control.efficiency import EfficiencyModel, GpuCaps
+
+CAPS = GpuCaps(idle_w=20.0, min_limit_w=100.0, max_limit_w=300.0)
+CURVE = [(100.0, 40.0), (150.0, 62.0), (200.0, 75.0), (250.0, 82.0), (300.0, 86.0)]
+
+
+def allocator(**duty: float) -> Allocator:
+    return Allocator(EfficiencyModel(CAPS, CURVE), DutyConfig(**duty), deadband_w=5.0)
+
+
+def test_efficient_cap_is_most_work_per_watt_above_idle() -> None:
+    assert EfficiencyModel(CAPS, CURVE).efficient_cap_w == 100.0
+    # A curve whose work per watt peaks in the middle:
+    peaked = [(100.0, 10.0), (150.0, 60.0), (200.0, 70.0), (300.0, 80.0)]
+    assert EfficiencyModel(CAPS, peaked).efficient_cap_w == 150.0
+
+
+def test_above_efficient_cap_runs_continuously_at_a_lower_cap() -> None:
+    alloc = allocator()
+    cmd = alloc.step(0.0, 180.0)
+    assert (cmd.power_limit_w, cmd.level, cmd.regime) == (180.0, 1.0, "continuous")
+    # The same heat at full power part of the time would do less work:
+    continuous_work = EfficiencyModel(CAPS, CURVE).work_rate(180.0)
+    duty_work = (180.0 - 20.0) / (300.0 - 20.0) * 86.0
+    assert continuous_work > 1.2 * duty_work
+
+
+def test_limit_moves_only_beyond_the_deadband() -> None:
+    alloc = allocator()
+    alloc.step(0.0, 180.0)
+    writes = alloc.limit_writes
+    assert alloc.step(30.0, 183.0).power_limit_w == 180.0
+    assert alloc.step(60.0, 186.0).power_limit_w == 186.0
+    assert alloc.limit_writes == writes + 1
+
+
+def test_below_efficient_cap_duty_cycles_to_the_right_average() -> None:
+    alloc = allocator(period_s=300, min_on_s=60, min_off_s=60)
+    target_w = 60.0  # half-way between idle (20) and the efficient cap (100)
+    powers = []
+    for t in range(0, 3000, 10):
+        cmd = alloc.step(float(t), target_w)
+        assert cmd.power_limit_w == 100.0 and cmd.regime == "duty"
+        powers.append(20.0 + cmd.level * 80.0)
+    assert sum(powers) / len(powers) == pytest.approx(target_w, rel=0.05)
+
+
+def test_duty_cycle_honours_minimum_on_and_off_times() -> None:
+    duty = DutyCycle(DutyConfig(period_s=300, min_on_s=60, min_off_s=90))
+    states = [duty.step(float(t), 0.05) for t in range(0, 7200)]  # 1 s ticks, 5 % on
+    runs: list[tuple[bool, int]] = []
+    for s in states:
+        if runs and runs[-1][0] == s:
+            runs[-1] = (s, runs[-1][1] + 1)
+        else:
+            runs.append((s, 1))
+    inner = runs[1:-1]
+    assert all(n >= 60 for on, n in inner if on)
+    assert all(n >= 90 for on, n in inner if not on)
+    assert sum(states) / len(states) == pytest.approx(0.05, abs=0.01)
+
+
+def test_idle_target_means_no_work_and_no_limit_write() -> None:
+    alloc = allocator()
+    alloc.step(0.0, 200.0)
+    writes = alloc.limit_writes
+    cmd = alloc.step(30.0, 0.0)
+    assert cmd.level == 0.0 and cmd.regime == "idle"
+    assert alloc.limit_writes == writes
+
+
+def test_ceiling_caps_the_limit() -> None:
+    alloc = allocator()
+    alloc.ceiling_w = 220.0
+    assert alloc.step(0.0, 290.0).power_limit_w == 220.0
+
+
+def test_trim_corrects_a_cap_that_does_not_hold_exactly() -> None:
+    alloc = allocator()
+    limit_w = alloc.step(0.0, 200.0).power_limit_w
+    for t in range(1, 40):
+        # This GPU draws 6 % under its cap.
+        limit_w = alloc.step(t * 30.0, 200.0, measured_w=0.94 * limit_w).power_limit_w
+    assert 0.94 * limit_w == pytest.approx(200.0, rel=0.03)
+
+
+def test_learning_moves_the_efficient_cap() -> None:
+    model = EfficiencyModel(CAPS, CURVE)
+    for _ in range(200):  # this GPU does much more work at 200 W than the prior says
+        model.observe(200.0, 140.0)
+    assert model.efficient_cap_w == pytest.approx(200.0)
+    assert model.work_rate(200.0) == pytest.approx(140.0, rel=0.01)

@@ -1,0 +1,112 @@
+"""The command line as a user runs it: a real subprocess, real files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from heatctl import __version__
+from tests.conftest import SCENARIOS
+
+DESIGN_COLUMNS = [
+    "time_s", "room_c", "setpoint_c", "outdoor_c", "demand_w", "gpu_power_w", "power_limit_w",
+    "level", "work_rate", "work_done", "backup_w", "mode", "failsafe",
+]  # fmt: skip
+DESIGN_KPIS = {
+    "rms_error_k", "max_overshoot_k", "discomfort_kh", "overheat_kh", "energy_kwh", "backup_kwh",
+    "added_kwh", "heat_reused_kwh", "erf", "work_done", "work_per_kwh", "limit_writes_per_h",
+}  # fmt: skip
+
+
+def heatctl(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "heatctl", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False,
+    )  # fmt: skip
+
+
+def test_version() -> None:
+    proc = heatctl("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"heatctl {__version__}"
+
+
+def test_simulate_writes_csv_summary_and_plot(tmp_path: Path) -> None:
+    scenario = tmp_path / "short.yaml"
+    scenario.write_text(
+        (SCENARIOS / "window-and-dropout.yaml").read_text().replace("duration_h: 168", "duration_h: 36")
+    )
+    (tmp_path / "weather-feb.csv").write_text((SCENARIOS / "weather-feb.csv").read_text())
+    out = tmp_path / "out"
+    proc = heatctl("simulate", "--scenario", str(scenario), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "rms_error_k" in proc.stdout and "work_per_kwh" in proc.stdout
+    with (out / "timeseries.csv").open() as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == DESIGN_COLUMNS
+    assert len(rows) == 1 + 36 * 3600 // 10
+    assert any(r[-1] == "room: window open" for r in rows[1:])
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["kpis"]) >= DESIGN_KPIS
+    png = (out / "plot.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+@pytest.mark.parametrize("controller", ["hysteresis", "dutycycle"])
+def test_simulate_baselines(tmp_path: Path, controller: str) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("duration_h: 12\nstep_s: 60\nweather: {constant_c: 5}\n")
+    proc = heatctl(
+        "simulate", "--scenario", str(scenario), "--controller", controller, "--out", str(tmp_path)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["controller"] == controller
+
+
+def test_simulate_uses_the_config_file_a_user_deploys(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("duration_h: 12\nstep_s: 30\nweather: {constant_c: 5}\n")
+    cfg = tmp_path / "heatctl.yaml"
+    cfg.write_text((Path(__file__).parent.parent / "examples" / "heatctl.yaml").read_text())
+    capped = tmp_path / "capped.yaml"
+    capped.write_text(cfg.read_text().replace("max_power_w: 250", "max_power_w: 150"))
+    proc = heatctl("simulate", "--scenario", str(scenario), "-c", str(capped), "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    with (tmp_path / "timeseries.csv").open() as fh:
+        powers = [float(r["gpu_power_w"]) for r in csv.DictReader(fh)]
+    assert max(powers) == pytest.approx(150.0)
+
+
+def test_bad_scenario_lists_problems_and_exits_2(tmp_path: Path) -> None:
+    scenario = tmp_path / "bad.yaml"
+    scenario.write_text("duration_h: -1\nroom: {model: 3r3c}\nweather: {}\nevents: [{at_h: 1}]\n")
+    proc = heatctl("simulate", "--scenario", str(scenario))
+    assert proc.returncode == 2
+    for path in ("duration_h", "room", "weather", "events[0]"):
+        assert f": {path}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_bad_config_exits_2_without_traceback(tmp_path: Path, command: str) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("node_id: x\nmqtt: {port: 0, password: '${NOT_SET_ANYWHERE}'}\nzones: []\ngpus: []\n")
+    proc = heatctl(command, "-c", str(cfg))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    for path in ("mqtt.port", "mqtt.password", "zones", "gpus"):
+        assert "bad.yaml:" in proc.stderr and f": {path}:" in proc.stderr
+
+
+def test_usage_error_exits_2() -> None:
+    assert heatctl("frobnicate").returncode == 2
+
+
+def test_config_schema_is_json_schema() -> None:
+    proc = heatctl("config", "schema")
+    schema = json.loads(proc.stdout)
+    assert schema["type"] == "object" and "zones" in schema["properties"]

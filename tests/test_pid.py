@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import pytest
+
+from heatctl.config import ControlConfig
+from heatctl.control.pid import ZoneController
+from tests.conftest import FakeClock
+
+
+def make(clock: FakeClock, **cfg: float) -> ZoneController:
+    return ZoneController(ControlConfig(**cfg), capacity_w=300.0, time_fn=clock)
+
+
+def run(zc: ZoneController, clock: FakeClock, temp_c: float, sp_c: float, steps: int, **kw: float) -> float:
+    demand = 0.0
+    for _ in range(steps):
+        clock.advance(30.0)
+        demand = zc.update(temp_c, sp_c, **kw).demand_w
+    return demand
+
+
+def test_cold_room_gets_full_power_warm_room_none(clock: FakeClock) -> None:
+    zc = make(clock)
+    assert zc.update(15.0, 21.0).demand_w == 300.0
+    clock.advance(30)
+    assert zc.update(25.0, 21.0).demand_w == 0.0
+
+
+def test_integrator_does_not_wind_up_while_saturated(clock: FakeClock) -> None:
+    zc = make(clock, kp=100, ki=0.2)
+    run(zc, clock, 15.0, 21.0, steps=2000)  # 17 h far below setpoint, demand pinned at capacity
+    assert zc.integral_w <= 300.0
+    # Once the room is just above setpoint the demand must drop within a few ticks.
+    clock.advance(30)
+    assert zc.update(21.3, 21.0).demand_w < 300.0
+    assert run(zc, clock, 21.5, 21.0, steps=10) < 300.0 - 40.0
+
+
+def test_warm_night_leaves_no_negative_integral(clock: FakeClock) -> None:
+    zc = make(clock, kp=100, ki=0.2, ua_w_per_k=14)
+    run(zc, clock, 20.0, 17.0, steps=600, outdoor_c=0.0)  # 5 h: 3 K too warm after a setback
+    # Back at setpoint: the feed-forward alone must not be cancelled by a wound-down integral.
+    clock.advance(30)
+    demand = zc.update(17.0, 17.0, outdoor_c=0.0)
+    assert demand.ff_w == pytest.approx(14 * 17)
+    assert demand.demand_w > 0.8 * demand.ff_w
+
+
+def test_feed_forward_anti_windup_holds(clock: FakeClock) -> None:
+    zc = make(clock, kp=100, ki=0.2, ua_w_per_k=14)
+    run(zc, clock, 10.0, 21.0, steps=1000, outdoor_c=-10.0)  # ff alone = 434 W > capacity
+    assert zc.integral_w <= 1e-6  # limits shifted by the (capped) feed-forward: 300 − 300
+    # The weather turns mild: demand follows at once, nothing wound up to unwind.
+    clock.advance(30)
+    demand = zc.update(21.0, 21.0, outdoor_c=11.0)
+    assert demand.demand_w == pytest.approx(14 * 10, abs=1.0)
+
+
+def test_dt_is_capped_after_a_gap(clock: FakeClock) -> None:
+    zc = make(clock, kp=0.0, ki=1.0)
+    zc.update(20.0, 21.0)
+    before = zc.integral_w
+    clock.advance(6 * 3600)  # an outage of 6 h
+    zc.update(20.0, 21.0)
+    # 1 K error over at most 3 × 30 s, not over 6 h
+    assert zc.integral_w - before == pytest.approx(90.0)
+
+
+def test_hold_then_resume_is_bumpless(clock: FakeClock) -> None:
+    zc = make(clock)
+    steady = run(zc, clock, 20.9, 21.0, steps=200)
+    held = zc.hold()
+    assert held.demand_w == 0.0
+    clock.advance(1800)  # window open for 30 min: integrator frozen, no integration of the gap
+    resumed = zc.update(20.9, 21.0).demand_w
+    assert resumed == pytest.approx(steady, abs=0.2 * 0.4 * 30 + 1e-6)
+
+
+def test_integrator_persists_across_restart(clock: FakeClock) -> None:
+    zc = make(clock)
+    run(zc, clock, 20.8, 21.0, steps=100)
+    saved = zc.integral_w
+    fresh = make(clock)
+    fresh.restore_integral(saved)
+    clock.advance(30)
+    assert fresh.update(21.0, 21.0).i_w == pytest.approx(saved)
