@@ -1,1 +1,141 @@
-"""Fixtures that start real services on free loopback ports."""
+"""Fixtures that start real services on free loopback ports, and stop them by PID."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
+    """Poll a condition (not a fixed sleep): returns its first truthy value or fails the test."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Mosquitto:
+    """A real Mosquitto broker with its own config file, on a free port; restartable on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.port = free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "log_dest stderr\nlog_type error\nlog_type warning\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log = self.conf.with_suffix(".log").open("ab")
+        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stderr=self.log)
+        wait_until(lambda: port_open(self.port), 10.0, f"mosquitto on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            self.log.close()
+        self.proc = None
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        pytest.fail("mosquitto is not installed: run tests/run.sh (apt-get install mosquitto)")
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+class Probe:
+    """A plain MQTT client for tests: publish, and record everything under some topics."""
+
+    def __init__(self, port: int, topics: tuple[str, ...] = ("#",)) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.arrivals: list[tuple[str, bytes, float]] = []  # perf_counter at arrival, for benchmarks
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"probe-{port}-{id(self)}"
+        )
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, u, f, rc, p: (
+            [c.subscribe(t, qos=1) for t in topics] and self._ready.set()
+        )
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        wait_until(self._ready.is_set, 10.0, "probe connection")
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.arrivals.append((msg.topic, msg.payload, now))
+
+    def publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return [p for t, p, _ in self.messages if t == topic]
+
+    def last_json(self, topic: str) -> Any:
+        payloads = self.on(topic)
+        return json.loads(payloads[-1]) if payloads and payloads[-1] else None
+
+    def wait_json(self, topic: str, predicate: Callable[[Any], bool], timeout_s: float = 10.0) -> Any:
+        def found() -> Any:
+            for payload in reversed(self.on(topic)):
+                if payload:
+                    data = json.loads(payload)
+                    if predicate(data):
+                        return data
+            return None
+
+        return wait_until(found, timeout_s, f"a matching message on {topic}")
+
+    def clear(self) -> None:
+        with self._lock:
+            self.messages.clear()
+            self.arrivals.clear()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def probe(mosquitto: Mosquitto) -> Iterator[Probe]:
+    p = Probe(mosquitto.port)
+    yield p
+    p.close()

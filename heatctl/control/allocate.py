@@ -81,6 +81,9 @@ class Allocator:
         self.ceiling_w = ceiling_w if ceiling_w is not None else model.caps.max_limit_w
         self._limit_w = model.caps.max_limit_w
         self._trim_w = 0.0
+        self._limit_set_s = -float("inf")
+        self._regime = "idle"
+        self.settle_s = 10.0  # a reading reflects a new limit only after the GPU settled under it
         self.limit_writes = 0
 
     @property
@@ -93,29 +96,34 @@ class Allocator:
         target_w = min(max(target_w, 0.0), top_w)
         efficient_w = min(self.model.efficient_cap_w, top_w)
         if target_w <= caps.idle_w + 1.0:
+            self._regime = "idle"
             self._duty.step(now_s, 0.0)
             self._trim_w = 0.0
             return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=0.0, regime="idle")
         if target_w < efficient_w:
+            self._regime = "duty"
             fraction = (target_w - caps.idle_w) / (efficient_w - caps.idle_w)
             on = self._duty.step(now_s, fraction)
             self._trim_w = 0.0
             if on:
-                self._write(efficient_w, force=True)
+                self._write(efficient_w, now_s, force=True)
             return GpuCommand(
                 target_w=target_w, power_limit_w=self._limit_w, level=1.0 if on else 0.0, regime="duty"
             )
         self._duty.step(now_s, 1.0)
-        if measured_w is not None:
+        if self._regime != "continuous":
+            self._regime, self._limit_set_s = "continuous", now_s  # the GPU is just being loaded
+        if measured_w is not None and now_s - self._limit_set_s >= self.settle_s:
             # A persistent miss while the cap binds means the driver holds it loosely.
             error_w = target_w - measured_w
             if abs(error_w) > 0.02 * target_w:
                 self._trim_w = min(max(self._trim_w + 0.5 * error_w, -0.1 * target_w), 0.1 * target_w)
-        self._write(min(max(target_w + self._trim_w, caps.min_limit_w), top_w))
+        self._write(min(max(target_w + self._trim_w, caps.min_limit_w), top_w), now_s)
         return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=1.0, regime="continuous")
 
-    def _write(self, limit_w: float, *, force: bool = False) -> None:
+    def _write(self, limit_w: float, now_s: float, *, force: bool = False) -> None:
         moved_w = abs(limit_w - self._limit_w)
         if moved_w > 1e-6 and (force or moved_w >= self._deadband_w):
             self._limit_w = limit_w
+            self._limit_set_s = now_s
             self.limit_writes += 1

@@ -25,9 +25,9 @@ class ZoneInputs:
     window_open: Reading | None = None  # 1.0 open, 0.0 closed
     outdoor: Reading | None = None
     thermostat_on: Reading | None = None  # 0.0 when the thermostat's own mode is off
+    mode: str = "heat"  # the zone's own mode, set from Home Assistant or MQTT
     temperature_stale_s: float = 900.0
     setpoint_stale_s: float = 900.0
-    window_stale_s: float = 900.0
     outdoor_stale_s: float = 3600.0
 
 
@@ -51,6 +51,8 @@ def zone_failsafe(now_s: float, zone: ZoneInputs, cfg: ControlConfig) -> str | N
 
 def zone_wants_no_heat(zone: ZoneInputs) -> bool:
     """The thermostat itself says off (its system_mode); not a fault."""
+    if zone.mode != "heat":
+        return True
     return zone.thermostat_on is not None and not zone.thermostat_on.value
 
 

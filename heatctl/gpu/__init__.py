@@ -1,1 +1,1 @@
-"""GPU backends: steer and read a GPU's power."""
+"""GPU backends: steer and read a GPU's power. Backends register by name."""

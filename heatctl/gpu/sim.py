@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 
@@ -62,6 +63,7 @@ class SimGpu:
         self._work = 0.0
         self._last_s = time_fn()
         self.limit_writes = 0
+        self._lock = threading.RLock()  # the demo's room thread reads while the service steers
 
     def limits_w(self) -> tuple[float, float]:
         return self.model.cfg.min_limit_w, self.model.cfg.max_limit_w
@@ -70,17 +72,23 @@ class SimGpu:
         return self.model.cfg.idle_w
 
     def set_power_limit(self, watts: float) -> float:
-        self._advance()
-        lo, hi = self.limits_w()
-        self._limit_w = min(max(watts, lo), hi)
-        self.limit_writes += 1
-        return self._limit_w
+        with self._lock:
+            self._advance()
+            lo, hi = self.limits_w()
+            self._limit_w = min(max(watts, lo), hi)
+            self.limit_writes += 1
+            return self._limit_w
 
     def set_level(self, level: float) -> None:
-        self._advance()
-        self.level = min(max(level, 0.0), 1.0)
+        with self._lock:
+            self._advance()
+            self.level = min(max(level, 0.0), 1.0)
 
     def read(self) -> GpuReading:
+        with self._lock:
+            return self._read()
+
+    def _read(self) -> GpuReading:
         self._advance()
         target = self.model.power_w(self._limit_w, self.level, self.extra_level)
         return GpuReading(
@@ -93,8 +101,9 @@ class SimGpu:
         )
 
     def work_done(self) -> float:
-        self._advance()
-        return self._work
+        with self._lock:
+            self._advance()
+            return self._work
 
     def restore(self) -> None:
         self._limit_w = self.model.cfg.max_limit_w

@@ -52,7 +52,6 @@ def steady_mask(result: SimResult) -> BoolArray:
     return mask
 
 
-
 def kpis(result: SimResult) -> dict[str, float]:
     s = result.series
     step_s = result.scenario.step_s

@@ -1,0 +1,39 @@
+"""Helpers for benchmarks that need a real broker and a running ``heatctl run``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.services import Mosquitto, Probe, wait_until  # noqa: E402
+
+__all__ = ["Mosquitto", "Probe", "start_heatctl", "wait_until"]
+
+CONFIG = """
+node_id: bench
+state_dir: {state}
+mqtt: {{host: 127.0.0.1, port: {port}}}
+zones:
+  - name: office
+    temperature: {{topic: bench/trv, json_path: local_temperature}}
+    setpoint: {{topic: bench/trv, json_path: occupied_heating_setpoint}}
+    control: {{interval_s: 30}}
+    gpus: [gpu0]
+gpus:
+  - {{id: gpu0, backend: sim, workload: {{type: sim}}}}
+"""
+
+
+def start_heatctl(port: int, workdir: Path | None = None) -> subprocess.Popen[bytes]:
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="heatctl-bench-"))
+    cfg = workdir / "heatctl.yaml"
+    cfg.write_text(CONFIG.format(state=workdir / "state", port=port))
+    log = (workdir / "heatctl.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "heatctl", "--log-level", "warning", "run", "-c", str(cfg)], stderr=log
+    )

@@ -1,0 +1,103 @@
+"""Commands from MQTT (and Home Assistant through it): parsed, validated, queued for the control thread."""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from dataclasses import dataclass
+
+from heatctl.config import Config
+from heatctl.mqtt_link import Handler, MqttLink
+
+_LOGGER = logging.getLogger(__name__)
+MODES = ("heat", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    kind: str  # "mode" | "max_power_w" | "setpoint" | "zone_mode"
+    value: float | str | None
+    zone: str | None = None
+
+
+class CommandError(ValueError):
+    pass
+
+
+def parse_mode(payload: bytes) -> str:
+    text = payload.decode("utf-8", "replace").strip().lower()
+    if text not in MODES:
+        raise CommandError(f"mode must be one of {', '.join(MODES)}")
+    return text
+
+
+def parse_number(payload: bytes, low: float, high: float) -> float:
+    text = payload.decode("utf-8", "replace").strip()
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise CommandError("expected a number") from exc
+    if not math.isfinite(value) or not low <= value <= high:
+        raise CommandError(f"must be between {low:g} and {high:g}")
+    return value
+
+
+class CommandInbox:
+    """Commands handed from the network thread to the control thread, which is woken at once."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self.wake = threading.Event()
+        self.rejected = 0
+
+    def put(self, command: Command) -> None:
+        self.queue.put(command)
+        self.wake.set()
+
+    def drain(self) -> list[Command]:
+        commands = []
+        while True:
+            try:
+                commands.append(self.queue.get_nowait())
+            except queue.Empty:
+                return commands
+
+
+def command_topics(cfg: Config) -> dict[str, str]:
+    """topic → what it sets, for every command topic of this node."""
+    assert cfg.mqtt is not None
+    base = f"{cfg.mqtt.base_topic}/{cfg.node_id}"
+    topics = {f"{base}/mode/set": "mode", f"{base}/max_power_w/set": "max_power_w"}
+    for zone in cfg.zones:
+        topics[f"{base}/{zone.name}/setpoint/set"] = f"setpoint:{zone.name}"
+        topics[f"{base}/{zone.name}/mode/set"] = f"zone_mode:{zone.name}"
+    return topics
+
+
+def bind_commands(cfg: Config, link: MqttLink, inbox: CommandInbox, max_node_w: float) -> None:
+    for topic, what in command_topics(cfg).items():
+        link.subscribe(topic, _handler(inbox, what, max_node_w))
+
+
+def _handler(inbox: CommandInbox, what: str, max_node_w: float) -> Handler:
+    kind, _, zone = what.partition(":")
+
+    # Runs on paho's network thread: validate, enqueue, wake the control thread.
+    def handle(topic: str, payload: bytes) -> None:
+        try:
+            value: float | str
+            if kind in ("mode", "zone_mode"):
+                value = parse_mode(payload)
+            elif kind == "max_power_w":
+                value = parse_number(payload, 0.0, max_node_w)
+            else:
+                value = parse_number(payload, 5.0, 35.0)
+        except CommandError as exc:
+            inbox.rejected += 1
+            _LOGGER.warning("rejected command on %s: %s: %r", topic, exc, payload[:60])
+            return
+        inbox.put(Command(kind, value, zone or None))
+
+    return handle

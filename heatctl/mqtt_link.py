@@ -1,0 +1,138 @@
+"""The MQTT connection: one paho-mqtt 2.x client shared by sources, commands and publishers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from heatctl.config import MqttConfig, TlsConfig
+
+_LOGGER = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], None]
+
+
+class MqttLink:
+    """Connects, keeps reconnecting with backoff, and re-subscribes and re-announces each time.
+
+    Threads: paho's network thread runs ``_on_connect``, ``_on_disconnect`` and
+    ``_on_message``. Those only call the registered handlers, which must parse and hand
+    over (store, queue, event) and never block. ``publish`` may be called from any thread.
+    """
+
+    def __init__(self, cfg: MqttConfig, node_id: str, *, client_id: str | None = None) -> None:
+        self.cfg = cfg
+        self.availability_topic = f"{cfg.base_topic}/{node_id}/availability"
+        self._handlers: dict[str, list[Handler]] = {}
+        self._on_connect_hooks: list[Callable[[], None]] = []
+        self.connected = threading.Event()
+        self.connects = 0
+        self._stopping = False
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id or cfg.client_id or f"heatctl-{node_id}",
+            protocol=mqtt.MQTTv311,
+        )
+        c = self._client
+        if cfg.username:
+            password = cfg.password.get_secret_value() if cfg.password else None
+            c.username_pw_set(cfg.username, password)
+        if cfg.tls:
+            tls = cfg.tls if isinstance(cfg.tls, TlsConfig) else TlsConfig()
+            c.tls_set(
+                ca_certs=tls.ca_certs,
+                certfile=tls.certfile,
+                keyfile=tls.keyfile,
+                cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED,
+            )
+            c.tls_insecure_set(tls.insecure)
+        c.will_set(self.availability_topic, "offline", qos=1, retain=True)
+        c.reconnect_delay_set(min_delay=1, max_delay=30)
+        c.max_queued_messages_set(1000)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+
+    def subscribe(self, topic: str, handler: Handler) -> None:
+        """Register before ``start``; (re)subscribed on every connect."""
+        self._handlers.setdefault(topic, []).append(handler)
+
+    def on_connect(self, hook: Callable[[], None]) -> None:
+        """Run after every (re)connect, on the network thread: announce, publish state."""
+        self._on_connect_hooks.append(hook)
+
+    def start(self) -> None:
+        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        """Say offline, then disconnect cleanly (a clean disconnect sends no last will)."""
+        self._stopping = True
+        if self.connected.is_set():
+            info = self._client.publish(self.availability_topic, "offline", qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout=2.0)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish(self, topic: str, payload: str | bytes, *, retain: bool = False, qos: int = 0) -> None:
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    # --- paho callbacks, on the network thread --------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            _LOGGER.error(
+                "MQTT broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code
+            )
+            return
+        self.connects += 1
+        _LOGGER.info("connected to MQTT broker %s:%s", self.cfg.host, self.cfg.port)
+        for topic in self._handlers:
+            client.subscribe(topic, qos=1)
+        client.publish(self.availability_topic, "online", qos=1, retain=True)
+        for hook in self._on_connect_hooks:
+            try:
+                hook()
+            except Exception:  # a hook must never kill the network thread
+                _LOGGER.exception("on-connect hook failed")
+        self.connected.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if self.connected.is_set() and not self._stopping:
+            _LOGGER.warning("disconnected from MQTT broker (%s); reconnecting", reason_code)
+        self.connected.clear()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        handlers = self._handlers.get(msg.topic)
+        if handlers is None:
+            handlers = [
+                h for sub, hs in self._handlers.items() if mqtt.topic_matches_sub(sub, msg.topic) for h in hs
+            ]
+        for handler in handlers:
+            try:
+                handler(msg.topic, bytes(msg.payload))
+            except Exception:  # a bad message must never kill the network thread
+                _LOGGER.exception("handling a message on %s failed", msg.topic)

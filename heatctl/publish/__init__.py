@@ -1,0 +1,1 @@
+"""Outputs: MQTT state, Home Assistant discovery, InfluxDB."""

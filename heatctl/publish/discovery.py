@@ -1,0 +1,155 @@
+"""Home Assistant MQTT discovery: pure builders of the retained config messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from heatctl import __version__
+from heatctl.config import Config
+
+Messages = dict[str, dict[str, Any]]  # discovery topic → config payload
+
+
+def _sensor(
+    key: str,
+    name: str,
+    template: str,
+    *,
+    unit: str | None = None,
+    device_class: str | None = None,
+    state_class: str | None = "measurement",
+    icon: str | None = None,
+    precision: int | None = None,
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {"name": name, "value_template": template}
+    if unit:
+        payload["unit_of_measurement"] = unit
+    if device_class:
+        payload["device_class"] = device_class
+    if state_class:
+        payload["state_class"] = state_class
+    if icon:
+        payload["icon"] = icon
+    if precision is not None:
+        payload["suggested_display_precision"] = precision
+    return {key: payload}
+
+
+def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
+    """Every discovery message for this node: one device, its climate zones and sensors."""
+    assert cfg.mqtt is not None
+    node, prefix = cfg.node_id, cfg.mqtt.discovery_prefix
+    base = f"{cfg.mqtt.base_topic}/{node}"
+    state = f"{base}/state"
+    common = {
+        "availability_topic": f"{base}/availability",
+        "device": {
+            "identifiers": [f"heatctl_{node}"],
+            "name": f"heatctl {node}",
+            "manufacturer": "heatctl",
+            "model": "GPU compute heater",
+            "sw_version": __version__,
+        },
+        "origin": {"name": "heatctl", "sw_version": __version__},
+    }
+    messages: Messages = {}
+
+    def add(component: str, object_id: str, payload: dict[str, Any], topic: str = state) -> None:
+        uid = f"heatctl_{node}_{object_id}"
+        payload = {"unique_id": uid, "object_id": uid, "state_topic": topic, **payload, **common}
+        if component == "climate":
+            del payload["state_topic"]
+        messages[f"{prefix}/{component}/{node}/{object_id}/config"] = payload
+
+    for zone in cfg.zones:
+        z = f"value_json.zones.{zone.name}"
+        add(
+            "climate",
+            f"{zone.name}_climate",
+            {
+                "name": zone.name.replace("_", " ").title(),
+                "modes": ["off", "heat"],
+                "mode_command_topic": f"{base}/{zone.name}/mode/set",
+                "mode_state_topic": state,
+                "mode_state_template": f"{{{{ 'heat' if value_json.mode == 'heat' and {z}.mode == 'heat' "
+                "else 'off' }}",
+                "current_temperature_topic": state,
+                "current_temperature_template": f"{{{{ {z}.temperature_c }}}}",
+                "temperature_command_topic": f"{base}/{zone.name}/setpoint/set",
+                "temperature_state_topic": state,
+                "temperature_state_template": f"{{{{ {z}.setpoint_c }}}}",
+                "action_topic": state,
+                "action_template": f"{{{{ {z}.action }}}}",
+                "min_temp": 5,
+                "max_temp": 30,
+                "temp_step": 0.5,
+                "precision": 0.1,
+                "temperature_unit": "C",
+            },
+        )
+        for key, payload in _sensor(
+            f"{zone.name}_demand_w", f"{zone.name} heat demand", f"{{{{ {z}.demand_w }}}}",
+            unit="W", device_class="power", precision=0,
+        ).items():  # fmt: skip
+            add("sensor", key, payload)
+
+    node_sensors = {
+        **_sensor("heat_w", "Heat output", "{{ value_json.heat_w }}", unit="W", device_class="power",
+                  precision=0),
+        **_sensor("energy_kwh", "Energy", "{{ value_json.energy_kwh }}", unit="kWh", device_class="energy",
+                  state_class="total_increasing", precision=3),
+        **_sensor("heat_reused_kwh", "Heat reused", "{{ value_json.heat_reused_kwh }}", unit="kWh",
+                  device_class="energy", state_class="total_increasing", precision=3),
+        **_sensor("work_done", "Work done", "{{ value_json.work_done }}", unit="units",
+                  state_class="total_increasing", icon="mdi:chip"),
+    }  # fmt: skip
+    for key, payload in node_sensors.items():
+        add("sensor", key, payload)
+    for gpu in cfg.gpus:
+        g = f"value_json.gpus.{gpu.id}"
+        gpu_sensors = {
+            **_sensor(f"{gpu.id}_power_w", f"{gpu.id} power", f"{{{{ {g}.power_w }}}}", unit="W",
+                      device_class="power", precision=0),
+            **_sensor(f"{gpu.id}_power_limit_w", f"{gpu.id} power limit", f"{{{{ {g}.power_limit_w }}}}",
+                      unit="W", device_class="power", precision=0),
+            **_sensor(f"{gpu.id}_temperature_c", f"{gpu.id} temperature", f"{{{{ {g}.temperature_c }}}}",
+                      unit="°C", device_class="temperature", precision=0),
+            **_sensor(f"{gpu.id}_work_rate", f"{gpu.id} work rate", f"{{{{ {g}.work_rate }}}}",
+                      unit="units/s", icon="mdi:speedometer"),
+            **_sensor(f"{gpu.id}_efficiency", f"{gpu.id} efficiency", f"{{{{ {g}.efficiency }}}}",
+                      unit="units/kWh", icon="mdi:leaf"),
+        }  # fmt: skip
+        for key, payload in gpu_sensors.items():
+            add("sensor", key, payload)
+    add(
+        "number",
+        "max_power_w",
+        {
+            "name": "Max power",
+            "command_topic": f"{base}/max_power_w/set",
+            "value_template": "{{ value_json.max_power_w }}",
+            "min": 0,
+            "max": round(node_max_w),
+            "step": 5,
+            "unit_of_measurement": "W",
+            "device_class": "power",
+            "mode": "box",
+        },
+    )
+    add(
+        "binary_sensor",
+        "failsafe",
+        {
+            "name": "Fail-safe",
+            "device_class": "problem",
+            "value_template": "{{ 'ON' if value_json.failsafe else 'OFF' }}",
+            "json_attributes_topic": state,
+            "json_attributes_template": "{{ {'reason': value_json.failsafe} | tojson }}",
+        },
+    )
+    return messages
+
+
+def removal_topics(previous: list[str], current: Messages) -> list[str]:
+    """Discovery topics announced before but not now: an empty retained payload removes them."""
+    return sorted(set(previous) - set(current))

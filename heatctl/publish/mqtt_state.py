@@ -1,0 +1,111 @@
+"""The retained state message: a pure builder from what the control thread knows."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from heatctl.accounting import Counters
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZoneSnapshot:
+    temperature_c: float | None
+    setpoint_c: float | None
+    demand_w: float
+    mode: str
+    failsafe: str | None
+    window_open: bool | None = None
+    pid_p: float = 0.0
+    pid_i: float = 0.0
+    pid_d: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuSnapshot:
+    power_w: float | None
+    power_limit_w: float
+    temperature_c: float | None
+    level: float
+    work_rate: float | None
+    target_w: float = 0.0
+    regime: str = "idle"
+    limit_control: bool = True  # False: no permission or unsupported; heat steered by workload only
+    workload: str = ""
+
+    @property
+    def efficiency_per_kwh(self) -> float | None:
+        """Work per kWh at the current operating point."""
+        if self.work_rate is None or not self.power_w:
+            return None
+        return self.work_rate / self.power_w * 3.6e6
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeSnapshot:
+    mode: str
+    failsafe: str | None
+    max_power_w: float | None
+    zones: dict[str, ZoneSnapshot]
+    gpus: dict[str, GpuSnapshot]
+    counters: Counters
+    bad_payloads: int = 0
+    rejected_commands: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def heat_w(self) -> float:
+        return sum(g.power_w or 0.0 for g in self.gpus.values())
+
+
+def _num(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, digits)
+
+
+def state_payload(snap: NodeSnapshot) -> dict[str, Any]:
+    c = snap.counters
+    return {
+        "mode": snap.mode,
+        "failsafe": snap.failsafe,
+        "heat_w": _num(snap.heat_w, 1),
+        "max_power_w": _num(snap.max_power_w, 1),
+        "energy_kwh": _num(c.energy_kwh, 4),
+        "heat_reused_kwh": _num(c.heat_reused_kwh, 4),
+        "work_done": _num(c.work_done, 1),
+        "bad_payloads": snap.bad_payloads,
+        "rejected_commands": snap.rejected_commands,
+        "zones": {
+            name: {
+                "temperature_c": _num(z.temperature_c),
+                "setpoint_c": _num(z.setpoint_c),
+                "demand_w": _num(z.demand_w, 1),
+                "mode": z.mode,
+                "failsafe": z.failsafe,
+                "window_open": z.window_open,
+                "action": "off" if z.mode != "heat" else ("heating" if z.demand_w > 0 else "idle"),
+            }
+            for name, z in snap.zones.items()
+        },
+        "gpus": {
+            gid: {
+                "power_w": _num(g.power_w, 1),
+                "power_limit_w": _num(g.power_limit_w, 1),
+                "temperature_c": _num(g.temperature_c, 1),
+                "level": _num(g.level, 3),
+                "work_rate": _num(g.work_rate, 3),
+                "efficiency": _num(g.efficiency_per_kwh, 1),
+                "target_w": _num(g.target_w, 1),
+                "regime": g.regime,
+                "limit_control": g.limit_control,
+                "workload": g.workload,
+            }
+            for gid, g in snap.gpus.items()
+        },
+        **snap.extra,
+    }
+
+
+def state_json(snap: NodeSnapshot) -> str:
+    return json.dumps(state_payload(snap), separators=(",", ":"))

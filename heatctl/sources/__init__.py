@@ -1,0 +1,1 @@
+"""Sources: readings in (MQTT topics, Home Assistant entities), validated and timestamped."""

@@ -1,0 +1,76 @@
+"""The latest validated reading of every source, shared between threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from heatctl.config import ZoneConfig
+from heatctl.control.safety import Reading, ZoneInputs
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class ReadingStore:
+    """Written by the MQTT network thread and pollers, read by the control thread.
+
+    Every method takes the lock; values are immutable Readings, so a reader never sees
+    half an update. A setpoint set by command overrides the thermostat's until the
+    thermostat reports a different setpoint.
+    """
+
+    def __init__(self, zones: list[ZoneConfig], time_fn: Callable[[], float]) -> None:
+        self._zones = {z.name: z for z in zones}
+        self._time_fn = time_fn
+        self._lock = threading.Lock()
+        self._readings: dict[tuple[str, str], Reading] = {}
+        self._overrides: dict[str, float] = {}
+        self.bad_payloads = 0
+        self.last_bad: str | None = None
+
+    def put(self, zone: str, role: str, value: float, source: str) -> None:
+        now_s = self._time_fn()
+        with self._lock:
+            previous = self._readings.get((zone, role))
+            changed = previous is not None and previous.value != value
+            if role == "setpoint" and zone in self._overrides and changed:
+                _LOGGER.info("zone %s: thermostat setpoint changed to %.1f, override ends", zone, value)
+                del self._overrides[zone]
+            self._readings[(zone, role)] = Reading(value=value, at_s=now_s, source=source)
+
+    def override_setpoint(self, zone: str, setpoint_c: float) -> None:
+        with self._lock:
+            self._overrides[zone] = setpoint_c
+
+    def reject(self, origin: str, payload: bytes, reason: str) -> None:
+        shown = payload[:120].decode("utf-8", "replace")
+        more = f"… ({len(payload)} bytes)" if len(payload) > 120 else ""
+        _LOGGER.warning("bad payload on %s: %s: %r%s", origin, reason, shown, more)
+        with self._lock:
+            self.bad_payloads += 1
+            self.last_bad = f"{origin}: {reason}"
+
+    def get(self, zone: str, role: str) -> Reading | None:
+        with self._lock:
+            return self._readings.get((zone, role))
+
+    def zone_inputs(self, zone: str, mode: str = "heat") -> ZoneInputs:
+        cfg = self._zones[zone]
+        now_s = self._time_fn()
+        with self._lock:
+            r = self._readings
+            setpoint = r.get((zone, "setpoint"))
+            if zone in self._overrides:
+                setpoint = Reading(value=self._overrides[zone], at_s=now_s, source="command")
+            return ZoneInputs(
+                temperature=r.get((zone, "temperature")),
+                setpoint=setpoint,
+                window_open=r.get((zone, "window")),
+                outdoor=r.get((zone, "outdoor")),
+                thermostat_on=r.get((zone, "mode")),
+                mode=mode,
+                temperature_stale_s=cfg.temperature.stale_after_s,
+                setpoint_stale_s=cfg.setpoint.stale_after_s,
+                outdoor_stale_s=cfg.outdoor_temperature.stale_after_s if cfg.outdoor_temperature else 3600.0,
+            )

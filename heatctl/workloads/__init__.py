@@ -1,0 +1,1 @@
+"""Workloads: the useful work whose throughput steers the GPU's heat."""

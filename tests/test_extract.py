@@ -1,0 +1,119 @@
+"""The payloads people actually have, and the ones that must never reach the controller."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from heatctl.config import SourceConfig
+from heatctl.sources.extract import PayloadError, Role, extract
+
+Z2M_TRV = json.dumps(
+    {"local_temperature": 19.5, "occupied_heating_setpoint": 21, "current_heating_setpoint": 20.5,
+     "system_mode": "heat", "battery": 87, "linkquality": 120}
+)  # fmt: skip
+TASMOTA = json.dumps(
+    {"Time": "2026-01-05T10:00:00", "DS18B20": {"Id": "031697792DBB", "Temperature": 19.4},
+     "AM2301": {"Temperature": 20.1, "Humidity": 45.2}, "TempUnit": "C"}
+)  # fmt: skip
+SHELLY_GEN2 = json.dumps(
+    {"id": 0, "source": "init", "output": True, "apower": 183.4, "voltage": 231.2, "current": 0.81,
+     "aenergy": {"total": 1234.5, "by_minute": [2990.1, 3001.2, 2994.0]}, "temperature": {"tC": 41.2}}
+)  # fmt: skip
+
+
+def src(**kw: object) -> SourceConfig:
+    return SourceConfig(topic="t", **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("payload", "source", "role", "expected"),
+    [
+        # zigbee2mqtt radiator valve
+        (Z2M_TRV, src(json_path="local_temperature"), "temperature", 19.5),
+        (Z2M_TRV, src(json_path="occupied_heating_setpoint"), "setpoint", 21.0),
+        (Z2M_TRV, src(json_path="current_heating_setpoint"), "setpoint", 20.5),
+        (Z2M_TRV, src(json_path="system_mode"), "mode", 1.0),
+        (json.dumps({"system_mode": "off"}), src(json_path="system_mode"), "mode", 0.0),
+        # zigbee2mqtt contact sensor: contact false means open
+        (
+            json.dumps({"contact": False, "battery": 100}),
+            src(json_path="contact", open_when=False),
+            "window",
+            1.0,
+        ),
+        (json.dumps({"contact": True}), src(json_path="contact", open_when=False), "window", 0.0),
+        # Tasmota tele/<name>/SENSOR, nested
+        (TASMOTA, src(json_path="DS18B20.Temperature"), "temperature", 19.4),
+        (TASMOTA, src(value_template="{{ value_json.AM2301.Temperature }}"), "temperature", 20.1),
+        # Shelly plug power: Gen1 plain number, Gen2 JSON
+        ("183.25", src(), "power", 183.25),
+        (SHELLY_GEN2, src(json_path="apower"), "power", 183.4),
+        (SHELLY_GEN2, src(json_path="aenergy.by_minute.1"), "power", 3001.2),
+        # Home Assistant mqtt_statestream: plain states and JSON-encoded attributes
+        ("3.4", src(), "outdoor", 3.4),
+        ('"21.5"', src(value_template="{{ value_json | float }}"), "setpoint", 21.5),
+        ("heat", src(), "mode", 1.0),
+        ("on", src(), "window", 1.0),
+        ("off", src(), "window", 0.0),
+        # Fahrenheit and kW
+        ("68", src(unit="F"), "temperature", 20.0),
+        ("0.25", src(unit="kW"), "power", 250.0),
+    ],
+)
+def test_real_payloads(payload: str, source: SourceConfig, role: Role, expected: float) -> None:
+    assert extract(payload.encode(), source, role) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("payload", "source", "role", "reason"),
+    [
+        (b"{not json", src(json_path="x"), "temperature", "not JSON"),
+        (
+            b'{"local_temperature": "warm"}',
+            src(json_path="local_temperature"),
+            "temperature",
+            "expected a number",
+        ),
+        (
+            b'{"local_temperature": true}',
+            src(json_path="local_temperature"),
+            "temperature",
+            "expected a number",
+        ),
+        (
+            b'{"local_temperature": null}',
+            src(json_path="local_temperature"),
+            "temperature",
+            "expected a number",
+        ),
+        (b'{"other": 1}', src(json_path="local_temperature"), "temperature", "no 'local_temperature'"),
+        (b"NaN", src(), "temperature", "finite"),
+        (b'{"t": NaN}', src(json_path="t"), "temperature", "finite"),
+        (b"inf", src(), "temperature", "finite"),
+        (b"-Infinity", src(), "setpoint", "finite"),
+        (b"85", src(), "temperature", "outside the valid range [-30, 60]"),
+        (b"40", src(), "setpoint", "outside the valid range [5, 35]"),
+        (b"25", src(valid_range=(10, 20)), "temperature", "outside the valid range [10, 20]"),
+        (b"x" * 1_000_000, src(), "temperature", "larger than"),
+        ("21,5 °C".encode("latin-1"), src(), "temperature", "not UTF-8"),
+        (b"ajar", src(json_path=None), "window", "expected open/closed"),
+        (b"turbo", src(), "mode", "unknown thermostat mode"),
+        (b"{}", src(value_template="{{ value_json.x.y }}"), "temperature", "value_template failed"),
+        (b"1", src(value_template="{{ ''.__class__.__mro__ }}"), "temperature", ""),
+    ],
+)
+def test_bad_payloads_are_rejected_with_a_reason(
+    payload: bytes, source: SourceConfig, role: Role, reason: str
+) -> None:
+    with pytest.raises(PayloadError) as info:
+        extract(payload, source, role)
+    assert reason in str(info.value)
+
+
+def test_templates_run_in_a_sandbox() -> None:
+    evil = src(value_template="{{ cycler.__init__.__globals__.os.system('true') }}")
+    with pytest.raises(PayloadError) as info:
+        extract(b"1", evil, "temperature")
+    assert "value_template failed" in str(info.value)
