@@ -16,9 +16,7 @@ EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="heatctl", description="Heat a room with the GPU that runs your local AI."
-    )
+    parser = argparse.ArgumentParser(prog="heatctl", description="Heat a room with the GPU that runs your local AI.")
     parser.add_argument("--version", action="version", version=f"heatctl {__version__}")
     parser.add_argument("--log-level", default=None, help="debug, info, warning or error")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")

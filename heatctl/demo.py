@@ -169,8 +169,7 @@ def status_line(service: Service, room: DemoRoom) -> str:
     return (
         f"{clock}  room {temp} °C → {setp}  demand {zone.demand_w:4.0f} W  "
         f"GPU {gpu.power_w or 0:4.0f} W (limit {gpu.power_limit_w:.0f})  work {work}/s  "
-        f"{snap.counters.energy_kwh:.2f} kWh  {snap.mode}"
-        + (f"  FAIL-SAFE: {snap.failsafe}" if snap.failsafe else "")
+        f"{snap.counters.energy_kwh:.2f} kWh  {snap.mode}" + (f"  FAIL-SAFE: {snap.failsafe}" if snap.failsafe else "")
     )
 
 

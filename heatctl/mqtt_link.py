@@ -97,9 +97,7 @@ class MqttLink:
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
-            _LOGGER.error(
-                "MQTT broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code
-            )
+            _LOGGER.error("MQTT broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
             return
         self.connects += 1
         _LOGGER.info("connected to MQTT broker %s:%s", self.cfg.host, self.cfg.port)
@@ -128,9 +126,7 @@ class MqttLink:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         handlers = self._handlers.get(msg.topic)
         if handlers is None:
-            handlers = [
-                h for sub, hs in self._handlers.items() if mqtt.topic_matches_sub(sub, msg.topic) for h in hs
-            ]
+            handlers = [h for sub, hs in self._handlers.items() if mqtt.topic_matches_sub(sub, msg.topic) for h in hs]
         for handler in handlers:
             try:
                 handler(msg.topic, bytes(msg.payload))

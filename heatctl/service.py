@@ -94,9 +94,7 @@ class Service:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         saved = self._state_file.load()
         for gcfg in self.cfg.gpus:
-            gpu = self._given_gpus.get(gcfg.id) or open_gpu(
-                gcfg, state_dir=self.state_dir, time_fn=self.clock
-            )
+            gpu = self._given_gpus.get(gcfg.id) or open_gpu(gcfg, state_dir=self.state_dir, time_fn=self.clock)
             workload = open_workload(gcfg, gpu, state_dir=self.state_dir, time_fn=self.clock)
             self.units[gcfg.id] = GpuUnit(gpu=gpu, workload=workload, caps=self._caps(gcfg.id, gpu))
         models = {gid: EfficiencyModel(u.caps, self.cfg.gpu(gid).work_at_w) for gid, u in self.units.items()}
@@ -234,9 +232,7 @@ class Service:
         unit.last = reading
         return GpuState(power_w=reading.power_w, temperature_c=reading.temperature_c, work_rate=work_rate)
 
-    def _account(
-        self, gid: str, unit: GpuUnit, reading: GpuReading, dt_s: float, work_rate: float | None
-    ) -> None:
+    def _account(self, gid: str, unit: GpuUnit, reading: GpuReading, dt_s: float, work_rate: float | None) -> None:
         if reading.energy_j is not None and unit.last_energy_j is not None:
             energy_j = max(reading.energy_j - unit.last_energy_j, 0.0)
         else:

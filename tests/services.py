@@ -89,9 +89,7 @@ class Probe:
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"probe-{port}-{id(self)}"
         )
         self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, u, f, rc, p: (
-            [c.subscribe(t, qos=1) for t in topics] and self._ready.set()
-        )
+        self.client.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in topics] and self._ready.set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         wait_until(self._ready.is_set, 10.0, "probe connection")
@@ -139,3 +137,64 @@ def probe(mosquitto: Mosquitto) -> Iterator[Probe]:
     p = Probe(mosquitto.port)
     yield p
     p.close()
+
+
+# --- the fake NVIDIA driver ------------------------------------------------------------------
+
+FAKENVML_SRC = Path(__file__).resolve().parent.parent.parent / "shared" / "fakenvml"
+
+
+@pytest.fixture(scope="session")
+def fakenvml_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build ../shared/fakenvml once per session; load it as pynvml's libnvidia-ml.so.1."""
+    import ctypes
+
+    import pynvml
+
+    out = tmp_path_factory.mktemp("fakenvml-lib")
+    subprocess.run(["sh", str(FAKENVML_SRC / "build.sh"), str(out)], check=True, capture_output=True)
+    lib = out / "libnvidia-ml.so.1"
+    pynvml.nvmlLib = ctypes.CDLL(str(lib))
+    assert hasattr(pynvml.nvmlLib, "fakenvml_version"), "loaded a real driver instead of fakenvml"
+    return out
+
+
+class FakeNvml:
+    """One test's fake driver state: config, load and the persisted limit files."""
+
+    def __init__(self, directory: Path, lib_dir: Path) -> None:
+        self.dir = directory
+        self.lib_dir = lib_dir
+
+    def configure(self, **settings: object) -> None:
+        self.dir.joinpath("config").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+
+    def set_load(self, watts: float, index: int = 0) -> None:
+        self.dir.joinpath(f"load{index}").write_text(f"{watts}\n")
+
+    def limit_w(self, index: int = 0) -> float | None:
+        path = self.dir / f"limit{index}"
+        return float(path.read_text()) if path.exists() else None
+
+    def env(self) -> dict[str, str]:
+        import os
+
+        return {**os.environ, "FAKENVML_DIR": str(self.dir), "LD_LIBRARY_PATH": str(self.lib_dir)}
+
+
+@pytest.fixture
+def fake_nvml(fakenvml_lib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNvml]:
+    import pynvml
+
+    directory = tmp_path / "fakenvml"
+    directory.mkdir()
+    monkeypatch.setenv("FAKENVML_DIR", str(directory))
+    fake = FakeNvml(directory, fakenvml_lib)
+    fake.configure()
+    yield fake
+    # Leave NVML uninitialised so that the next test's config is read afresh.
+    while True:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            break

@@ -66,13 +66,22 @@ def test_duty_cycle_honours_minimum_on_and_off_times() -> None:
     assert sum(states) / len(states) == pytest.approx(0.05, abs=0.01)
 
 
-def test_idle_target_means_no_work_and_no_limit_write() -> None:
+def test_idle_target_means_no_work_and_the_lowest_cap() -> None:
     alloc = allocator()
     alloc.step(0.0, 200.0)
     writes = alloc.limit_writes
     cmd = alloc.step(30.0, 0.0)
     assert cmd.level == 0.0 and cmd.regime == "idle"
-    assert alloc.limit_writes == writes
+    assert cmd.power_limit_w == CAPS.min_limit_w  # others' load on the GPU adds the least heat
+    alloc.step(60.0, 0.0)
+    assert alloc.limit_writes == writes + 1
+
+
+def test_limit_only_follows_the_target_without_duty_cycling() -> None:
+    alloc = Allocator(EfficiencyModel(CAPS, CURVE), DutyConfig(), limit_only=True)
+    assert alloc.step(0.0, 60.0).power_limit_w == 100.0  # the least it can do
+    assert alloc.step(30.0, 170.0).power_limit_w == 170.0
+    assert {alloc.step(60.0 + t, 60.0).regime for t in range(0, 900, 30)} == {"continuous"}
 
 
 def test_ceiling_caps_the_limit() -> None:

@@ -60,9 +60,7 @@ def test_simulate_writes_csv_summary_and_plot(tmp_path: Path) -> None:
 def test_simulate_baselines(tmp_path: Path, controller: str) -> None:
     scenario = tmp_path / "s.yaml"
     scenario.write_text("duration_h: 12\nstep_s: 60\nweather: {constant_c: 5}\n")
-    proc = heatctl(
-        "simulate", "--scenario", str(scenario), "--controller", controller, "--out", str(tmp_path)
-    )
+    proc = heatctl("simulate", "--scenario", str(scenario), "--controller", controller, "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "summary.json").read_text())["controller"] == controller
 

@@ -71,9 +71,7 @@ gpus:
 
 
 def test_missing_thermostat_source_is_field_required() -> None:
-    text = MINIMAL_YAML.replace(
-        "    setpoint: {topic: z2m/office_trv, json_path: occupied_heating_setpoint}\n", ""
-    )
+    text = MINIMAL_YAML.replace("    setpoint: {topic: z2m/office_trv, json_path: occupied_heating_setpoint}\n", "")
     assert problems_of(text) == ["cfg.yaml:4: zones[0].setpoint: field required"]
 
 

@@ -104,9 +104,7 @@ def test_real_payloads(payload: str, source: SourceConfig, role: Role, expected:
         (b"1", src(value_template="{{ ''.__class__.__mro__ }}"), "temperature", ""),
     ],
 )
-def test_bad_payloads_are_rejected_with_a_reason(
-    payload: bytes, source: SourceConfig, role: Role, reason: str
-) -> None:
+def test_bad_payloads_are_rejected_with_a_reason(payload: bytes, source: SourceConfig, role: Role, reason: str) -> None:
     with pytest.raises(PayloadError) as info:
         extract(payload, source, role)
     assert reason in str(info.value)

@@ -93,9 +93,7 @@ def test_window_and_thermostat_off_stop_heat(service: Service, probe: Probe) -> 
     assert snap.gpus["gpu0"].level == 0.0  # type: ignore[attr-defined]
     probe.publish("zigbee2mqtt/office_window", json.dumps({"contact": True}))
     trv(probe, 18.0, mode="off")
-    snap = tick_until(
-        service, lambda s: s.failsafe is None and s.zones["office"].demand_w == 0, "thermostat off"
-    )
+    snap = tick_until(service, lambda s: s.failsafe is None and s.zones["office"].demand_w == 0, "thermostat off")
     assert snap.gpus["gpu0"].level == 0.0  # type: ignore[attr-defined]
 
 
@@ -224,9 +222,7 @@ def test_broker_restart_fails_safe_then_recovers(mosquitto: Mosquitto, probe: Pr
         mosquitto.stop()
         # The control loop keeps going without the broker, and fails safe once inputs are stale.
         ticks = svc.ticks
-        snap = wait_until(
-            lambda: svc.snapshot if svc.snapshot and svc.snapshot.failsafe else None, 5, "stale"
-        )
+        snap = wait_until(lambda: svc.snapshot if svc.snapshot and svc.snapshot.failsafe else None, 5, "stale")
         assert snap.failsafe == "office: temperature stale" and snap.gpus["gpu0"].level == 0.0
         wait_until(lambda: svc.ticks > ticks + 10, 5, "ticks while the broker is down")
         connects = svc.link.connects  # type: ignore[union-attr]
@@ -237,9 +233,7 @@ def test_broker_restart_fails_safe_then_recovers(mosquitto: Mosquitto, probe: Pr
             wait_until(lambda: again.on("homeassistant/climate/office-heater/office_climate/config"), 5,
                        "re-announced after reconnect")  # fmt: skip
             trv(again, 18.0)
-            again.wait_json(
-                f"{BASE}/state", lambda d: d["failsafe"] is None and d["gpus"]["gpu0"]["level"] == 1
-            )
+            again.wait_json(f"{BASE}/state", lambda d: d["failsafe"] is None and d["gpus"]["gpu0"]["level"] == 1)
             assert again.on(f"{BASE}/availability")[-1] == b"online"
         finally:
             again.close()
@@ -259,9 +253,7 @@ def test_cli_run_lwt_on_kill9_and_clean_sigterm(mosquitto: Mosquitto, probe: Pro
     def start() -> subprocess.Popen[bytes]:
         probe.clear()
         with log.open("ab") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "heatctl", "run", "-c", str(cfg)], env=env, stderr=err
-            )
+            proc = subprocess.Popen([sys.executable, "-m", "heatctl", "run", "-c", str(cfg)], env=env, stderr=err)
         wait_until(lambda: probe.on(f"{BASE}/availability")[-1:] == [b"online"], 20, "online")
         return proc
 

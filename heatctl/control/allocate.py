@@ -63,7 +63,10 @@ class Allocator:
     At or above the efficient cap, the GPU runs continuously with the cap at the target
     (a lower cap does more work per joule than full power part of the time). Below it,
     the GPU duty-cycles between idle and the efficient cap. The limit is only written
-    when it moves by more than the deadband, and not at all while idle or off-phase.
+    when it moves by more than the deadband. While no heat is wanted the cap goes to the
+    driver's minimum, so load that others put on the GPU adds as little heat as possible.
+    With ``limit_only`` (a workload heatctl cannot steer) the cap is the only lever: it
+    follows the target between the driver's minimum and maximum, with no duty cycling.
     A measured power that misses the target while the cap binds trims the limit.
     """
 
@@ -74,8 +77,10 @@ class Allocator:
         *,
         deadband_w: float = 5.0,
         ceiling_w: float | None = None,
+        limit_only: bool = False,
     ) -> None:
         self.model = model
+        self.limit_only = limit_only
         self._duty = DutyCycle(duty)
         self._deadband_w = deadband_w
         self.ceiling_w = ceiling_w if ceiling_w is not None else model.caps.max_limit_w
@@ -99,17 +104,16 @@ class Allocator:
             self._regime = "idle"
             self._duty.step(now_s, 0.0)
             self._trim_w = 0.0
+            self._write(caps.min_limit_w, now_s, force=True)
             return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=0.0, regime="idle")
-        if target_w < efficient_w:
+        if target_w < efficient_w and not self.limit_only:
             self._regime = "duty"
             fraction = (target_w - caps.idle_w) / (efficient_w - caps.idle_w)
             on = self._duty.step(now_s, fraction)
             self._trim_w = 0.0
             if on:
                 self._write(efficient_w, now_s, force=True)
-            return GpuCommand(
-                target_w=target_w, power_limit_w=self._limit_w, level=1.0 if on else 0.0, regime="duty"
-            )
+            return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=1.0 if on else 0.0, regime="duty")
         self._duty.step(now_s, 1.0)
         if self._regime != "continuous":
             self._regime, self._limit_set_s = "continuous", now_s  # the GPU is just being loaded

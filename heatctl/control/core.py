@@ -58,10 +58,6 @@ class Controller(Protocol):
     def step(self, inputs: NodeInputs) -> NodeOutput: ...
 
 
-def _idle(gpu_cmd_limit_w: float) -> GpuCommand:
-    return GpuCommand(target_w=0.0, power_limit_w=gpu_cmd_limit_w, level=0.0, regime="idle")
-
-
 class NodeController:
     """heatctl's controller: a PID per zone, the efficiency allocator per GPU."""
 
@@ -78,14 +74,15 @@ class NodeController:
         self._zones_cfg = {z.name: z for z in cfg.zones}
         self._capacity_w = {z.name: self._zone_capacity_w(z, caps) for z in cfg.zones}
         self.zones = {
-            z.name: ZoneController(z.control, capacity_w=self._capacity_w[z.name], time_fn=time_fn)
-            for z in cfg.zones
+            z.name: ZoneController(z.control, capacity_w=self._capacity_w[z.name], time_fn=time_fn) for z in cfg.zones
         }
         self.allocators: dict[str, Allocator] = {}
         self.thermal: dict[str, ThermalGuard] = {}
         for g in cfg.gpus:
             model = models[g.id] if models and g.id in models else EfficiencyModel(caps[g.id], g.work_at_w)
-            self.allocators[g.id] = Allocator(model, cfg.duty, deadband_w=g.limit_deadband_w)
+            self.allocators[g.id] = Allocator(
+                model, cfg.duty, deadband_w=g.limit_deadband_w, limit_only=g.workload.type == "none"
+            )
             self.thermal[g.id] = ThermalGuard(g.max_temp_c, caps[g.id].min_limit_w, caps[g.id].max_limit_w)
         self._last: dict[str, GpuCommand] = {}
 
@@ -129,19 +126,15 @@ class NodeController:
 
     def _demand(self, name: str, zin: ZoneInputs, now_s: float) -> ZoneDemand:
         assert zin.temperature is not None and zin.setpoint is not None
-        outdoor = (
-            zin.outdoor.value if fresh(zin.outdoor, now_s, zin.outdoor_stale_s) and zin.outdoor else None
-        )
+        outdoor = zin.outdoor.value if fresh(zin.outdoor, now_s, zin.outdoor_stale_s) and zin.outdoor else None
         return self.zones[name].update(zin.temperature.value, zin.setpoint.value, outdoor)
 
-    def _gpu(
-        self, gpu_id: str, now_s: float, target_w: float, inputs: NodeInputs, reasons: list[str]
-    ) -> GpuCommand:
+    def _gpu(self, gpu_id: str, now_s: float, target_w: float, inputs: NodeInputs, reasons: list[str]) -> GpuCommand:
         state = inputs.gpus.get(gpu_id, GpuState())
         alloc = self.allocators[gpu_id]
         if state.lost:
             reasons.append(f"{gpu_id}: gpu lost")
-            return _idle(alloc.power_limit_w)
+            return GpuCommand(target_w=0.0, power_limit_w=alloc.power_limit_w, level=0.0, regime="idle")
         self._learn(gpu_id, state)
         alloc.ceiling_w = self.thermal[gpu_id].update(state.temperature_c, state.power_w)
         return self._allocate(gpu_id, now_s, target_w, state)

@@ -16,9 +16,9 @@ def open_gpu(cfg: GpuConfig, *, state_dir: Path, time_fn: Callable[[], float]) -
     """The GPU backend named by ``cfg.backend``; NVML is imported only when asked for."""
     if cfg.backend == "sim":
         return SimGpu(cfg.id, cfg.sim, time_fn=time_fn)
-    from heatctl.gpu import nvml
+    from heatctl.gpu import nvml  # imports pynvml only when a GPU asks for it
 
-    return nvml.open_gpu(cfg, state_dir=state_dir)
+    return nvml.open_gpu(cfg, state_dir=state_dir, time_fn=time_fn)
 
 
 def open_workload(cfg: GpuConfig, gpu: Gpu, *, state_dir: Path, time_fn: Callable[[], float]) -> Workload:

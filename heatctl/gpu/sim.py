@@ -49,9 +49,7 @@ class SimGpu:
 
     can_set_limit = True
 
-    def __init__(
-        self, gpu_id: str, cfg: SimGpuConfig, *, time_fn: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, gpu_id: str, cfg: SimGpuConfig, *, time_fn: Callable[[], float] = time.monotonic) -> None:
         self.id = gpu_id
         self.model = SimGpuModel(cfg)
         self._time_fn = time_fn

@@ -43,9 +43,7 @@ class DutyCycleController(NodeController):
         caps = self.allocators[gpu_id].model.caps
         fraction = (target_w - caps.idle_w) / (caps.max_limit_w - caps.idle_w)
         on = self._cycles[gpu_id].step(now_s, min(max(fraction, 0.0), 1.0))
-        return GpuCommand(
-            target_w=target_w, power_limit_w=caps.max_limit_w, level=1.0 if on else 0.0, regime="duty"
-        )
+        return GpuCommand(target_w=target_w, power_limit_w=caps.max_limit_w, level=1.0 if on else 0.0, regime="duty")
 
 
 CONTROLLERS: dict[str, type[NodeController]] = {

@@ -145,9 +145,7 @@ def plot(result: SimResult, path: Path, *, max_points: int = 4000) -> None:
     s = result.series
     size = max(1, len(s["time_s"]) // max_points)
     hours = _bucket_mean(s["time_s"], size) / 3600.0
-    fig, (ax_t, ax_p, ax_w) = plt.subplots(
-        3, 1, figsize=(12, 8), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]}
-    )
+    fig, (ax_t, ax_p, ax_w) = plt.subplots(3, 1, figsize=(12, 8), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]})
     title = result.scenario.name or "simulation"
     fig.suptitle(f"{title} — controller: {result.controller}")
     ax_t.plot(hours, _bucket_mean(s["setpoint_c"], size), color="tab:gray", lw=1, label="setpoint")
@@ -158,12 +156,8 @@ def plot(result: SimResult, path: Path, *, max_points: int = 4000) -> None:
     ax_t.set_ylabel("room °C")
     _shade_events(ax_t, result)
     ax_t.legend(loc="upper left")
-    ax_p.plot(
-        hours, _bucket_mean(s["gpu_power_w"], size), color="tab:orange", lw=0.8, label="GPU power (mean)"
-    )
-    ax_p.plot(
-        hours, _bucket_mean(s["power_limit_w"], size), color="black", lw=0.6, ls="--", label="power limit"
-    )
+    ax_p.plot(hours, _bucket_mean(s["gpu_power_w"], size), color="tab:orange", lw=0.8, label="GPU power (mean)")
+    ax_p.plot(hours, _bucket_mean(s["power_limit_w"], size), color="black", lw=0.6, ls="--", label="power limit")
     if s["backup_w"].any():
         ax_p.plot(hours, _bucket_mean(s["backup_w"], size), color="tab:purple", lw=0.8, label="backup heater")
     ax_p.set_ylabel("W")

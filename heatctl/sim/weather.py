@@ -25,10 +25,7 @@ class Weather:
         """Coldest at 03:00, warmest at 15:00; sampled every 10 minutes."""
         start_h = start.hour + start.minute / 60.0
         times = [i * 600.0 for i in range(int(duration_s / 600.0) + 2)]
-        temps = [
-            mean_c + amplitude_k * math.cos(2.0 * math.pi * ((start_h + t / 3600.0) - 15.0) / 24.0)
-            for t in times
-        ]
+        temps = [mean_c + amplitude_k * math.cos(2.0 * math.pi * ((start_h + t / 3600.0) - 15.0) / 24.0) for t in times]
         return cls(times, temps)
 
     @classmethod
@@ -43,9 +40,7 @@ class Weather:
                         at = datetime.fromisoformat(row["time"])
                         temp = float(row["temp_c"])
                     except (KeyError, TypeError, ValueError) as exc:
-                        raise ConfigError(
-                            [f"{path}:{lineno}: need time (ISO 8601) and temp_c: {exc}"]
-                        ) from exc
+                        raise ConfigError([f"{path}:{lineno}: need time (ISO 8601) and temp_c: {exc}"]) from exc
                     times.append((at.replace(tzinfo=None) - start.replace(tzinfo=None)).total_seconds())
                     temps.append(temp)
         except OSError as exc:

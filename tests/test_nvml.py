@@ -1,0 +1,183 @@
+"""The NVML backend: the real pynvml bindings against the fake NVIDIA driver, one test per fault."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from heatctl.config import GpuConfig
+from heatctl.errors import BackendError
+from heatctl.gpu.nvml import NvmlGpu, restore_recorded_limits
+from tests.conftest import FakeClock
+from tests.services import FakeNvml, Mosquitto, Probe, wait_until
+
+pytestmark = pytest.mark.integration
+UUID0 = "GPU-fa4e0000-0000-4000-8000-000000000000"
+
+
+def open_gpu(state_dir: Path, clock: FakeClock | None = None, **cfg: object) -> NvmlGpu:
+    return NvmlGpu(GpuConfig(id="gpu0", backend="nvml", **cfg), state_dir=state_dir,  # type: ignore[arg-type]
+                   time_fn=clock or FakeClock())  # fmt: skip
+
+
+def test_reads_sets_and_restores(fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    fake_nvml.configure(max_limit_w=400, min_limit_w=100, default_limit_w=350, idle_w=30)
+    fake_nvml.set_load(380)
+    gpu = open_gpu(tmp_path)
+    assert gpu.limits_w() == (100.0, 400.0)
+    assert gpu.original_limit_w == 350.0
+    r = gpu.read()
+    assert r.power_w == 350.0 and r.power_limit_w == 350.0 and r.cap_binding is True
+    assert r.temperature_c is not None and r.utilization_pct is not None and r.energy_j is not None
+    assert gpu.set_power_limit(250.0) == 250.0
+    assert fake_nvml.limit_w() == 250.0
+    assert gpu.read().power_w == 250.0
+    assert gpu.set_power_limit(900.0) == 400.0  # clamped to the driver's range
+    recorded = json.loads((tmp_path / "limits.json").read_text())
+    assert recorded == {UUID0: 350.0}
+    gpu.restore()
+    assert fake_nvml.limit_w() == 350.0
+    assert json.loads((tmp_path / "limits.json").read_text()) == {}
+
+
+def test_select_by_uuid_and_bad_index(fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    fake_nvml.configure(count=2)
+    gpu = open_gpu(tmp_path, uuid="GPU-fa4e0000-0000-4000-8000-000000000001")
+    assert gpu.uuid.endswith("0001")
+    gpu.restore()
+    with pytest.raises(BackendError, match="no GPU with index 5 \\(2 found\\)"):
+        open_gpu(tmp_path, index=5)
+
+
+def test_idle_gpu_reports_idle_power(fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    fake_nvml.configure(idle_w=55)
+    gpu = open_gpu(tmp_path)
+    assert gpu.idle_w() == 55.0
+    assert gpu.read().cap_binding is False
+    gpu.restore()
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("driver_not_loaded", "the NVIDIA driver is not loaded"),
+        ("lib_rm_version_mismatch", "driver/library version mismatch"),
+        ("no_permission", "no permission"),
+    ],
+)
+def test_init_failures_are_clear(fake_nvml: FakeNvml, tmp_path: Path, fault: str, message: str) -> None:
+    fake_nvml.configure(fault_init=fault)
+    with pytest.raises(BackendError, match=message):
+        open_gpu(tmp_path)
+
+
+@pytest.mark.parametrize("fault", ["no_permission", "not_supported"])
+def test_no_limit_control_falls_back_to_workload(fake_nvml: FakeNvml, tmp_path: Path, fault: str) -> None:
+    fake_nvml.configure(fault_set_limit=fault, default_limit_w=300)
+    gpu = open_gpu(tmp_path)
+    assert gpu.can_set_limit is False
+    assert "workload alone" in (gpu.limit_problem or "")
+    with pytest.raises(BackendError):
+        gpu.set_power_limit(200.0)
+    assert gpu.read().power_w is not None  # still readable
+    gpu.restore()
+    assert fake_nvml.limit_w() is None  # never touched
+
+
+def test_power_reading_not_supported_is_none(fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    fake_nvml.configure(power_reading="not_supported")
+    gpu = open_gpu(tmp_path)
+    r = gpu.read()
+    assert r.power_w is None and r.energy_j is None and r.temperature_c is not None and not r.lost
+    gpu.restore()
+
+
+def test_energy_counter_not_supported_is_none(fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    fake_nvml.configure(energy_reading="not_supported")
+    gpu = open_gpu(tmp_path)
+    r = gpu.read()
+    assert r.energy_j is None and r.power_w is not None
+    gpu.restore()
+
+
+def test_lost_gpu_fails_safe_and_is_retried(fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    fake_nvml.configure(gpu_lost_after_calls=12)
+    clock = FakeClock()
+    gpu = open_gpu(tmp_path, clock)
+    readings = [gpu.read() for _ in range(5)]
+    assert readings[-1].lost
+    clock.advance(5)
+    assert gpu.read().lost  # too soon to retry
+    clock.advance(30)
+    assert not gpu.read().lost  # re-initialised: the fake's counter starts again
+    gpu.restore()
+
+
+def test_a_limit_left_by_a_killed_run_is_repaired_at_start(fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    fake_nvml.configure(default_limit_w=450)
+    (tmp_path / "limits.json").write_text(json.dumps({UUID0: 450.0}))
+    fake_nvml.dir.joinpath("limit0").write_text("230\n")  # what the killed run left
+    gpu = open_gpu(tmp_path)
+    assert fake_nvml.limit_w() == 450.0 and gpu.original_limit_w == 450.0
+    gpu.set_power_limit(300.0)
+    gpu.restore()
+    assert fake_nvml.limit_w() == 450.0
+
+
+def test_restore_command_repairs_recorded_limits(fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    fake_nvml.configure(default_limit_w=450)
+    (tmp_path / "limits.json").write_text(json.dumps({UUID0: 450.0}))
+    fake_nvml.dir.joinpath("limit0").write_text("230\n")
+    assert restore_recorded_limits(tmp_path) == [f"{UUID0}: restored 450 W"]
+    assert fake_nvml.limit_w() == 450.0
+
+
+def nvml_config(port: int, state_dir: Path) -> str:
+    return f"""
+node_id: nv
+state_dir: {state_dir}
+mqtt: {{host: 127.0.0.1, port: {port}}}
+zones:
+  - name: office
+    temperature: {{topic: nv/trv, json_path: local_temperature}}
+    setpoint: {{topic: nv/trv, json_path: occupied_heating_setpoint}}
+    control: {{interval_s: 1}}
+    gpus: [gpu0]
+gpus:
+  - {{id: gpu0, backend: nvml, index: 0, max_power_w: 400, workload: {{type: none}}}}
+"""
+
+
+def test_sigkill_then_next_start_restores_sigterm_restores(
+    fake_nvml: FakeNvml, mosquitto: Mosquitto, probe: Probe, tmp_path: Path
+) -> None:
+    fake_nvml.configure(min_limit_w=100, max_limit_w=700, default_limit_w=450, idle_w=40)
+    fake_nvml.set_load(600)
+    cfg = tmp_path / "heatctl.yaml"
+    cfg.write_text(nvml_config(mosquitto.port, tmp_path / "state"))
+    probe.publish("nv/trv", json.dumps({"local_temperature": 20.6, "occupied_heating_setpoint": 21}), retain=True)
+    log = (tmp_path / "run.log").open("ab")
+
+    def run() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-m", "heatctl", "run", "-c", str(cfg)],
+                                env=fake_nvml.env(), stderr=log)  # fmt: skip
+        return proc
+
+    proc = run()
+    # Warm room near setpoint: a moderate demand, so heatctl lowers the limit from 450 W.
+    wait_until(lambda: (fake_nvml.limit_w() or 450) < 400, 30, "heatctl lowered the power limit")
+    proc.kill()
+    proc.wait()
+    assert (fake_nvml.limit_w() or 450) < 400  # left behind by the killed run
+    probe.publish("nv/trv", json.dumps({"local_temperature": 25.5, "occupied_heating_setpoint": 21}), retain=True)
+    proc = run()
+    wait_until(lambda: "restoring the original 450 W" in (tmp_path / "run.log").read_text(), 30, "repair")
+    proc.terminate()
+    assert proc.wait(20) == 0
+    assert fake_nvml.limit_w() == 450.0
+    assert json.loads((tmp_path / "state" / "limits.json").read_text()) == {}
+    log.close()
