@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the config and reach every configured service")
     check.add_argument("-c", "--config", required=True, type=Path)
 
+    restore = sub.add_parser("restore", help="restore GPU power limits a killed run left behind (ExecStopPost)")
+    restore.add_argument("-c", "--config", required=True, type=Path)
+
     config = sub.add_parser("config", help="config tools")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     config_sub.add_parser("schema", help="print the config's JSON Schema (for editors)")
@@ -77,6 +80,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from heatctl.check import run_check
 
         return run_check(args.config)
+    if args.command == "restore":
+        return _restore(args.config)
     if args.command == "run":
         from heatctl.config import load_config
         from heatctl.logs import apply_config_levels
@@ -92,6 +97,20 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_demo(speed=args.speed, port=args.port, duration_s=args.duration)
     raise AssertionError(args.command)
+
+
+def _restore(path: Path) -> int:
+    from heatctl.config import load_config
+
+    cfg = load_config(path)
+    if not any(g.backend == "nvml" for g in cfg.gpus):
+        print("no nvml GPUs configured: nothing to restore")
+        return EXIT_OK
+    from heatctl.gpu.nvml import restore_recorded_limits
+
+    done = restore_recorded_limits(cfg.resolved_state_dir())
+    print("\n".join(done) if done else "no power limits left behind")
+    return EXIT_RUNTIME if any("cannot" in line for line in done) else EXIT_OK
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -260,6 +260,13 @@ class Config(_Strict):
                 elif gpu_id in owner:
                     problems.append(f"gpu {gpu_id} is in zones {owner[gpu_id]} and {zone.name}")
                 owner.setdefault(gpu_id, zone.name)
+        if self.homeassistant is None:
+            problems += [
+                f"zone {zone.name}: {attr} reads entity {src.entity}, which needs a 'homeassistant:' section"
+                for zone in self.zones
+                for attr in ("temperature", "setpoint", "mode", "window", "outdoor_temperature", "power_meter")
+                if (src := getattr(zone, attr)) is not None and src.entity is not None
+            ]
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from heatctl.accounting import Counters
 from heatctl.clock import Clock, RealClock
@@ -23,10 +23,13 @@ from heatctl.gpu.registry import open_gpu, open_workload
 from heatctl.mqtt_link import MqttLink
 from heatctl.publish.discovery import discovery_messages, removal_topics
 from heatctl.publish.mqtt_state import GpuSnapshot, NodeSnapshot, ZoneSnapshot, state_json
-from heatctl.sources.mqtt import bind_mqtt_sources
+from heatctl.sources.mqtt import bind_mqtt_sources, zone_sources
 from heatctl.sources.store import ReadingStore
 from heatctl.state import StateFile
 from heatctl.workloads.base import Workload
+
+if TYPE_CHECKING:
+    from heatctl.sources.homeassistant import HomeAssistantPoller
 
 _LOGGER = logging.getLogger(__name__)
 PERSIST_EVERY_S = 300.0
@@ -36,6 +39,8 @@ class Sink(Protocol):
     """An output fed once per tick (InfluxDB); must never block the control thread."""
 
     def write(self, snap: NodeSnapshot, now_s: float) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
 
@@ -76,6 +81,7 @@ class Service:
         self.units: dict[str, GpuUnit] = {}
         self.sinks: list[Sink] = list(sinks or [])
         self.link: MqttLink | None = None
+        self.poller: HomeAssistantPoller | None = None
         self.controller: NodeController | None = None
         self.snapshot: NodeSnapshot | None = None
         self.mode: str = cfg.mode
@@ -113,6 +119,13 @@ class Service:
                 self.link.on_connect(self.announce)
             self.link.on_connect(self._publish_last_state)
             self.link.start()
+        elif any(src.topic for z in self.cfg.zones for _, src in zone_sources(z)):
+            _LOGGER.warning("sources read MQTT topics but there is no 'mqtt:' section: they will never report")
+        if self.cfg.homeassistant is not None:
+            from heatctl.sources.homeassistant import HomeAssistantPoller
+
+            self.poller = HomeAssistantPoller(self.cfg, self.store)
+            self.poller.start()
         if self.cfg.influxdb is not None:
             from heatctl.publish.influx import InfluxSink
 
@@ -160,6 +173,8 @@ class Service:
             except Exception:
                 _LOGGER.exception("gpu %s: restoring the power limit failed", gid)
         self._persist()
+        if self.poller is not None:
+            self.poller.stop()
         for sink in self.sinks:
             try:
                 sink.close()
@@ -301,6 +316,7 @@ class Service:
             counters=self.counters,
             bad_payloads=self.store.bad_payloads,
             rejected_commands=self.inbox.rejected,
+            extra={"influx": self.sinks[0].stats()} if self.sinks else {},
         )
 
     # --- MQTT outputs -------------------------------------------------------------------
@@ -386,8 +402,11 @@ def run_service(cfg: Config, *, on_ready: Callable[[Service], None] | None = Non
         service.start()
         _LOGGER.info(
             "heatctl %s running: %d zone(s), %d gpu(s), state in %s",
-            cfg.node_id, len(cfg.zones), len(cfg.gpus), service.state_dir,
-        )  # fmt: skip
+            cfg.node_id,
+            len(cfg.zones),
+            len(cfg.gpus),
+            service.state_dir,
+        )
         if on_ready is not None:
             on_ready(service)
         service.run()

@@ -198,3 +198,125 @@ def fake_nvml(fakenvml_lib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             pynvml.nvmlShutdown()
         except pynvml.NVMLError:
             break
+
+
+# --- a real OpenAI-compatible inference server (llama.cpp, tiny model) -----------------------
+
+TINYLLM = Path(__file__).resolve().parent.parent.parent / "shared" / "tinyllm" / "serve.sh"
+
+
+def tinyllm_home() -> Path:
+    import os
+
+    return Path(os.environ.get("TINYLLM_HOME", Path.home() / ".cache" / "heatctl" / "tinyllm"))
+
+
+class TinyLLM:
+    """llama.cpp's server on a free port; restartable on the same port (a server that dies and comes back)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = workdir / "tinyllm.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import os
+
+        env = {**os.environ, "TINYLLM_HOME": str(tinyllm_home()), "TINYLLM_PARALLEL": "4"}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(["bash", str(TINYLLM), str(self.port)], env=env, stdout=log, stderr=log)
+        wait_until(self._healthy, 60, f"llama-server on port {self.port}")
+
+    def _healthy(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"llama-server exited: {self.log.read_text()[-2000:]}") from None
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def tinyllm_built() -> Path:
+    """Build llama-server and the model once (about 6 minutes the first time; cached in TINYLLM_HOME)."""
+    import os
+
+    home = tinyllm_home()
+    env = {**os.environ, "TINYLLM_HOME": str(home)}
+    proc = subprocess.run(["bash", str(TINYLLM), "--setup-only"], env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"building tinyllm failed:\n{proc.stderr[-3000:]}")
+    return home
+
+
+@pytest.fixture
+def tinyllm(tinyllm_built: Path, tmp_path: Path) -> Iterator[TinyLLM]:
+    server = TinyLLM(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+# --- VictoriaMetrics: a real time-series server speaking the InfluxDB v2 write API ------------
+
+
+class VictoriaMetrics:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data = workdir / "vm-data"
+        self.log = workdir / "vm.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        exe = shutil.which("victoria-metrics")
+        if exe is None:
+            pytest.fail("victoria-metrics is not installed: run tests/run.sh (apt-get install victoria-metrics)")
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [exe, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.data}", "-loggerLevel=ERROR"],
+                stdout=log,
+                stderr=log,
+            )
+        wait_until(lambda: self._get("/health") == b"OK", 20, "victoria-metrics healthy")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+        self.proc = None
+
+    def _get(self, path: str) -> bytes | None:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as r:
+                return bytes(r.read())
+        except OSError:
+            return None
+
+    def export(self, match: str = '{__name__=~".+"}') -> list[dict[str, Any]]:
+        """Every series as exported, after flushing what was just written."""
+        import urllib.parse
+
+        self._get("/internal/force_flush")
+        raw = self._get("/api/v1/export?" + urllib.parse.urlencode({"match[]": match})) or b""
+        return [json.loads(line) for line in raw.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    vm = VictoriaMetrics(tmp_path)
+    vm.start()
+    yield vm
+    vm.stop()

@@ -14,20 +14,45 @@ from heatctl import __version__
 from tests.conftest import SCENARIOS
 
 DESIGN_COLUMNS = [
-    "time_s", "room_c", "setpoint_c", "outdoor_c", "demand_w", "gpu_power_w", "power_limit_w",
-    "level", "work_rate", "work_done", "backup_w", "mode", "failsafe",
-]  # fmt: skip
+    "time_s",
+    "room_c",
+    "setpoint_c",
+    "outdoor_c",
+    "demand_w",
+    "gpu_power_w",
+    "power_limit_w",
+    "level",
+    "work_rate",
+    "work_done",
+    "backup_w",
+    "mode",
+    "failsafe",
+]
 DESIGN_KPIS = {
-    "rms_error_k", "max_overshoot_k", "discomfort_kh", "overheat_kh", "energy_kwh", "backup_kwh",
-    "added_kwh", "heat_reused_kwh", "erf", "work_done", "work_per_kwh", "limit_writes_per_h",
-}  # fmt: skip
+    "rms_error_k",
+    "max_overshoot_k",
+    "discomfort_kh",
+    "overheat_kh",
+    "energy_kwh",
+    "backup_kwh",
+    "added_kwh",
+    "heat_reused_kwh",
+    "erf",
+    "work_done",
+    "work_per_kwh",
+    "limit_writes_per_h",
+}
 
 
 def heatctl(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "heatctl", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )
 
 
 def test_version() -> None:

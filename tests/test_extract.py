@@ -10,17 +10,35 @@ from heatctl.config import SourceConfig
 from heatctl.sources.extract import PayloadError, Role, extract
 
 Z2M_TRV = json.dumps(
-    {"local_temperature": 19.5, "occupied_heating_setpoint": 21, "current_heating_setpoint": 20.5,
-     "system_mode": "heat", "battery": 87, "linkquality": 120}
-)  # fmt: skip
+    {
+        "local_temperature": 19.5,
+        "occupied_heating_setpoint": 21,
+        "current_heating_setpoint": 20.5,
+        "system_mode": "heat",
+        "battery": 87,
+        "linkquality": 120,
+    }
+)
 TASMOTA = json.dumps(
-    {"Time": "2026-01-05T10:00:00", "DS18B20": {"Id": "031697792DBB", "Temperature": 19.4},
-     "AM2301": {"Temperature": 20.1, "Humidity": 45.2}, "TempUnit": "C"}
-)  # fmt: skip
+    {
+        "Time": "2026-01-05T10:00:00",
+        "DS18B20": {"Id": "031697792DBB", "Temperature": 19.4},
+        "AM2301": {"Temperature": 20.1, "Humidity": 45.2},
+        "TempUnit": "C",
+    }
+)
 SHELLY_GEN2 = json.dumps(
-    {"id": 0, "source": "init", "output": True, "apower": 183.4, "voltage": 231.2, "current": 0.81,
-     "aenergy": {"total": 1234.5, "by_minute": [2990.1, 3001.2, 2994.0]}, "temperature": {"tC": 41.2}}
-)  # fmt: skip
+    {
+        "id": 0,
+        "source": "init",
+        "output": True,
+        "apower": 183.4,
+        "voltage": 231.2,
+        "current": 0.81,
+        "aenergy": {"total": 1234.5, "by_minute": [2990.1, 3001.2, 2994.0]},
+        "temperature": {"tC": 41.2},
+    }
+)
 
 
 def src(**kw: object) -> SourceConfig:

@@ -20,8 +20,11 @@ UUID0 = "GPU-fa4e0000-0000-4000-8000-000000000000"
 
 
 def open_gpu(state_dir: Path, clock: FakeClock | None = None, **cfg: object) -> NvmlGpu:
-    return NvmlGpu(GpuConfig(id="gpu0", backend="nvml", **cfg), state_dir=state_dir,  # type: ignore[arg-type]
-                   time_fn=clock or FakeClock())  # fmt: skip
+    return NvmlGpu(
+        GpuConfig(id="gpu0", backend="nvml", **cfg),
+        state_dir=state_dir,  # type: ignore[arg-type]
+        time_fn=clock or FakeClock(),
+    )
 
 
 def test_reads_sets_and_restores(fake_nvml: FakeNvml, tmp_path: Path) -> None:
@@ -163,8 +166,9 @@ def test_sigkill_then_next_start_restores_sigterm_restores(
     log = (tmp_path / "run.log").open("ab")
 
     def run() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "heatctl", "run", "-c", str(cfg)],
-                                env=fake_nvml.env(), stderr=log)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "heatctl", "run", "-c", str(cfg)], env=fake_nvml.env(), stderr=log
+        )
         return proc
 
     proc = run()

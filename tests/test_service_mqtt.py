@@ -60,8 +60,12 @@ def service(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Service]:
 
 
 def trv(probe: Probe, temp: float, setpoint: float = 21.0, mode: str = "heat") -> None:
-    probe.publish(TRV, json.dumps({"local_temperature": temp, "occupied_heating_setpoint": setpoint,
-                                   "system_mode": mode, "battery": 80}))  # fmt: skip
+    probe.publish(
+        TRV,
+        json.dumps(
+            {"local_temperature": temp, "occupied_heating_setpoint": setpoint, "system_mode": mode, "battery": 80}
+        ),
+    )
 
 
 def tick_until(svc: Service, predicate: object, what: str) -> object:
@@ -141,8 +145,13 @@ def test_commands_take_effect_and_bad_ones_are_rejected(service: Service, probe:
         trv(probe, 18.0, setpoint=20.0)  # someone turns the thermostat: it wins again
         probe.publish(f"{BASE}/office/mode/set", "heat")
         probe.wait_json(f"{BASE}/state", lambda d: d["zones"]["office"]["setpoint_c"] == 20.0, timeout_s=5)
-        for topic, payload in [("mode/set", "cool"), ("max_power_w/set", "lots"), ("max_power_w/set", "-5"),
-                               ("office/setpoint/set", "90"), ("office/setpoint/set", "nan")]:  # fmt: skip
+        for topic, payload in [
+            ("mode/set", "cool"),
+            ("max_power_w/set", "lots"),
+            ("max_power_w/set", "-5"),
+            ("office/setpoint/set", "90"),
+            ("office/setpoint/set", "nan"),
+        ]:
             probe.publish(f"{BASE}/{topic}", payload)
         wait_until(lambda: service.inbox.rejected == 5, 5, "rejected commands")
         probe.publish(f"{BASE}/office/mode/set", "heat")
@@ -166,7 +175,10 @@ def test_discovery_gives_home_assistant_what_it_needs(service: Service, probe: P
         assert climate[key] == f"{BASE}/state"
     energy = configs[f"{prefix}/sensor/office-heater/energy_kwh/config"]
     assert (energy["device_class"], energy["state_class"], energy["unit_of_measurement"]) == (
-        "energy", "total_increasing", "kWh")  # fmt: skip
+        "energy",
+        "total_increasing",
+        "kWh",
+    )
     power = configs[f"{prefix}/sensor/office-heater/gpu0_power_w/config"]
     assert (power["device_class"], power["unit_of_measurement"]) == ("power", "W")
     temp = configs[f"{prefix}/sensor/office-heater/gpu0_temperature_c/config"]
@@ -230,8 +242,11 @@ def test_broker_restart_fails_safe_then_recovers(mosquitto: Mosquitto, probe: Pr
         again = Probe(mosquitto.port)
         try:
             wait_until(lambda: svc.link.connects > connects, 40, "reconnect")  # type: ignore[union-attr]
-            wait_until(lambda: again.on("homeassistant/climate/office-heater/office_climate/config"), 5,
-                       "re-announced after reconnect")  # fmt: skip
+            wait_until(
+                lambda: again.on("homeassistant/climate/office-heater/office_climate/config"),
+                5,
+                "re-announced after reconnect",
+            )
             trv(again, 18.0)
             again.wait_json(f"{BASE}/state", lambda d: d["failsafe"] is None and d["gpus"]["gpu0"]["level"] == 1)
             assert again.on(f"{BASE}/availability")[-1] == b"online"

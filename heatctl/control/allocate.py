@@ -118,10 +118,10 @@ class Allocator:
         if self._regime != "continuous":
             self._regime, self._limit_set_s = "continuous", now_s  # the GPU is just being loaded
         if measured_w is not None and now_s - self._limit_set_s >= self.settle_s:
-            # A persistent miss while the cap binds means the driver holds it loosely.
-            error_w = target_w - measured_w
-            if abs(error_w) > 0.02 * target_w:
-                self._trim_w = min(max(self._trim_w + 0.5 * error_w, -0.1 * target_w), 0.1 * target_w)
+            # Under a settled limit, a cap that holds loosely shows as a steady bias: learn it.
+            bias_w = self._limit_w - measured_w
+            if abs(bias_w) <= 0.1 * self._limit_w:
+                self._trim_w += 0.5 * (bias_w - self._trim_w)
         self._write(min(max(target_w + self._trim_w, caps.min_limit_w), top_w), now_s)
         return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=1.0, regime="continuous")
 

@@ -125,8 +125,10 @@ class NvmlGpu:
         if left_behind is not None and abs(left_behind - current_w) > 0.5:
             _LOGGER.warning(
                 "gpu %s: a previous run left the power limit at %.0f W; restoring the original %.0f W",
-                self.id, current_w, left_behind,
-            )  # fmt: skip
+                self.id,
+                current_w,
+                left_behind,
+            )
             self._write_limit_w(left_behind)
         else:
             self._write_limit_w(current_w)  # a no-op write: tells whether we may set limits at all
@@ -164,8 +166,8 @@ class NvmlGpu:
             util = self._n.nvmlDeviceGetUtilizationRates(self._handle).gpu
             power_w = self._n.nvmlDeviceGetPowerUsage(self._handle) / 1000.0
         except self._n.NVMLError:
-            return 0.1 * self._max_w
-        return power_w if util == 0 else 0.1 * self._max_w
+            return float(0.1 * self._max_w)
+        return float(power_w) if util == 0 else 0.1 * self._max_w
 
     # --- Gpu protocol -------------------------------------------------------------------
 

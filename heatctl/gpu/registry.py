@@ -34,7 +34,7 @@ def open_workload(cfg: GpuConfig, gpu: Gpu, *, state_dir: Path, time_fn: Callabl
     if w.type == "process":
         from heatctl.workloads.process import ProcessWorkload
 
-        return ProcessWorkload(cfg.id, w, time_fn=time_fn)
+        return ProcessWorkload(cfg.id, w, state_dir=state_dir, time_fn=time_fn)
     from heatctl.workloads.openai import OpenAIWorkload
 
     return OpenAIWorkload(cfg.id, w, state_dir=state_dir, time_fn=time_fn)

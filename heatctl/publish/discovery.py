@@ -88,37 +88,88 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
             },
         )
         for key, payload in _sensor(
-            f"{zone.name}_demand_w", f"{zone.name} heat demand", f"{{{{ {z}.demand_w }}}}",
-            unit="W", device_class="power", precision=0,
-        ).items():  # fmt: skip
+            f"{zone.name}_demand_w",
+            f"{zone.name} heat demand",
+            f"{{{{ {z}.demand_w }}}}",
+            unit="W",
+            device_class="power",
+            precision=0,
+        ).items():
             add("sensor", key, payload)
 
     node_sensors = {
-        **_sensor("heat_w", "Heat output", "{{ value_json.heat_w }}", unit="W", device_class="power",
-                  precision=0),
-        **_sensor("energy_kwh", "Energy", "{{ value_json.energy_kwh }}", unit="kWh", device_class="energy",
-                  state_class="total_increasing", precision=3),
-        **_sensor("heat_reused_kwh", "Heat reused", "{{ value_json.heat_reused_kwh }}", unit="kWh",
-                  device_class="energy", state_class="total_increasing", precision=3),
-        **_sensor("work_done", "Work done", "{{ value_json.work_done }}", unit="units",
-                  state_class="total_increasing", icon="mdi:chip"),
-    }  # fmt: skip
+        **_sensor("heat_w", "Heat output", "{{ value_json.heat_w }}", unit="W", device_class="power", precision=0),
+        **_sensor(
+            "energy_kwh",
+            "Energy",
+            "{{ value_json.energy_kwh }}",
+            unit="kWh",
+            device_class="energy",
+            state_class="total_increasing",
+            precision=3,
+        ),
+        **_sensor(
+            "heat_reused_kwh",
+            "Heat reused",
+            "{{ value_json.heat_reused_kwh }}",
+            unit="kWh",
+            device_class="energy",
+            state_class="total_increasing",
+            precision=3,
+        ),
+        **_sensor(
+            "work_done",
+            "Work done",
+            "{{ value_json.work_done }}",
+            unit="units",
+            state_class="total_increasing",
+            icon="mdi:chip",
+        ),
+    }
     for key, payload in node_sensors.items():
         add("sensor", key, payload)
     for gpu in cfg.gpus:
         g = f"value_json.gpus.{gpu.id}"
         gpu_sensors = {
-            **_sensor(f"{gpu.id}_power_w", f"{gpu.id} power", f"{{{{ {g}.power_w }}}}", unit="W",
-                      device_class="power", precision=0),
-            **_sensor(f"{gpu.id}_power_limit_w", f"{gpu.id} power limit", f"{{{{ {g}.power_limit_w }}}}",
-                      unit="W", device_class="power", precision=0),
-            **_sensor(f"{gpu.id}_temperature_c", f"{gpu.id} temperature", f"{{{{ {g}.temperature_c }}}}",
-                      unit="°C", device_class="temperature", precision=0),
-            **_sensor(f"{gpu.id}_work_rate", f"{gpu.id} work rate", f"{{{{ {g}.work_rate }}}}",
-                      unit="units/s", icon="mdi:speedometer"),
-            **_sensor(f"{gpu.id}_efficiency", f"{gpu.id} efficiency", f"{{{{ {g}.efficiency }}}}",
-                      unit="units/kWh", icon="mdi:leaf"),
-        }  # fmt: skip
+            **_sensor(
+                f"{gpu.id}_power_w",
+                f"{gpu.id} power",
+                f"{{{{ {g}.power_w }}}}",
+                unit="W",
+                device_class="power",
+                precision=0,
+            ),
+            **_sensor(
+                f"{gpu.id}_power_limit_w",
+                f"{gpu.id} power limit",
+                f"{{{{ {g}.power_limit_w }}}}",
+                unit="W",
+                device_class="power",
+                precision=0,
+            ),
+            **_sensor(
+                f"{gpu.id}_temperature_c",
+                f"{gpu.id} temperature",
+                f"{{{{ {g}.temperature_c }}}}",
+                unit="°C",
+                device_class="temperature",
+                precision=0,
+            ),
+            **_sensor(
+                f"{gpu.id}_work_rate",
+                f"{gpu.id} work rate",
+                f"{{{{ {g}.work_rate }}}}",
+                unit="units/s",
+                icon="mdi:speedometer",
+            ),
+            **_sensor(
+                f"{gpu.id}_efficiency",
+                f"{gpu.id} efficiency",
+                f"{{{{ {g}.efficiency }}}}",
+                unit="units/kWh",
+                icon="mdi:leaf",
+            ),
+        }
         for key, payload in gpu_sensors.items():
             add("sensor", key, payload)
     add(

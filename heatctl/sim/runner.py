@@ -19,9 +19,20 @@ from heatctl.sim.scenario import Scenario, Schedule
 
 FloatArray = npt.NDArray[np.float64]
 COLUMNS = (
-    "time_s", "room_c", "setpoint_c", "outdoor_c", "demand_w", "gpu_power_w", "power_limit_w",
-    "level", "work_rate", "work_done", "backup_w", "mode", "failsafe",
-)  # fmt: skip
+    "time_s",
+    "room_c",
+    "setpoint_c",
+    "outdoor_c",
+    "demand_w",
+    "gpu_power_w",
+    "power_limit_w",
+    "level",
+    "work_rate",
+    "work_done",
+    "backup_w",
+    "mode",
+    "failsafe",
+)
 
 
 class FakeClock:
@@ -150,9 +161,18 @@ def simulate(
             backup_w = backup.power_w if backup_on else 0.0
         work_done += work_rate * step_s
         row = (
-            t, room.air_c, setpoint_c, outdoor_c, demand_w, gpu_w, limits[gpu_ids[0]],
-            levels[gpu_ids[0]], work_rate, work_done, backup_w,
-        )  # fmt: skip
+            t,
+            room.air_c,
+            setpoint_c,
+            outdoor_c,
+            demand_w,
+            gpu_w,
+            limits[gpu_ids[0]],
+            levels[gpu_ids[0]],
+            work_rate,
+            work_done,
+            backup_w,
+        )
         for name, value in zip(COLUMNS, row, strict=False):
             cols[name][k] = value
         modes.append("heat")

@@ -1,0 +1,165 @@
+"""Zone sources read from Home Assistant entities (homeassistant-api), polled in a thread of their own."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from heatctl.config import Config, HomeAssistantConfig, SourceConfig
+from heatctl.sources.extract import PayloadError, Role, to_heating, to_number, to_open
+from heatctl.sources.mqtt import zone_sources
+from heatctl.sources.store import ReadingStore
+
+_LOGGER = logging.getLogger(__name__)
+MISSING_STATES = frozenset({"unavailable", "unknown", "none", ""})
+# What a climate entity means for each role, when no attribute is given.
+CLIMATE_ATTRIBUTES: dict[str, str | None] = {
+    "temperature": "current_temperature",
+    "setpoint": "temperature",
+    "mode": None,  # the state itself is the hvac mode
+}
+
+
+class MissingValue(Exception):
+    """The entity is unavailable or unknown: no reading, so staleness applies."""
+
+
+def entity_value(state: str, attributes: dict[str, Any], source: SourceConfig, role: Role) -> float:
+    """An entity's state and attributes → the validated value for this role."""
+    assert source.entity is not None
+    attribute = source.attribute
+    if attribute is None and source.entity.startswith("climate."):
+        attribute = CLIMATE_ATTRIBUTES.get(role)
+    raw: Any = state if attribute is None else attributes.get(attribute)
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in MISSING_STATES):
+        raise MissingValue(f"{source.entity}{'.' + attribute if attribute else ''} is {raw!r}")
+    if role == "window":
+        return to_open(raw, source)
+    if role == "mode":
+        return to_heating(raw)
+    return to_number(raw, source, role)
+
+
+def entity_bindings(cfg: Config) -> list[tuple[str, Role, SourceConfig]]:
+    return [
+        (zone.name, role, source)
+        for zone in cfg.zones
+        for role, source in zone_sources(zone)
+        if source.entity is not None
+    ]
+
+
+def make_client(cfg: HomeAssistantConfig, timeout_s: float = 10.0) -> Any:
+    from homeassistant_api import Client
+
+    return Client(
+        cfg.url.rstrip("/") + "/api",
+        cfg.token.get_secret_value(),
+        global_request_kwargs={"timeout": timeout_s},
+        verify_ssl=cfg.verify_ssl,
+    )
+
+
+class HomeAssistantPoller:
+    """Polls every entity source; a slow or absent Home Assistant only delays its own thread.
+
+    Thread: its own. It reads states over HTTP and puts validated readings into the store;
+    it never touches the controller.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        store: ReadingStore,
+        *,
+        client_factory: Callable[[HomeAssistantConfig], Any] = make_client,
+    ) -> None:
+        assert cfg.homeassistant is not None
+        self._ha = cfg.homeassistant
+        self._bindings = entity_bindings(cfg)
+        self._store = store
+        self._client_factory = client_factory
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="homeassistant", daemon=True)
+        self.polls = 0
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        if self._bindings:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+    def poll_once(self, client: Any) -> None:
+        entities = sorted({source.entity for _, _, source in self._bindings if source.entity})
+        states: dict[str, tuple[str, dict[str, Any]]] = {}
+        for entity in entities:
+            state = client.get_state(entity_id=entity)
+            states[entity] = (str(state.state), dict(state.attributes or {}))
+        for zone, role, source in self._bindings:
+            assert source.entity is not None
+            state_text, attributes = states[source.entity]
+            try:
+                value = entity_value(state_text, attributes, source, role)
+            except MissingValue as exc:
+                _LOGGER.debug("zone %s %s: %s", zone, role, exc)
+                continue
+            except PayloadError as exc:
+                self._store.reject(f"entity {source.entity} ({zone} {role})", state_text.encode(), str(exc))
+                continue
+            self._store.put(zone, role, value, f"entity {source.entity}")
+        self.polls += 1
+
+    def _run(self) -> None:
+        client = None
+        while not self._stop.is_set():
+            try:
+                if client is None:
+                    client = self._client_factory(self._ha)
+                self.poll_once(client)
+                if self.last_error is not None:
+                    _LOGGER.info("Home Assistant reachable again")
+                self.last_error = None
+            except Exception as exc:  # HTTP, auth, DNS: keep polling; staleness protects the room
+                if self.last_error is None:
+                    _LOGGER.warning("Home Assistant at %s: %s", self._ha.url, exc)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                client = None
+            self._stop.wait(self._ha.poll_interval_s)
+
+
+def probe_homeassistant(cfg: Config) -> list[tuple[str, bool, str, str]]:
+    """For ``heatctl check``: reach the API, then read every entity source once."""
+    assert cfg.homeassistant is not None
+    ha = cfg.homeassistant
+    try:
+        client = make_client(ha, timeout_s=5.0)
+        client.check_api_running()
+    except Exception as exc:
+        return [
+            (
+                "homeassistant",
+                False,
+                f"{ha.url}: {type(exc).__name__}: {exc}"[:200],
+                "check homeassistant.url and that the token is a long-lived access token",
+            )
+        ]
+    rows = [("homeassistant", True, f"{ha.url}: API running", "")]
+    for zone, role, source in entity_bindings(cfg):
+        part = f"{zone}.{role}"
+        try:
+            state = client.get_state(entity_id=source.entity)
+            value = entity_value(str(state.state), dict(state.attributes or {}), source, role)
+        except (MissingValue, PayloadError) as exc:
+            rows.append((part, False, str(exc), "check the entity id and attribute"))
+            continue
+        except Exception as exc:
+            rows.append((part, False, f"{source.entity}: {type(exc).__name__}: {exc}"[:200], "check the entity id"))
+            continue
+        rows.append((part, True, f"{source.entity}: {value:g}", ""))
+    return rows

@@ -1,0 +1,398 @@
+"""``type: openai``: a heat-driven batch scheduler for a local OpenAI-compatible server.
+
+Jobs are JSONL files in a spool directory, one request a line with an ``id``::
+
+    {"id": "q1", "messages": [{"role": "user", "content": "Summarise …"}], "max_tokens": 256}
+    {"id": "q2", "prompt": "Once upon a time", "max_tokens": 64}
+
+Every key but ``id`` goes into the request body (``model`` defaults to the configured one).
+Results go beside each file as ``<name>.results.jsonl``, one line per job, ``status`` ``ok``
+(with ``text`` and ``usage``) or ``failed`` (with ``error``), fsynced as they are written. A
+job whose id has a result is never sent again, so a restart resumes without redoing or
+losing work; a job that was in flight when heatctl stopped is sent again.
+
+Throughput follows the level: worker ``i`` of ``max_concurrency`` may hold a request only
+while ``i < round(level × max_concurrency)``. A streamed request whose slot is taken away is
+cut off and its job goes back to the front of the queue (not counted as an attempt), so heat
+falls within a token or two. The work rate is completion tokens per second.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from heatctl.config import WorkloadConfig
+
+_LOGGER = logging.getLogger(__name__)
+RESULTS_SUFFIX = ".results.jsonl"
+RESCAN_S = 30.0
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass
+class Job:
+    id: str
+    body: dict[str, Any]
+    results: Path
+    attempts: int = 0
+    error: str | None = None  # a job that could not even be read
+
+
+class Preempted(Exception):
+    """The worker's slot was taken away mid-request."""
+
+
+class RequestError(Exception):
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass
+class Counters:
+    done: int = 0
+    failed: int = 0
+    retries: int = 0
+    preempted: int = 0
+    tokens: int = 0
+    prompt_tokens: int = 0
+    peak_in_flight: int = 0
+    in_flight: int = 0
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=5))
+
+
+class OpenAIWorkload:
+    kind = "openai"
+
+    def __init__(
+        self,
+        gpu_id: str,
+        cfg: WorkloadConfig,
+        *,
+        state_dir: Path,
+        time_fn: Callable[[], float] = time.monotonic,
+    ) -> None:
+        assert cfg.url is not None and cfg.model is not None and cfg.jobs is not None
+        self._gpu_id = gpu_id
+        self._cfg = cfg
+        self._time_fn = time_fn
+        self._spool = Path(cfg.jobs).expanduser()
+        parts = urlsplit(cfg.url.rstrip("/"))
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "localhost"
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = parts.path
+        self._allowed = 0
+        self._queue: deque[Job] = deque()
+        self._known: set[tuple[str, str]] = set()  # (file, id) queued or finished
+        self._cond = threading.Condition()
+        self._file_locks: dict[Path, threading.Lock] = {}
+        self._stop = threading.Event()
+        self._workers = [
+            threading.Thread(target=self._worker, args=(i,), name=f"openai-{gpu_id}-{i}", daemon=True)
+            for i in range(cfg.max_concurrency)
+        ]
+        self._last_scan_s = -float("inf")
+        self._rate_mark: tuple[float, int] | None = None
+        self._rate: float | None = None
+        self.counters = Counters()
+
+    # --- Workload protocol ------------------------------------------------------------
+
+    def start(self) -> None:
+        self._spool.mkdir(parents=True, exist_ok=True)
+        self.scan()
+        self._rate_mark = (self._time_fn(), 0)
+        for worker in self._workers:
+            worker.start()
+
+    def set_level(self, level: float) -> None:
+        allowed = round(min(max(level, 0.0), 1.0) * self._cfg.max_concurrency)
+        if level > 0 and allowed == 0:
+            allowed = 1
+        with self._cond:
+            if allowed != self._allowed:
+                self._allowed = allowed
+                self._cond.notify_all()
+        if self._time_fn() - self._last_scan_s >= RESCAN_S:
+            self.scan()
+
+    def work_rate(self) -> float | None:
+        """Completion tokens per second since the last call."""
+        now_s = self._time_fn()
+        with self._cond:
+            tokens = self.counters.tokens
+        if self._rate_mark is not None and now_s > self._rate_mark[0]:
+            self._rate = (tokens - self._rate_mark[1]) / (now_s - self._rate_mark[0])
+        self._rate_mark = (now_s, tokens)
+        return self._rate
+
+    def status(self) -> str:
+        with self._cond:
+            c = self.counters
+            return (
+                f"openai: {c.in_flight} in flight of {self._allowed}, {len(self._queue)} queued, "
+                f"{c.done} done, {c.failed} failed"
+            )
+
+    def stop(self) -> None:
+        """Stop taking jobs; requests in flight are cut off and will be sent again next start."""
+        self._stop.set()
+        with self._cond:
+            self._allowed = 0
+            self._cond.notify_all()
+        for worker in self._workers:
+            if worker.is_alive():
+                worker.join(timeout=2.0)
+
+    # --- the spool --------------------------------------------------------------------
+
+    def scan(self) -> int:
+        """Queue every job in the spool that has no result yet; returns how many were added."""
+        self._last_scan_s = self._time_fn()
+        added = 0
+        try:
+            files = sorted(p for p in self._spool.glob("*.jsonl") if not p.name.endswith(RESULTS_SUFFIX))
+        except OSError as exc:
+            _LOGGER.error("gpu %s: cannot read the job spool %s: %s", self._gpu_id, self._spool, exc)
+            return 0
+        for path in files:
+            results = path.with_name(path.name.removesuffix(".jsonl") + RESULTS_SUFFIX)
+            finished = _finished_ids(results)
+            for job in _read_jobs(path, results):
+                key = (str(path), job.id)
+                if job.id in finished or key in self._known:
+                    continue
+                self._known.add(key)
+                with self._cond:
+                    self._queue.append(job)
+                    self._cond.notify()
+                added += 1
+        if added:
+            _LOGGER.info("gpu %s: %d job(s) queued from %s", self._gpu_id, added, self._spool)
+        return added
+
+    def _record(self, job: Job, result: dict[str, Any]) -> None:
+        lock = self._file_locks.setdefault(job.results, threading.Lock())
+        line = json.dumps({"id": job.id, **result}, ensure_ascii=False) + "\n"
+        with lock, job.results.open("a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    # --- workers ----------------------------------------------------------------------
+
+    def _worker(self, slot: int) -> None:
+        # Worker thread: takes jobs while its slot is allowed; one request at a time.
+        while not self._stop.is_set():
+            with self._cond:
+                while not self._stop.is_set() and (slot >= self._allowed or not self._queue):
+                    self._cond.wait(timeout=1.0)
+                if self._stop.is_set():
+                    return
+                job = self._queue.popleft()
+                self.counters.in_flight += 1
+                self.counters.peak_in_flight = max(self.counters.peak_in_flight, self.counters.in_flight)
+            try:
+                self._run(job, slot)
+            finally:
+                with self._cond:
+                    self.counters.in_flight -= 1
+                    self._cond.notify_all()
+
+    def _run(self, job: Job, slot: int) -> None:
+        if job.error is not None:
+            self._fail(job, job.error)
+            return
+        started = time.monotonic()
+        while True:
+            job.attempts += 1
+            try:
+                text, usage, finish = self._request(job, slot)
+            except Preempted:
+                job.attempts -= 1
+                with self._cond:
+                    self.counters.preempted += 1
+                    self._queue.appendleft(job)
+                    self._cond.notify()
+                return
+            except RequestError as exc:
+                if exc.retryable and job.attempts < self._cfg.max_attempts and not self._stop.is_set():
+                    delay_s = min(2.0 ** (job.attempts - 1), 60.0)
+                    _LOGGER.warning("gpu %s: job %s: %s; retrying in %.0f s", self._gpu_id, job.id, exc, delay_s)
+                    with self._cond:
+                        self.counters.retries += 1
+                    if self._stop.wait(delay_s):
+                        return  # shutting down: the job stays unfinished and runs next start
+                    continue
+                if self._stop.is_set():
+                    return
+                self._fail(job, str(exc))
+                return
+            self._record(
+                job,
+                {
+                    "status": "ok",
+                    "text": text,
+                    "usage": usage,
+                    "finish_reason": finish,
+                    "attempts": job.attempts,
+                    "elapsed_s": round(time.monotonic() - started, 3),
+                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+            )
+            with self._cond:
+                self.counters.done += 1
+                self.counters.prompt_tokens += int(usage.get("prompt_tokens", 0) or 0)
+            return
+
+    def _fail(self, job: Job, error: str) -> None:
+        _LOGGER.error("gpu %s: job %s failed: %s", self._gpu_id, job.id, error)
+        self._record(job, {"status": "failed", "error": error, "attempts": job.attempts})
+        with self._cond:
+            self.counters.failed += 1
+            self.counters.errors.append(f"{job.id}: {error}")
+
+    def _request(self, job: Job, slot: int) -> tuple[str, dict[str, Any], str | None]:
+        """One streamed request. Returns (text, usage, finish_reason)."""
+        chat = "messages" in job.body
+        body = {"model": self._cfg.model, **job.body, "stream": True, "stream_options": {"include_usage": True}}
+        path = f"{self._path}/{'chat/completions' if chat else 'completions'}"
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if self._cfg.api_key is not None:
+            headers["Authorization"] = f"Bearer {self._cfg.api_key.get_secret_value()}"
+        conn_cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        conn = conn_cls(self._host, self._port, timeout=self._cfg.request_timeout_s)
+        pieces: list[str] = []
+        counted = 0
+        usage: dict[str, Any] = {}
+        finish: str | None = None
+        try:
+            conn.request("POST", path, body=json.dumps(body), headers=headers)
+            response = conn.getresponse()
+            if response.status != 200:
+                detail = response.read(500).decode("utf-8", "replace")
+                raise RequestError(
+                    f"HTTP {response.status}: {detail.strip()}", retryable=response.status in RETRYABLE_STATUS
+                )
+            for chunk in _sse_events(response):
+                if slot >= self._allowed or self._stop.is_set():
+                    raise Preempted
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                    if piece:
+                        pieces.append(piece)
+                        counted += 1
+                        with self._cond:
+                            self.counters.tokens += 1
+                    finish = choice.get("finish_reason") or finish
+        except Preempted:
+            with self._cond:
+                self.counters.tokens -= counted  # cut off: those tokens were not useful work
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            raise RequestError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+        finally:
+            conn.close()
+        if usage.get("completion_tokens") is not None:
+            # The server's count is the truth; streamed chunks are not always one token each.
+            with self._cond:
+                self.counters.tokens += int(usage["completion_tokens"]) - counted
+        else:
+            usage = {"completion_tokens": counted, "estimated": True}
+        return "".join(pieces), usage, finish
+
+
+def _sse_events(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
+    """Server-sent events of an OpenAI stream, parsed; ends at ``[DONE]``."""
+    for raw in response:
+        line = raw.decode("utf-8", "replace").strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise RequestError(f"bad stream event: {data[:80]!r}", retryable=True) from exc
+        if isinstance(event, dict):
+            if "error" in event:
+                raise RequestError(f"server error: {event['error']}", retryable=True)
+            yield event
+
+
+def _read_jobs(path: Path, results: Path) -> Iterator[Job]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        _LOGGER.error("cannot read job file %s: %s", path, exc)
+        return
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        fallback_id = f"{path.name}:{lineno}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield Job(id=fallback_id, body={}, results=results, error=f"line {lineno} is not JSON: {exc.msg}")
+            continue
+        if not isinstance(data, dict):
+            yield Job(id=fallback_id, body={}, results=results, error=f"line {lineno} is not a JSON object")
+            continue
+        job_id = str(data.pop("id", fallback_id))
+        if "messages" not in data and "prompt" not in data:
+            yield Job(id=job_id, body={}, results=results, error="a job needs 'messages' or 'prompt'")
+            continue
+        yield Job(id=job_id, body=data, results=results)
+
+
+def _finished_ids(results: Path) -> set[str]:
+    """Ids with a final result. A torn last line (a crash mid-write) is ignored: that job runs again."""
+    done: set[str] = set()
+    try:
+        text = results.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return done
+    except (OSError, UnicodeDecodeError) as exc:
+        _LOGGER.error("cannot read results %s: %s", results, exc)
+        return done
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and entry.get("status") in ("ok", "failed") and "id" in entry:
+            done.add(str(entry["id"]))
+    return done
+
+
+def probe_server(url: str, timeout_s: float = 5.0) -> str:
+    """GET /models: the ids the server serves (for ``heatctl check``)."""
+    parts = urlsplit(url.rstrip("/"))
+    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = conn_cls(parts.hostname or "localhost", parts.port or 80, timeout=timeout_s)
+    try:
+        conn.request("GET", f"{parts.path}/models")
+        response = conn.getresponse()
+        data = json.loads(response.read() or b"{}")
+        if response.status != 200:
+            raise RequestError(f"HTTP {response.status}", retryable=False)
+    except (TimeoutError, OSError, http.client.HTTPException, json.JSONDecodeError) as exc:
+        raise RequestError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+    finally:
+        conn.close()
+    return ", ".join(str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict))

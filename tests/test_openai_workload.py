@@ -1,0 +1,196 @@
+"""``type: openai`` against a real llama.cpp server doing real inference on the CPU."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from heatctl.config import WorkloadConfig
+from heatctl.workloads.openai import OpenAIWorkload
+from tests.services import TinyLLM, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def write_jobs(spool: Path, name: str, n: int, max_tokens: int = 16, start: int = 0) -> None:
+    spool.mkdir(parents=True, exist_ok=True)
+    with (spool / f"{name}.jsonl").open("a") as fh:
+        for i in range(start, start + n):
+            job = {
+                "id": f"{name}-{i}",
+                "messages": [{"role": "user", "content": f"Tell me about heat {i}"}],
+                "max_tokens": max_tokens,
+                "temperature": 0.7,
+                "seed": i,
+            }
+            fh.write(json.dumps(job) + "\n")
+
+
+def results(spool: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(spool.glob("*.results.jsonl")):
+        out += [json.loads(line) for line in path.read_text().splitlines()]
+    return out
+
+
+@pytest.fixture
+def made() -> Iterator[list[OpenAIWorkload]]:
+    workloads: list[OpenAIWorkload] = []
+    yield workloads
+    for w in workloads:
+        w.stop()
+
+
+def workload(made: list[OpenAIWorkload], server: TinyLLM, spool: Path, **cfg: Any) -> OpenAIWorkload:
+    settings = {
+        "type": "openai",
+        "url": server.url,
+        "model": "tinyllm",
+        "jobs": str(spool),
+        "max_concurrency": 4,
+        "request_timeout_s": 30,
+        **cfg,
+    }
+    w = OpenAIWorkload("gpu0", WorkloadConfig(**settings), state_dir=spool.parent)
+    made.append(w)
+    return w
+
+
+def test_jobs_complete_with_usage_and_a_work_rate(tinyllm: TinyLLM, tmp_path: Path, made: list[OpenAIWorkload]) -> None:
+    spool = tmp_path / "jobs"
+    write_jobs(spool, "batch", 8, max_tokens=24)
+    (spool / "prompts.jsonl").write_text(json.dumps({"id": "p0", "prompt": "The radiator", "max_tokens": 12}) + "\n")
+    w = workload(made, tinyllm, spool)
+    w.start()
+    w.work_rate()
+    w.set_level(1.0)
+    wait_until(lambda: w.counters.done == 9, 60, "all jobs done")
+    rate = w.work_rate()
+    assert rate is not None and rate > 0
+    by_id = {r["id"]: r for r in results(spool)}
+    assert set(by_id) == {f"batch-{i}" for i in range(8)} | {"p0"}
+    assert all(r["status"] == "ok" for r in by_id.values())
+    assert by_id["batch-3"]["usage"]["completion_tokens"] == 24  # streamed, with usage in the last chunk
+    assert by_id["p0"]["usage"]["completion_tokens"] == 12 and by_id["p0"]["text"]
+    assert w.counters.tokens == 8 * 24 + 12
+    assert "9 done" in w.status()
+
+
+def test_level_sets_concurrency_and_zero_cuts_off_at_once(
+    tinyllm: TinyLLM, tmp_path: Path, made: list[OpenAIWorkload]
+) -> None:
+    spool = tmp_path / "jobs"
+    write_jobs(spool, "long", 12, max_tokens=400)
+    w = workload(made, tinyllm, spool)
+    w.start()
+    w.set_level(1.0)
+    wait_until(lambda: w.counters.in_flight == 4, 20, "four requests in flight at level 1")
+    w.set_level(0.5)
+    wait_until(lambda: w.counters.in_flight <= 2, 10, "two at level 0.5")
+    w.set_level(0.0)
+    wait_until(lambda: w.counters.in_flight == 0, 5, "none at level 0")
+    assert w.counters.preempted >= 1
+    done = w.counters.done
+    w.set_level(1.0)
+    wait_until(lambda: w.counters.done == 12, 120, "all jobs done after resuming")
+    assert done < 12
+    ids = Counter(r["id"] for r in results(spool))
+    assert set(ids) == {f"long-{i}" for i in range(12)} and set(ids.values()) == {1}  # none lost, none twice
+
+
+def test_server_dies_and_comes_back(tinyllm: TinyLLM, tmp_path: Path, made: list[OpenAIWorkload]) -> None:
+    spool = tmp_path / "jobs"
+    write_jobs(spool, "outage", 8, max_tokens=64)
+    w = workload(made, tinyllm, spool, max_attempts=10, max_concurrency=2)
+    w.start()
+    w.set_level(1.0)
+    wait_until(lambda: w.counters.done >= 1, 30, "first result")
+    tinyllm.stop()
+    wait_until(lambda: w.counters.retries >= 1, 20, "retries while the server is down")
+    tinyllm.start()
+    wait_until(lambda: w.counters.done == 8, 120, "all jobs done after the server came back")
+    assert w.counters.failed == 0
+    assert all(r["status"] == "ok" for r in results(spool))
+
+
+def test_resume_after_restart_neither_redoes_nor_loses(
+    tinyllm: TinyLLM, tmp_path: Path, made: list[OpenAIWorkload]
+) -> None:
+    spool = tmp_path / "jobs"
+    write_jobs(spool, "resume", 12, max_tokens=48)
+    first = workload(made, tinyllm, spool, max_concurrency=2)
+    first.start()
+    first.set_level(1.0)
+    wait_until(lambda: first.counters.done >= 3, 60, "some jobs done")
+    first.stop()
+    done_before = {r["id"] for r in results(spool)}
+    assert 3 <= len(done_before) < 12
+    second = workload(made, tinyllm, spool)
+    second.start()
+    second.set_level(1.0)
+    wait_until(lambda: len(results(spool)) == 12, 120, "the rest done")
+    ids = Counter(r["id"] for r in results(spool))
+    assert set(ids.values()) == {1} and len(ids) == 12
+    assert second.counters.done == 12 - len(done_before)
+
+
+def test_bad_jobs_are_recorded_as_failed_not_retried(
+    tinyllm: TinyLLM, tmp_path: Path, made: list[OpenAIWorkload]
+) -> None:
+    spool = tmp_path / "jobs"
+    spool.mkdir()
+    huge = "heat " * 6000  # far beyond the model's 4096-token context: HTTP 400
+    (spool / "bad.jsonl").write_text(
+        "{not json\n"
+        + json.dumps({"id": "no-body", "max_tokens": 4})
+        + "\n"
+        + json.dumps({"id": "too-long", "messages": [{"role": "user", "content": huge}], "max_tokens": 4})
+        + "\n"
+        + json.dumps({"id": "fine", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+        + "\n"
+    )
+    w = workload(made, tinyllm, spool)
+    w.start()
+    w.set_level(1.0)
+    wait_until(lambda: w.counters.done + w.counters.failed == 4, 60, "all four settled")
+    by_id = {r["id"]: r for r in results(spool)}
+    assert by_id["fine"]["status"] == "ok"
+    assert by_id["bad.jsonl:1"]["status"] == "failed" and "not JSON" in by_id["bad.jsonl:1"]["error"]
+    assert by_id["no-body"]["status"] == "failed"
+    assert by_id["too-long"]["status"] == "failed" and "HTTP 400" in by_id["too-long"]["error"]
+    assert by_id["too-long"]["attempts"] == 1
+
+
+def test_interactive_requests_beside_the_jobs(tinyllm: TinyLLM, tmp_path: Path, made: list[OpenAIWorkload]) -> None:
+    spool = tmp_path / "jobs"
+    write_jobs(spool, "batch", 10, max_tokens=64)
+    w = workload(made, tinyllm, spool, max_concurrency=2)
+    w.start()
+    w.set_level(1.0)
+    answers: list[int] = []
+
+    def interactive(i: int) -> None:
+        body = {"model": "tinyllm", "messages": [{"role": "user", "content": f"interactive {i}"}], "max_tokens": 32}
+        req = urllib.request.Request(
+            f"{tinyllm.url}/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            answers.append(json.loads(r.read())["usage"]["completion_tokens"])
+
+    users = [threading.Thread(target=interactive, args=(i,)) for i in range(4)]
+    for u in users:
+        u.start()
+    for u in users:
+        u.join(60)
+    assert answers == [32, 32, 32, 32]
+    wait_until(lambda: w.counters.done == 10, 120, "batch done beside interactive traffic")
+    assert w.counters.failed == 0

@@ -1,0 +1,107 @@
+"""``type: process``: a real child process paused and resumed by signals."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from heatctl.config import WorkloadConfig
+from heatctl.workloads.process import ProcessWorkload, alive, phase_on
+from tests.conftest import FakeClock
+from tests.services import wait_until
+
+SPIN = [sys.executable, "-c", "import time\nwhile True: time.sleep(0.01)"]
+
+
+def proc_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.fixture
+def made() -> Iterator[list[ProcessWorkload]]:
+    workloads: list[ProcessWorkload] = []
+    yield workloads
+    for w in workloads:  # never leave a test process behind, paused or not
+        w.stop()
+        child = w._child
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait(5)
+
+
+def workload(
+    made: list[ProcessWorkload], tmp_path: Path, clock: FakeClock | None = None, **cfg: object
+) -> ProcessWorkload:
+    settings: dict[str, object] = {"type": "process", "command": SPIN, "period_s": 0.4, **cfg}
+    w = ProcessWorkload("gpu0", WorkloadConfig(**settings), state_dir=tmp_path, time_fn=clock or FakeClock())  # type: ignore[arg-type]
+    made.append(w)
+    return w
+
+
+def test_phase_is_time_proportional() -> None:
+    on = sum(phase_on(0.3, 10.0, t / 10) for t in range(1000))
+    assert on == 300
+    assert phase_on(1.0, 10.0, 9.99) and not phase_on(0.0, 10.0, 0.0)
+
+
+def test_level_pauses_and_resumes_the_process(made: list[ProcessWorkload], tmp_path: Path) -> None:
+    w = workload(made, tmp_path)
+    w.start()
+    pid = wait_until(lambda: w.pid, 5, "spawned")
+    wait_until(lambda: proc_state(pid) == "T", 5, "paused at level 0")
+    w.set_level(1.0)
+    wait_until(lambda: proc_state(pid) != "T", 5, "running at level 1")
+    w.set_level(0.5)
+    seen = set()
+    wait_until(lambda: seen.add(proc_state(pid)) or ("T" in seen and len(seen) > 1), 5, "both phases at 0.5")
+    assert "paused" in w.status() or "running" in w.status()
+
+
+@pytest.mark.parametrize("on_exit", ["resume", "stop"])
+def test_stop_never_leaves_it_paused(made: list[ProcessWorkload], tmp_path: Path, on_exit: str) -> None:
+    w = workload(made, tmp_path, on_exit=on_exit)
+    w.start()
+    pid = wait_until(lambda: w.pid, 5, "spawned")
+    wait_until(lambda: proc_state(pid) == "T", 5, "paused")
+    w.stop()
+    if on_exit == "resume":
+        assert alive(pid) and proc_state(pid) != "T"
+    else:
+        wait_until(lambda: not alive(pid), 5, "terminated")
+
+
+def test_dead_process_is_restarted_with_backoff(made: list[ProcessWorkload], tmp_path: Path) -> None:
+    clock = FakeClock()
+    w = workload(made, tmp_path, clock, command=[sys.executable, "-c", "raise SystemExit(3)"])
+    w.set_level(1.0)
+    w.start()
+    wait_until(lambda: "exited with code 3" in w.status(), 5, "death noticed")
+    restarts = w._restarts
+    clock.advance(1.0)  # the first backoff is 1 s; later ones double
+    wait_until(lambda: w._restarts > restarts, 5, "restarted after the backoff")
+
+
+def test_adopts_by_pid_file_and_repairs_a_paused_process(made: list[ProcessWorkload], tmp_path: Path) -> None:
+    other = subprocess.Popen(SPIN, start_new_session=True)
+    try:
+        os.kill(other.pid, signal.SIGSTOP)  # as a killed heatctl would have left it
+        pid_file = tmp_path / "folding.pid"
+        pid_file.write_text(f"{other.pid}\n")
+        w = workload(made, tmp_path, command=None, pid_file=str(pid_file))
+        w.set_level(1.0)
+        w.start()
+        assert w.pid == other.pid
+        wait_until(lambda: proc_state(other.pid) != "T", 5, "resumed")
+        w.stop()  # on_exit resume: adopted process keeps running
+        assert other.poll() is None and proc_state(other.pid) != "T"
+    finally:
+        other.kill()
+        other.wait()
