@@ -13,6 +13,7 @@ class Counters:
     """Monotonic totals of the node (and per GPU energy), in the units their names say."""
 
     energy_kwh: float = 0.0
+    added_kwh: float = 0.0  # above idle: the heat heatctl chose to make
     heat_reused_kwh: float = 0.0
     work_done: float = 0.0
     gpu_energy_kwh: dict[str, float] = field(default_factory=dict)
@@ -22,6 +23,7 @@ class Counters:
         kwh = energy_j / J_PER_KWH
         self.energy_kwh += kwh
         self.gpu_energy_kwh[gpu_id] = self.gpu_energy_kwh.get(gpu_id, 0.0) + kwh
+        self.added_kwh += added_j / J_PER_KWH
         if wanted:
             self.heat_reused_kwh += added_j / J_PER_KWH
         self.work_done += work
@@ -29,6 +31,7 @@ class Counters:
     def to_json(self) -> dict[str, Any]:
         return {
             "energy_kwh": self.energy_kwh,
+            "added_kwh": self.added_kwh,
             "heat_reused_kwh": self.heat_reused_kwh,
             "work_done": self.work_done,
             "gpu_energy_kwh": dict(self.gpu_energy_kwh),
@@ -43,6 +46,7 @@ class Counters:
         gpus = data.get("gpu_energy_kwh", {})
         return cls(
             energy_kwh=num("energy_kwh"),
+            added_kwh=num("added_kwh"),
             heat_reused_kwh=num("heat_reused_kwh"),
             work_done=num("work_done"),
             gpu_energy_kwh={str(k): float(v) for k, v in gpus.items() if isinstance(v, int | float)}

@@ -101,15 +101,22 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _restore(path: Path) -> int:
     from heatctl.config import load_config
+    from heatctl.workloads.process import resume_recorded
 
     cfg = load_config(path)
-    if not any(g.backend == "nvml" for g in cfg.gpus):
-        print("no nvml GPUs configured: nothing to restore")
-        return EXIT_OK
-    from heatctl.gpu.nvml import restore_recorded_limits
+    state_dir = cfg.resolved_state_dir()
+    done: list[str] = []
+    for gpu in cfg.gpus:
+        if gpu.workload.type == "process":
+            done += resume_recorded(gpu.id, gpu.workload, state_dir)
+    if any(g.backend == "nvml" for g in cfg.gpus):
+        from heatctl.gpu.nvml import restore_recorded_limits
 
-    done = restore_recorded_limits(cfg.resolved_state_dir())
-    print("\n".join(done) if done else "no power limits left behind")
+        try:
+            done += restore_recorded_limits(state_dir)
+        except HeatctlError as exc:
+            done.append(f"cannot restore power limits: {exc}")
+    print("\n".join(done) if done else "nothing left behind: no power limits to restore, no paused workloads")
     return EXIT_RUNTIME if any("cannot" in line for line in done) else EXIT_OK
 
 

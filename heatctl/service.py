@@ -68,8 +68,10 @@ class Service:
         clock: Clock | None = None,
         gpus: dict[str, Gpu] | None = None,
         sinks: list[Sink] | None = None,
+        on_tick: Callable[[NodeSnapshot], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._on_tick = on_tick
         self.clock: Clock = clock or RealClock()
         self.state_dir = cfg.resolved_state_dir()
         self._state_file = StateFile(self.state_dir / "state.json")
@@ -208,6 +210,8 @@ class Service:
                 sink.write(snap, now_s)
             except Exception:  # an output must never stop control
                 _LOGGER.exception("output failed")
+        if self._on_tick is not None:
+            self._on_tick(snap)
         if now_s - self._last_persist_s >= PERSIST_EVERY_S:
             self._persist()
             self._last_persist_s = now_s
@@ -389,7 +393,10 @@ class Service:
 
 def run_service(cfg: Config, *, on_ready: Callable[[Service], None] | None = None) -> int:
     """``heatctl run``: start, loop until SIGTERM/SIGINT, and always shut down cleanly."""
-    service = Service(cfg)
+    from heatctl.systemd import Notifier
+
+    notifier = Notifier()
+    service = Service(cfg, on_tick=lambda snap: notifier.watchdog(_status_line(snap)))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         _LOGGER.info("received %s, stopping", signal.Signals(signum).name)
@@ -407,6 +414,7 @@ def run_service(cfg: Config, *, on_ready: Callable[[Service], None] | None = Non
             len(cfg.gpus),
             service.state_dir,
         )
+        notifier.ready(f"{len(cfg.zones)} zone(s), {len(cfg.gpus)} gpu(s)")
         if on_ready is not None:
             on_ready(service)
         service.run()
@@ -416,5 +424,12 @@ def run_service(cfg: Config, *, on_ready: Callable[[Service], None] | None = Non
         _LOGGER.error("%s", exc)
         return 1
     finally:
+        notifier.stopping()
         service.shutdown()
     return 0
+
+
+def _status_line(snap: NodeSnapshot) -> str:
+    """One line for systemctl status."""
+    heat = f"{snap.heat_w:.0f} W"
+    return f"{snap.mode}, heat {heat}" + (f", FAIL-SAFE: {snap.failsafe}" if snap.failsafe else "")

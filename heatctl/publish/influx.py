@@ -86,6 +86,7 @@ def snapshot_lines(snap: NodeSnapshot, node: str, extra_tags: dict[str, str], ti
             {
                 "heat_w": snap.heat_w,
                 "energy_kwh": c.energy_kwh,
+                "added_kwh": c.added_kwh,
                 "heat_reused_kwh": c.heat_reused_kwh,
                 "work_done": c.work_done,
                 "failsafe": 1.0 if snap.failsafe else 0.0,

@@ -72,6 +72,7 @@ def state_payload(snap: NodeSnapshot) -> dict[str, Any]:
         "heat_w": _num(snap.heat_w, 1),
         "max_power_w": _num(snap.max_power_w, 1),
         "energy_kwh": _num(c.energy_kwh, 4),
+        "added_kwh": _num(c.added_kwh, 4),
         "heat_reused_kwh": _num(c.heat_reused_kwh, 4),
         "work_done": _num(c.work_done, 1),
         "bad_payloads": snap.bad_payloads,

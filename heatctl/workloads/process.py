@@ -126,11 +126,7 @@ class ProcessWorkload:
     # --- inside -----------------------------------------------------------------------
 
     def _repair_left_paused(self) -> None:
-        for record in (self._pid_record, Path(self._cfg.pid_file) if self._cfg.pid_file else None):
-            pid = _read_pid(record) if record else None
-            if pid is not None and alive(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGCONT)
+        resume_recorded(self._gpu_id, self._cfg, self._pid_record.parent)
 
     def _ensure_running(self) -> None:
         """Adopt by PID file, or (re)start the command, honouring the restart backoff."""
@@ -236,6 +232,22 @@ class ProcessWorkload:
                     self.last_problem = str(exc)
                     _LOGGER.error("%s", exc)
             self._stop.wait(tick_s)
+
+
+def resume_recorded(gpu_id: str, cfg: WorkloadConfig, state_dir: Path) -> list[str]:
+    """SIGCONT every live process a run may have left paused (its PID record and pid_file)."""
+    done = []
+    records = [state_dir / f"{gpu_id}-workload.pid"] + ([Path(cfg.pid_file)] if cfg.pid_file else [])
+    for record in records:
+        pid = _read_pid(record)
+        if pid is not None and alive(pid):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except (ProcessLookupError, PermissionError) as exc:
+                done.append(f"gpu {gpu_id}: cannot resume workload {pid}: {exc}")
+                continue
+            done.append(f"gpu {gpu_id}: workload {pid} resumed")
+    return done
 
 
 def _read_pid(path: Path) -> int | None:
