@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -320,3 +321,182 @@ def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
     vm.start()
     yield vm
     vm.stop()
+
+
+# --- a real Home Assistant core on loopback -----------------------------------------------------
+
+HA_VERSION = "2024.3.3"  # the newest release that runs on Python 3.11
+# What Home Assistant itself needs to start (frontend and its dependencies) plus the MQTT
+# integration; with --skip-pip it installs nothing at run time.
+HA_EXTRA = [
+    "josepy<2",
+    "numpy",
+    "Pillow==10.2.0",
+    "aiohttp-fast-url-dispatcher==0.3.0",
+    "aiohttp-zlib-ng==0.3.1",
+    "aiohttp_cors==0.7.0",
+    "home-assistant-frontend==20240307.0",
+    "janus==1.0.0",
+    "paho-mqtt==1.6.1",
+    "psutil-home-assistant==0.0.1",
+    "SQLAlchemy==2.0.27",
+    "fnv-hash-fast==0.5.0",
+    "securetar==2024.2.1",
+    "hassil==1.6.1",
+    "home-assistant-intents==2024.3.12",
+]
+
+
+def ha_venv() -> Path:
+    import os
+
+    return Path(os.environ.get("HEATCTL_HA_VENV", Path.home() / ".cache" / "heatctl" / "ha-venv"))
+
+
+def ensure_homeassistant() -> Path:
+    """A cached venv with Home Assistant core, pinned by the constraints inside its own wheel."""
+    import tempfile
+    import zipfile
+
+    venv = ha_venv()
+    ready = venv / f".heatctl-ready-{HA_VERSION}"
+    if ready.exists():
+        return venv
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip"]
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([*pip, "download", "-q", "--no-deps", f"homeassistant=={HA_VERSION}", "-d", tmp], check=True)
+        wheel = next(Path(tmp).glob("homeassistant-*.whl"))
+        constraints = Path(tmp) / "constraints.txt"
+        with zipfile.ZipFile(wheel) as zf:
+            constraints.write_bytes(zf.read("homeassistant/package_constraints.txt"))
+        subprocess.run([*pip, "install", "-q", "-c", str(constraints), str(wheel), *HA_EXTRA], check=True)
+    ready.write_text("ok\n")
+    return venv
+
+
+class HomeAssistant:
+    """Home Assistant core with an owner, an access token and the MQTT integration on a test broker."""
+
+    def __init__(self, venv: Path, workdir: Path, broker_port: int) -> None:
+        self.venv = venv
+        self.config = workdir / "ha-config"
+        self.config.mkdir()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.broker_port = broker_port
+        self.token = ""
+        self.log = workdir / "ha.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        (self.config / "configuration.yaml").write_text(
+            "homeassistant:\n  name: heatctl-test\n  latitude: 52.0\n  longitude: 4.9\n  elevation: 0\n"
+            "  unit_system: metric\n  time_zone: UTC\n  country: NL\n  currency: EUR\n"
+            f"http:\n  server_host: 127.0.0.1\n  server_port: {self.port}\n"
+            "api:\nconfig:\nlogger:\n  default: warning\n"
+        )
+
+    def start(self) -> None:
+        hass = str(self.venv / "bin" / "hass")
+        subprocess.run(
+            [hass, "--script", "auth", "-c", str(self.config), "add", "heatctl", "test-password-1"],
+            check=True,
+            capture_output=True,
+        )
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([hass, "-c", str(self.config), "--skip-pip"], stdout=log, stderr=log)
+        wait_until(lambda: self._status("/api/") == 401, 120, "Home Assistant answering")
+        client_id = self.url + "/"
+        flow = self._post(
+            "/auth/login_flow", {"client_id": client_id, "handler": ["homeassistant", None], "redirect_uri": client_id}
+        )
+        done = self._post(
+            f"/auth/login_flow/{flow['flow_id']}",
+            {"client_id": client_id, "username": "heatctl", "password": "test-password-1"},
+        )
+        token = self._post(
+            "/auth/token",
+            {"grant_type": "authorization_code", "code": done["result"], "client_id": client_id},
+            form=True,
+        )
+        self.token = token["access_token"]
+        flow = self.post("/api/config/config_entries/flow", {"handler": "mqtt", "show_advanced_options": False})
+        entry = self.post(
+            f"/api/config/config_entries/flow/{flow['flow_id']}", {"broker": "127.0.0.1", "port": self.broker_port}
+        )
+        assert entry["type"] == "create_entry", entry
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def _status(self, path: str) -> int:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=2) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"Home Assistant exited: {self.log.read_text()[-3000:]}") from None
+            return 0
+
+    def _post(self, path: str, data: dict[str, Any], *, form: bool = False, auth: bool = False) -> Any:
+        import urllib.parse
+        import urllib.request
+
+        body = urllib.parse.urlencode(data).encode() if form else json.dumps(data).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded" if form else "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.url + path, data=body, headers=headers)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            raw = r.read()
+        try:
+            return json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            return raw.decode()  # /api/template answers text
+
+    def post(self, path: str, data: dict[str, Any]) -> Any:
+        return self._post(path, data, auth=True)
+
+    def get(self, path: str) -> Any:
+        import urllib.request
+
+        req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def state(self, entity_id: str) -> dict[str, Any] | None:
+        import urllib.error
+
+        try:
+            result: dict[str, Any] = self.get(f"/api/states/{entity_id}")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+        return result
+
+
+@pytest.fixture(scope="session")
+def homeassistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HomeAssistant]:
+    """One Home Assistant (and its own Mosquitto) for the session; installs HA once into a cached venv."""
+    workdir = tmp_path_factory.mktemp("homeassistant")
+    broker = Mosquitto(workdir)
+    broker.start()
+    ha = HomeAssistant(ensure_homeassistant(), workdir, broker.port)
+    try:
+        ha.start()
+        yield ha
+    finally:
+        ha.stop()
+        broker.stop()

@@ -17,7 +17,7 @@ from heatctl.config import parse_config
 from heatctl.publish.influx import snapshot_lines
 from heatctl.service import Service
 from tests.conftest import MINIMAL_YAML, ROOT
-from tests.services import FakeNvml, Mosquitto, Probe, wait_until
+from tests.services import FakeNvml, Mosquitto, Probe
 
 DEPLOY = ROOT / "deploy"
 

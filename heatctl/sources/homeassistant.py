@@ -116,20 +116,20 @@ class HomeAssistantPoller:
         self.polls += 1
 
     def _run(self) -> None:
-        client = None
         while not self._stop.is_set():
             try:
-                if client is None:
-                    client = self._client_factory(self._ha)
-                self.poll_once(client)
-                if self.last_error is not None:
-                    _LOGGER.info("Home Assistant reachable again")
-                self.last_error = None
+                # Entering checks the API and opens an HTTP session; leaving closes it.
+                with self._client_factory(self._ha) as client:
+                    while not self._stop.is_set():
+                        self.poll_once(client)
+                        if self.last_error is not None:
+                            _LOGGER.info("Home Assistant reachable again")
+                        self.last_error = None
+                        self._stop.wait(self._ha.poll_interval_s)
             except Exception as exc:  # HTTP, auth, DNS: keep polling; staleness protects the room
                 if self.last_error is None:
                     _LOGGER.warning("Home Assistant at %s: %s", self._ha.url, exc)
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                client = None
             self._stop.wait(self._ha.poll_interval_s)
 
 
@@ -138,8 +138,8 @@ def probe_homeassistant(cfg: Config) -> list[tuple[str, bool, str, str]]:
     assert cfg.homeassistant is not None
     ha = cfg.homeassistant
     try:
-        client = make_client(ha, timeout_s=5.0)
-        client.check_api_running()
+        with make_client(ha, timeout_s=5.0) as client:
+            return [("homeassistant", True, f"{ha.url}: API running", ""), *_probe_entities(cfg, client)]
     except Exception as exc:
         return [
             (
@@ -149,7 +149,10 @@ def probe_homeassistant(cfg: Config) -> list[tuple[str, bool, str, str]]:
                 "check homeassistant.url and that the token is a long-lived access token",
             )
         ]
-    rows = [("homeassistant", True, f"{ha.url}: API running", "")]
+
+
+def _probe_entities(cfg: Config, client: Any) -> list[tuple[str, bool, str, str]]:
+    rows = []
     for zone, role, source in entity_bindings(cfg):
         part = f"{zone}.{role}"
         try:

@@ -1,0 +1,168 @@
+"""End to end with a real Home Assistant core: discovery, control from HA, entities as sources.
+
+Home Assistant is installed once into a cached venv (about a minute); skip locally with
+``pytest -m 'not homeassistant'``. CI runs these.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from heatctl.config import parse_config
+from heatctl.service import Service
+from heatctl.sources.homeassistant import probe_homeassistant
+from tests.services import HomeAssistant, Probe, free_port, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.homeassistant]
+CLIMATE = "climate.heatctl_ha_heater_office_climate"
+
+
+def mqtt_config(ha: HomeAssistant, state_dir: Path) -> str:
+    return f"""
+node_id: ha-heater
+state_dir: {state_dir}
+mqtt: {{host: 127.0.0.1, port: {ha.broker_port}}}
+zones:
+  - name: office
+    temperature: {{topic: ha-test/trv, json_path: local_temperature}}
+    setpoint: {{topic: ha-test/trv, json_path: occupied_heating_setpoint}}
+    control: {{interval_s: 30}}
+    gpus: [gpu0]
+gpus: [{{id: gpu0, backend: sim, workload: {{type: sim}}}}]
+"""
+
+
+@pytest.fixture
+def running(homeassistant: HomeAssistant, tmp_path: Path) -> Iterator[tuple[Service, Probe]]:
+    svc = Service(parse_config(mqtt_config(homeassistant, tmp_path)))
+    probe = Probe(homeassistant.broker_port)
+    svc.start()
+    wait_until(svc.link.connected.is_set, 10, "heatctl connected")  # type: ignore[union-attr]
+    probe.publish("ha-test/trv", json.dumps({"local_temperature": 19.2, "occupied_heating_setpoint": 21}))
+    wait_until(lambda: svc.store.get("office", "setpoint"), 10, "thermostat reading")
+    worker = threading.Thread(target=svc.run, daemon=True)
+    worker.start()
+    yield svc, probe
+    svc.stop_event.set()
+    svc.inbox.wake.set()
+    worker.join(10)
+    svc.shutdown()
+    probe.close()
+
+
+def test_entities_appear_in_home_assistant(homeassistant: HomeAssistant, running: tuple[Service, Probe]) -> None:
+    ha = homeassistant
+    climate = wait_until(
+        lambda: (s := ha.state(CLIMATE)) and s["attributes"].get("current_temperature") and s,
+        30,
+        "climate entity with a temperature",
+    )
+    assert climate["state"] == "heat"
+    assert climate["attributes"]["current_temperature"] == 19.2
+    assert climate["attributes"]["temperature"] == 21.0
+    assert climate["attributes"]["hvac_modes"] == ["off", "heat"]
+    assert climate["attributes"]["hvac_action"] == "heating"
+    energy = wait_until(lambda: ha.state("sensor.heatctl_ha_heater_energy_kwh"), 10, "energy sensor")
+    assert energy["attributes"]["state_class"] == "total_increasing"
+    assert energy["attributes"]["unit_of_measurement"] == "kWh" and energy["attributes"]["device_class"] == "energy"
+    power = ha.state("sensor.heatctl_ha_heater_gpu0_power_w")
+    assert power is not None and power["attributes"]["unit_of_measurement"] == "W" and float(power["state"]) > 0
+    assert ha.state("binary_sensor.heatctl_ha_heater_failsafe")["state"] == "off"  # type: ignore[index]
+    number = ha.state("number.heatctl_ha_heater_max_power_w")
+    assert number is not None and number["attributes"]["max"] == 300
+    devices = ha.post("/api/template", {"template": "{{ device_attr(device_id('" + CLIMATE + "'), 'model') }}"})
+    assert devices == "GPU compute heater"
+
+
+def test_home_assistant_controls_heatctl(homeassistant: HomeAssistant, running: tuple[Service, Probe]) -> None:
+    ha = homeassistant
+    svc, _ = running
+    wait_until(lambda: ha.state(CLIMATE), 30, "climate entity")
+    ha.post("/api/services/climate/set_hvac_mode", {"entity_id": CLIMATE, "hvac_mode": "off"})
+    wait_until(lambda: svc.snapshot and svc.snapshot.zones["office"].mode == "off", 10, "zone off in heatctl")
+    assert svc.snapshot is not None and svc.snapshot.gpus["gpu0"].level == 0.0
+    wait_until(lambda: ha.state(CLIMATE)["state"] == "off", 10, "HA shows off")  # type: ignore[index]
+    ha.post("/api/services/climate/set_hvac_mode", {"entity_id": CLIMATE, "hvac_mode": "heat"})
+    ha.post("/api/services/climate/set_temperature", {"entity_id": CLIMATE, "temperature": 22.5})
+    wait_until(lambda: svc.snapshot and svc.snapshot.zones["office"].setpoint_c == 22.5, 10, "setpoint from HA")
+    ha.post("/api/services/number/set_value", {"entity_id": "number.heatctl_ha_heater_max_power_w", "value": 150})
+    wait_until(lambda: svc.max_power_w == 150.0, 10, "max power from HA")
+    wait_until(lambda: ha.state(CLIMATE)["attributes"]["temperature"] == 22.5, 10, "HA shows the new target")  # type: ignore[index]
+
+
+def ha_source_config(ha: HomeAssistant, state_dir: Path, url: str | None = None) -> str:
+    return f"""
+node_id: ha-sources
+state_dir: {state_dir}
+mqtt: null
+homeassistant: {{url: "{url or ha.url}", token: "{ha.token}", poll_interval_s: 0.2}}
+zones:
+  - name: living
+    temperature: {{entity: climate.living_room}}
+    setpoint: {{entity: climate.living_room}}
+    mode: {{entity: climate.living_room}}
+    outdoor_temperature: {{entity: sensor.outdoor_temperature, stale_after_s: 3600}}
+    window: {{entity: binary_sensor.living_window}}
+    gpus: [gpu0]
+gpus: [{{id: gpu0, backend: sim}}]
+"""
+
+
+def test_entities_as_sources(homeassistant: HomeAssistant, tmp_path: Path) -> None:
+    ha = homeassistant
+    ha.post(
+        "/api/states/climate.living_room",
+        {
+            "state": "heat",
+            "attributes": {"current_temperature": 19.5, "temperature": 21.0, "hvac_modes": ["off", "heat"]},
+        },
+    )
+    ha.post("/api/states/sensor.outdoor_temperature", {"state": "3.5", "attributes": {"unit_of_measurement": "°C"}})
+    ha.post("/api/states/binary_sensor.living_window", {"state": "off"})
+    svc = Service(parse_config(ha_source_config(ha, tmp_path)))
+    svc.start()
+    try:
+        wait_until(lambda: svc.store.get("living", "outdoor"), 10, "readings from Home Assistant")
+        snap = svc.tick()
+        zone = snap.zones["living"]
+        assert (zone.temperature_c, zone.setpoint_c, zone.failsafe) == (19.5, 21.0, None)
+        assert svc.store.get("living", "outdoor").value == 3.5  # type: ignore[union-attr]
+        assert zone.demand_w > 0
+        ha.post("/api/states/binary_sensor.living_window", {"state": "on"})
+        wait_until(lambda: svc.tick().failsafe == "living: window open", 10, "window open from HA")
+        ha.post("/api/states/binary_sensor.living_window", {"state": "off"})
+        ha.post(
+            "/api/states/climate.living_room",
+            {"state": "off", "attributes": {"current_temperature": 19.5, "temperature": 21.0}},
+        )
+        wait_until(lambda: (s := svc.tick()).failsafe is None and s.zones["living"].demand_w == 0, 10, "HA mode off")
+        polls = svc.poller.polls  # type: ignore[union-attr]
+        ha.post("/api/states/sensor.outdoor_temperature", {"state": "unavailable"})
+        wait_until(lambda: svc.poller.polls > polls + 3, 10, "more polls")  # type: ignore[union-attr]
+        assert svc.store.get("living", "outdoor").value == 3.5  # type: ignore[union-attr]  # unavailable: no new reading
+        assert svc.store.bad_payloads == 0
+        rows = {part: (ok, detail) for part, ok, detail, _ in probe_homeassistant(svc.cfg)}
+        assert rows["homeassistant"][0] and rows["living.temperature"] == (True, "climate.living_room: 19.5")
+        assert rows["living.outdoor"] == (False, "sensor.outdoor_temperature is 'unavailable'")
+    finally:
+        svc.shutdown()
+
+
+def test_home_assistant_down_never_blocks_control(homeassistant: HomeAssistant, tmp_path: Path) -> None:
+    cfg = parse_config(ha_source_config(homeassistant, tmp_path, url=f"http://127.0.0.1:{free_port()}"))
+    svc = Service(cfg)
+    svc.start()
+    try:
+        wait_until(lambda: svc.poller and svc.poller.last_error, 10, "poll failure noticed")
+        snaps = [svc.tick() for _ in range(5)]
+        assert all(s.failsafe == "living: temperature stale" for s in snaps)
+        assert all(g.level == 0.0 for s in snaps for g in s.gpus.values())
+        rows = probe_homeassistant(cfg)
+        assert rows[0][1] is False and "long-lived access token" in rows[0][3]
+    finally:
+        svc.shutdown()
