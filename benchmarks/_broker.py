@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -12,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.services import Mosquitto, Probe, wait_until  # noqa: E402
 
-__all__ = ["Mosquitto", "Probe", "start_heatctl", "wait_until"]
+__all__ = ["Mosquitto", "Probe", "running_heatctl", "start_heatctl", "wait_until"]
 
 CONFIG = """
 node_id: bench
@@ -37,3 +40,22 @@ def start_heatctl(port: int, workdir: Path | None = None) -> subprocess.Popen[by
     return subprocess.Popen(
         [sys.executable, "-m", "heatctl", "--log-level", "warning", "run", "-c", str(cfg)], stderr=log
     )
+
+
+@contextmanager
+def running_heatctl(room_c: float) -> Iterator[tuple[subprocess.Popen[bytes], Probe]]:
+    """A broker, ``heatctl run`` on sim backends, and a probe on its state, with the room at ``room_c``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp))
+        broker.start()
+        proc = start_heatctl(broker.port, Path(tmp))
+        probe = Probe(broker.port, ("heatctl/bench/state",))
+        try:
+            probe.publish("bench/trv", json.dumps({"local_temperature": room_c, "occupied_heating_setpoint": 21}))
+            wait_until(lambda: probe.on("heatctl/bench/state"), 30, "first state")
+            yield proc, probe
+        finally:
+            probe.close()
+            proc.terminate()
+            proc.wait(10)
+            broker.stop()

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from heatctl.config import Config, load_config
-
-
-@dataclass(frozen=True, slots=True)
-class CheckRow:
-    part: str
-    ok: bool
-    detail: str
-    fix: str = ""
+from heatctl.checks import CheckRow, all_checks
+from heatctl.config import load_config
 
 
 def run_check(path: Path) -> int:
     cfg = load_config(path)
     rows = [CheckRow("config", True, f"{path}: {len(cfg.zones)} zone(s), {len(cfg.gpus)} gpu(s)")]
-    rows += check_parts(cfg)
+    rows += all_checks(cfg)
     print(format_rows(rows))
     return 0 if all(r.ok for r in rows) else 1
-
-
-def check_parts(cfg: Config) -> list[CheckRow]:
-    from heatctl.checks import all_checks
-
-    return all_checks(cfg)
 
 
 def format_rows(rows: list[CheckRow]) -> str:

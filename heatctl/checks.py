@@ -6,21 +6,27 @@ import shlex
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from heatctl.errors import BackendError, HeatctlError
 
 if TYPE_CHECKING:
-    from heatctl.check import CheckRow
     from heatctl.config import Config, GpuConfig, SourceConfig
 
 LISTEN_S = 3.0
 
 
-def _row(part: str, ok: bool, detail: str, fix: str = "") -> CheckRow:
-    from heatctl.check import CheckRow
+@dataclass(frozen=True, slots=True)
+class CheckRow:
+    part: str
+    ok: bool
+    detail: str
+    fix: str = ""
 
+
+def _row(part: str, ok: bool, detail: str, fix: str = "") -> CheckRow:
     return CheckRow(part, ok, detail, fix)
 
 

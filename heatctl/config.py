@@ -428,7 +428,10 @@ def parse_model(
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else {}
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{name}: not valid YAML: {exc}"]) from exc
+        hint = ""
+        if "${" in text and "flow mapping" in str(exc):
+            hint = ' (inside { } write ${VAR} in quotes: password: "${MQTT_PASSWORD}")'
+        raise ConfigError([f"{name}: not valid YAML: {exc}{hint}"]) from exc
     finally:
         loader.dispose()
     if not isinstance(data, dict):

@@ -124,6 +124,11 @@ def test_not_a_mapping_or_not_yaml(text: str) -> None:
     assert len(problems) == 1 and problems[0].startswith("cfg.yaml: ")
 
 
+def test_unquoted_env_in_flow_mapping_gets_a_hint() -> None:
+    (problem,) = problems_of(MINIMAL_YAML + "mqtt: {password: ${MQTT_PASSWORD}}\n")
+    assert "not valid YAML" in problem and 'password: "${MQTT_PASSWORD}"' in problem
+
+
 def test_empty_file_lists_what_is_required() -> None:
     assert problems_of("") == ["cfg.yaml: zones: field required", "cfg.yaml: gpus: field required"]
 
