@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 PERSIST_EVERY_S = 300.0
+MAX_FAILED_TICKS = 5
 
 
 class Sink(Protocol):
@@ -154,14 +155,33 @@ class Service:
         assert self.controller is not None
         interval_s = min(z.control.interval_s for z in self.cfg.zones)
         next_tick_s = self.clock()
+        failed = 0
         while not self.stop_event.is_set():
             now_s = self.clock()
             if now_s >= next_tick_s or self.inbox.wake.is_set():
                 self.inbox.wake.clear()
-                self.tick()
+                try:
+                    self.tick()
+                    failed = 0
+                except Exception:
+                    # A bug must not leave the GPU heating: idle everything, retry, give up after a few.
+                    failed += 1
+                    _LOGGER.exception("control tick failed (%d in a row); GPUs to idle", failed)
+                    self._idle_all()
+                    if failed >= MAX_FAILED_TICKS:
+                        raise
                 if now_s >= next_tick_s:
                     next_tick_s = max(next_tick_s + interval_s, now_s)
             self.clock.wait(self.inbox.wake, next_tick_s - self.clock())
+
+    def _idle_all(self) -> None:
+        for gid, unit in self.units.items():
+            try:
+                unit.workload.set_level(0.0)
+                if unit.gpu.can_set_limit:
+                    unit.applied_limit_w = unit.gpu.set_power_limit(unit.caps.min_limit_w)
+            except Exception:
+                _LOGGER.exception("gpu %s: cannot idle it", gid)
 
     def shutdown(self) -> None:
         """Every exit path: workloads to their exit state, GPUs to their original limits, offline."""

@@ -61,3 +61,26 @@ def test_corrupt_state_file_starts_clean(tmp_path: Path) -> None:
         assert svc.counters.energy_kwh == 0.0 and svc.mode == "heat"
     finally:
         svc.shutdown()
+
+
+def test_a_failing_tick_idles_the_gpu_and_gives_up_after_a_few(tmp_path: Path) -> None:
+    import pytest
+
+    clock = SteppingClock()
+    svc = service(tmp_path, clock)
+    try:
+        clock.advance(30)
+        svc.tick()
+        gpu = svc.units["gpu0"].gpu
+        assert gpu.level == 1.0  # type: ignore[attr-defined]
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("a bug")
+
+        svc.controller.step = broken  # type: ignore[assignment,union-attr]
+        with pytest.raises(RuntimeError):
+            svc.run()
+        assert gpu.level == 0.0  # type: ignore[attr-defined]
+        assert gpu.read().power_limit_w == svc.units["gpu0"].caps.min_limit_w
+    finally:
+        svc.shutdown()

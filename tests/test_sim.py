@@ -131,3 +131,16 @@ def test_backup_heater_covers_what_the_gpu_cannot() -> None:
     # The GPU never leaves to the backup heater heat it could have made itself.
     backup_on = result.series["backup_w"] > 0
     assert np.all(result.series["gpu_power_w"][backup_on] == scenario.gpu.max_limit_w)
+
+
+def test_interactive_load_from_others_is_compensated() -> None:
+    """Someone else uses the GPU for 3 h: its heat counts, heatctl's own work makes room for it."""
+    base = mild(duration_h=48.0)
+    busy = mild(duration_h=48.0, events=[{"at_h": 38.0, "interactive_min": 180, "interactive_level": 0.6}])
+    quiet, loaded = simulate(base, base_dir=SCENARIOS), simulate(busy, base_dir=SCENARIOS)
+    during = at_hours(loaded, 38.5, 41.0)
+    s0, s1 = quiet.series, loaded.series
+    assert np.abs(s1["room_c"][during] - s1["setpoint_c"][during]).max() <= 0.3  # comfort holds
+    # Heat stays what the room needs (within 10 %), while heatctl's own work gives way.
+    assert s1["gpu_power_w"][during].mean() == pytest.approx(s0["gpu_power_w"][during].mean(), rel=0.1)
+    assert s1["work_rate"][during].mean() < 0.8 * s0["work_rate"][during].mean()

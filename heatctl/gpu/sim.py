@@ -36,8 +36,12 @@ class SimGpuModel:
         busy = min(level + extra_level, 1.0)
         return self.cfg.idle_w + busy * (self.busy_w(limit_w) - self.cfg.idle_w)
 
-    def work_rate(self, limit_w: float, level: float) -> float:
-        return level * interpolate(self._points, self.busy_w(limit_w))
+    def work_rate(self, limit_w: float, level: float, extra_level: float = 0.0) -> float:
+        """heatctl's work; others' load (``extra_level``) takes its share of a saturated GPU."""
+        demand = level + extra_level
+        if demand <= 0.0:
+            return 0.0
+        return min(demand, 1.0) * level / demand * interpolate(self._points, self.busy_w(limit_w))
 
 
 class SimGpu:
@@ -115,5 +119,5 @@ class SimGpu:
         alpha = 1.0 if tau_s <= 0 else 1.0 - math.exp(-dt_s / tau_s)
         new_w = self._power_w + alpha * (target_w - self._power_w)
         self._energy_j += 0.5 * (self._power_w + new_w) * dt_s
-        self._work += self.model.work_rate(self._limit_w, self.level) * dt_s
+        self._work += self.model.work_rate(self._limit_w, self.level, self.extra_level) * dt_s
         self._power_w = new_w

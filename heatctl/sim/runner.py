@@ -95,6 +95,7 @@ def simulate(
     schedule = Schedule(scenario.schedule, scenario.start)
     windows = [e.span_s for e in scenario.events if e.window_open_min]
     dropouts = [e.span_s for e in scenario.events if e.sensor_dropout_min]
+    interactive = [(*e.span_s, e.interactive_level) for e in scenario.events if e.interactive_min]
     backup = scenario.backup_heater
     step_s = scenario.step_s
     n = round(scenario.duration_h * 3600.0 / step_s)
@@ -118,6 +119,7 @@ def simulate(
         outdoor_c = weather.at(t)
         setpoint_c = schedule.at(t)
         window_open = any(a <= t < b for a, b in windows)
+        extra_level = sum(lvl for a, b, lvl in interactive if a <= t < b)
         if not any(a <= t < b for a, b in dropouts):
             measured_c = round(room.air_c / resolution_k) * resolution_k if resolution_k else room.air_c
             temp_reading = Reading(value=measured_c, at_s=t, source=src)
@@ -146,8 +148,8 @@ def simulate(
                 next_tick_s = t + interval_s
         gpu_w = work_rate = 0.0
         for g in gpu_ids:
-            p = plant.power_w(limits[g], levels[g])
-            r = plant.work_rate(limits[g], levels[g])
+            p = plant.power_w(limits[g], levels[g], extra_level)
+            r = plant.work_rate(limits[g], levels[g], extra_level)
             states[g] = GpuState(power_w=p, work_rate=r, temperature_c=30.0 + 0.15 * p)
             gpu_w += p
             work_rate += r

@@ -28,6 +28,7 @@ class ReadingStore:
         self._overrides: dict[str, float] = {}
         self.bad_payloads = 0
         self.last_bad: str | None = None
+        self._bad_by_origin: dict[str, int] = {}
 
     def put(self, zone: str, role: str, value: float, source: str) -> None:
         now_s = self._time_fn()
@@ -44,12 +45,16 @@ class ReadingStore:
             self._overrides[zone] = setpoint_c
 
     def reject(self, origin: str, payload: bytes, reason: str) -> None:
-        shown = payload[:120].decode("utf-8", "replace")
-        more = f"… ({len(payload)} bytes)" if len(payload) > 120 else ""
-        _LOGGER.warning("bad payload on %s: %s: %r%s", origin, reason, shown, more)
+        """Count a payload that must not reach the controller; log the first few of each source."""
         with self._lock:
             self.bad_payloads += 1
             self.last_bad = f"{origin}: {reason}"
+            n = self._bad_by_origin[origin] = self._bad_by_origin.get(origin, 0) + 1
+        if n <= 3 or n % 100 == 0:
+            shown = payload[:120].decode("utf-8", "replace")
+            more = f"… ({len(payload)} bytes)" if len(payload) > 120 else ""
+            again = f" ({n} so far)" if n > 3 else ""
+            _LOGGER.warning("bad payload on %s%s: %s: %r%s", origin, again, reason, shown, more)
 
     def get(self, zone: str, role: str) -> Reading | None:
         with self._lock:
