@@ -227,7 +227,7 @@ def _watch(service: Service, room: DemoRoom, duration_s: float | None) -> None:
     while duration_s is None or time.monotonic() - started < duration_s:
         line = status_line(service, room)
         if tty:
-            print("\r" + line.ljust(120)[:160], end="", flush=True)
+            print("\r" + line + "\x1b[K", end="", flush=True)  # ESC[K clears what a longer line left
         elif time.monotonic() - last_line >= 5.0:
             print(line, flush=True)
             last_line = time.monotonic()
