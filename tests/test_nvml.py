@@ -185,3 +185,67 @@ def test_sigkill_then_next_start_restores_sigterm_restores(
     assert fake_nvml.limit_w() == 450.0
     assert json.loads((tmp_path / "state" / "limits.json").read_text()) == {}
     log.close()
+
+
+def nvml_service_config(state_dir: Path, workload: str = "{type: none}") -> str:
+    return f"""
+node_id: nv
+state_dir: {state_dir}
+mqtt: null
+zones:
+  - name: office
+    temperature: {{topic: nv/trv}}
+    setpoint: {{topic: nv/trv2}}
+    gpus: [gpu0]
+gpus:
+  - {{id: gpu0, backend: nvml, index: 0, workload: {workload}}}
+"""
+
+
+def test_service_fails_safe_when_the_gpu_is_lost_and_keeps_running(fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    from heatctl.config import parse_config
+    from heatctl.service import Service
+
+    fake_nvml.configure(gpu_lost_after_calls=40, default_limit_w=400)
+    fake_nvml.set_load(600)
+    svc = Service(parse_config(nvml_service_config(tmp_path)))
+    svc.start()
+    try:
+        svc.store.put("office", "temperature", 18.0, "t")
+        svc.store.put("office", "setpoint", 21.0, "t")
+        snaps = [svc.tick() for _ in range(12)]
+        assert snaps[0].failsafe is None and snaps[0].gpus["gpu0"].power_limit_w > 200
+        assert snaps[-1].failsafe == "gpu0: gpu lost" and snaps[-1].gpus["gpu0"].level == 0.0
+        assert snaps[-1].zones["office"].demand_w > 0  # the zone still wants heat; the lost GPU gives none
+    finally:
+        svc.shutdown()
+
+
+def test_without_limit_control_heat_is_steered_by_the_workload(fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    from heatctl.config import parse_config
+    from heatctl.service import Service
+    from tests.conftest import FakeClock
+
+    fake_nvml.configure(fault_set_limit="no_permission", default_limit_w=300, min_limit_w=100, max_limit_w=400)
+    clock = FakeClock()
+    clock.wait = lambda event, timeout_s: event.is_set()  # type: ignore[attr-defined]
+    workload = "{type: process, command: [sleep, '600'], on_exit: stop}"
+    svc = Service(parse_config(nvml_service_config(tmp_path, workload)), clock=clock)  # type: ignore[arg-type]
+    svc.start()
+    try:
+        svc.store.put("office", "temperature", 20.5, "t")
+        svc.store.put("office", "setpoint", 21.0, "t")
+        caps = svc.units["gpu0"].caps
+        assert caps.min_limit_w == caps.max_limit_w == 300.0  # the fixed limit the driver keeps
+        levels = set()
+        for _ in range(40):
+            clock.advance(30.0)
+            svc.store.put("office", "temperature", 20.5, "t")  # the thermostat keeps reporting
+            svc.store.put("office", "setpoint", 21.0, "t")
+            snap = svc.tick()
+            levels.add(snap.gpus["gpu0"].level)
+            assert snap.gpus["gpu0"].limit_control is False
+        assert levels == {0.0, 1.0}  # duty-cycled on and off by pausing the workload
+        assert fake_nvml.limit_w() is None  # never written
+    finally:
+        svc.shutdown()
