@@ -101,7 +101,20 @@ def test_trim_corrects_a_cap_that_does_not_hold_exactly() -> None:
 
 def test_learning_moves_the_efficient_cap() -> None:
     model = EfficiencyModel(CAPS, CURVE)
-    for _ in range(200):  # this GPU does much more work at 200 W than the prior says
-        model.observe(200.0, 140.0)
+    for _ in range(30):
+        model.observe(100.0, 40.0)  # as the prior says at 100 W
+        model.observe(200.0, 140.0)  # but this GPU does far more at 200 W
     assert model.efficient_cap_w == pytest.approx(200.0)
     assert model.work_rate(200.0) == pytest.approx(140.0, rel=0.01)
+
+
+def test_prior_scale_is_learned_without_distorting_its_shape() -> None:
+    """A generic prior in arbitrary units meets a server counting tokens/s."""
+    model = EfficiencyModel(CAPS)  # generic shape, 100 units at the top
+    before_cap = model.efficient_cap_w
+    generic_at = {w: model.work_rate(w) for w in (150.0, 200.0, 250.0)}
+    for _ in range(20):
+        model.observe(200.0, 15.0 * generic_at[200.0])  # 15× the prior's scale, same shape
+    assert model.efficient_cap_w == before_cap  # the visited bin does not look better for its scale
+    assert model.work_rate(250.0) == pytest.approx(15.0 * generic_at[250.0], rel=0.01)
+    assert model.work_rate(150.0) == pytest.approx(15.0 * generic_at[150.0], rel=0.01)

@@ -41,11 +41,14 @@ def interpolate(points: Sequence[tuple[float, float]], x: float) -> float:
 class EfficiencyModel:
     """Work rate at each power cap: starts from a prior curve, learns from measurements.
 
-    The range of caps is cut into bins of ``bin_w``; each bin holds an estimate of the
-    work rate at full workload level, moved toward every measurement taken there by an
-    exponential average. ``efficient_cap_w`` is the cap that gives the most work per watt
-    above idle, the best place to be on when duty-cycling.
+    The prior gives the *shape* of the curve; its scale is learned from every measurement
+    (a prior in "units" and a server counting tokens/s then agree). The range of caps is cut
+    into bins of ``bin_w``; a bin measured often enough uses its own exponential average,
+    the others the scaled prior. ``efficient_cap_w`` is the cap that gives the most work per
+    watt above idle, the best place to be on when duty-cycling.
     """
+
+    MIN_SAMPLES = 3
 
     def __init__(
         self,
@@ -53,7 +56,7 @@ class EfficiencyModel:
         prior: Sequence[tuple[float, float]] | None = None,
         *,
         bin_w: float = 10.0,
-        learn_rate: float = 0.05,
+        learn_rate: float = 0.1,
     ) -> None:
         self.caps = caps
         if prior is None:
@@ -66,16 +69,25 @@ class EfficiencyModel:
         n_bins = max(1, round((caps.max_limit_w - caps.min_limit_w) / bin_w))
         self._bin_w = (caps.max_limit_w - caps.min_limit_w) / n_bins
         self._caps_w = [caps.min_limit_w + i * self._bin_w for i in range(n_bins + 1)]
-        self._rates = [interpolate(points, c) for c in self._caps_w]
+        self._prior_rates = [interpolate(points, c) for c in self._caps_w]
+        self._learned = [0.0] * len(self._caps_w)
+        self._counts = [0] * len(self._caps_w)
+        self._scale = 1.0
         self._learn_rate = learn_rate
         self.samples = 0
         self._efficient_cap_w = self._best_cap()
 
+    def _rate(self, i: int) -> float:
+        if self._counts[i] >= self.MIN_SAMPLES:
+            return self._learned[i]
+        return self._prior_rates[i] * self._scale
+
     def work_rate(self, cap_w: float) -> float:
         """Expected work per second at full level under this cap."""
         if cap_w < self.caps.min_limit_w:
-            return interpolate(self._prior, cap_w)
-        return interpolate(list(zip(self._caps_w, self._rates, strict=True)), cap_w)
+            return interpolate(self._prior, cap_w) * self._scale
+        rates = [self._rate(i) for i in range(len(self._caps_w))]
+        return interpolate(list(zip(self._caps_w, rates, strict=True)), cap_w)
 
     @property
     def efficient_cap_w(self) -> float:
@@ -83,15 +95,21 @@ class EfficiencyModel:
 
     def observe(self, power_w: float, work_rate: float) -> None:
         """Learn from a measurement taken at full level with the cap binding."""
-        if not self.caps.min_limit_w <= power_w <= self.caps.max_limit_w + self._bin_w:
+        if not self.caps.min_limit_w <= power_w <= self.caps.max_limit_w + self._bin_w or work_rate < 0:
             return
-        i = min(round((power_w - self.caps.min_limit_w) / self._bin_w), len(self._rates) - 1)
-        self._rates[i] += self._learn_rate * (work_rate - self._rates[i])
+        i = min(round((power_w - self.caps.min_limit_w) / self._bin_w), len(self._caps_w) - 1)
+        prior_here = interpolate(self._prior, power_w)
+        if prior_here > 0:
+            ratio = work_rate / prior_here
+            self._scale = ratio if self.samples == 0 else self._scale + self._learn_rate * (ratio - self._scale)
+        n = self._counts[i]
+        self._learned[i] = work_rate if n == 0 else self._learned[i] + self._learn_rate * (work_rate - self._learned[i])
+        self._counts[i] = n + 1
         self.samples += 1
         self._efficient_cap_w = self._best_cap()
 
     def _best_cap(self) -> float:
         def per_watt(i: int) -> float:
-            return self._rates[i] / max(self._caps_w[i] - self.caps.idle_w, 1e-9)
+            return self._rate(i) / max(self._caps_w[i] - self.caps.idle_w, 1e-9)
 
         return self._caps_w[max(range(len(self._caps_w)), key=per_watt)]
