@@ -17,6 +17,7 @@ from heatctl.commands import CommandInbox, bind_commands
 from heatctl.config import Config
 from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
 from heatctl.control.efficiency import EfficiencyModel, GpuCaps
+from heatctl.control.safety import fresh
 from heatctl.errors import BackendError, ConfigError, HeatctlError
 from heatctl.gpu.base import Gpu, GpuReading
 from heatctl.gpu.registry import open_gpu, open_workload
@@ -331,6 +332,17 @@ class Service:
                 limit_control=unit.gpu.can_set_limit,
                 workload=unit.workload.status(),
             )
+        metered: dict[str, float] = {}
+        metered_gpus: list[str] = []
+        for zone in self.cfg.zones:
+            meter = self.store.get(zone.name, "power")
+            if zone.power_meter is not None and fresh(meter, self.clock(), zone.power_meter.stale_after_s):
+                assert meter is not None
+                metered[zone.name] = meter.value
+                metered_gpus += zone.gpus
+        extra: dict[str, Any] = {"metered_gpus": metered_gpus} if metered_gpus else {}
+        if self.sinks:
+            extra["influx"] = self.sinks[0].stats()
         return NodeSnapshot(
             mode=self.mode,
             failsafe=out.failsafe,
@@ -340,7 +352,8 @@ class Service:
             counters=self.counters,
             bad_payloads=self.store.bad_payloads,
             rejected_commands=self.inbox.rejected,
-            extra={"influx": self.sinks[0].stats()} if self.sinks else {},
+            metered_w=metered,
+            extra=extra,
         )
 
     # --- MQTT outputs -------------------------------------------------------------------

@@ -87,6 +87,12 @@ def test_state_follows_thermostat_and_heats(service: Service, probe: Probe) -> N
     assert state["gpus"]["gpu0"]["level"] == 1.0
     assert {"mode", "failsafe", "heat_w", "energy_kwh", "zones", "gpus"} <= set(state)
     assert {"power_w", "power_limit_w", "temperature_c", "level", "work_rate"} <= set(state["gpus"]["gpu0"])
+    # A wall-plug meter measures the true heat output: it replaces the GPU's own reading.
+    probe.publish("shellyplusplugs-office/status/switch:0", json.dumps({"id": 0, "apower": 287.5, "output": True}))
+    wait_until(lambda: service.store.get("office", "power"), 5, "meter reading")
+    assert service.tick().heat_w == 287.5
+    state = probe.wait_json(f"{BASE}/state", lambda d: d["heat_w"] == 287.5)
+    assert state["metered_gpus"] == ["gpu0"]
 
 
 def test_window_and_thermostat_off_stop_heat(service: Service, probe: Probe) -> None:

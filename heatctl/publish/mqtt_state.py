@@ -53,11 +53,19 @@ class NodeSnapshot:
     counters: Counters
     bad_payloads: int = 0
     rejected_commands: int = 0
+    metered_w: dict[str, float] = field(default_factory=dict)  # zone → wall-plug meter reading
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def heat_w(self) -> float:
-        return sum(g.power_w or 0.0 for g in self.gpus.values())
+        """Heat output: what the wall-plug meters measure, else what the GPUs report."""
+        return sum(self.metered_w.values()) + sum(
+            g.power_w or 0.0 for gid, g in self.gpus.items() if gid not in self.metered_gpus
+        )
+
+    @property
+    def metered_gpus(self) -> set[str]:
+        return set(self.extra.get("metered_gpus", ()))
 
 
 def _num(value: float | None, digits: int = 2) -> float | None:
