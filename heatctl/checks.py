@@ -117,7 +117,7 @@ def _topics(cfg: Config) -> set[str]:
 
 
 def _source_rows(cfg: Config, last: dict[str, tuple[bytes, float]]) -> list[CheckRow]:
-    from heatctl.sources.extract import PayloadError, extract
+    from heatctl.sources.extract import PayloadError, describe, extract
     from heatctl.sources.mqtt import zone_sources
 
     rows = []
@@ -143,7 +143,7 @@ def _source_rows(cfg: Config, last: dict[str, tuple[bytes, float]]) -> list[Chec
             except PayloadError as exc:
                 rows.append(_row(part, False, f"{source.topic}: {exc}", _fix_for(source)))
                 continue
-            rows.append(_row(part, True, f"{source.topic}: {value:g}"))
+            rows.append(_row(part, True, f"{source.topic}: {describe(value, role)}"))
     return rows
 
 

@@ -155,7 +155,7 @@ def test_check_reports_every_part(fake_nvml: FakeNvml, mosquitto: Mosquitto, pro
     expected_ok = ["config", "state_dir", "mqtt", "office.temperature", "office.setpoint", "gpu gpu0 "]
     for part in expected_ok:
         assert re.search(rf"^ok\s+{re.escape(part)}", out, re.M), (part, out)
-    assert "z2m/office_trv: 20.5" in out and "NVIDIA GeForce RTX 4090" in out
+    assert "z2m/office_trv: 20.5 °C" in out and "NVIDIA GeForce RTX 4090" in out
     for part, fix in [
         ("office.window", "json_path"),
         ("influxdb", "InfluxDB running"),

@@ -147,7 +147,7 @@ def test_entities_as_sources(homeassistant: HomeAssistant, tmp_path: Path) -> No
         assert svc.store.get("living", "outdoor").value == 3.5  # type: ignore[union-attr]  # unavailable: no new reading
         assert svc.store.bad_payloads == 0
         rows = {part: (ok, detail) for part, ok, detail, _ in probe_homeassistant(svc.cfg)}
-        assert rows["homeassistant"][0] and rows["living.temperature"] == (True, "climate.living_room: 19.5")
+        assert rows["homeassistant"][0] and rows["living.temperature"] == (True, "climate.living_room: 19.5 °C")
         assert rows["living.outdoor"] == (False, "sensor.outdoor_temperature is 'unavailable'")
     finally:
         svc.shutdown()

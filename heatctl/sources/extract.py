@@ -137,6 +137,17 @@ def extract(payload: bytes, source: SourceConfig, role: Role) -> float:
     return to_number(value, source, role)
 
 
+def describe(value: float, role: Role) -> str:
+    """A reading as a person reads it, for ``heatctl check``."""
+    if role == "window":
+        return "open" if value else "closed"
+    if role == "mode":
+        return "heating allowed" if value else "off"
+    if role == "power":
+        return f"{value:g} W"
+    return f"{value:g} °C"
+
+
 def _bool(value: Any) -> bool | None:
     if isinstance(value, bool):
         return value

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from heatctl.config import Config, HomeAssistantConfig, SourceConfig
-from heatctl.sources.extract import PayloadError, Role, to_heating, to_number, to_open
+from heatctl.sources.extract import PayloadError, Role, describe, to_heating, to_number, to_open
 from heatctl.sources.mqtt import zone_sources
 from heatctl.sources.store import ReadingStore
 
@@ -164,5 +164,5 @@ def _probe_entities(cfg: Config, client: Any) -> list[tuple[str, bool, str, str]
         except Exception as exc:
             rows.append((part, False, f"{source.entity}: {type(exc).__name__}: {exc}"[:200], "check the entity id"))
             continue
-        rows.append((part, True, f"{source.entity}: {value:g}", ""))
+        rows.append((part, True, f"{source.entity}: {describe(value, role)}", ""))
     return rows
