@@ -60,6 +60,8 @@ class MqttLink:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_connect_fail = self._on_connect_fail
+        self._failed_connects = 0
 
     def subscribe(self, topic: str, handler: Handler) -> None:
         """Register before ``start``; (re)subscribed on every connect."""
@@ -100,6 +102,7 @@ class MqttLink:
             _LOGGER.error("MQTT broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
             return
         self.connects += 1
+        self._failed_connects = 0
         _LOGGER.info("connected to MQTT broker %s:%s", self.cfg.host, self.cfg.port)
         for topic in self._handlers:
             client.subscribe(topic, qos=1)
@@ -110,6 +113,17 @@ class MqttLink:
             except Exception:  # a hook must never kill the network thread
                 _LOGGER.exception("on-connect hook failed")
         self.connected.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        # Network thread, when a (re)connect attempt fails: say so once, then now and then.
+        self._failed_connects += 1
+        if self._failed_connects == 1 or self._failed_connects % 20 == 0:
+            _LOGGER.warning(
+                "cannot reach the MQTT broker at %s:%s (%d attempts); control goes on, inputs will go stale",
+                self.cfg.host,
+                self.cfg.port,
+                self._failed_connects,
+            )
 
     def _on_disconnect(
         self,

@@ -227,7 +227,9 @@ def test_removed_zone_entities_are_removed(mosquitto: Mosquitto, probe: Probe, t
         second.shutdown()
 
 
-def test_broker_restart_fails_safe_then_recovers(mosquitto: Mosquitto, probe: Probe, tmp_path: Path) -> None:
+def test_broker_restart_fails_safe_then_recovers(
+    mosquitto: Mosquitto, probe: Probe, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     svc = Service(make_config(mosquitto.port, tmp_path / "state", interval_s=0.1, stale_s=2.0))
     svc.start()
     wait_until(svc.link.connected.is_set, 10, "service connected")  # type: ignore[union-attr]
@@ -243,6 +245,11 @@ def test_broker_restart_fails_safe_then_recovers(mosquitto: Mosquitto, probe: Pr
         snap = wait_until(lambda: svc.snapshot if svc.snapshot and svc.snapshot.failsafe else None, 5, "stale")
         assert snap.failsafe == "office: temperature stale" and snap.gpus["gpu0"].level == 0.0
         wait_until(lambda: svc.ticks > ticks + 10, 5, "ticks while the broker is down")
+        wait_until(
+            lambda: any("cannot reach the MQTT broker" in r.getMessage() for r in caplog.records),
+            10,
+            "the outage logged",
+        )
         connects = svc.link.connects  # type: ignore[union-attr]
         mosquitto.start()
         again = Probe(mosquitto.port)
