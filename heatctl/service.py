@@ -17,7 +17,7 @@ from heatctl.commands import CommandInbox, bind_commands
 from heatctl.config import Config
 from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
 from heatctl.control.efficiency import EfficiencyModel, GpuCaps
-from heatctl.control.safety import fresh
+from heatctl.control.safety import ZoneInputs, fresh
 from heatctl.errors import BackendError, ConfigError, HeatctlError
 from heatctl.gpu.base import Gpu, GpuReading
 from heatctl.gpu.registry import open_gpu, open_workload
@@ -55,7 +55,6 @@ class GpuUnit:
     workload: Workload
     caps: GpuCaps
     applied_limit_w: float | None = None
-    last: GpuReading | None = None
     last_energy_j: float | None = None
     lost: bool = False
 
@@ -90,6 +89,7 @@ class Service:
         self.snapshot: NodeSnapshot | None = None
         self.mode: str = cfg.mode
         self.zone_modes = {z.name: "heat" for z in cfg.zones}
+        self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
         self.max_power_w: float | None = cfg.max_power_w
         self.counters = Counters()
         self._last_tick_s: float | None = None
@@ -214,10 +214,11 @@ class Service:
         now_s = self.clock()
         dt_s = 0.0 if self._last_tick_s is None else now_s - self._last_tick_s
         self._last_tick_s = now_s
-        states = {gid: self._read(gid, unit, dt_s) for gid, unit in self.units.items()}
+        zones = {z: self.store.zone_inputs(z, self.zone_modes[z]) for z in self.zone_modes}
+        states = {gid: self._read(gid, unit, dt_s, zones[self._zone_of[gid]]) for gid, unit in self.units.items()}
         inputs = NodeInputs(
             mode=self.mode,
-            zones={z: self.store.zone_inputs(z, self.zone_modes[z]) for z in self.zone_modes},
+            zones=zones,
             gpus=states,
             max_power_w=self.max_power_w,
         )
@@ -252,7 +253,7 @@ class Service:
                 self.store.override_setpoint(cmd.zone, float(cmd.value or 0.0))
             self._persist()
 
-    def _read(self, gid: str, unit: GpuUnit, dt_s: float) -> GpuState:
+    def _read(self, gid: str, unit: GpuUnit, dt_s: float, zone: ZoneInputs) -> GpuState:
         try:
             reading = unit.gpu.read()
         except BackendError as exc:
@@ -268,24 +269,24 @@ class Service:
             unit.lost = True
             return GpuState(lost=True)
         work_rate = unit.workload.work_rate()
-        self._account(gid, unit, reading, dt_s, work_rate)
-        unit.last = reading
+        wanted = (
+            zone.temperature is not None
+            and zone.setpoint is not None
+            and zone.temperature.value <= zone.setpoint.value + 0.5
+        )
+        self._account(gid, unit, reading, dt_s, work_rate, wanted=wanted)
         return GpuState(power_w=reading.power_w, temperature_c=reading.temperature_c, work_rate=work_rate)
 
-    def _account(self, gid: str, unit: GpuUnit, reading: GpuReading, dt_s: float, work_rate: float | None) -> None:
+    def _account(
+        self, gid: str, unit: GpuUnit, reading: GpuReading, dt_s: float, work_rate: float | None, *, wanted: bool
+    ) -> None:
+        """Energy since the last tick (the driver's counter, else power × dt); heat counts as reused if wanted."""
         if reading.energy_j is not None and unit.last_energy_j is not None:
             energy_j = max(reading.energy_j - unit.last_energy_j, 0.0)
         else:
             energy_j = (reading.power_w or 0.0) * dt_s
         unit.last_energy_j = reading.energy_j
         added_j = max(energy_j - unit.caps.idle_w * dt_s, 0.0)
-        zone = next(z for z in self.cfg.zones if gid in z.gpus)
-        inputs = self.store.zone_inputs(zone.name)
-        wanted = (
-            inputs.temperature is not None
-            and inputs.setpoint is not None
-            and inputs.temperature.value <= inputs.setpoint.value + 0.5
-        )
         self.counters.add(gid, energy_j, added_j, wanted, (work_rate or 0.0) * dt_s)
 
     def _apply(self, out: NodeOutput) -> None:
