@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from heatctl.config import Config
 from heatctl.control.allocate import DutyCycle, GpuCommand
 from heatctl.control.core import GpuState, NodeController
+from heatctl.control.efficiency import GpuCaps
 from heatctl.control.pid import ZoneDemand
 from heatctl.control.safety import ZoneInputs
 
@@ -13,8 +18,8 @@ class HysteresisController(NodeController):
 
     band_k = 0.3
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, cfg: Config, caps: Mapping[str, GpuCaps], **kwargs: Any) -> None:
+        super().__init__(cfg, caps, **kwargs)
         self._on = dict.fromkeys(self.zones, False)
 
     def _demand(self, name: str, zin: ZoneInputs, now_s: float) -> ZoneDemand:
@@ -35,8 +40,8 @@ class HysteresisController(NodeController):
 class DutyCycleController(NodeController):
     """The PID's demand as a duty cycle at full power (no use of lower caps)."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, cfg: Config, caps: Mapping[str, GpuCaps], **kwargs: Any) -> None:
+        super().__init__(cfg, caps, **kwargs)
         self._cycles = {gid: DutyCycle(self.cfg.duty) for gid in self.allocators}
 
     def _allocate(self, gpu_id: str, now_s: float, target_w: float, state: GpuState) -> GpuCommand:
