@@ -73,6 +73,7 @@ def snapshot_lines(snap: NodeSnapshot, node: str, extra_tags: dict[str, str], ti
                     "level": g.level,
                     "work_rate": g.work_rate,
                     "efficiency": g.efficiency_per_kwh,
+                    "energy_per_work_j": g.energy_per_work_j,
                     "energy_kwh": snap.counters.gpu_energy_kwh.get(gid, 0.0),
                 },
                 time_ns,

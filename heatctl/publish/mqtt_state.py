@@ -42,6 +42,13 @@ class GpuSnapshot:
             return None
         return self.work_rate / self.power_w * 3.6e6
 
+    @property
+    def energy_per_work_j(self) -> float | None:
+        """Joules per unit of work (per token for an inference server) at the current operating point."""
+        if not self.work_rate or self.power_w is None:
+            return None
+        return self.power_w / self.work_rate
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeSnapshot:
@@ -105,6 +112,7 @@ def state_payload(snap: NodeSnapshot) -> dict[str, Any]:
                 "level": _num(g.level, 3),
                 "work_rate": _num(g.work_rate, 3),
                 "efficiency": _num(g.efficiency_per_kwh, 1),
+                "energy_per_work_j": _num(g.energy_per_work_j, 4),
                 "target_w": _num(g.target_w, 1),
                 "regime": g.regime,
                 "limit_control": g.limit_control,
