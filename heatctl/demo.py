@@ -186,6 +186,7 @@ def run_demo(*, speed: float = 60.0, port: int = 1883, duration_s: float | None 
         broker.start()
     except Exception as exc:
         raise HeatctlError(f"cannot start the embedded MQTT broker on port {port}: {exc}") from exc
+    _LOGGER.info("embedded MQTT broker listening on 127.0.0.1:%d", port)
     clock = ScaledClock(speed)
     with tempfile.TemporaryDirectory(prefix="heatctl-demo-") as state_dir:
         cfg = demo_config(port, Path(state_dir))

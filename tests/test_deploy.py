@@ -182,6 +182,6 @@ def test_log_formats(fmt: str) -> None:
     if fmt == "json":
         entries = [json.loads(ln) for ln in logged]
         assert entries and all({"ts", "level", "logger", "msg"} <= set(e) for e in entries)
-        assert any(e["logger"] == "heatctl.mqtt_link" and "connected" in e["msg"] for e in entries)
+        assert any(e["logger"] == "heatctl.demo" and "embedded MQTT broker" in e["msg"] for e in entries)
     else:
-        assert not logged and "INFO    heatctl.mqtt_link: connected" in proc.stderr
+        assert not logged and "INFO    heatctl.demo: embedded MQTT broker listening" in proc.stderr
