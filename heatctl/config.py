@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
 import yaml
 from pydantic import (
@@ -98,6 +98,22 @@ class ZoneConfig(_Strict):
     power_meter: SourceConfig | None = None  # wall-plug meter: true heat output
     control: ControlConfig = ControlConfig()
     gpus: list[str] = Field(min_length=1)
+
+    SOURCE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "temperature",
+        "setpoint",
+        "mode",
+        "window",
+        "outdoor_temperature",
+        "power_meter",
+    )
+
+    def sources(self) -> Iterator[tuple[str, SourceConfig]]:
+        """(field name, source) for every source this zone configures."""
+        for name in self.SOURCE_FIELDS:
+            source = getattr(self, name)
+            if source is not None:
+                yield name, source
 
 
 # --- GPUs and workloads ----------------------------------------------------------------
@@ -264,8 +280,8 @@ class Config(_Strict):
             problems += [
                 f"zone {zone.name}: {attr} reads entity {src.entity}, which needs a 'homeassistant:' section"
                 for zone in self.zones
-                for attr in ("temperature", "setpoint", "mode", "window", "outdoor_temperature", "power_meter")
-                if (src := getattr(zone, attr)) is not None and src.entity is not None
+                for attr, src in zone.sources()
+                if src.entity is not None
             ]
         if problems:
             raise ValueError("; ".join(problems))

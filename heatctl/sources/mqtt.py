@@ -9,21 +9,20 @@ from heatctl.mqtt_link import Handler, MqttLink
 from heatctl.sources.extract import PayloadError, Role, extract
 from heatctl.sources.store import ReadingStore
 
-ROLES: tuple[tuple[str, Role], ...] = (
-    ("temperature", "temperature"),
-    ("setpoint", "setpoint"),
-    ("mode", "mode"),
-    ("window", "window"),
-    ("outdoor_temperature", "outdoor"),
-    ("power_meter", "power"),
-)
+# The role each ZoneConfig source field plays for extraction and the store.
+ROLES: dict[str, Role] = {
+    "temperature": "temperature",
+    "setpoint": "setpoint",
+    "mode": "mode",
+    "window": "window",
+    "outdoor_temperature": "outdoor",
+    "power_meter": "power",
+}
 
 
 def zone_sources(zone: ZoneConfig) -> Iterator[tuple[Role, SourceConfig]]:
-    for attr, role in ROLES:
-        source = getattr(zone, attr)
-        if source is not None:
-            yield role, source
+    for field_name, source in zone.sources():
+        yield ROLES[field_name], source
 
 
 def bind_mqtt_sources(cfg: Config, link: MqttLink, store: ReadingStore) -> int:
