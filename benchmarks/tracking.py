@@ -113,7 +113,7 @@ def fakenvml() -> None:
 
     lib_dir = Path(tempfile.mkdtemp(prefix="fakenvml-"))
     subprocess.run(
-        ["sh", str(ROOT.parent / "shared" / "fakenvml" / "build.sh"), str(lib_dir)], check=True, capture_output=True
+        ["sh", str(ROOT / "tests" / "fakes" / "fakenvml" / "build.sh"), str(lib_dir)], check=True, capture_output=True
     )
     pynvml.nvmlLib = ctypes.CDLL(str(lib_dir / "libnvidia-ml.so.1"))
     state = Path(tempfile.mkdtemp(prefix="fakenvml-state-"))

@@ -1,32 +1,61 @@
-"""Energy, heat reused and work done: integrated every tick, persisted across restarts."""
+"""Energy, heat reused and work done: integrated every tick on the control thread, persisted.
+
+``Counters`` is the control thread's own; everything else gets ``Totals``, a frozen copy.
+Every increment is clamped at zero, so a total never goes down (Home Assistant reads a
+decrease of a ``total_increasing`` sensor as a meter reset).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 J_PER_KWH = 3.6e6
 
 
-@dataclass
-class Counters:
-    """Monotonic totals of the node (and per GPU energy), in the units their names say."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Totals:
+    """The node's monotonic totals at one moment, in the units their names say."""
 
     energy_kwh: float = 0.0
     added_kwh: float = 0.0  # above idle: the heat heatctl chose to make
     heat_reused_kwh: float = 0.0
     work_done: float = 0.0
-    gpu_energy_kwh: dict[str, float] = field(default_factory=dict)
+    gpu_energy_kwh: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class Counters:
+    """The running totals, owned by the control thread."""
+
+    def __init__(self, totals: Totals | None = None) -> None:
+        t = totals or Totals()
+        self.energy_kwh = t.energy_kwh
+        self.added_kwh = t.added_kwh
+        self.heat_reused_kwh = t.heat_reused_kwh
+        self.work_done = t.work_done
+        self._gpu_energy_kwh = dict(t.gpu_energy_kwh)
 
     def add(self, gpu_id: str, energy_j: float, added_j: float, wanted: bool, work: float) -> None:
-        """One GPU's share of one tick: its energy, the part above idle, and whether heat was wanted."""
-        kwh = energy_j / J_PER_KWH
+        """One GPU's share of one tick: its energy, the part above idle, whether heat was wanted, its work."""
+        kwh = max(energy_j, 0.0) / J_PER_KWH
+        added_kwh = min(max(added_j, 0.0) / J_PER_KWH, kwh)
         self.energy_kwh += kwh
-        self.gpu_energy_kwh[gpu_id] = self.gpu_energy_kwh.get(gpu_id, 0.0) + kwh
-        self.added_kwh += added_j / J_PER_KWH
+        self._gpu_energy_kwh[gpu_id] = self._gpu_energy_kwh.get(gpu_id, 0.0) + kwh
+        self.added_kwh += added_kwh
         if wanted:
-            self.heat_reused_kwh += added_j / J_PER_KWH
-        self.work_done += work
+            self.heat_reused_kwh += added_kwh
+        self.work_done += max(work, 0.0)
+
+    def snapshot(self) -> Totals:
+        return Totals(
+            energy_kwh=self.energy_kwh,
+            added_kwh=self.added_kwh,
+            heat_reused_kwh=self.heat_reused_kwh,
+            work_done=self.work_done,
+            gpu_energy_kwh=MappingProxyType(dict(self._gpu_energy_kwh)),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -34,22 +63,35 @@ class Counters:
             "added_kwh": self.added_kwh,
             "heat_reused_kwh": self.heat_reused_kwh,
             "work_done": self.work_done,
-            "gpu_energy_kwh": dict(self.gpu_energy_kwh),
+            "gpu_energy_kwh": dict(self._gpu_energy_kwh),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Counters:
-        def num(key: str) -> float:
-            value = data.get(key, 0.0)
+        def num(value: object) -> float:
             return float(value) if isinstance(value, int | float) and value >= 0 else 0.0
 
         gpus = data.get("gpu_energy_kwh", {})
         return cls(
-            energy_kwh=num("energy_kwh"),
-            added_kwh=num("added_kwh"),
-            heat_reused_kwh=num("heat_reused_kwh"),
-            work_done=num("work_done"),
-            gpu_energy_kwh={str(k): float(v) for k, v in gpus.items() if isinstance(v, int | float)}
-            if isinstance(gpus, dict)
-            else {},
+            Totals(
+                energy_kwh=num(data.get("energy_kwh")),
+                added_kwh=num(data.get("added_kwh")),
+                heat_reused_kwh=num(data.get("heat_reused_kwh")),
+                work_done=num(data.get("work_done")),
+                gpu_energy_kwh={str(k): num(v) for k, v in gpus.items()} if isinstance(gpus, dict) else {},
+            )
         )
+
+
+class EnergyMeter:
+    """One GPU's energy between ticks: the driver's counter where it has one, else power × time."""
+
+    def __init__(self) -> None:
+        self._last_j: float | None = None
+
+    def joules(self, energy_j: float | None, power_w: float | None, dt_s: float) -> float:
+        previous, self._last_j = self._last_j, energy_j
+        if energy_j is not None and previous is not None and energy_j >= previous:
+            return energy_j - previous
+        # No counter, the first tick, or a counter that restarted (driver re-initialised).
+        return (power_w or 0.0) * dt_s

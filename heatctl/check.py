@@ -1,11 +1,238 @@
-"""``heatctl check``: validate the config, then reach every configured part."""
+"""``heatctl check``: validate the config, then reach every configured part; one row each, never raises."""
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from heatctl.checks import CheckRow, all_checks
 from heatctl.config import load_config
+from heatctl.errors import BackendError, HeatctlError
+
+if TYPE_CHECKING:
+    from heatctl.config import Config, GpuConfig, SourceConfig
+
+LISTEN_S = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRow:
+    part: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _row(part: str, ok: bool, detail: str, fix: str = "") -> CheckRow:
+    return CheckRow(part, ok, detail, fix)
+
+
+def all_checks(cfg: Config) -> list[CheckRow]:
+    rows = [check_state_dir(cfg)]
+    if cfg.mqtt is not None:
+        rows += check_mqtt(cfg)
+    if cfg.influxdb is not None:
+        rows.append(check_influx(cfg))
+    if cfg.homeassistant is not None:
+        rows += check_homeassistant(cfg)
+    for gpu in cfg.gpus:
+        rows += check_gpu(cfg, gpu)
+    return rows
+
+
+def check_state_dir(cfg: Config) -> CheckRow:
+    path = cfg.resolved_state_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".check"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        return _row("state_dir", False, f"{path}: {exc}", "create it writable for the heatctl user")
+    return _row("state_dir", True, f"{path} is writable")
+
+
+def check_mqtt(cfg: Config) -> list[CheckRow]:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from heatctl.mqtt_link import configure_client
+
+    assert cfg.mqtt is not None
+    m = cfg.mqtt
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"heatctl-check-{cfg.node_id}")
+    try:
+        configure_client(client, m)
+    except (OSError, ValueError) as exc:
+        return [_row("mqtt", False, f"TLS setup: {exc}", "check mqtt.tls paths")]
+    connected = threading.Event()
+    result: list[str] = []
+    last: dict[str, tuple[bytes, float]] = {}
+
+    def on_connect(c: mqtt.Client, u: object, f: object, rc: ReasonCode, p: object) -> None:
+        result.append(str(rc))
+        if not rc.is_failure:
+            for topic in _topics(cfg):
+                c.subscribe(topic)
+        connected.set()
+
+    def on_message(c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
+        last[msg.topic] = (bytes(msg.payload), time.monotonic())
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    where = f"{m.host}:{m.port}"
+    try:
+        client.connect(m.host, m.port, keepalive=10)
+    except OSError as exc:
+        return [_row("mqtt", False, f"{where}: {exc}", "is the broker running and reachable? check mqtt.host/port")]
+    client.loop_start()
+    try:
+        if not connected.wait(5.0):
+            return [_row("mqtt", False, f"{where}: no answer in 5 s", "check mqtt.host/port and TLS")]
+        if result and result[0] != "Success":
+            return [_row("mqtt", False, f"{where}: refused: {result[0]}", "check mqtt.username/password")]
+        rows = [_row("mqtt", True, f"connected to {where}" + (" (TLS)" if m.tls else ""))]
+        time.sleep(LISTEN_S)  # retained values arrive at once; live ones may take a moment
+        rows += _source_rows(cfg, last)
+        return rows
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def _topics(cfg: Config) -> set[str]:
+    from heatctl.sources.mqtt import zone_sources
+
+    return {s.topic for z in cfg.zones for _, s in zone_sources(z) if s.topic is not None}
+
+
+def _source_rows(cfg: Config, last: dict[str, tuple[bytes, float]]) -> list[CheckRow]:
+    from heatctl.sources.extract import PayloadError, describe, extract
+    from heatctl.sources.mqtt import zone_sources
+
+    rows = []
+    for zone in cfg.zones:
+        for role, source in zone_sources(zone):
+            if source.topic is None:
+                continue
+            part = f"{zone.name}.{role}"
+            seen = last.get(source.topic)
+            if seen is None:
+                required = role in ("temperature", "setpoint")
+                rows.append(
+                    _row(
+                        part,
+                        not required,
+                        f"{source.topic}: nothing in {LISTEN_S:g} s (not retained?)",
+                        "check the topic; heatctl fails safe until it reports" if required else "",
+                    )
+                )
+                continue
+            try:
+                value = extract(seen[0], source, role)
+            except PayloadError as exc:
+                rows.append(_row(part, False, f"{source.topic}: {exc}", _fix_for(source)))
+                continue
+            rows.append(_row(part, True, f"{source.topic}: {describe(value, role)}"))
+    return rows
+
+
+def _fix_for(source: SourceConfig) -> str:
+    if source.json_path:
+        return f"check json_path {source.json_path!r} against the payload"
+    return "set json_path or value_template for this payload"
+
+
+def check_influx(cfg: Config) -> CheckRow:
+    from heatctl.publish.influx import probe_influx
+
+    assert cfg.influxdb is not None
+    ok, detail, fix = probe_influx(cfg.influxdb, cfg.node_id)
+    return _row("influxdb", ok, detail, fix)
+
+
+def check_homeassistant(cfg: Config) -> list[CheckRow]:
+    from heatctl.sources.homeassistant import probe_homeassistant
+
+    assert cfg.homeassistant is not None
+    return [_row(part, ok, detail, fix) for part, ok, detail, fix in probe_homeassistant(cfg)]
+
+
+def check_gpu(cfg: Config, gcfg: GpuConfig) -> list[CheckRow]:
+    from heatctl.gpu.registry import open_gpu
+
+    part = f"gpu {gcfg.id}"
+    try:
+        gpu = open_gpu(gcfg, state_dir=cfg.resolved_state_dir(), time_fn=time.monotonic)
+    except HeatctlError as exc:
+        fix = "install the NVIDIA driver; nvidia-smi must work" if gcfg.backend == "nvml" else ""
+        return [_row(part, False, str(exc), fix)]
+    try:
+        lo, hi = gpu.limits_w()
+        reading = gpu.read()
+        power = f"{reading.power_w:.0f} W" if reading.power_w is not None else "power n/a"
+        temp = f"{reading.temperature_c:.0f} °C" if reading.temperature_c is not None else "temperature n/a"
+        name = getattr(gpu, "name", gcfg.backend)
+        if reading.fault is not None:
+            rows = [_row(part, False, f"{name}: {reading.fault}")]
+        else:
+            rows = [_row(part, True, f"{name}: {power}, {temp}, limits {lo:.0f}–{hi:.0f} W")]
+        problem = gpu.limit_problem
+        rows.append(
+            _row(
+                f"{part} limit",
+                gpu.can_set_limit,
+                "may set power limits" if gpu.can_set_limit else f"cannot set power limits: {problem}",
+                "" if gpu.can_set_limit else "run as root (the systemd unit in deploy/ does)",
+            )
+        )
+        if not gpu.can_set_limit and gcfg.workload.type == "none":
+            rows.append(
+                _row(
+                    f"{part} lever",
+                    False,
+                    "neither the power limit nor the workload (type none) can be steered: no way to stop its heat",
+                    "give a workload heatctl can pause (process or openai), or let it set power limits",
+                )
+            )
+        if reading.energy_j is None:
+            rows.append(_row(f"{part} energy", True, "no energy counter: energy is integrated from power"))
+    except BackendError as exc:
+        rows = [_row(part, False, str(exc))]
+    finally:
+        gpu.restore()
+    rows.append(check_workload(gcfg))
+    return rows
+
+
+def check_workload(gcfg: GpuConfig) -> CheckRow:
+    w = gcfg.workload
+    part = f"gpu {gcfg.id} workload"
+    if w.type == "openai":
+        from heatctl.workloads.openai import RequestError, probe_server
+
+        try:
+            models = probe_server(w.url)
+        except RequestError as exc:
+            return _row(part, False, f"{w.url}: {exc}", "is the inference server running? check workload.url")
+        spool = Path(w.jobs).expanduser()
+        jobs = len(list(spool.glob("*.jsonl"))) if spool.is_dir() else 0
+        return _row(part, True, f"{w.url} serves {models or 'no models listed'}; {jobs} job file(s) in {spool}")
+    if w.type == "process":
+        if w.command is not None:
+            argv = shlex.split(w.command) if isinstance(w.command, str) else w.command
+            exe = shutil.which(argv[0])
+            if exe is None:
+                return _row(part, False, f"command {argv[0]!r} not found", "give the full path in workload.command")
+            return _row(part, True, f"command {exe}, period {w.period_s:g} s, on exit {w.on_exit}")
+        return _row(part, True, f"adopts the process in {w.pid_file}")
+    return _row(part, True, f"type {w.type}")
 
 
 def run_check(path: Path) -> int:

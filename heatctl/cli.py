@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("-c", "--config", type=Path, default=None, help="config YAML (control settings)")
     sim.add_argument("--controller", choices=("heatctl", "hysteresis", "dutycycle"), default="heatctl")
     sim.add_argument("--out", type=Path, default=Path("sim-out"), help="output directory")
+    sim.add_argument("--zone", default=None, help="the zone of the config to simulate (when it has several)")
 
     check = sub.add_parser("check", help="validate the config and reach every configured service")
     check.add_argument("-c", "--config", required=True, type=Path)
@@ -139,6 +140,7 @@ def _simulate(args: argparse.Namespace) -> int:
         scenario,
         config,
         controller=args.controller,
+        zone_name=args.zone,
         base_dir=scenario_path.parent,
         progress=_progress_printer(),
     )

@@ -16,10 +16,36 @@ MODES = ("heat", "off")
 
 
 @dataclass(frozen=True, slots=True)
-class Command:
-    kind: str  # "mode" | "max_power_w" | "setpoint" | "zone_mode"
-    value: float | str | None
-    zone: str | None = None
+class SetMode:
+    """The whole node: ``heat`` or ``off``."""
+
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetZoneMode:
+    """One zone (its climate entity): ``heat`` or ``off``."""
+
+    zone: str
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetMaxPower:
+    """A cap for the whole node in watts; 0 means no heat at all."""
+
+    watts: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetSetpoint:
+    """Overrides the thermostat's setpoint until the thermostat's own setpoint next changes."""
+
+    zone: str
+    setpoint_c: float
+
+
+Command = SetMode | SetZoneMode | SetMaxPower | SetSetpoint
 
 
 class CommandError(ValueError):
@@ -50,11 +76,21 @@ class CommandInbox:
     def __init__(self) -> None:
         self.queue: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self.wake = threading.Event()
-        self.rejected = 0
+        self._lock = threading.Lock()
+        self._rejected = 0
 
     def put(self, command: Command) -> None:
         self.queue.put(command)
         self.wake.set()
+
+    def reject(self) -> None:
+        with self._lock:
+            self._rejected += 1
+
+    @property
+    def rejected(self) -> int:
+        with self._lock:
+            return self._rejected
 
     def drain(self) -> list[Command]:
         commands = []
@@ -67,7 +103,7 @@ class CommandInbox:
 
 def command_topics(cfg: Config) -> dict[str, str]:
     """topic → what it sets, for every command topic of this node."""
-    assert cfg.mqtt is not None
+    assert cfg.mqtt is not None  # only called with MQTT configured
     base = f"{cfg.mqtt.base_topic}/{cfg.node_id}"
     topics = {f"{base}/mode/set": "mode", f"{base}/max_power_w/set": "max_power_w"}
     for zone in cfg.zones:
@@ -81,23 +117,27 @@ def bind_commands(cfg: Config, link: MqttLink, inbox: CommandInbox, max_node_w: 
         link.subscribe(topic, _handler(inbox, what, max_node_w))
 
 
-def _handler(inbox: CommandInbox, what: str, max_node_w: float) -> Handler:
+def parse_command(what: str, payload: bytes, max_node_w: float) -> Command:
+    """The command a payload on one of ``command_topics`` means; raises CommandError."""
     kind, _, zone = what.partition(":")
+    if kind == "mode":
+        return SetMode(parse_mode(payload))
+    if kind == "zone_mode":
+        return SetZoneMode(zone, parse_mode(payload))
+    if kind == "max_power_w":
+        return SetMaxPower(parse_number(payload, 0.0, max_node_w))
+    return SetSetpoint(zone, parse_number(payload, 5.0, 35.0))
 
+
+def _handler(inbox: CommandInbox, what: str, max_node_w: float) -> Handler:
     # Runs on paho's network thread: validate, enqueue, wake the control thread.
     def handle(topic: str, payload: bytes) -> None:
         try:
-            value: float | str
-            if kind in ("mode", "zone_mode"):
-                value = parse_mode(payload)
-            elif kind == "max_power_w":
-                value = parse_number(payload, 0.0, max_node_w)
-            else:
-                value = parse_number(payload, 5.0, 35.0)
+            command = parse_command(what, payload, max_node_w)
         except CommandError as exc:
-            inbox.rejected += 1
+            inbox.reject()
             _LOGGER.warning("rejected command on %s: %s: %r", topic, exc, payload[:60])
             return
-        inbox.put(Command(kind, value, zone or None))
+        inbox.put(command)
 
     return handle

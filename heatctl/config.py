@@ -87,6 +87,11 @@ class ControlConfig(_Strict):
         """Longest step the integrator accepts after a gap."""
         return self.max_dt_s if self.max_dt_s is not None else 3.0 * self.interval_s
 
+    @property
+    def dt_floor_s(self) -> float:
+        """Shortest step the PID takes: a setpoint command right after a tick must not kick the derivative."""
+        return self.interval_s / 4.0
+
 
 class ZoneConfig(_Strict):
     name: Annotated[str, Field(pattern=_NODE_ID_RE)]
@@ -140,31 +145,51 @@ class SimGpuConfig(_Strict):
         return self
 
 
-class WorkloadConfig(_Strict):
-    type: Literal["openai", "process", "sim", "none"] = "sim"
-    # openai
-    url: str | None = None
-    model: str | None = None
+class SimWorkloadConfig(_Strict):
+    """The simulator's workload (``backend: sim`` only)."""
+
+    type: Literal["sim"] = "sim"
+
+
+class NoWorkloadConfig(_Strict):
+    """Something else loads the GPU; heatctl steers only the power limit."""
+
+    type: Literal["none"]
+
+
+class OpenAIWorkloadConfig(_Strict):
+    """Batch jobs for a local OpenAI-compatible inference server."""
+
+    type: Literal["openai"]
+    url: str
+    model: str
     api_key: SecretStr | None = None
-    jobs: str | None = None
+    jobs: str
     max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     request_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     max_attempts: Annotated[int, Field(ge=1)] = 5
-    # process
+
+
+class ProcessWorkloadConfig(_Strict):
+    """A command (or an adopted process) paused and resumed with SIGSTOP/SIGCONT."""
+
+    type: Literal["process"]
     command: list[str] | str | None = None
     pid_file: str | None = None
     period_s: Annotated[float, Field(gt=0)] = 20.0
     on_exit: Literal["resume", "stop"] = "resume"
 
     @model_validator(mode="after")
-    def _fields_for_type(self) -> Self:
-        if self.type == "openai":
-            missing = [n for n in ("url", "model", "jobs") if getattr(self, n) is None]
-            if missing:
-                raise ValueError(f"type openai needs {', '.join(missing)}")
-        if self.type == "process" and self.command is None and self.pid_file is None:
+    def _command_or_pid_file(self) -> Self:
+        if self.command is None and self.pid_file is None:
             raise ValueError("type process needs 'command' or 'pid_file'")
         return self
+
+
+WorkloadConfig = Annotated[
+    SimWorkloadConfig | NoWorkloadConfig | OpenAIWorkloadConfig | ProcessWorkloadConfig,
+    Field(discriminator="type"),
+]
 
 
 class GpuConfig(_Strict):
@@ -178,7 +203,7 @@ class GpuConfig(_Strict):
     work_at_w: WorkPoints | None = None  # prior efficiency curve; learned at run time
     limit_deadband_w: Annotated[float, Field(ge=0)] = 5.0
     sim: SimGpuConfig = SimGpuConfig()
-    workload: WorkloadConfig = WorkloadConfig()
+    workload: WorkloadConfig = SimWorkloadConfig()
 
     @model_validator(mode="after")
     def _selector(self) -> Self:
@@ -461,11 +486,35 @@ def parse_model(
     try:
         result = model.model_validate(data)
     except ValidationError as exc:
-        problems += [(tuple(err["loc"]), _message(err)) for err in exc.errors()]
+        problems += [(_input_path(data, tuple(err["loc"])), _message(err)) for err in exc.errors()]
     if problems:
         raise ConfigError([_problem(name, p, msg, lines) for p, msg in problems])
     assert result is not None
     return result
+
+
+def _input_path(data: Any, loc: Path_) -> Path_:
+    """The error's location in the file: without the tags pydantic inserts for unions (``workload.openai.url``)."""
+    path: list[str | int] = []
+    current = data
+    for i, part in enumerate(loc):
+        is_tag = (
+            isinstance(current, dict)
+            and part not in current
+            and i + 1 < len(loc)
+            and (loc[i + 1] in current or isinstance(loc[i + 1], str))
+        )
+        if is_tag:
+            continue
+        path.append(part)
+        current = current.get(part) if isinstance(current, dict) else _item(current, part)
+    return tuple(path)
+
+
+def _item(current: Any, part: str | int) -> Any:
+    if isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+        return current[part]
+    return None
 
 
 def _message(err: Any) -> str:

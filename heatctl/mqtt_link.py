@@ -20,6 +20,22 @@ _LOGGER = logging.getLogger(__name__)
 Handler = Callable[[str, bytes], None]
 
 
+def configure_client(client: mqtt.Client, cfg: MqttConfig) -> None:
+    """Credentials and TLS, the same for ``run`` and ``check``. Raises OSError/ValueError on bad TLS files."""
+    if cfg.username:
+        password = cfg.password.get_secret_value() if cfg.password else None
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls:
+        tls = cfg.tls if isinstance(cfg.tls, TlsConfig) else TlsConfig()
+        client.tls_set(
+            ca_certs=tls.ca_certs,
+            certfile=tls.certfile,
+            keyfile=tls.keyfile,
+            cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED,
+        )
+        client.tls_insecure_set(tls.insecure)
+
+
 class MqttLink:
     """Connects, keeps reconnecting with backoff, and re-subscribes and re-announces each time.
 
@@ -42,18 +58,7 @@ class MqttLink:
             protocol=mqtt.MQTTv311,
         )
         c = self._client
-        if cfg.username:
-            password = cfg.password.get_secret_value() if cfg.password else None
-            c.username_pw_set(cfg.username, password)
-        if cfg.tls:
-            tls = cfg.tls if isinstance(cfg.tls, TlsConfig) else TlsConfig()
-            c.tls_set(
-                ca_certs=tls.ca_certs,
-                certfile=tls.certfile,
-                keyfile=tls.keyfile,
-                cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED,
-            )
-            c.tls_insecure_set(tls.insecure)
+        configure_client(c, cfg)
         c.will_set(self.availability_topic, "offline", qos=1, retain=True)
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.max_queued_messages_set(1000)

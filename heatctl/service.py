@@ -1,33 +1,44 @@
-"""The service: wires sources, controller, GPUs, workloads and outputs; the loop; shutdown."""
+"""The service: starts, loops and stops. The parts it wires live in modules of their own.
+
+- ``actuation``: each GPU and its workload, commanded and read back
+- ``control.core``: zones' demands and GPUs' commands, safety last
+- ``accounting``: energy, heat reused, work; ``persistence``: what survives a restart
+- ``snapshots``: the tick's immutable value for every output; ``publish.*``: MQTT, InfluxDB
+
+Threads: the control thread runs ``run``/``tick`` and owns every decision and every mutable
+part here. Network threads (paho, the Home Assistant poller) only put readings into the
+``ReadingStore`` and commands into the ``CommandInbox``, and read immutable snapshots.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from heatctl.accounting import Counters
+from heatctl.accounting import Counters, EnergyMeter
+from heatctl.actuation import GpuActuator, Observation
 from heatctl.clock import Clock, RealClock
-from heatctl.commands import CommandInbox, bind_commands
-from heatctl.config import Config
+from heatctl.commands import CommandInbox, SetMaxPower, SetMode, SetSetpoint, SetZoneMode, bind_commands
+from heatctl.config import Config, GpuConfig
 from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
-from heatctl.control.efficiency import EfficiencyModel, GpuCaps
+from heatctl.control.efficiency import EfficiencyModel
 from heatctl.control.safety import ZoneInputs, fresh
-from heatctl.errors import BackendError, ConfigError, HeatctlError
-from heatctl.gpu.base import Gpu, GpuReading
-from heatctl.gpu.registry import open_gpu, open_workload
+from heatctl.errors import ConfigError, HeatctlError
+from heatctl.gpu.base import Gpu
+from heatctl.gpu.registry import open_gpu
 from heatctl.mqtt_link import MqttLink
-from heatctl.publish.discovery import discovery_messages, removal_topics
-from heatctl.publish.mqtt_state import GpuSnapshot, NodeSnapshot, ZoneSnapshot, state_json
+from heatctl.persistence import SavedState, ServiceState
+from heatctl.publish.mqtt_outputs import MqttOutputs
+from heatctl.publish.mqtt_state import NodeSnapshot
+from heatctl.snapshots import build_snapshot
 from heatctl.sources.mqtt import bind_mqtt_sources, zone_sources
 from heatctl.sources.store import ReadingStore
-from heatctl.state import StateFile
 from heatctl.workloads.base import Workload
+from heatctl.workloads.registry import open_workload
 
 if TYPE_CHECKING:
     from heatctl.sources.homeassistant import HomeAssistantPoller
@@ -35,6 +46,7 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 PERSIST_EVERY_S = 300.0
 MAX_FAILED_TICKS = 5
+WANTED_BAND_K = 0.5  # heat counts as reused while the room is at most this far above its setpoint
 
 
 class Sink(Protocol):
@@ -45,18 +57,6 @@ class Sink(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
-
-
-@dataclass
-class GpuUnit:
-    """One GPU with its workload, as the service drives it."""
-
-    gpu: Gpu
-    workload: Workload
-    caps: GpuCaps
-    applied_limit_w: float | None = None
-    last_energy_j: float | None = None
-    lost: bool = False
 
 
 class Service:
@@ -75,15 +75,16 @@ class Service:
         self._on_tick = on_tick
         self.clock: Clock = clock or RealClock()
         self.state_dir = cfg.resolved_state_dir()
-        self._state_file = StateFile(self.state_dir / "state.json")
-        self._discovery_file = StateFile(self.state_dir / "discovery.json")
+        self._saved = ServiceState(self.state_dir, (z.name for z in cfg.zones))
         self.store = ReadingStore(cfg.zones, self.clock)
         self.inbox = CommandInbox()
         self.stop_event = threading.Event()
         self._given_gpus = gpus or {}
-        self.units: dict[str, GpuUnit] = {}
+        self.actuators: dict[str, GpuActuator] = {}
+        self._meters: dict[str, EnergyMeter] = {}
         self.sinks: list[Sink] = list(sinks or [])
         self.link: MqttLink | None = None
+        self.outputs: MqttOutputs | None = None
         self.poller: HomeAssistantPoller | None = None
         self.controller: NodeController | None = None
         self.snapshot: NodeSnapshot | None = None
@@ -92,9 +93,9 @@ class Service:
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
         self.max_power_w: float | None = cfg.max_power_w
         self.counters = Counters()
+        self._failsafes: dict[str, str | None] = {}
         self._last_tick_s: float | None = None
         self._last_persist_s = 0.0
-        self._publish_lock = threading.Lock()
         self.ticks = 0
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -102,26 +103,30 @@ class Service:
     def start(self) -> None:
         """Open GPUs and workloads, restore persisted state, connect MQTT and outputs."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        saved = self._state_file.load()
         for gcfg in self.cfg.gpus:
-            gpu = self._given_gpus.get(gcfg.id) or open_gpu(gcfg, state_dir=self.state_dir, time_fn=self.clock)
-            workload = open_workload(gcfg, gpu, state_dir=self.state_dir, time_fn=self.clock)
-            self.units[gcfg.id] = GpuUnit(gpu=gpu, workload=workload, caps=self._caps(gcfg.id, gpu))
-        models = {gid: EfficiencyModel(u.caps, self.cfg.gpu(gid).work_at_w) for gid, u in self.units.items()}
-        self.controller = NodeController(
-            self.cfg, {gid: u.caps for gid, u in self.units.items()}, models=models, time_fn=self.clock
-        )
-        self._restore(saved)
-        for unit in self.units.values():
-            unit.workload.start()
+            self.actuators[gcfg.id] = GpuActuator(
+                gcfg, open_gpu=self._gpu_opener(gcfg), open_workload=self._workload_opener(gcfg), time_fn=self.clock
+            )
+            self._meters[gcfg.id] = EnergyMeter()
+        caps = {gid: a.caps() for gid, a in self.actuators.items()}
+        models = {gid: EfficiencyModel(caps[gid], self.cfg.gpu(gid).work_at_w) for gid in caps}
+        self.controller = NodeController(self.cfg, caps, models=models, time_fn=self.clock)
+        self._restore(self._saved.load())
+        for gid, act in self.actuators.items():
+            if not act.status().steerable:
+                _LOGGER.warning(
+                    "gpu %s: heatctl can neither set its power limit nor pause its workload (type none): "
+                    "it cannot take heat away from this GPU",
+                    gid,
+                )
+            act.workload.start()
         if self.cfg.mqtt is not None:
             self.link = MqttLink(self.cfg.mqtt, self.cfg.node_id)
             bind_mqtt_sources(self.cfg, self.link, self.store)
             bind_commands(self.cfg, self.link, self.inbox, self.node_capacity_w)
-            if self.cfg.mqtt.discovery:
-                self.link.subscribe(f"{self.cfg.mqtt.discovery_prefix}/status", self._on_ha_status)
-                self.link.on_connect(self.announce)
-            self.link.on_connect(self._publish_last_state)
+            self.outputs = MqttOutputs(
+                self.cfg, self.link, state_dir=self.state_dir, node_capacity_w=self.node_capacity_w
+            )
             self.link.start()
         elif any(src.topic for z in self.cfg.zones for _, src in zone_sources(z)):
             _LOGGER.warning("sources read MQTT topics but there is no 'mqtt:' section: they will never report")
@@ -135,25 +140,20 @@ class Service:
 
             self.sinks.append(InfluxSink(self.cfg.influxdb, self.cfg.node_id, state_dir=self.state_dir))
 
+    def _gpu_opener(self, gcfg: GpuConfig) -> Callable[[], Gpu]:
+        given = self._given_gpus.get(gcfg.id)
+        return lambda: given or open_gpu(gcfg, state_dir=self.state_dir, time_fn=self.clock)
+
+    def _workload_opener(self, gcfg: GpuConfig) -> Callable[[Gpu | None], Workload]:
+        return lambda gpu: open_workload(gcfg, gpu, state_dir=self.state_dir, time_fn=self.clock)
+
     @property
     def node_capacity_w(self) -> float:
-        return sum(u.caps.max_limit_w for u in self.units.values())
-
-    def _caps(self, gpu_id: str, gpu: Gpu) -> GpuCaps:
-        gcfg = self.cfg.gpu(gpu_id)
-        low_w, high_w = gpu.limits_w()
-        if gcfg.max_power_w is not None:
-            high_w = max(min(high_w, gcfg.max_power_w), low_w)
-        if not gpu.can_set_limit:
-            # No cap control: heat is steered by duty-cycling the workload at the fixed limit.
-            fixed_w = gpu.read().power_limit_w or high_w
-            low_w = high_w = min(fixed_w, high_w)
-        idle_w = gcfg.idle_w if gcfg.idle_w is not None else gpu.idle_w()
-        return GpuCaps(idle_w=min(idle_w, low_w * 0.9), min_limit_w=low_w, max_limit_w=high_w)
+        assert self.controller is not None  # after start()
+        return sum(a.model.caps.max_limit_w for a in self.controller.allocators.values())
 
     def run(self) -> None:
         """The control loop, until ``stop_event``; a command wakes it at once."""
-        assert self.controller is not None
         interval_s = min(z.control.interval_s for z in self.cfg.zones)
         next_tick_s = self.clock()
         failed = 0
@@ -168,33 +168,18 @@ class Service:
                     # A bug must not leave the GPU heating: idle everything, retry, give up after a few.
                     failed += 1
                     _LOGGER.exception("control tick failed (%d in a row); GPUs to idle", failed)
-                    self._idle_all()
+                    for act in self.actuators.values():
+                        act.idle()
                     if failed >= MAX_FAILED_TICKS:
                         raise
                 if now_s >= next_tick_s:
                     next_tick_s = max(next_tick_s + interval_s, now_s)
             self.clock.wait(self.inbox.wake, next_tick_s - self.clock())
 
-    def _idle_all(self) -> None:
-        for gid, unit in self.units.items():
-            try:
-                unit.workload.set_level(0.0)
-                if unit.gpu.can_set_limit:
-                    unit.applied_limit_w = unit.gpu.set_power_limit(unit.caps.min_limit_w)
-            except Exception:
-                _LOGGER.exception("gpu %s: cannot idle it", gid)
-
     def shutdown(self) -> None:
         """Every exit path: workloads to their exit state, GPUs to their original limits, offline."""
-        for gid, unit in self.units.items():
-            try:
-                unit.workload.stop()
-            except Exception:
-                _LOGGER.exception("gpu %s: stopping the workload failed", gid)
-            try:
-                unit.gpu.restore()
-            except Exception:
-                _LOGGER.exception("gpu %s: restoring the power limit failed", gid)
+        for act in self.actuators.values():
+            act.stop()
         self._persist()
         if self.poller is not None:
             self.poller.stop()
@@ -209,24 +194,36 @@ class Service:
     # --- one tick -----------------------------------------------------------------------
 
     def tick(self) -> NodeSnapshot:
-        assert self.controller is not None
+        assert self.controller is not None  # after start()
         self._apply_commands()
         now_s = self.clock()
         dt_s = 0.0 if self._last_tick_s is None else now_s - self._last_tick_s
         self._last_tick_s = now_s
         zones = {z: self.store.zone_inputs(z, self.zone_modes[z]) for z in self.zone_modes}
-        states = {gid: self._read(gid, unit, dt_s, zones[self._zone_of[gid]]) for gid, unit in self.units.items()}
-        inputs = NodeInputs(
-            mode=self.mode,
-            zones=zones,
-            gpus=states,
-            max_power_w=self.max_power_w,
-        )
-        out = self.controller.step(inputs)
-        self._apply(out)
-        snap = self._snapshot(out, states)
+        metered_w = self._metered_w(now_s)
+        observed = {gid: act.observe(metered=self._zone_of[gid] in metered_w) for gid, act in self.actuators.items()}
+        for gid, act in self.actuators.items():
+            if act.just_opened:
+                self.controller.set_caps(gid, act.caps())
+        states = {
+            gid: GpuState(
+                power_w=o.reading.power_w,
+                temperature_c=o.reading.temperature_c,
+                work_rate=o.work_rate,
+                fault=o.fault,
+            )
+            for gid, o in observed.items()
+        }
+        for gid, obs in observed.items():
+            self._account(gid, obs, dt_s, zones[self._zone_of[gid]])
+        out = self.controller.step(NodeInputs(mode=self.mode, zones=zones, gpus=states, max_power_w=self.max_power_w))
+        for gid, cmd in out.gpus.items():
+            self.actuators[gid].apply(cmd)
+        self._log_failsafes(out)
+        snap = self._snapshot(out, states, metered_w)
         self.snapshot = snap
-        self._publish(snap)
+        if self.outputs is not None:
+            self.outputs.publish_state(snap)
         for sink in self.sinks:
             try:
                 sink.write(snap, now_s)
@@ -242,186 +239,106 @@ class Service:
 
     def _apply_commands(self) -> None:
         for cmd in self.inbox.drain():
-            _LOGGER.info("command: %s %s%s", cmd.kind, cmd.value, f" (zone {cmd.zone})" if cmd.zone else "")
-            if cmd.kind == "mode":
-                self.mode = str(cmd.value)
-            elif cmd.kind == "zone_mode" and cmd.zone in self.zone_modes:
-                self.zone_modes[cmd.zone] = str(cmd.value)
-            elif cmd.kind == "max_power_w":
-                self.max_power_w = float(cmd.value) if cmd.value is not None else None
-            elif cmd.kind == "setpoint" and cmd.zone is not None:
-                self.store.override_setpoint(cmd.zone, float(cmd.value or 0.0))
+            _LOGGER.info("command: %s", cmd)
+            match cmd:
+                case SetMode(mode):
+                    self.mode = mode
+                case SetZoneMode(zone, mode) if zone in self.zone_modes:
+                    self.zone_modes[zone] = mode
+                case SetMaxPower(watts):
+                    self.max_power_w = watts
+                case SetSetpoint(zone, setpoint_c):
+                    self.store.override_setpoint(zone, setpoint_c)
             self._persist()
 
-    def _read(self, gid: str, unit: GpuUnit, dt_s: float, zone: ZoneInputs) -> GpuState:
-        try:
-            reading = unit.gpu.read()
-        except BackendError as exc:
-            if not unit.lost:
-                _LOGGER.error("gpu %s: %s; failing safe and retrying", gid, exc)
-            unit.lost = True
-            unit.applied_limit_w = None
-            return GpuState(lost=True)
-        if unit.lost:
-            _LOGGER.info("gpu %s is back", gid)
-            unit.lost = False
-        if reading.lost:
-            unit.lost = True
-            return GpuState(lost=True)
-        work_rate = unit.workload.work_rate()
+    def _metered_w(self, now_s: float) -> dict[str, float]:
+        """Zone → wall-plug meter watts, for zones whose meter reports fresh readings."""
+        metered = {}
+        for zone in self.cfg.zones:
+            meter = self.store.get(zone.name, "power")
+            if (
+                zone.power_meter is not None
+                and meter is not None
+                and fresh(meter, now_s, zone.power_meter.stale_after_s)
+            ):
+                metered[zone.name] = meter.value
+        return metered
+
+    def _account(self, gid: str, obs: Observation, dt_s: float, zone: ZoneInputs) -> None:
+        """Energy since the last tick; the part above idle counts as reused if the room wanted heat."""
+        r = obs.reading
+        energy_j = self._meters[gid].joules(r.energy_j, r.power_w, dt_s)
+        assert self.controller is not None  # after start()
+        idle_w = self.controller.allocators[gid].model.caps.idle_w
         wanted = (
             zone.temperature is not None
             and zone.setpoint is not None
-            and zone.temperature.value <= zone.setpoint.value + 0.5
+            and zone.temperature.value <= zone.setpoint.value + WANTED_BAND_K
         )
-        self._account(gid, unit, reading, dt_s, work_rate, wanted=wanted)
-        return GpuState(power_w=reading.power_w, temperature_c=reading.temperature_c, work_rate=work_rate)
+        self.counters.add(gid, energy_j, energy_j - idle_w * dt_s, wanted, (obs.work_rate or 0.0) * dt_s)
 
-    def _account(
-        self, gid: str, unit: GpuUnit, reading: GpuReading, dt_s: float, work_rate: float | None, *, wanted: bool
-    ) -> None:
-        """Energy since the last tick (the driver's counter, else power × dt); heat counts as reused if wanted."""
-        if reading.energy_j is not None and unit.last_energy_j is not None:
-            energy_j = max(reading.energy_j - unit.last_energy_j, 0.0)
-        else:
-            energy_j = (reading.power_w or 0.0) * dt_s
-        unit.last_energy_j = reading.energy_j
-        added_j = max(energy_j - unit.caps.idle_w * dt_s, 0.0)
-        self.counters.add(gid, energy_j, added_j, wanted, (work_rate or 0.0) * dt_s)
+    def _log_failsafes(self, out: NodeOutput) -> None:
+        for name, zone in out.zones.items():
+            before = self._failsafes.get(name)
+            if zone.failsafe != before:
+                if zone.failsafe is not None:
+                    _LOGGER.warning("zone %s: fail-safe, no heat: %s", name, zone.failsafe)
+                elif name in self._failsafes:
+                    _LOGGER.info("zone %s: fail-safe cleared (was: %s)", name, before)
+            self._failsafes[name] = zone.failsafe
 
-    def _apply(self, out: NodeOutput) -> None:
-        for gid, cmd in out.gpus.items():
-            unit = self.units[gid]
-            if unit.lost:
-                continue
-            if unit.gpu.can_set_limit and cmd.power_limit_w != unit.applied_limit_w:
-                try:
-                    unit.applied_limit_w = unit.gpu.set_power_limit(cmd.power_limit_w)
-                except BackendError as exc:
-                    _LOGGER.error("gpu %s: %s", gid, exc)
-            try:
-                unit.workload.set_level(cmd.level)
-            except HeatctlError as exc:
-                _LOGGER.error("gpu %s workload: %s", gid, exc)
-
-    def _snapshot(self, out: NodeOutput, states: dict[str, GpuState]) -> NodeSnapshot:
-        zones = {}
-        for name, z in out.zones.items():
+    def _snapshot(self, out: NodeOutput, states: dict[str, GpuState], metered_w: dict[str, float]) -> NodeSnapshot:
+        windows = {}
+        for name in out.zones:
             window = self.store.get(name, "window")
-            zones[name] = ZoneSnapshot(
-                temperature_c=z.temperature_c,
-                setpoint_c=z.setpoint_c,
-                demand_w=z.demand_w,
-                mode=self.zone_modes[name],
-                failsafe=z.failsafe,
-                window_open=bool(window.value) if window else None,
-                pid_p=z.demand.p_w,
-                pid_i=z.demand.i_w,
-                pid_d=z.demand.d_w,
-            )
-        gpus = {}
-        for gid, cmd in out.gpus.items():
-            unit, state = self.units[gid], states[gid]
-            gpus[gid] = GpuSnapshot(
-                power_w=state.power_w,
-                power_limit_w=unit.applied_limit_w if unit.applied_limit_w is not None else cmd.power_limit_w,
-                temperature_c=state.temperature_c,
-                level=cmd.level,
-                work_rate=state.work_rate,
-                target_w=cmd.target_w,
-                regime=cmd.regime,
-                limit_control=unit.gpu.can_set_limit,
-                workload=unit.workload.status(),
-            )
-        metered: dict[str, float] = {}
-        metered_gpus: list[str] = []
-        for zone in self.cfg.zones:
-            meter = self.store.get(zone.name, "power")
-            if zone.power_meter is not None and fresh(meter, self.clock(), zone.power_meter.stale_after_s):
-                assert meter is not None
-                metered[zone.name] = meter.value
-                metered_gpus += zone.gpus
-        extra: dict[str, Any] = {"metered_gpus": metered_gpus} if metered_gpus else {}
-        if self.sinks:
-            extra["influx"] = self.sinks[0].stats()
-        return NodeSnapshot(
+            windows[name] = bool(window.value) if window else None
+        metered_gpus = [gid for zone in self.cfg.zones if zone.name in metered_w for gid in zone.gpus]
+        return build_snapshot(
+            out,
             mode=self.mode,
-            failsafe=out.failsafe,
+            zone_modes=dict(self.zone_modes),
+            windows_open=windows,
+            states=states,
+            actuation={gid: a.status() for gid, a in self.actuators.items()},
+            workloads={gid: a.workload.status() for gid, a in self.actuators.items()},
+            totals=self.counters.snapshot(),
             max_power_w=self.max_power_w if self.max_power_w is not None else self.node_capacity_w,
-            zones=zones,
-            gpus=gpus,
-            counters=self.counters,
+            metered_w=metered_w,
+            metered_gpus=metered_gpus,
             bad_payloads=self.store.bad_payloads,
             rejected_commands=self.inbox.rejected,
-            metered_w=metered,
-            extra=extra,
+            extra={"influx": self.sinks[0].stats()} if self.sinks else {},
         )
 
-    # --- MQTT outputs -------------------------------------------------------------------
-
-    def _state_topic(self) -> str:
-        assert self.cfg.mqtt is not None
-        return f"{self.cfg.mqtt.base_topic}/{self.cfg.node_id}/state"
-
-    def _publish(self, snap: NodeSnapshot) -> None:
-        if self.link is not None:
-            self.link.publish(self._state_topic(), state_json(snap), retain=True)
-
-    def _publish_last_state(self) -> None:
-        # Network thread, after a reconnect: re-send the last state so subscribers see it at once.
-        if self.snapshot is not None:
-            self._publish(self.snapshot)
-
     def announce(self) -> None:
-        """Publish Home Assistant discovery; remove entities of zones no longer configured."""
-        if self.link is None:
-            return
-        messages = discovery_messages(self.cfg, node_max_w=self.node_capacity_w)
-        with self._publish_lock:
-            previous = self._discovery_file.load().get("topics", [])
-            for topic in removal_topics(list(previous), messages):
-                self.link.publish(topic, b"", retain=True, qos=1)
-            for topic, payload in messages.items():
-                self.link.publish(topic, json.dumps(payload), retain=True, qos=1)
-            self._discovery_file.save({"topics": sorted(messages)})
-        _LOGGER.info("announced %d Home Assistant entities", len(messages))
-
-    def _on_ha_status(self, topic: str, payload: bytes) -> None:
-        # Network thread: Home Assistant restarted; announce again and re-send state.
-        if payload.strip().lower() == b"online":
-            self.announce()
-            self._publish_last_state()
+        """Publish Home Assistant discovery (also done on every connect)."""
+        if self.outputs is not None:
+            self.outputs.announce()
 
     # --- persistence --------------------------------------------------------------------
 
     def _persist(self) -> None:
-        data: dict[str, Any] = {
-            "mode": self.mode,
-            "zone_modes": self.zone_modes,
-            "max_power_w": self.max_power_w,
-            "counters": self.counters.to_json(),
-        }
-        if self.controller is not None:
-            data["integrals_w"] = {n: z.integral_w for n, z in self.controller.zones.items()}
-        try:
-            self._state_file.save(data)
-        except OSError as exc:
-            _LOGGER.error("cannot save state to %s: %s", self._state_file.path, exc)
+        integrals = {n: z.integral_w for n, z in self.controller.zones.items()} if self.controller else {}
+        self._saved.save(
+            SavedState(
+                mode=self.mode,
+                zone_modes=dict(self.zone_modes),
+                max_power_w=self.max_power_w,
+                totals=self.counters.snapshot(),
+                integrals_w=integrals,
+            )
+        )
 
-    def _restore(self, saved: dict[str, Any]) -> None:
-        assert self.controller is not None
-        if saved.get("mode") in ("heat", "off"):
-            self.mode = saved["mode"]
-        for name, mode in (saved.get("zone_modes") or {}).items():
-            if name in self.zone_modes and mode in ("heat", "off"):
-                self.zone_modes[name] = mode
-        if isinstance(saved.get("max_power_w"), int | float):
-            self.max_power_w = float(saved["max_power_w"])
-        self.counters = Counters.from_json(saved.get("counters") or {})
-        for name, integral in (saved.get("integrals_w") or {}).items():
-            if name in self.controller.zones and isinstance(integral, int | float):
-                self.controller.zones[name].restore_integral(float(integral))
-        if saved:
+    def _restore(self, saved: SavedState) -> None:
+        assert self.controller is not None  # after start()
+        self.mode = saved.mode or self.mode
+        self.zone_modes.update(saved.zone_modes)
+        if saved.max_power_w is not None:
+            self.max_power_w = saved.max_power_w
+        self.counters = Counters(saved.totals)
+        for name, integral_w in saved.integrals_w.items():
+            self.controller.zones[name].restore_integral(integral_w)
+        if saved.mode is not None:
             _LOGGER.info("restored state: mode %s, energy %.3f kWh", self.mode, self.counters.energy_kwh)
 
 
@@ -460,6 +377,7 @@ def run_service(cfg: Config, *, on_ready: Callable[[Service], None] | None = Non
     finally:
         notifier.stopping()
         service.shutdown()
+        _LOGGER.info("stopped: power limits restored, workloads left in their exit state")
     return 0
 
 

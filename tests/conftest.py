@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 SCENARIOS = ROOT / "examples" / "scenarios"
 
 pytest_plugins = ["tests.services"]

@@ -142,12 +142,12 @@ def probe(mosquitto: Mosquitto) -> Iterator[Probe]:
 
 # --- the fake NVIDIA driver ------------------------------------------------------------------
 
-FAKENVML_SRC = Path(__file__).resolve().parent.parent.parent / "shared" / "fakenvml"
+FAKENVML_SRC = Path(__file__).resolve().parent / "fakes" / "fakenvml"
 
 
 @pytest.fixture(scope="session")
 def fakenvml_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build ../shared/fakenvml once per session; load it as pynvml's libnvidia-ml.so.1."""
+    """Build tests/fakes/fakenvml once per session; load it as pynvml's libnvidia-ml.so.1."""
     import ctypes
 
     import pynvml
@@ -203,7 +203,7 @@ def fake_nvml(fakenvml_lib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 # --- a real OpenAI-compatible inference server (llama.cpp, tiny model) -----------------------
 
-TINYLLM = Path(__file__).resolve().parent.parent.parent / "shared" / "tinyllm" / "serve.sh"
+TINYLLM = Path(__file__).resolve().parent / "fakes" / "tinyllm" / "serve.sh"
 
 
 def tinyllm_home() -> Path:

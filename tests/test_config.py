@@ -63,7 +63,9 @@ gpus:
         "cfg.yaml:7: zones[0].setpoint: give exactly one of 'topic' (MQTT) or 'entity'",
         "cfg.yaml:8: zones[0].control.kp: input should be greater than or equal to 0",
         "cfg.yaml:12: gpus[0].backend: input should be 'nvml' or 'sim'",
-        "cfg.yaml:13: gpus[0].workload: type openai needs url, model, jobs",
+        "cfg.yaml:13: gpus[0].workload.url: field required",
+        "cfg.yaml:13: gpus[0].workload.model: field required",
+        "cfg.yaml:13: gpus[0].workload.jobs: field required",
     ]
     for want in expected:
         assert any(p.startswith(want) for p in problems), (want, problems)

@@ -44,7 +44,7 @@ gpus:
 """)
     svc = Service(cfg)
     svc.start()
-    workload: OpenAIWorkload = svc.units["gpu0"].workload  # type: ignore[assignment]
+    workload: OpenAIWorkload = svc.actuators["gpu0"].workload  # type: ignore[assignment]
     try:
         wait_until(svc.link.connected.is_set, 10, "connected")  # type: ignore[union-attr]
         probe.publish("z2m/trv", json.dumps({"local_temperature": 17.5, "occupied_heating_setpoint": 21}))

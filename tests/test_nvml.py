@@ -34,8 +34,8 @@ def test_reads_sets_and_restores(fake_nvml: FakeNvml, tmp_path: Path) -> None:
     assert gpu.limits_w() == (100.0, 400.0)
     assert gpu.original_limit_w == 350.0
     r = gpu.read()
-    assert r.power_w == 350.0 and r.power_limit_w == 350.0 and r.cap_binding is True
-    assert r.temperature_c is not None and r.utilization_pct is not None and r.energy_j is not None
+    assert r.power_w == 350.0 and r.power_limit_w == 350.0 and r.fault is None
+    assert r.temperature_c is not None and r.energy_j is not None
     assert gpu.set_power_limit(250.0) == 250.0
     assert fake_nvml.limit_w() == 250.0
     assert gpu.read().power_w == 250.0
@@ -60,7 +60,7 @@ def test_idle_gpu_reports_idle_power(fake_nvml: FakeNvml, tmp_path: Path) -> Non
     fake_nvml.configure(idle_w=55)
     gpu = open_gpu(tmp_path)
     assert gpu.idle_w() == 55.0
-    assert gpu.read().cap_binding is False
+    assert gpu.read().power_w == 55.0
     gpu.restore()
 
 
@@ -95,7 +95,7 @@ def test_power_reading_not_supported_is_none(fake_nvml: FakeNvml, tmp_path: Path
     fake_nvml.configure(power_reading="not_supported")
     gpu = open_gpu(tmp_path)
     r = gpu.read()
-    assert r.power_w is None and r.energy_j is None and r.temperature_c is not None and not r.lost
+    assert r.power_w is None and r.energy_j is None and r.temperature_c is not None and r.fault is None
     gpu.restore()
 
 
@@ -112,11 +112,11 @@ def test_lost_gpu_fails_safe_and_is_retried(fake_nvml: FakeNvml, tmp_path: Path)
     clock = FakeClock()
     gpu = open_gpu(tmp_path, clock)
     readings = [gpu.read() for _ in range(5)]
-    assert readings[-1].lost
+    assert readings[-1].fault == "the GPU has fallen off the bus (GPU lost)"
     clock.advance(5)
-    assert gpu.read().lost  # too soon to retry
+    assert gpu.read().fault is not None  # too soon to retry
     clock.advance(30)
-    assert not gpu.read().lost  # re-initialised: the fake's counter starts again
+    assert gpu.read().fault is None  # re-initialised: the fake's counter starts again
     gpu.restore()
 
 
@@ -215,8 +215,13 @@ def test_service_fails_safe_when_the_gpu_is_lost_and_keeps_running(fake_nvml: Fa
         svc.store.put("office", "setpoint", 21.0, "t")
         snaps = [svc.tick() for _ in range(12)]
         assert snaps[0].failsafe is None and snaps[0].gpus["gpu0"].power_limit_w > 200
-        assert snaps[-1].failsafe == "gpu0: gpu lost" and snaps[-1].gpus["gpu0"].level == 0.0
-        assert snaps[-1].zones["office"].demand_w > 0  # the zone still wants heat; the lost GPU gives none
+        assert snaps[-1].failsafe == "gpu0: the GPU has fallen off the bus (GPU lost)"
+        assert snaps[-1].gpus["gpu0"].level == 0.0 and snaps[-1].gpus["gpu0"].fault is not None
+        # No healthy GPU: the zone has no capacity, so its integrator is held, not wound up.
+        assert snaps[-1].zones["office"].demand_w == 0.0
+        held = svc.controller.zones["office"].integral_w  # type: ignore[union-attr]
+        svc.tick()
+        assert svc.controller.zones["office"].integral_w == held  # type: ignore[union-attr]
     finally:
         svc.shutdown()
 
@@ -235,7 +240,7 @@ def test_without_limit_control_heat_is_steered_by_the_workload(fake_nvml: FakeNv
     try:
         svc.store.put("office", "temperature", 20.5, "t")
         svc.store.put("office", "setpoint", 21.0, "t")
-        caps = svc.units["gpu0"].caps
+        caps = svc.actuators["gpu0"].caps()
         assert caps.min_limit_w == caps.max_limit_w == 300.0  # the fixed limit the driver keeps
         levels = set()
         for _ in range(40):

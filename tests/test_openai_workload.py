@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from heatctl.config import WorkloadConfig
+from heatctl.config import OpenAIWorkloadConfig
 from heatctl.workloads.openai import OpenAIWorkload
 from tests.services import TinyLLM, wait_until
 
@@ -58,7 +58,7 @@ def workload(made: list[OpenAIWorkload], server: TinyLLM, spool: Path, **cfg: An
         "request_timeout_s": 30,
         **cfg,
     }
-    w = OpenAIWorkload("gpu0", WorkloadConfig(**settings), state_dir=spool.parent)
+    w = OpenAIWorkload("gpu0", OpenAIWorkloadConfig(**settings), state_dir=spool.parent)
     made.append(w)
     return w
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from heatctl.commands import Command
+from heatctl.commands import SetMaxPower, SetZoneMode
 from heatctl.config import parse_config
 from heatctl.service import Service
 from tests.conftest import MINIMAL_YAML, FakeClock
@@ -33,8 +33,8 @@ def test_counters_integrator_and_commands_survive_a_restart(tmp_path: Path) -> N
     for _ in range(20):
         clock.advance(30.0)
         snap = first.tick()
-    first.inbox.put(Command("max_power_w", 200.0))
-    first.inbox.put(Command("zone_mode", "off", "office"))
+    first.inbox.put(SetMaxPower(200.0))
+    first.inbox.put(SetZoneMode("office", "off"))
     clock.advance(30.0)
     first.tick()
     energy = snap.counters.energy_kwh
@@ -71,7 +71,7 @@ def test_a_failing_tick_idles_the_gpu_and_gives_up_after_a_few(tmp_path: Path) -
     try:
         clock.advance(30)
         svc.tick()
-        gpu = svc.units["gpu0"].gpu
+        gpu = svc.actuators["gpu0"].gpu
         assert gpu.level == 1.0  # type: ignore[attr-defined]
 
         def broken(*args: object) -> None:
@@ -81,6 +81,6 @@ def test_a_failing_tick_idles_the_gpu_and_gives_up_after_a_few(tmp_path: Path) -
         with pytest.raises(RuntimeError):
             svc.run()
         assert gpu.level == 0.0  # type: ignore[attr-defined]
-        assert gpu.read().power_limit_w == svc.units["gpu0"].caps.min_limit_w
+        assert gpu.read().power_limit_w == svc.actuators["gpu0"].caps().min_limit_w
     finally:
         svc.shutdown()

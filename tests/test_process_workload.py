@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from heatctl.config import WorkloadConfig
+from heatctl.config import ProcessWorkloadConfig
 from heatctl.workloads.process import ProcessWorkload, alive, phase_on
 from tests.conftest import FakeClock
 from tests.services import wait_until
@@ -41,7 +41,7 @@ def workload(
     made: list[ProcessWorkload], tmp_path: Path, clock: FakeClock | None = None, **cfg: object
 ) -> ProcessWorkload:
     settings: dict[str, object] = {"type": "process", "command": SPIN, "period_s": 0.4, **cfg}
-    w = ProcessWorkload("gpu0", WorkloadConfig(**settings), state_dir=tmp_path, time_fn=clock or FakeClock())  # type: ignore[arg-type]
+    w = ProcessWorkload("gpu0", ProcessWorkloadConfig(**settings), state_dir=tmp_path, time_fn=clock or FakeClock())  # type: ignore[arg-type]
     made.append(w)
     return w
 

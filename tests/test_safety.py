@@ -37,14 +37,30 @@ def test_window_and_max_room_temperature() -> None:
     assert zone_failsafe(0.0, zone(0.0, temp_c=26.5), CFG) == "room above max_room_c"
 
 
-def test_thermal_guard_lowers_then_recovers() -> None:
-    guard = ThermalGuard(83.0, 100.0, 300.0)
-    assert guard.update(84.0, 250.0) == 240.0
-    assert guard.update(85.0, 240.0) == 230.0
-    assert guard.update(81.0, 230.0) == 230.0  # hold inside the 3 K band
-    for _ in range(100):
-        guard.update(70.0, 200.0)
+def test_thermal_guard_lowers_then_recovers_per_second() -> None:
+    guard = ThermalGuard(83.0, 20.0, 300.0, down_w_per_s=0.5, up_w_per_s=0.2)
+    assert guard.update(0.0, 84.0, 250.0) == 249.5  # starts from the draw, acts at once
+    assert guard.update(30.0, 85.0, 260.0) == 234.5  # 0.5 W/s for 30 s
+    assert guard.update(60.0, 81.0, 230.0) == 234.5  # hold inside the 3 K band
+    assert guard.update(160.0, 70.0, 200.0) == 254.5  # 0.2 W/s for 100 s
+    guard.update(1000.0, 70.0, 200.0)
     assert guard.ceiling_w == 300.0 and not guard.derating
+
+
+def test_thermal_guard_rate_does_not_depend_on_how_often_it_is_asked() -> None:
+    every_30_s, with_extra_ticks = ThermalGuard(83.0, 20.0, 300.0), ThermalGuard(83.0, 20.0, 300.0)
+    for t in (0.0, 30.0, 60.0):
+        every_30_s.update(t, 90.0, 300.0)
+    for t in (0.0, 0.1, 0.2, 30.0, 30.05, 60.0):  # commands trigger extra ticks
+        with_extra_ticks.update(t, 90.0, 300.0)
+    assert with_extra_ticks.ceiling_w == pytest.approx(every_30_s.ceiling_w)
+
+
+def test_thermal_guard_may_go_below_the_lowest_limit_to_idle() -> None:
+    guard = ThermalGuard(83.0, 20.0, 300.0)
+    guard.update(0.0, 95.0, 300.0)
+    guard.update(3600.0, 95.0, 300.0)
+    assert guard.ceiling_w == 20.0
 
 
 @pytest.fixture
@@ -81,7 +97,7 @@ def test_no_heat_when_unsafe_or_off(
 
 
 def test_lost_gpu_fails_safe(node: NodeController, clock: FakeClock) -> None:
-    out = node.step(NodeInputs(mode="heat", zones=inputs(clock).zones, gpus={"gpu0": GpuState(lost=True)}))
+    out = node.step(NodeInputs(mode="heat", zones=inputs(clock).zones, gpus={"gpu0": GpuState(fault="gpu lost")}))
     assert out.gpus["gpu0"].level == 0.0 and out.failsafe == "gpu0: gpu lost"
 
 

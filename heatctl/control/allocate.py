@@ -68,6 +68,10 @@ class Allocator:
     With ``limit_only`` (a workload heatctl cannot steer) the cap is the only lever: it
     follows the target between the driver's minimum and maximum, with no duty cycling.
     A measured power that misses the target while the cap binds trims the limit.
+
+    ``ceiling_w`` (the thermal guard's) may lie below the lowest limit the driver accepts
+    (always so for a GPU whose limit cannot be set: min = max): the level then carries the
+    rest, scaled so the busy GPU draws about the ceiling.
     """
 
     def __init__(
@@ -95,25 +99,35 @@ class Allocator:
     def power_limit_w(self) -> float:
         return self._limit_w
 
+    def level_cap(self) -> float:
+        """The highest level that keeps a busy GPU at or below the ceiling, at the lowest settable limit."""
+        caps = self.model.caps
+        if self.ceiling_w >= caps.min_limit_w:
+            return 1.0
+        return min(max((self.ceiling_w - caps.idle_w) / max(caps.min_limit_w - caps.idle_w, 1e-9), 0.0), 1.0)
+
     def step(self, now_s: float, target_w: float, measured_w: float | None = None) -> GpuCommand:
         caps = self.model.caps
         top_w = min(self.ceiling_w, caps.max_limit_w)
         target_w = min(max(target_w, 0.0), top_w)
-        efficient_w = min(self.model.efficient_cap_w, top_w)
+        efficient_w = max(min(self.model.efficient_cap_w, top_w), caps.min_limit_w)
+        level_cap = self.level_cap()
         if target_w <= caps.idle_w + 1.0:
             self._regime = "idle"
             self._duty.step(now_s, 0.0)
             self._trim_w = 0.0
             self._write(caps.min_limit_w, now_s, force=True)
             return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=0.0, regime="idle")
-        if target_w < efficient_w and not self.limit_only:
+        on_w = caps.idle_w + level_cap * (efficient_w - caps.idle_w)  # a busy GPU's draw when on
+        if target_w < on_w and not self.limit_only:
             self._regime = "duty"
-            fraction = (target_w - caps.idle_w) / (efficient_w - caps.idle_w)
+            fraction = (target_w - caps.idle_w) / (on_w - caps.idle_w)
             on = self._duty.step(now_s, fraction)
             self._trim_w = 0.0
             if on:
                 self._write(efficient_w, now_s, force=True)
-            return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=1.0 if on else 0.0, regime="duty")
+            level = level_cap if on else 0.0
+            return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=level, regime="duty")
         self._duty.step(now_s, 1.0)
         if self._regime != "continuous":
             self._regime, self._limit_set_s = "continuous", now_s  # the GPU is just being loaded
@@ -122,8 +136,8 @@ class Allocator:
             bias_w = self._limit_w - measured_w
             if abs(bias_w) <= 0.1 * self._limit_w:
                 self._trim_w += 0.5 * (bias_w - self._trim_w)
-        self._write(min(max(target_w + self._trim_w, caps.min_limit_w), top_w), now_s)
-        return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=1.0, regime="continuous")
+        self._write(min(max(target_w + self._trim_w, caps.min_limit_w), max(top_w, caps.min_limit_w)), now_s)
+        return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=level_cap, regime="continuous")
 
     def _write(self, limit_w: float, now_s: float, *, force: bool = False) -> None:
         moved_w = abs(limit_w - self._limit_w)

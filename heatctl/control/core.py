@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from heatctl.config import Config, ZoneConfig
+from heatctl.config import Config
 from heatctl.control.allocate import Allocator, GpuCommand
 from heatctl.control.efficiency import EfficiencyModel, GpuCaps
 from heatctl.control.pid import ZoneController, ZoneDemand
@@ -16,12 +15,16 @@ from heatctl.control.safety import ThermalGuard, ZoneInputs, fresh, zone_failsaf
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GpuState:
-    """What the backend measured on one GPU at this tick (None: not supported)."""
+    """What the backend measured on one GPU at this tick (None: not supported).
+
+    ``fault`` says why heatctl cannot see or steer this GPU now (lost, driver error, no
+    power reading): it gets no heat target and its workload no work.
+    """
 
     power_w: float | None = None
     temperature_c: float | None = None
     work_rate: float | None = None
-    lost: bool = False
+    fault: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,7 +32,7 @@ class NodeInputs:
     mode: str  # "heat" | "off"
     zones: Mapping[str, ZoneInputs]
     gpus: Mapping[str, GpuState] = field(default_factory=dict)
-    max_power_w: float | None = None
+    max_power_w: float | None = None  # None: no node cap; 0 means no heat at all
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +41,7 @@ class ZoneOutput:
     setpoint_c: float | None
     demand: ZoneDemand
     failsafe: str | None
+    capacity_w: float = 0.0  # what the zone may ask for now: its healthy GPUs within the node cap
 
     @property
     def demand_w(self) -> float:
@@ -52,14 +56,14 @@ class NodeOutput:
     gpus: Mapping[str, GpuCommand]
 
 
-class Controller(Protocol):
-    """Anything that turns inputs into actions at the injected clock's ``now``."""
-
-    def step(self, inputs: NodeInputs) -> NodeOutput: ...
-
-
 class NodeController:
-    """heatctl's controller: a PID per zone, the efficiency allocator per GPU."""
+    """heatctl's controller: a PID per zone, the efficiency allocator per GPU.
+
+    Caps are limits *inside* the loop: each zone's PID gets as its output range the
+    capacity of its healthy GPUs, within its share of the node's ``max_power_w`` (shared
+    among the zones that may heat, in proportion to their capacity). Anti-windup therefore
+    sees every cap, and a cap of 0 holds the integrator where it was.
+    """
 
     def __init__(
         self,
@@ -72,71 +76,82 @@ class NodeController:
         self.cfg = cfg
         self._time_fn = time_fn
         self._zones_cfg = {z.name: z for z in cfg.zones}
-        self._capacity_w = {z.name: self._zone_capacity_w(z, caps) for z in cfg.zones}
         self.zones = {
-            z.name: ZoneController(z.control, capacity_w=self._capacity_w[z.name], time_fn=time_fn) for z in cfg.zones
+            z.name: ZoneController(z.control, capacity_w=sum(caps[g].max_limit_w for g in z.gpus), time_fn=time_fn)
+            for z in cfg.zones
         }
         self.allocators: dict[str, Allocator] = {}
         self.thermal: dict[str, ThermalGuard] = {}
         for g in cfg.gpus:
             model = models[g.id] if models and g.id in models else EfficiencyModel(caps[g.id], g.work_at_w)
-            self.allocators[g.id] = Allocator(
-                model, cfg.duty, deadband_w=g.limit_deadband_w, limit_only=g.workload.type == "none"
-            )
-            self.thermal[g.id] = ThermalGuard(g.max_temp_c, caps[g.id].min_limit_w, caps[g.id].max_limit_w)
+            self.set_caps(g.id, caps[g.id], model=model)
         self._last: dict[str, GpuCommand] = {}
 
-    @staticmethod
-    def _zone_capacity_w(zone: ZoneConfig, caps: Mapping[str, GpuCaps]) -> float:
-        return sum(caps[g].max_limit_w for g in zone.gpus)
+    def set_caps(self, gpu_id: str, caps: GpuCaps, *, model: EfficiencyModel | None = None) -> None:
+        """(Re)build one GPU's allocator and thermal guard, e.g. when it was opened late."""
+        g = self.cfg.gpu(gpu_id)
+        self.allocators[gpu_id] = Allocator(
+            model or EfficiencyModel(caps, g.work_at_w),
+            self.cfg.duty,
+            deadband_w=g.limit_deadband_w,
+            limit_only=g.workload.type == "none",
+        )
+        self.thermal[gpu_id] = ThermalGuard(g.max_temp_c, caps.idle_w, caps.max_limit_w)
+
+    def _caps(self, gpu_id: str) -> GpuCaps:
+        return self.allocators[gpu_id].model.caps
 
     def step(self, inputs: NodeInputs) -> NodeOutput:
         now_s = self._time_fn()
-        reasons: list[str] = []
+        reasons = [f"{gid}: {s.fault}" for gid, s in inputs.gpus.items() if s.fault and gid in self.allocators]
+        healthy = {gid for gid in self.allocators if not inputs.gpus.get(gid, GpuState()).fault}
+        zone_caps_w = {
+            name: sum(self._caps(g).max_limit_w for g in z.gpus if g in healthy) for name, z in self._zones_cfg.items()
+        }
+        failsafes: dict[str, str | None] = {}
+        held: dict[str, bool] = {}
+        for name, zcfg in self._zones_cfg.items():
+            zin = inputs.zones.get(name, ZoneInputs())
+            failsafes[name] = zone_failsafe(now_s, zin, zcfg.control)
+            if failsafes[name]:
+                reasons.append(f"{name}: {failsafes[name]}")
+            held[name] = bool(failsafes[name]) or inputs.mode != "heat" or zone_wants_no_heat(zin)
+        active_w = sum(w for name, w in zone_caps_w.items() if not held[name])
         zones: dict[str, ZoneOutput] = {}
         targets_w: dict[str, float] = {}
         for name, zcfg in self._zones_cfg.items():
             zin = inputs.zones.get(name, ZoneInputs())
-            failsafe = zone_failsafe(now_s, zin, zcfg.control)
-            if failsafe:
-                reasons.append(f"{name}: {failsafe}")
-            cap_w = self._capacity_w[name]
-            self.zones[name].capacity_w = min(cap_w, inputs.max_power_w or cap_w)
-            if failsafe or inputs.mode != "heat" or zone_wants_no_heat(zin):
-                demand = self.zones[name].hold()
-            else:
-                demand = self._demand(name, zin, now_s)
+            cap_w = zone_caps_w[name]
+            if inputs.max_power_w is not None and active_w > 0:
+                cap_w = min(cap_w, inputs.max_power_w * cap_w / active_w)
+            controller = self.zones[name]
+            controller.capacity_w = cap_w
+            demand = controller.hold() if held[name] or cap_w <= 0 else self._demand(name, zin, now_s)
             zones[name] = ZoneOutput(
                 temperature_c=zin.temperature.value if zin.temperature else None,
                 setpoint_c=zin.setpoint.value if zin.setpoint else None,
                 demand=demand,
-                failsafe=failsafe,
+                failsafe=failsafes[name],
+                capacity_w=cap_w,
             )
-            total_cap_w = sum(self.allocators[g].model.caps.max_limit_w for g in zcfg.gpus)
             for gpu_id in zcfg.gpus:
-                share = self.allocators[gpu_id].model.caps.max_limit_w / total_cap_w
+                share = self._caps(gpu_id).max_limit_w / zone_caps_w[name] if gpu_id in healthy else 0.0
                 targets_w[gpu_id] = demand.demand_w * share
-        total_w = sum(targets_w.values())
-        if inputs.max_power_w is not None and total_w > inputs.max_power_w:
-            scale = inputs.max_power_w / total_w
-            targets_w = {gid: w * scale for gid, w in targets_w.items()}
-        gpus = {gid: self._gpu(gid, now_s, w, inputs, reasons) for gid, w in targets_w.items()}
+        gpus = {gid: self._gpu(gid, now_s, w, inputs.gpus.get(gid, GpuState())) for gid, w in targets_w.items()}
         self._last = gpus
         return NodeOutput(mode=inputs.mode, failsafe="; ".join(reasons) or None, zones=zones, gpus=gpus)
 
     def _demand(self, name: str, zin: ZoneInputs, now_s: float) -> ZoneDemand:
-        assert zin.temperature is not None and zin.setpoint is not None
+        assert zin.temperature is not None and zin.setpoint is not None  # zone_failsafe checked both
         outdoor = zin.outdoor.value if fresh(zin.outdoor, now_s, zin.outdoor_stale_s) and zin.outdoor else None
         return self.zones[name].update(zin.temperature.value, zin.setpoint.value, outdoor)
 
-    def _gpu(self, gpu_id: str, now_s: float, target_w: float, inputs: NodeInputs, reasons: list[str]) -> GpuCommand:
-        state = inputs.gpus.get(gpu_id, GpuState())
+    def _gpu(self, gpu_id: str, now_s: float, target_w: float, state: GpuState) -> GpuCommand:
         alloc = self.allocators[gpu_id]
-        if state.lost:
-            reasons.append(f"{gpu_id}: gpu lost")
+        if state.fault:
             return GpuCommand(target_w=0.0, power_limit_w=alloc.power_limit_w, level=0.0, regime="idle")
         self._learn(gpu_id, state)
-        alloc.ceiling_w = self.thermal[gpu_id].update(state.temperature_c, state.power_w)
+        alloc.ceiling_w = self.thermal[gpu_id].update(now_s, state.temperature_c, state.power_w)
         return self._allocate(gpu_id, now_s, target_w, state)
 
     def _allocate(self, gpu_id: str, now_s: float, target_w: float, state: GpuState) -> GpuCommand:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from simple_pid import PID
 
@@ -23,6 +23,7 @@ class ZoneDemand:
 
 
 HELD = ZoneDemand(demand_w=0.0)
+DUE_FRACTION = 0.9  # a zone's PID steps when this much of its interval has passed (ticks jitter)
 
 
 class ZoneController:
@@ -57,7 +58,8 @@ class ZoneController:
         self._pid.set_auto_mode(False)
         self._held_integral_w = 0.0
         self._last_s: float | None = None
-        self._last_demand_w = 0.0
+        self._last_setpoint_c: float | None = None
+        self._last: ZoneDemand = HELD
 
     @property
     def integral_w(self) -> float:
@@ -73,6 +75,10 @@ class ZoneController:
     def update(self, temperature_c: float, setpoint_c: float, outdoor_c: float | None = None) -> ZoneDemand:
         """One control step; returns the heat demand."""
         now_s = self._time_fn()
+        not_due = self._last_s is not None and now_s - self._last_s < DUE_FRACTION * self._cfg.interval_s
+        if self._pid.auto_mode and not_due and setpoint_c == self._last_setpoint_c:
+            return replace(self._last, demand_w=min(self._last.demand_w, self.capacity_w))
+        self._last_setpoint_c = setpoint_c
         ff_w = self._feed_forward_w(setpoint_c, outdoor_c)
         self._pid.setpoint = setpoint_c
         self._pid.output_limits = (-ff_w, self.capacity_w - ff_w)
@@ -80,27 +86,27 @@ class ZoneController:
             self._pid.set_auto_mode(True, last_output=self._held_integral_w)
             self._last_s = None
         dt_s = self._cfg.interval_s if self._last_s is None else now_s - self._last_s
-        dt_s = min(max(dt_s, 1e-6), self._cfg.dt_cap_s)
+        dt_s = min(max(dt_s, self._cfg.dt_floor_s), self._cfg.dt_cap_s)
         self._last_s = now_s
 
         error_k = setpoint_c - temperature_c
-        saturated_low = self._last_demand_w <= 0.0 and error_k < 0
-        saturated_high = self._last_demand_w >= self.capacity_w and error_k > 0
+        saturated_low = self._last.demand_w <= 0.0 and error_k < 0
+        saturated_high = self._last.demand_w >= self.capacity_w and error_k > 0
         self._pid.Ki = 0.0 if (saturated_low or saturated_high) else self._cfg.ki
 
         out_w = self._pid(temperature_c, dt=dt_s)
         assert out_w is not None  # auto mode is on
         demand_w = min(max(out_w + ff_w, 0.0), self.capacity_w)
-        self._last_demand_w = demand_w
         p_w, i_w, d_w = self._pid.components
-        return ZoneDemand(demand_w=demand_w, p_w=p_w, i_w=i_w, d_w=d_w, ff_w=ff_w)
+        self._last = ZoneDemand(demand_w=demand_w, p_w=p_w, i_w=i_w, d_w=d_w, ff_w=ff_w)
+        return self._last
 
     def hold(self) -> ZoneDemand:
         """No heat; the integrator keeps its value for a bumpless resume."""
         if self._pid.auto_mode:
             self._held_integral_w = self._pid.components[1]
             self._pid.set_auto_mode(False)
-        self._last_demand_w = 0.0
+        self._last = HELD
         return HELD
 
     def _feed_forward_w(self, setpoint_c: float, outdoor_c: float | None) -> float:

@@ -57,23 +57,44 @@ def zone_wants_no_heat(zone: ZoneInputs) -> bool:
 
 
 class ThermalGuard:
-    """Lowers a GPU's power ceiling while it runs above ``max_temp_c``, then recovers."""
+    """Lowers a GPU's power ceiling while it runs above ``max_temp_c``, then recovers.
 
-    def __init__(self, max_temp_c: float, min_w: float, max_w: float, *, step_w: float = 10.0) -> None:
+    Rates are per second of the injected clock, so a command that triggers an extra tick
+    does not speed them up. The ceiling may fall to the GPU's idle power: below the lowest
+    limit the driver accepts, the allocator carries it with the workload level, so a GPU
+    whose limit cannot be set (or not low enough) still cools down.
+    """
+
+    def __init__(
+        self,
+        max_temp_c: float,
+        floor_w: float,
+        max_w: float,
+        *,
+        down_w_per_s: float = 0.5,
+        up_w_per_s: float = 0.2,
+        band_k: float = 3.0,
+    ) -> None:
         self._max_temp_c = max_temp_c
-        self._min_w = min_w
+        self._floor_w = floor_w
         self._max_w = max_w
-        self._step_w = step_w
+        self._down_w_per_s = down_w_per_s
+        self._up_w_per_s = up_w_per_s
+        self._band_k = band_k
+        self._last_s: float | None = None
         self.ceiling_w = max_w
 
-    def update(self, temperature_c: float | None, power_w: float | None) -> float:
+    def update(self, now_s: float, temperature_c: float | None, power_w: float | None) -> float:
+        dt_s = 1.0 if self._last_s is None else max(now_s - self._last_s, 0.0)  # the first look acts at once
+        self._last_s = now_s
         if temperature_c is None:
             return self.ceiling_w
         if temperature_c >= self._max_temp_c:
+            # Start from what the GPU draws, not from a ceiling far above it, so the first step bites.
             base_w = min(self.ceiling_w, power_w) if power_w is not None else self.ceiling_w
-            self.ceiling_w = max(self._min_w, base_w - self._step_w)
-        elif temperature_c < self._max_temp_c - 3.0:
-            self.ceiling_w = min(self._max_w, self.ceiling_w + self._step_w / 2)
+            self.ceiling_w = max(self._floor_w, base_w - self._down_w_per_s * dt_s)
+        elif temperature_c < self._max_temp_c - self._band_k:
+            self.ceiling_w = min(self._max_w, self.ceiling_w + self._up_w_per_s * dt_s)
         return self.ceiling_w
 
     @property

@@ -13,10 +13,8 @@ class GpuReading:
     power_w: float | None = None
     energy_j: float | None = None  # monotonic within one run
     temperature_c: float | None = None
-    utilization_pct: float | None = None
-    power_limit_w: float | None = None
-    cap_binding: bool | None = None  # the power cap is what holds the clocks back
-    lost: bool = False
+    power_limit_w: float | None = None  # the limit the driver holds now (read back, not remembered)
+    fault: str | None = None  # why the GPU cannot be read now (lost, driver error); the rest is then None
 
 
 class Gpu(Protocol):
@@ -24,6 +22,7 @@ class Gpu(Protocol):
 
     id: str
     can_set_limit: bool
+    limit_problem: str | None  # why limits cannot be set, for messages
 
     def limits_w(self) -> tuple[float, float]: ...
 

@@ -17,7 +17,6 @@ from heatctl.state import StateFile
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
-SW_POWER_CAP = 0x4
 RETRY_LOST_S = 30.0
 _init_lock = threading.Lock()
 
@@ -106,7 +105,8 @@ class NvmlGpu:
         self._n = init()
         self._limits = LimitStore(state_dir)
         self._lock = threading.Lock()
-        self._lost_since_s: float | None = None
+        self._fault: str | None = None
+        self._fault_since_s = 0.0
         self._last_retry_s = -float("inf")
         self._handle = self._open_handle()
         self.uuid = self._call("read the UUID", self._n.nvmlDeviceGetUUID, self._handle)
@@ -115,7 +115,6 @@ class NvmlGpu:
             "read power limit constraints", self._n.nvmlDeviceGetPowerManagementLimitConstraints, self._handle
         )
         self._min_w, self._max_w = lo_mw / 1000.0, hi_mw / 1000.0
-        self.default_limit_w = self._optional(self._n.nvmlDeviceGetPowerManagementDefaultLimit)
         current_w = self._call("read the power limit", self._n.nvmlDeviceGetPowerManagementLimit, self._handle)
         current_w /= 1000.0
         left_behind = self._limits.get(self.uuid)
@@ -208,32 +207,26 @@ class NvmlGpu:
         self.limit_problem = help_text
 
     def read(self) -> GpuReading:
+        """One look; any NVML error is a fault with its own words (lost, driver mismatch, …), retried."""
         with self._lock:
-            if self._lost_since_s is not None and not self._retry():
-                return GpuReading(lost=True)
+            if self._fault is not None and not self._retry():
+                return GpuReading(fault=self._fault)
             try:
                 return self._read()
             except self._n.NVMLError as exc:
-                if self._lost_since_s is None:
-                    _LOGGER.error("gpu %s: %s; no heat from it until it is back", self.id, describe(exc))
-                    self._lost_since_s = self._time_fn()
-                return GpuReading(lost=True)
+                if self._fault is None:
+                    self._fault = describe(exc)
+                    self._fault_since_s = self._time_fn()
+                    self._last_retry_s = self._fault_since_s
+                return GpuReading(fault=self._fault)
 
     def _read(self) -> GpuReading:
-        n, h = self._n, self._handle
-        reasons = self._optional(n.nvmlDeviceGetCurrentClocksEventReasons, 1.0)
-        try:
-            util: float | None = float(n.nvmlDeviceGetUtilizationRates(h).gpu)
-        except n.NVMLError_NotSupported:
-            util = None
-        limit_w = self._optional(n.nvmlDeviceGetPowerManagementLimit)
+        n = self._n
         return GpuReading(
             power_w=self._optional(n.nvmlDeviceGetPowerUsage),
             energy_j=self._optional(n.nvmlDeviceGetTotalEnergyConsumption),
             temperature_c=self._temperature_c(),
-            utilization_pct=util,
-            power_limit_w=limit_w,
-            cap_binding=None if reasons is None else bool(int(reasons) & SW_POWER_CAP),
+            power_limit_w=self._optional(n.nvmlDeviceGetPowerManagementLimit),
         )
 
     def _temperature_c(self) -> float | None:
@@ -259,11 +252,14 @@ class NvmlGpu:
         try:
             n.nvmlInit()
             self._handle = self._open_handle()
-        except (n.NVMLError, BackendError) as exc:
-            _LOGGER.warning("gpu %s: still lost: %s", self.id, exc)
+        except n.NVMLError as exc:
+            self._fault = describe(exc)
             return False
-        _LOGGER.info("gpu %s is back after %.0f s", self.id, now_s - (self._lost_since_s or now_s))
-        self._lost_since_s = None
+        except BackendError as exc:
+            self._fault = str(exc)
+            return False
+        _LOGGER.info("gpu %s: NVML answers again after %.0f s", self.id, now_s - self._fault_since_s)
+        self._fault = None
         return True
 
     def restore(self) -> None:

@@ -1,40 +1,32 @@
-"""Open the configured GPUs and their workloads by backend name."""
+"""GPU backends by name. The core holds only the ``Gpu`` interface; NVML is imported when asked for."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 from heatctl.config import GpuConfig
 from heatctl.gpu.base import Gpu
-from heatctl.gpu.sim import SimGpu
-from heatctl.workloads.base import NoWorkload, Workload
-from heatctl.workloads.sim import SimWorkload
+
+GpuFactory = Callable[[GpuConfig, Path, Callable[[], float]], Gpu]
 
 
-def open_gpu(cfg: GpuConfig, *, state_dir: Path, time_fn: Callable[[], float]) -> Gpu:
-    """The GPU backend named by ``cfg.backend``; NVML is imported only when asked for."""
-    if cfg.backend == "sim":
-        return SimGpu(cfg.id, cfg.sim, time_fn=time_fn)
+def _open_sim(cfg: GpuConfig, state_dir: Path, time_fn: Callable[[], float]) -> Gpu:
+    from heatctl.gpu.sim import SimGpu
+
+    return SimGpu(cfg.id, cfg.sim, time_fn=time_fn)
+
+
+def _open_nvml(cfg: GpuConfig, state_dir: Path, time_fn: Callable[[], float]) -> Gpu:
     from heatctl.gpu import nvml  # imports pynvml only when a GPU asks for it
 
     return nvml.open_gpu(cfg, state_dir=state_dir, time_fn=time_fn)
 
 
-def open_workload(cfg: GpuConfig, gpu: Gpu, *, state_dir: Path, time_fn: Callable[[], float]) -> Workload:
-    w = cfg.workload
-    if w.type == "sim":
-        if not isinstance(gpu, SimGpu):
-            from heatctl.errors import ConfigError
+GPU_BACKENDS: Final[dict[str, GpuFactory]] = {"sim": _open_sim, "nvml": _open_nvml}
 
-            raise ConfigError([f"gpus[{cfg.id}].workload: type sim needs backend sim"])
-        return SimWorkload(gpu, time_fn)
-    if w.type == "none":
-        return NoWorkload()
-    if w.type == "process":
-        from heatctl.workloads.process import ProcessWorkload
 
-        return ProcessWorkload(cfg.id, w, state_dir=state_dir, time_fn=time_fn)
-    from heatctl.workloads.openai import OpenAIWorkload
-
-    return OpenAIWorkload(cfg.id, w, state_dir=state_dir, time_fn=time_fn)
+def open_gpu(cfg: GpuConfig, *, state_dir: Path, time_fn: Callable[[], float]) -> Gpu:
+    """The GPU backend named by ``cfg.backend``."""
+    return GPU_BACKENDS[cfg.backend](cfg, state_dir, time_fn)

@@ -52,6 +52,7 @@ class SimGpu:
     """
 
     can_set_limit = True
+    limit_problem: str | None = None
 
     def __init__(self, gpu_id: str, cfg: SimGpuConfig, *, time_fn: Callable[[], float] = time.monotonic) -> None:
         self.id = gpu_id
@@ -92,14 +93,11 @@ class SimGpu:
 
     def _read(self) -> GpuReading:
         self._advance()
-        target = self.model.power_w(self._limit_w, self.level, self.extra_level)
         return GpuReading(
             power_w=self._power_w,
             energy_j=self._energy_j,
             temperature_c=30.0 + 0.15 * self._power_w,
-            utilization_pct=100.0 * min(self.level + self.extra_level, 1.0),
             power_limit_w=self._limit_w,
-            cap_binding=self.level > 0 and self.model.full_load_w > self._limit_w and target > 0,
         )
 
     def work_done(self) -> float:

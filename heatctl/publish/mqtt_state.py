@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from heatctl.accounting import Counters
+from heatctl.accounting import Totals
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +35,11 @@ class GpuSnapshot:
     regime: str = "idle"
     limit_control: bool = True  # False: no permission or unsupported; heat steered by workload only
     workload: str = ""
+    fault: str | None = None  # why it gets no work now (lost, driver error, cannot be opened)
+    effective_level: float | None = None  # what the workload really runs, read back
+    limit_mismatches: int = 0  # times the driver's limit was found differing from heatctl's
+    level_mismatches: int = 0  # times the workload was found running more than commanded
+    steerable: bool = True  # False: neither the limit nor the workload can take heat away
 
     @property
     def efficiency_per_kwh(self) -> float | None:
@@ -55,13 +61,13 @@ class NodeSnapshot:
     mode: str
     failsafe: str | None
     max_power_w: float | None
-    zones: dict[str, ZoneSnapshot]
-    gpus: dict[str, GpuSnapshot]
-    counters: Counters
+    zones: Mapping[str, ZoneSnapshot]
+    gpus: Mapping[str, GpuSnapshot]
+    counters: Totals
     bad_payloads: int = 0
     rejected_commands: int = 0
-    metered_w: dict[str, float] = field(default_factory=dict)  # zone → wall-plug meter reading
-    extra: dict[str, Any] = field(default_factory=dict)
+    metered_w: Mapping[str, float] = field(default_factory=dict)  # zone → wall-plug meter reading
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def heat_w(self) -> float:
@@ -117,6 +123,11 @@ def state_payload(snap: NodeSnapshot) -> dict[str, Any]:
                 "regime": g.regime,
                 "limit_control": g.limit_control,
                 "workload": g.workload,
+                "fault": g.fault,
+                "effective_level": _num(g.effective_level, 3),
+                "limit_mismatches": g.limit_mismatches,
+                "level_mismatches": g.level_mismatches,
+                "steerable": g.steerable,
             }
             for gid, g in snap.gpus.items()
         },

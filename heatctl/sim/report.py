@@ -175,5 +175,13 @@ def plot(result: SimResult, path: Path, *, max_points: int = 4000) -> None:
 def _shade_events(ax: Any, result: SimResult) -> None:
     for event in result.scenario.events:
         a, b = (x / 3600.0 for x in event.span_s)
-        color = "tab:cyan" if event.window_open_min else "tab:olive" if event.sensor_dropout_min else "tab:pink"
+        color = (
+            "tab:cyan"
+            if event.window_open_min
+            else "tab:olive"
+            if event.sensor_dropout_min
+            else "tab:gray"
+            if event.mode_off_min
+            else "tab:pink"
+        )
         ax.axvspan(a, b, color=color, alpha=0.3, lw=0)

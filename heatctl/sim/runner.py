@@ -13,6 +13,7 @@ from heatctl.config import Config, GpuConfig, SourceConfig, ZoneConfig
 from heatctl.control.core import GpuState, NodeInputs
 from heatctl.control.efficiency import GpuCaps
 from heatctl.control.safety import Reading, ZoneInputs
+from heatctl.errors import ConfigError
 from heatctl.gpu.sim import SimGpuModel
 from heatctl.sim.baselines import CONTROLLERS
 from heatctl.sim.scenario import Scenario, Schedule
@@ -77,12 +78,13 @@ def simulate(
     config: Config | None = None,
     *,
     controller: str = "heatctl",
+    zone_name: str | None = None,
     base_dir: Path = Path("."),
     progress: Callable[[float], None] | None = None,
 ) -> SimResult:
-    """Run the scenario; returns the time series (one row per step)."""
+    """Run the scenario for one zone of the config (its only one, or ``zone_name``); one row per step."""
     cfg = config or default_config()
-    zone = cfg.zones[0]
+    zone = pick_zone(cfg, zone_name)
     plant = SimGpuModel(scenario.gpu)
     gpu_ids = list(zone.gpus)
     caps = {gid: _caps(cfg.gpu(gid), scenario) for gid in gpu_ids}
@@ -94,6 +96,7 @@ def simulate(
     weather = scenario.build_weather(base_dir)
     schedule = Schedule(scenario.schedule, scenario.start)
     windows = [e.span_s for e in scenario.events if e.window_open_min]
+    mode_off = [e.span_s for e in scenario.events if e.mode_off_min]
     dropouts = [e.span_s for e in scenario.events if e.sensor_dropout_min]
     interactive = [(*e.span_s, e.interactive_level) for e in scenario.events if e.interactive_min]
     backup = scenario.backup_heater
@@ -120,12 +123,14 @@ def simulate(
         setpoint_c = schedule.at(t)
         window_open = any(a <= t < b for a, b in windows)
         extra_level = sum(lvl for a, b, lvl in interactive if a <= t < b)
+        mode = "off" if any(a <= t < b for a, b in mode_off) else "heat"
         if not any(a <= t < b for a, b in dropouts):
             measured_c = round(room.air_c / resolution_k) * resolution_k if resolution_k else room.air_c
             temp_reading = Reading(value=measured_c, at_s=t, source=src)
         if t >= next_tick_s:
             inputs = NodeInputs(
-                mode="heat",
+                mode=mode,
+                max_power_w=cfg.max_power_w,
                 zones={
                     zone.name: ZoneInputs(
                         temperature=temp_reading,
@@ -177,7 +182,7 @@ def simulate(
         )
         for name, value in zip(COLUMNS, row, strict=False):
             cols[name][k] = value
-        modes.append("heat")
+        modes.append(mode)
         failsafes.append(failsafe)
         window_w = scenario.room.window_ua_w_per_k * (room.air_c - outdoor_c) if window_open else 0.0
         room.step(step_s, gpu_w + backup_w + scenario.room.gains_w - window_w, outdoor_c)
@@ -193,6 +198,21 @@ def simulate(
         failsafe=failsafes,
         idle_w=scenario.gpu.idle_w * len(gpu_ids),
     )
+
+
+def pick_zone(cfg: Config, zone_name: str | None) -> ZoneConfig:
+    """The one zone a simulation models; several zones need a name (the room model is one room)."""
+    names = [z.name for z in cfg.zones]
+    if zone_name is None:
+        if len(names) > 1:
+            raise ConfigError(
+                [f"the config has zones {', '.join(names)}: simulate models one room, pick one with --zone"]
+            )
+        return cfg.zones[0]
+    for zone in cfg.zones:
+        if zone.name == zone_name:
+            return zone
+    raise ConfigError([f"--zone {zone_name}: no such zone in the config (it has {', '.join(names)})"])
 
 
 def _caps(gpu: GpuConfig, scenario: Scenario) -> GpuCaps:

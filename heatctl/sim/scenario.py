@@ -104,17 +104,18 @@ class EventConfig(_Strict):
     sensor_dropout_min: Annotated[float, Field(gt=0)] | None = None
     interactive_min: Annotated[float, Field(gt=0)] | None = None  # others use the GPU meanwhile
     interactive_level: Annotated[float, Field(gt=0, le=1)] = 0.5
+    mode_off_min: Annotated[float, Field(gt=0)] | None = None  # heatctl's mode set to off meanwhile
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        kinds = (self.window_open_min, self.sensor_dropout_min, self.interactive_min)
+        kinds = (self.window_open_min, self.sensor_dropout_min, self.interactive_min, self.mode_off_min)
         if sum(k is not None for k in kinds) != 1:
-            raise ValueError("give one of window_open_min, sensor_dropout_min or interactive_min")
+            raise ValueError("give one of window_open_min, sensor_dropout_min, interactive_min or mode_off_min")
         return self
 
     @property
     def span_s(self) -> tuple[float, float]:
-        minutes = self.window_open_min or self.sensor_dropout_min or self.interactive_min or 0.0
+        minutes = self.window_open_min or self.sensor_dropout_min or self.interactive_min or self.mode_off_min or 0.0
         return self.at_h * 3600.0, self.at_h * 3600.0 + minutes * 60.0
 
 

@@ -14,7 +14,13 @@ losing work; a job that was in flight when heatctl stopped is sent again.
 Throughput follows the level: worker ``i`` of ``max_concurrency`` may hold a request only
 while ``i < round(level × max_concurrency)``. A streamed request whose slot is taken away is
 cut off and its job goes back to the front of the queue (not counted as an attempt), so heat
-falls within a token or two. The work rate is completion tokens per second.
+falls within a token or two. The work rate is completion tokens per second of finished
+requests: tokens of a request that was cut off are not useful work and are never counted, so
+the total only goes up.
+
+A scanner thread of its own reads the spool every ``RESCAN_S``; the control thread never
+touches the files. Only jobs queued or in flight are remembered; a file whose jobs all have
+results is skipped until it changes.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from heatctl.config import WorkloadConfig
+from heatctl.config import OpenAIWorkloadConfig
 
 _LOGGER = logging.getLogger(__name__)
 RESULTS_SUFFIX = ".results.jsonl"
@@ -44,6 +50,7 @@ RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 class Job:
     id: str
     body: dict[str, Any]
+    source: Path  # the job file
     results: Path
     attempts: int = 0
     error: str | None = None  # a job that could not even be read
@@ -74,16 +81,16 @@ class Counters:
 
 class OpenAIWorkload:
     kind = "openai"
+    steerable = True
 
     def __init__(
         self,
         gpu_id: str,
-        cfg: WorkloadConfig,
+        cfg: OpenAIWorkloadConfig,
         *,
         state_dir: Path,
         time_fn: Callable[[], float] = time.monotonic,
     ) -> None:
-        assert cfg.url is not None and cfg.model is not None and cfg.jobs is not None
         self._gpu_id = gpu_id
         self._cfg = cfg
         self._time_fn = time_fn
@@ -95,7 +102,8 @@ class OpenAIWorkload:
         self._path = parts.path
         self._allowed = 0
         self._queue: deque[Job] = deque()
-        self._known: set[tuple[str, str]] = set()  # (file, id) queued or finished
+        self._pending: set[tuple[str, str]] = set()  # (file, id) queued or in flight
+        self._done_files: dict[Path, tuple[float, int]] = {}  # file → (mtime, size) when all its jobs had results
         self._cond = threading.Condition()
         self._file_locks: dict[Path, threading.Lock] = {}
         self._stop = threading.Event()
@@ -103,7 +111,7 @@ class OpenAIWorkload:
             threading.Thread(target=self._worker, args=(i,), name=f"openai-{gpu_id}-{i}", daemon=True)
             for i in range(cfg.max_concurrency)
         ]
-        self._last_scan_s = -float("inf")
+        self._scanner = threading.Thread(target=self._scan_loop, name=f"openai-{gpu_id}-scan", daemon=True)
         self._rate_mark: tuple[float, int] | None = None
         self._rate: float | None = None
         self.counters = Counters()
@@ -112,8 +120,8 @@ class OpenAIWorkload:
 
     def start(self) -> None:
         self._spool.mkdir(parents=True, exist_ok=True)
-        self.scan()
         self._rate_mark = (self._time_fn(), 0)
+        self._scanner.start()
         for worker in self._workers:
             worker.start()
 
@@ -125,8 +133,11 @@ class OpenAIWorkload:
             if allowed != self._allowed:
                 self._allowed = allowed
                 self._cond.notify_all()
-        if self._time_fn() - self._last_scan_s >= RESCAN_S:
-            self.scan()
+
+    def effective_level(self) -> float | None:
+        """Requests in flight now, as a share of ``max_concurrency``."""
+        with self._cond:
+            return self.counters.in_flight / self._cfg.max_concurrency
 
     def work_rate(self) -> float | None:
         """Completion tokens per second since the last call."""
@@ -152,15 +163,23 @@ class OpenAIWorkload:
         with self._cond:
             self._allowed = 0
             self._cond.notify_all()
-        for worker in self._workers:
-            if worker.is_alive():
-                worker.join(timeout=2.0)
+        for thread in (*self._workers, self._scanner):
+            if thread.is_alive():
+                thread.join(timeout=2.0)
 
     # --- the spool --------------------------------------------------------------------
 
+    def _scan_loop(self) -> None:
+        # Scanner thread: the only reader of the spool; hands new jobs to the workers.
+        while not self._stop.is_set():
+            try:
+                self.scan()
+            except Exception:  # a bug here must not end the scanning
+                _LOGGER.exception("gpu %s: scanning the job spool failed", self._gpu_id)
+            self._stop.wait(RESCAN_S)
+
     def scan(self) -> int:
         """Queue every job in the spool that has no result yet; returns how many were added."""
-        self._last_scan_s = self._time_fn()
         added = 0
         try:
             files = sorted(p for p in self._spool.glob("*.jsonl") if not p.name.endswith(RESULTS_SUFFIX))
@@ -168,28 +187,44 @@ class OpenAIWorkload:
             _LOGGER.error("gpu %s: cannot read the job spool %s: %s", self._gpu_id, self._spool, exc)
             return 0
         for path in files:
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            if self._done_files.get(path) == (stat.st_mtime, stat.st_size):
+                continue
             results = path.with_name(path.name.removesuffix(".jsonl") + RESULTS_SUFFIX)
             finished = _finished_ids(results)
+            open_jobs = 0
             for job in _read_jobs(path, results):
                 key = (str(path), job.id)
-                if job.id in finished or key in self._known:
+                if job.id in finished:
                     continue
-                self._known.add(key)
+                open_jobs += 1
                 with self._cond:
+                    if key in self._pending:
+                        continue
+                    self._pending.add(key)
                     self._queue.append(job)
                     self._cond.notify()
                 added += 1
+            if open_jobs == 0:
+                self._done_files[path] = (stat.st_mtime, stat.st_size)
         if added:
             _LOGGER.info("gpu %s: %d job(s) queued from %s", self._gpu_id, added, self._spool)
         return added
 
     def _record(self, job: Job, result: dict[str, Any]) -> None:
-        lock = self._file_locks.setdefault(job.results, threading.Lock())
+        """Append the result, fsynced; only then is the job forgotten (it is finished on disk)."""
+        with self._cond:
+            lock = self._file_locks.setdefault(job.results, threading.Lock())
         line = json.dumps({"id": job.id, **result}, ensure_ascii=False) + "\n"
         with lock, job.results.open("a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
+        with self._cond:
+            self._pending.discard((str(job.source), job.id))
 
     # --- workers ----------------------------------------------------------------------
 
@@ -254,6 +289,7 @@ class OpenAIWorkload:
             )
             with self._cond:
                 self.counters.done += 1
+                self.counters.tokens += max(int(usage.get("completion_tokens", 0) or 0), 0)
                 self.counters.prompt_tokens += int(usage.get("prompt_tokens", 0) or 0)
             return
 
@@ -296,22 +332,13 @@ class OpenAIWorkload:
                     if piece:
                         pieces.append(piece)
                         counted += 1
-                        with self._cond:
-                            self.counters.tokens += 1
                     finish = choice.get("finish_reason") or finish
-        except Preempted:
-            with self._cond:
-                self.counters.tokens -= counted  # cut off: those tokens were not useful work
-            raise
         except (OSError, http.client.HTTPException) as exc:
             raise RequestError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
         finally:
             conn.close()
-        if usage.get("completion_tokens") is not None:
-            # The server's count is the truth; streamed chunks are not always one token each.
-            with self._cond:
-                self.counters.tokens += int(usage["completion_tokens"]) - counted
-        else:
+        if usage.get("completion_tokens") is None:
+            # The server's count is the truth (chunks are not always one token each); else our count.
             usage = {"completion_tokens": counted, "estimated": True}
         return "".join(pieces), usage, finish
 
@@ -348,16 +375,20 @@ def _read_jobs(path: Path, results: Path) -> Iterator[Job]:
         try:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield Job(id=fallback_id, body={}, results=results, error=f"line {lineno} is not JSON: {exc.msg}")
+            yield Job(
+                id=fallback_id, body={}, source=path, results=results, error=f"line {lineno} is not JSON: {exc.msg}"
+            )
             continue
         if not isinstance(data, dict):
-            yield Job(id=fallback_id, body={}, results=results, error=f"line {lineno} is not a JSON object")
+            yield Job(
+                id=fallback_id, body={}, source=path, results=results, error=f"line {lineno} is not a JSON object"
+            )
             continue
         job_id = str(data.pop("id", fallback_id))
         if "messages" not in data and "prompt" not in data:
-            yield Job(id=job_id, body={}, results=results, error="a job needs 'messages' or 'prompt'")
+            yield Job(id=job_id, body={}, source=path, results=results, error="a job needs 'messages' or 'prompt'")
             continue
-        yield Job(id=job_id, body=data, results=results)
+        yield Job(id=job_id, body=data, source=path, results=results)
 
 
 def _finished_ids(results: Path) -> set[str]:
@@ -384,7 +415,8 @@ def probe_server(url: str, timeout_s: float = 5.0) -> str:
     """GET /models: the ids the server serves (for ``heatctl check``)."""
     parts = urlsplit(url.rstrip("/"))
     conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = conn_cls(parts.hostname or "localhost", parts.port or 80, timeout=timeout_s)
+    default_port = 443 if parts.scheme == "https" else 80
+    conn = conn_cls(parts.hostname or "localhost", parts.port or default_port, timeout=timeout_s)
     try:
         conn.request("GET", f"{parts.path}/models")
         response = conn.getresponse()

@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from heatctl.config import WorkloadConfig
+from heatctl.config import ProcessWorkloadConfig
 from heatctl.errors import BackendError
 
 _LOGGER = logging.getLogger(__name__)
 MAX_BACKOFF_S = 300.0
+SIGNAL_SETTLE_S = 0.5  # a state read this soon after our own signal may not show it yet
 
 
 def phase_on(level: float, period_s: float, t_s: float) -> bool:
@@ -29,6 +30,19 @@ def phase_on(level: float, period_s: float, t_s: float) -> bool:
     return (t_s % period_s) < level * period_s
 
 
+def _proc_state(pid: int) -> str | None:
+    """The one-letter state in /proc/PID/stat (R, S, T, Z, …), None when unreadable."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def stopped(pid: int) -> bool:
+    """Whether the process is stopped (SIGSTOP), as the kernel reports it."""
+    return _proc_state(pid) in ("T", "t")
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -37,11 +51,7 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie (exited, not yet reaped) is not alive for our purposes.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
+    return _proc_state(pid) != "Z"
 
 
 class ProcessWorkload:
@@ -55,11 +65,12 @@ class ProcessWorkload:
     """
 
     kind = "process"
+    steerable = True
 
     def __init__(
         self,
         gpu_id: str,
-        cfg: WorkloadConfig,
+        cfg: ProcessWorkloadConfig,
         *,
         state_dir: Path,
         time_fn: Callable[[], float] = time.monotonic,
@@ -74,6 +85,8 @@ class ProcessWorkload:
         self._child: subprocess.Popen[bytes] | None = None
         self._paused = False
         self._restarts = 0
+        self._signalled_at = -float("inf")
+        self.mismatches = 0  # times the process was found running when paused, or paused when running
         self._next_start_s = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -91,6 +104,15 @@ class ProcessWorkload:
     def set_level(self, level: float) -> None:
         with self._lock:
             self._level = min(max(level, 0.0), 1.0)
+
+    def effective_level(self) -> float | None:
+        """What runs now, read back from the kernel: 0 without a live process or while it is stopped."""
+        with self._lock:
+            if self._pid is None or not self._is_alive():
+                return 0.0
+            if 0.0 < self._level < 1.0:
+                return self._level  # mid-cycle: either state is right
+            return 0.0 if stopped(self._pid) else 1.0
 
     def work_rate(self) -> float | None:
         return None  # a foreign process does not tell us its throughput
@@ -213,6 +235,33 @@ class ProcessWorkload:
                 self._child.wait(timeout=5)
         _LOGGER.info("gpu %s: workload %d stopped", self._gpu_id, pid)
 
+    def _enforce(self, want_on: bool) -> None:
+        """Compare the process's real state with the wanted one and signal on any difference.
+
+        The kernel's state is read back every time, not remembered: a process that someone
+        else resumed (or stopped) is put back and the mismatch is counted and logged.
+        """
+        if self._pid is None:
+            return
+        is_stopped = stopped(self._pid)
+        settled = time.monotonic() - self._signalled_at >= SIGNAL_SETTLE_S  # our own signal may be in flight
+        if is_stopped != self._paused and settled:
+            self.mismatches += 1
+            _LOGGER.warning(
+                "gpu %s: workload %d was found %s; heatctl had it %s",
+                self._gpu_id,
+                self._pid,
+                "stopped" if is_stopped else "running",
+                "paused" if self._paused else "running",
+            )
+        if want_on and is_stopped:
+            self._signal(signal.SIGCONT)
+            self._signalled_at = time.monotonic()
+        elif not want_on and not is_stopped:
+            self._signal(signal.SIGSTOP)
+            self._signalled_at = time.monotonic()
+        self._paused = not want_on
+
     def _run(self) -> None:
         # Workload thread: owns pausing and restarting; takes the lock for every change.
         period_s = self._cfg.period_s
@@ -221,20 +270,14 @@ class ProcessWorkload:
             with self._lock:
                 try:
                     self._ensure_running()
-                    want_on = phase_on(self._level, period_s, time.monotonic())
-                    if want_on and self._paused:
-                        self._signal(signal.SIGCONT)
-                        self._paused = False
-                    elif not want_on and not self._paused and self._pid is not None:
-                        self._signal(signal.SIGSTOP)
-                        self._paused = True
+                    self._enforce(phase_on(self._level, period_s, time.monotonic()))
                 except BackendError as exc:
                     self.last_problem = str(exc)
                     _LOGGER.error("%s", exc)
             self._stop.wait(tick_s)
 
 
-def resume_recorded(gpu_id: str, cfg: WorkloadConfig, state_dir: Path) -> list[str]:
+def resume_recorded(gpu_id: str, cfg: ProcessWorkloadConfig, state_dir: Path) -> list[str]:
     """SIGCONT every live process a run may have left paused (its PID record and pid_file)."""
     done = []
     records = [state_dir / f"{gpu_id}-workload.pid"] + ([Path(cfg.pid_file)] if cfg.pid_file else [])

@@ -9,6 +9,7 @@ from heatctl.gpu.sim import SimGpu
 
 class SimWorkload:
     kind = "sim"
+    steerable = True
 
     def __init__(self, gpu: SimGpu, time_fn: Callable[[], float]) -> None:
         self._gpu = gpu
@@ -21,6 +22,9 @@ class SimWorkload:
 
     def set_level(self, level: float) -> None:
         self._gpu.set_level(level)
+
+    def effective_level(self) -> float | None:
+        return self._gpu.level
 
     def work_rate(self) -> float | None:
         """Average work per second since the last call."""

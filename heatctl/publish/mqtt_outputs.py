@@ -1,0 +1,67 @@
+"""What heatctl publishes over MQTT: the retained state and Home Assistant discovery.
+
+Threads: ``publish_state`` runs on the control thread; ``republish`` and ``announce`` also
+run on paho's network thread (after a reconnect, or when Home Assistant comes online). They
+share only the last snapshot, an immutable value, and the discovery record, under a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+from heatctl.config import Config
+from heatctl.mqtt_link import MqttLink
+from heatctl.publish.discovery import discovery_messages, removal_topics
+from heatctl.publish.mqtt_state import NodeSnapshot, state_json
+from heatctl.state import StateFile
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class MqttOutputs:
+    def __init__(self, cfg: Config, link: MqttLink, *, state_dir: Path, node_capacity_w: float) -> None:
+        assert cfg.mqtt is not None  # built only with MQTT configured
+        self._cfg = cfg
+        self._link = link
+        self._state_topic = f"{cfg.mqtt.base_topic}/{cfg.node_id}/state"
+        self._discovery_file = StateFile(state_dir / "discovery.json")
+        self._node_capacity_w = node_capacity_w
+        self._lock = threading.Lock()
+        self._last: NodeSnapshot | None = None
+        if cfg.mqtt.discovery:
+            link.subscribe(f"{cfg.mqtt.discovery_prefix}/status", self._on_ha_status)
+            link.on_connect(self.announce)
+        link.on_connect(self.republish)
+
+    def publish_state(self, snap: NodeSnapshot) -> None:
+        with self._lock:
+            self._last = snap
+        self._link.publish(self._state_topic, state_json(snap), retain=True)
+
+    def republish(self) -> None:
+        """Re-send the last state (network thread, after a reconnect) so subscribers see it at once."""
+        with self._lock:
+            snap = self._last
+        if snap is not None:
+            self._link.publish(self._state_topic, state_json(snap), retain=True)
+
+    def announce(self) -> None:
+        """Publish Home Assistant discovery; remove entities of zones no longer configured."""
+        messages = discovery_messages(self._cfg, node_max_w=self._node_capacity_w)
+        with self._lock:
+            previous = self._discovery_file.load().get("topics", [])
+            for topic in removal_topics(list(previous), messages):
+                self._link.publish(topic, b"", retain=True, qos=1)
+            for topic, payload in messages.items():
+                self._link.publish(topic, json.dumps(payload), retain=True, qos=1)
+            self._discovery_file.save({"topics": sorted(messages)})
+        _LOGGER.info("announced %d Home Assistant entities", len(messages))
+
+    def _on_ha_status(self, topic: str, payload: bytes) -> None:
+        # Network thread: Home Assistant restarted; announce again and re-send state.
+        if payload.strip().lower() == b"online":
+            self.announce()
+            self.republish()

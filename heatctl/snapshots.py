@@ -1,0 +1,79 @@
+"""The tick's snapshot: an immutable value built from what the control thread knows, for every output."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from heatctl.accounting import Totals
+from heatctl.actuation import ActuationStatus
+from heatctl.control.core import GpuState, NodeOutput
+from heatctl.publish.mqtt_state import GpuSnapshot, NodeSnapshot, ZoneSnapshot
+
+
+def build_snapshot(
+    out: NodeOutput,
+    *,
+    mode: str,
+    zone_modes: Mapping[str, str],
+    windows_open: Mapping[str, bool | None],
+    states: Mapping[str, GpuState],
+    actuation: Mapping[str, ActuationStatus],
+    workloads: Mapping[str, str],
+    totals: Totals,
+    max_power_w: float,
+    metered_w: Mapping[str, float],
+    metered_gpus: list[str],
+    bad_payloads: int,
+    rejected_commands: int,
+    extra: Mapping[str, Any],
+) -> NodeSnapshot:
+    zones = {
+        name: ZoneSnapshot(
+            temperature_c=z.temperature_c,
+            setpoint_c=z.setpoint_c,
+            demand_w=z.demand_w,
+            mode=zone_modes[name],
+            failsafe=z.failsafe,
+            window_open=windows_open.get(name),
+            pid_p=z.demand.p_w,
+            pid_i=z.demand.i_w,
+            pid_d=z.demand.d_w,
+        )
+        for name, z in out.zones.items()
+    }
+    gpus = {}
+    for gid, cmd in out.gpus.items():
+        act, state = actuation[gid], states[gid]
+        gpus[gid] = GpuSnapshot(
+            power_w=state.power_w,
+            power_limit_w=act.limit_w if act.limit_w is not None else cmd.power_limit_w,
+            temperature_c=state.temperature_c,
+            level=0.0 if act.fault else cmd.level,
+            work_rate=state.work_rate,
+            target_w=cmd.target_w,
+            regime=cmd.regime,
+            limit_control=act.limit_control,
+            workload=workloads[gid],
+            fault=act.fault,
+            effective_level=act.level,
+            limit_mismatches=act.limit_mismatches,
+            level_mismatches=act.level_mismatches,
+            steerable=act.steerable,
+        )
+    all_extra = dict(extra)
+    if metered_gpus:
+        all_extra["metered_gpus"] = list(metered_gpus)
+    return NodeSnapshot(
+        mode=mode,
+        failsafe=out.failsafe,
+        max_power_w=max_power_w,
+        zones=MappingProxyType(zones),
+        gpus=MappingProxyType(gpus),
+        counters=totals,
+        bad_payloads=bad_payloads,
+        rejected_commands=rejected_commands,
+        metered_w=MappingProxyType(dict(metered_w)),
+        extra=MappingProxyType(all_extra),
+    )
