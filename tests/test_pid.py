@@ -29,11 +29,12 @@ def test_cold_room_gets_full_power_warm_room_none(clock: FakeClock) -> None:
 def test_integrator_does_not_wind_up_while_saturated(clock: FakeClock) -> None:
     zc = make(clock, kp=100, ki=0.2)
     run(zc, clock, 15.0, 21.0, steps=2000)  # 17 h far below setpoint, demand pinned at capacity
-    assert zc.integral_w <= 300.0
-    # Once the room is just above setpoint the demand must drop within a few ticks.
+    # Conditional integration: only the first (unsaturated) step integrated, 0.2 W/(K·s) × 6 K × 30 s.
+    # Clamping alone would have let the integral climb to the 300 W limit.
+    assert zc.integral_w == pytest.approx(36.0)
+    # Once the room is just above setpoint the demand drops at once, with nothing to unwind.
     clock.advance(30)
-    assert zc.update(21.3, 21.0).demand_w < 300.0
-    assert run(zc, clock, 21.5, 21.0, steps=10) < 300.0 - 40.0
+    assert zc.update(21.3, 21.0).demand_w < 10.0
 
 
 def test_warm_night_leaves_no_negative_integral(clock: FakeClock) -> None:
@@ -74,6 +75,25 @@ def test_hold_then_resume_is_bumpless(clock: FakeClock) -> None:
     clock.advance(1800)  # window open for 30 min: integrator frozen, no integration of the gap
     resumed = zc.update(20.9, 21.0).demand_w
     assert resumed == pytest.approx(steady, abs=0.2 * 0.4 * 30 + 1e-6)
+
+
+def test_a_lower_capacity_clamps_the_integral(clock: FakeClock) -> None:
+    zc = make(clock)
+    run(zc, clock, 20.8, 21.0, steps=400)
+    assert zc.integral_w > 150.0
+    zc.capacity_w = 100.0
+    clock.advance(30)
+    demand = zc.update(20.8, 21.0)
+    assert demand.demand_w <= 100.0 and zc.integral_w <= 100.0
+
+
+def test_an_early_call_returns_the_last_demand_within_the_new_capacity(clock: FakeClock) -> None:
+    zc = make(clock)
+    steady = run(zc, clock, 20.0, 21.0, steps=3)
+    clock.advance(1.0)
+    assert zc.update(20.5, 21.0).demand_w == steady  # not due: no PID step on a fresh reading
+    zc.capacity_w = 50.0
+    assert zc.update(20.5, 21.0).demand_w == 50.0
 
 
 def test_integrator_persists_across_restart(clock: FakeClock) -> None:

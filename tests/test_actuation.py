@@ -1,0 +1,265 @@
+"""Closed-loop actuation with fakes: command, read back, compare, re-command; faults to a defined state."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from heatctl.actuation import NO_POWER_READING, REOPEN_S, GpuActuator
+from heatctl.config import GpuConfig
+from heatctl.control.allocate import GpuCommand
+from heatctl.errors import BackendError
+from heatctl.gpu.base import Gpu, GpuReading
+from heatctl.workloads.base import Workload
+from tests.conftest import FakeClock
+
+
+class FakeGpu:
+    """A driver that holds a limit; tests change it behind heatctl's back or make reads fail."""
+
+    def __init__(self, *, can_set_limit: bool = True, power_w: float | None = 150.0) -> None:
+        self.id = "gpu0"
+        self.can_set_limit = can_set_limit
+        self.limit_problem = None if can_set_limit else "no permission"
+        self.limit_w = 300.0
+        self.power_w = power_w
+        self.fault: str | None = None
+        self.writes: list[float] = []
+        self.restored = False
+
+    def limits_w(self) -> tuple[float, float]:
+        return 100.0, 300.0
+
+    def idle_w(self) -> float:
+        return 20.0
+
+    def set_power_limit(self, watts: float) -> float:
+        if self.fault is not None:
+            raise BackendError(f"gpu0: cannot set the power limit: {self.fault}")
+        self.writes.append(watts)
+        self.limit_w = min(max(watts, 100.0), 300.0)
+        return self.limit_w
+
+    def read(self) -> GpuReading:
+        if self.fault is not None:
+            return GpuReading(fault=self.fault)
+        return GpuReading(power_w=self.power_w, temperature_c=50.0, power_limit_w=self.limit_w)
+
+    def restore(self) -> None:
+        self.restored = True
+
+
+class FakeWorkload:
+    """A workload whose real level a test can set apart from the commanded one."""
+
+    kind = "fake"
+
+    def __init__(self, *, steerable: bool = True) -> None:
+        self.steerable = steerable
+        self.commanded: list[float] = []
+        self.running = 0.0
+        self.stopped = False
+
+    def start(self) -> None:
+        pass
+
+    def set_level(self, level: float) -> None:
+        self.commanded.append(level)
+        self.running = level
+
+    def effective_level(self) -> float | None:
+        return self.running
+
+    def work_rate(self) -> float | None:
+        return 10.0
+
+    def status(self) -> str:
+        return "fake"
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def actuator(
+    clock: FakeClock, gpu: FakeGpu | None = None, workload: FakeWorkload | None = None, **cfg: object
+) -> tuple[GpuActuator, FakeGpu, FakeWorkload]:
+    gpu = gpu or FakeGpu()
+    workload = workload or FakeWorkload()
+
+    def open_workload(g: Gpu | None) -> Workload:
+        return workload
+
+    act = GpuActuator(
+        GpuConfig(id="gpu0", backend="sim", **cfg),  # type: ignore[arg-type]
+        open_gpu=lambda: gpu,
+        open_workload=open_workload,
+        time_fn=clock,
+    )
+    return act, gpu, workload
+
+
+def cmd(limit_w: float, level: float = 1.0) -> GpuCommand:
+    return GpuCommand(target_w=limit_w, power_limit_w=limit_w, level=level, regime="continuous")
+
+
+def tick(act: GpuActuator, clock: FakeClock, command: GpuCommand, *, metered: bool = False) -> None:
+    clock.advance(30.0)
+    act.observe(metered=metered)
+    act.apply(command)
+
+
+def test_a_limit_reset_behind_heatctls_back_is_set_again_and_counted(clock: FakeClock) -> None:
+    act, gpu, _ = actuator(clock)
+    tick(act, clock, cmd(200.0))
+    assert gpu.limit_w == 200.0 and act.status().limit_mismatches == 0
+    gpu.limit_w = 300.0  # a driver restart or another tool puts the default back
+    tick(act, clock, cmd(200.0))  # the same command as before: a cache would not re-send it
+    assert gpu.limit_w == 200.0
+    status = act.status()
+    assert status.limit_mismatches == 1 and status.limit_w == 200.0
+
+
+def test_an_unchanged_limit_is_not_written_again(clock: FakeClock) -> None:
+    act, gpu, _ = actuator(clock)
+    for _ in range(5):
+        tick(act, clock, cmd(200.0))
+    assert gpu.writes == [200.0] and act.status().limit_mismatches == 0
+
+
+def test_a_lasting_drift_is_counted_once_per_episode(clock: FakeClock) -> None:
+    act, gpu, _ = actuator(clock)
+    tick(act, clock, cmd(200.0))
+    gpu.limit_w = 300.0
+    tick(act, clock, cmd(200.0))
+    tick(act, clock, cmd(200.0))
+    gpu.limit_w = 250.0
+    tick(act, clock, cmd(200.0))
+    assert act.limit_mismatches == 2
+
+
+def test_the_state_shows_the_drivers_limit_not_the_remembered_one(clock: FakeClock) -> None:
+    act, gpu, _ = actuator(clock)
+    tick(act, clock, cmd(200.0))
+    gpu.limit_w = 280.0
+    clock.advance(30.0)
+    act.observe(metered=False)
+    assert act.status().limit_w == 280.0
+
+
+def test_a_faulted_gpu_gets_no_work_and_no_limit_writes(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    act, gpu, workload = actuator(clock)
+    tick(act, clock, cmd(250.0, 1.0))
+    assert workload.running == 1.0
+    gpu.fault = "driver/library version mismatch: reboot after a driver update"
+    writes = len(gpu.writes)
+    with caplog.at_level(logging.INFO, "heatctl.actuation"):
+        for _ in range(5):
+            tick(act, clock, cmd(250.0, 1.0))  # even if the controller asked for work
+    assert workload.running == 0.0 and len(gpu.writes) == writes
+    assert act.status().fault == "driver/library version mismatch: reboot after a driver update"
+    assert sum("no work until this clears" in r.message for r in caplog.records) == 1  # said once, not per tick
+    gpu.fault = None
+    with caplog.at_level(logging.INFO, "heatctl.actuation"):
+        tick(act, clock, cmd(250.0, 1.0))
+        tick(act, clock, cmd(250.0, 1.0))
+    assert workload.running == 1.0 and act.status().fault is None
+    assert sum("back to normal" in r.message for r in caplog.records) == 1
+
+
+def test_no_power_reading_means_no_work_unless_a_meter_measures_it(clock: FakeClock) -> None:
+    act, _, workload = actuator(clock, FakeGpu(power_w=None))
+    tick(act, clock, cmd(250.0, 1.0))
+    assert workload.running == 0.0 and act.status().fault == NO_POWER_READING
+    tick(act, clock, cmd(250.0, 1.0), metered=True)
+    assert workload.running == 1.0 and act.status().fault is None
+
+
+def test_a_driver_fault_is_tolerated_while_a_wall_plug_meter_measures_the_heat(clock: FakeClock) -> None:
+    act, gpu, workload = actuator(clock)
+    gpu.fault = "the GPU has fallen off the bus (GPU lost)"
+    tick(act, clock, cmd(250.0, 1.0), metered=True)
+    assert workload.running == 1.0 and act.status().fault is None
+
+
+def test_work_running_above_the_commanded_level_is_a_mismatch_and_re_sent(clock: FakeClock) -> None:
+    act, _, workload = actuator(clock)
+    tick(act, clock, cmd(250.0, 0.0))
+    workload.running = 1.0  # someone resumed the paused work
+    tick(act, clock, cmd(250.0, 0.0))
+    assert act.level_mismatches == 1 and workload.running == 0.0
+    workload.running = 0.0  # less work than commanded is no mismatch (nothing queued)
+    tick(act, clock, cmd(250.0, 1.0))
+    workload.running = 0.5
+    tick(act, clock, cmd(250.0, 1.0))
+    assert act.level_mismatches == 1
+
+
+def test_a_level_that_just_changed_gets_time_to_take_effect(clock: FakeClock) -> None:
+    act, _, workload = actuator(clock)
+    act.observe(metered=False)
+    act.apply(cmd(250.0, 1.0))
+    act.apply(cmd(250.0, 0.0))
+    workload.running = 1.0  # still winding down
+    clock.advance(0.5)
+    act.observe(metered=False)
+    assert act.level_mismatches == 0
+
+
+def test_a_gpu_that_cannot_be_opened_is_retried_and_its_workload_idles(clock: FakeClock) -> None:
+    gpu = FakeGpu()
+    attempts = {"n": 0}
+
+    def open_gpu() -> Gpu:
+        attempts["n"] += 1
+        if attempts["n"] < 3:
+            raise BackendError("NVML: the NVIDIA driver is not loaded (nvidia-smi should work first)")
+        return gpu
+
+    workload = FakeWorkload()
+    act = GpuActuator(
+        GpuConfig(id="gpu0", backend="nvml", max_power_w=250),
+        open_gpu=open_gpu,
+        open_workload=lambda g: workload,
+        time_fn=clock,
+    )
+    assert act.gpu is None and act.caps().max_limit_w == 250.0
+    act.observe(metered=False)
+    act.apply(cmd(250.0, 1.0))
+    assert workload.running == 0.0 and "driver is not loaded" in (act.status().fault or "")
+    clock.advance(REOPEN_S)
+    act.observe(metered=False)
+    assert attempts["n"] == 2 and not act.just_opened
+    clock.advance(REOPEN_S)
+    act.observe(metered=False)
+    assert act.just_opened and act.gpu is gpu and act.caps().max_limit_w == 250.0
+    act.apply(cmd(250.0, 1.0))
+    assert workload.running == 1.0 and act.status().fault is None
+
+
+def test_without_limit_control_nothing_is_written_and_the_workload_is_the_lever(clock: FakeClock) -> None:
+    act, gpu, workload = actuator(clock, FakeGpu(can_set_limit=False))
+    tick(act, clock, cmd(100.0, 0.4))
+    assert gpu.writes == [] and workload.running == 0.4
+    caps = act.caps()
+    assert caps.min_limit_w == caps.max_limit_w == 300.0
+    assert act.status().steerable and not act.status().limit_control
+
+
+def test_neither_lever_is_reported(clock: FakeClock) -> None:
+    act, _, _ = actuator(clock, FakeGpu(can_set_limit=False), FakeWorkload(steerable=False))
+    assert not act.status().steerable
+
+
+def test_idle_and_stop_put_everything_in_a_defined_state(clock: FakeClock) -> None:
+    act, gpu, workload = actuator(clock)
+    tick(act, clock, cmd(250.0, 1.0))
+    act.idle()
+    assert workload.running == 0.0 and gpu.limit_w == 100.0
+    act.stop()
+    assert workload.stopped and gpu.restored
+
+
+def test_max_power_w_of_the_config_caps_the_range(clock: FakeClock) -> None:
+    act, _, _ = actuator(clock, max_power_w=220.0)
+    assert act.caps().max_limit_w == 220.0 and act.caps().min_limit_w == 100.0

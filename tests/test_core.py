@@ -1,0 +1,186 @@
+"""The node controller: caps inside the loop, each zone on its own interval, every safety rule with a lever."""
+
+from __future__ import annotations
+
+import pytest
+
+from heatctl.config import ControlConfig, parse_config
+from heatctl.control.core import GpuState, NodeController, NodeInputs
+from heatctl.control.efficiency import GpuCaps
+from heatctl.control.pid import ZoneController
+from heatctl.control.safety import Reading, ZoneInputs
+from heatctl.sim.room import Room1R1C
+from tests.conftest import MINIMAL_YAML, FakeClock
+
+CAPS = GpuCaps(idle_w=20.0, min_limit_w=100.0, max_limit_w=300.0)
+TWO_ZONES = """
+node_id: two
+zones:
+  - name: office
+    temperature: {topic: a/t}
+    setpoint: {topic: a/s}
+    gpus: [gpu0]
+  - name: den
+    temperature: {topic: b/t}
+    setpoint: {topic: b/s}
+    control: {interval_s: 120}
+    gpus: [gpu1]
+gpus:
+  - {id: gpu0, backend: sim}
+  - {id: gpu1, backend: sim}
+"""
+
+
+def zin(now_s: float, temp_c: float, sp_c: float = 21.0) -> ZoneInputs:
+    return ZoneInputs(temperature=Reading(value=temp_c, at_s=now_s), setpoint=Reading(value=sp_c, at_s=now_s))
+
+
+def one_zone(clock: FakeClock, yaml_extra: str = "", caps: GpuCaps = CAPS) -> NodeController:
+    return NodeController(parse_config(MINIMAL_YAML + yaml_extra), {"gpu0": caps}, time_fn=clock)
+
+
+def step(node: NodeController, clock: FakeClock, temp_c: float, **kw: object) -> tuple[float, float]:
+    """One tick: (zone demand, gpu0 target)."""
+    clock.advance(30.0)
+    out = node.step(NodeInputs(mode="heat", zones={"office": zin(clock.now_s, temp_c)}, **kw))  # type: ignore[arg-type]
+    return out.zones["office"].demand_w, out.gpus["gpu0"].target_w
+
+
+def test_max_power_zero_means_no_heat_and_holds_the_integrator(clock: FakeClock) -> None:
+    node = one_zone(clock)
+    for _ in range(20):
+        step(node, clock, 20.8)
+    integral_w = node.zones["office"].integral_w
+    for _ in range(240):  # 2 h at a cap of 0 with the room below setpoint
+        demand_w, target_w = step(node, clock, 20.6, max_power_w=0.0)
+        assert demand_w == 0.0 and target_w == 0.0
+    assert node.zones["office"].integral_w == pytest.approx(integral_w)
+
+
+def test_a_node_cap_is_the_pids_limit_so_it_does_not_wind_up(clock: FakeClock) -> None:
+    node = one_zone(clock)
+    for _ in range(600):  # 5 h far below setpoint, capped at 120 W
+        demand_w, target_w = step(node, clock, 18.0, max_power_w=120.0)
+        assert demand_w <= 120.0 and target_w <= 120.0
+    assert node.zones["office"].integral_w <= 120.0
+    # Lifted with the room just above setpoint: nothing wound up to push heat into it.
+    demand_w, _ = step(node, clock, 21.3)
+    assert demand_w < 120.0
+
+
+def test_several_zones_share_the_node_cap_inside_their_loops(clock: FakeClock) -> None:
+    node = NodeController(parse_config(TWO_ZONES), {"gpu0": CAPS, "gpu1": CAPS}, time_fn=clock)
+    for _ in range(400):
+        clock.advance(30.0)
+        out = node.step(
+            NodeInputs(
+                mode="heat",
+                zones={"office": zin(clock.now_s, 17.0), "den": zin(clock.now_s, 17.0)},
+                max_power_w=200.0,
+            )
+        )
+    assert out.zones["office"].capacity_w == out.zones["den"].capacity_w == 100.0
+    assert sum(g.target_w for g in out.gpus.values()) <= 200.0 + 1e-9
+    assert node.zones["office"].integral_w <= 100.0 and node.zones["den"].integral_w <= 100.0
+
+
+def test_a_zone_that_may_not_heat_leaves_its_share_of_the_cap_to_the_others(clock: FakeClock) -> None:
+    node = NodeController(parse_config(TWO_ZONES), {"gpu0": CAPS, "gpu1": CAPS}, time_fn=clock)
+    clock.advance(30.0)
+    out = node.step(
+        NodeInputs(
+            mode="heat",
+            zones={"office": zin(clock.now_s, 17.0), "den": ZoneInputs()},  # den: nothing received, fail-safe
+            max_power_w=200.0,
+        )
+    )
+    assert out.zones["office"].capacity_w == 200.0 and out.zones["den"].demand_w == 0.0
+
+
+def test_a_faulted_gpu_takes_its_capacity_out_of_the_zone(clock: FakeClock) -> None:
+    node = one_zone(clock)
+    _, target_w = step(node, clock, 18.0, gpus={"gpu0": GpuState(fault="gpu lost")})
+    out_zone = node.zones["office"]
+    assert target_w == 0.0 and out_zone.capacity_w == 0.0
+
+
+def test_each_zone_steps_on_its_own_interval(clock: FakeClock) -> None:
+    node = NodeController(parse_config(TWO_ZONES), {"gpu0": CAPS, "gpu1": CAPS}, time_fn=clock)
+    den_changes = office_changes = 0
+    last = (None, None)
+    for k in range(40):  # ticks every 30 s; the den's interval is 120 s
+        clock.advance(30.0)
+        temp = 20.9 + 0.001 * k  # a new reading every tick, demand in range
+        out = node.step(
+            NodeInputs(mode="heat", zones={"office": zin(clock.now_s, temp), "den": zin(clock.now_s, temp)})
+        )
+        now = (out.zones["office"].demand_w, out.zones["den"].demand_w)
+        office_changes += now[0] != last[0]
+        den_changes += now[1] != last[1]
+        last = now
+    assert office_changes == 40 and den_changes == 10
+
+
+def test_a_command_right_after_a_tick_does_not_kick_the_derivative(clock: FakeClock) -> None:
+    zc = ZoneController(ControlConfig(kp=200, ki=0.4, kd=20_000), capacity_w=300.0, time_fn=clock)
+    for _ in range(50):
+        clock.advance(30.0)
+        steady = zc.update(20.9, 21.0).demand_w
+    clock.advance(0.05)  # a command woke the loop; the thermostat just reported 0.1 K more
+    assert zc.update(21.0, 21.0).demand_w == steady
+    clock.advance(0.05)  # a setpoint command: the PID steps, but with dt floored
+    changed = zc.update(21.0, 21.5)
+    assert abs(changed.d_w) <= 20_000 * 0.1 / ControlConfig().dt_floor_s + 1e-6
+
+
+def test_too_hot_without_limit_control_lowers_the_level(clock: FakeClock) -> None:
+    fixed = GpuCaps(idle_w=20.0, min_limit_w=300.0, max_limit_w=300.0)  # the driver keeps 300 W
+    node = one_zone(clock, caps=fixed)
+    levels = []
+    for _ in range(120):  # an hour of a cold room on a GPU above max_temp_c
+        step(node, clock, 17.0, gpus={"gpu0": GpuState(power_w=300.0, temperature_c=95.0)})
+        levels.append(node._last["gpu0"].level)
+    assert levels[0] < 1.0  # the guard acts at once
+    assert max(levels[-20:]) < 0.5  # and keeps lowering the workload while it stays hot
+    for _ in range(400):  # cool again: back to full work
+        step(node, clock, 17.0, gpus={"gpu0": GpuState(power_w=150.0, temperature_c=60.0)})
+    assert node._last["gpu0"].level == 1.0
+
+
+def test_too_hot_at_the_lowest_limit_lowers_the_level_too(clock: FakeClock) -> None:
+    node = one_zone(clock)
+    for _ in range(200):
+        step(node, clock, 17.0, gpus={"gpu0": GpuState(power_w=100.0, temperature_c=95.0)})
+    last = node._last["gpu0"]
+    assert last.power_limit_w == 100.0 and last.level < 1.0
+
+
+def test_lifting_a_zero_cap_with_the_room_at_setpoint_does_not_overshoot(clock: FakeClock) -> None:
+    """2 h at a cap of 0 W, the room brought back to setpoint by the house's radiator, then lifted."""
+    integral_at_lift_w, overshoot_k = cap_zero_then_lift(clock)
+    assert overshoot_k <= 0.2
+    assert integral_at_lift_w < 150.0  # held near the ~100 W the room needs, not wound up towards 300 W
+
+
+def cap_zero_then_lift(clock: FakeClock) -> tuple[float, float]:
+    """(integral at the lift in W, largest room − setpoint after it in K) on a light room needing ~100 W."""
+    node = one_zone(clock)
+    room = Room1R1C(c_j_per_k=5.0e5, r_k_per_w=0.05, initial_c=21.0)  # 20 W/K, τ ≈ 7 h
+    outdoor_c, radiator_on, integral_w, peak_c = 16.0, False, 0.0, -100.0
+    for k in range(int(14 * 3600 / 30)):
+        hour = k / 120
+        cap_w = 0.0 if 6.0 <= hour < 8.0 else None  # 06:00–08:00: max_power_w 0
+        clock.advance(30.0)
+        out = node.step(
+            NodeInputs(mode="heat", zones={"office": zin(clock.now_s, round(room.air_c, 1))}, max_power_w=cap_w)
+        )
+        radiator_w = 0.0
+        if 7.67 <= hour < 8.0:  # the radiator's own thermostat brings the room back to 21 °C
+            radiator_on = room.air_c < 20.95 or (radiator_on and room.air_c <= 21.05)
+            radiator_w = 1000.0 if radiator_on else 0.0
+        room.step(30.0, max(out.gpus["gpu0"].target_w, 20.0) + radiator_w, outdoor_c)
+        if k == 8 * 120:
+            integral_w = node.zones["office"].integral_w
+        if hour >= 8.0:
+            peak_c = max(peak_c, room.air_c)
+    return integral_w, peak_c - 21.0
