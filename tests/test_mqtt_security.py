@@ -137,3 +137,22 @@ def test_wrong_password_is_refused_and_never_logged(
     finally:
         svc.shutdown()
     assert all("wrong-pw-123" not in r.getMessage() for r in caplog.records)
+
+
+def test_check_honours_insecure_as_run_does(tls_broker: tuple[Mosquitto, Path], tmp_path: Path) -> None:
+    """``insecure: true`` (a self-signed broker the system does not trust): ``run`` connects, so must ``check``."""
+    from heatctl.check import check_mqtt
+
+    broker, pki = tls_broker
+    text = secure_config(broker.port, pki, tmp_path / "s", "s3cret-pw").replace(
+        f"tls: {{ca_certs: {pki / 'ca.crt'}, ", "tls: {insecure: true, "
+    )
+    cfg = parse_config(text)
+    svc = Service(cfg)
+    svc.start()
+    try:
+        wait_until(svc.link.connected.is_set, 10, "run connects without the CA, insecure")  # type: ignore[union-attr]
+    finally:
+        svc.shutdown()
+    rows = check_mqtt(cfg)
+    assert rows[0].part == "mqtt" and rows[0].ok, rows[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import urllib.request
@@ -89,6 +90,16 @@ def test_level_sets_concurrency_and_zero_cuts_off_at_once(
     spool = tmp_path / "jobs"
     write_jobs(spool, "long", 12, max_tokens=400)
     w = workload(made, tinyllm, spool)
+    samples: list[int] = []
+    sampling = threading.Event()
+
+    def sample() -> None:  # the work counter as Home Assistant would see it: it must never go down
+        while not sampling.is_set():
+            samples.append(w.counters.tokens)
+            sampling.wait(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     w.start()
     w.set_level(1.0)
     wait_until(lambda: w.counters.in_flight == 4, 20, "four requests in flight at level 1")
@@ -103,6 +114,11 @@ def test_level_sets_concurrency_and_zero_cuts_off_at_once(
     assert done < 12
     ids = Counter(r["id"] for r in results(spool))
     assert set(ids) == {f"long-{i}" for i in range(12)} and set(ids.values()) == {1}  # none lost, none twice
+    sampling.set()
+    sampler.join()
+    assert all(b >= a for a, b in itertools.pairwise(samples))  # cut-off requests never take work back
+    assert w.counters.tokens == sum(r["usage"]["completion_tokens"] for r in results(spool))
+    assert w._pending == set()  # finished jobs are forgotten: memory does not grow with the spool's history
 
 
 def test_server_dies_and_comes_back(tinyllm: TinyLLM, tmp_path: Path, made: list[OpenAIWorkload]) -> None:
@@ -194,3 +210,50 @@ def test_interactive_requests_beside_the_jobs(tinyllm: TinyLLM, tmp_path: Path, 
     assert answers == [32, 32, 32, 32]
     wait_until(lambda: w.counters.done == 10, 120, "batch done beside interactive traffic")
     assert w.counters.failed == 0
+
+
+def test_the_control_thread_never_reads_the_spool(tmp_path: Path, made: list[OpenAIWorkload]) -> None:
+    spool = tmp_path / "jobs"
+    write_jobs(spool, "quiet", 3, max_tokens=4)
+    cfg = OpenAIWorkloadConfig(type="openai", url="http://127.0.0.1:9/v1", model="m", jobs=str(spool))
+    w = OpenAIWorkload("gpu0", cfg, state_dir=tmp_path)
+    made.append(w)
+    scanned_on: list[str] = []
+    real_scan = w.scan
+
+    def recording_scan() -> int:
+        scanned_on.append(threading.current_thread().name)
+        return real_scan()
+
+    w.scan = recording_scan  # type: ignore[method-assign]
+    w.start()
+    wait_until(lambda: scanned_on, 5, "the first scan")
+    for _ in range(100):
+        w.set_level(0.0)
+        w.work_rate()
+        w.status()
+    assert scanned_on and threading.current_thread().name not in scanned_on
+    assert all(name.endswith("-scan") for name in scanned_on)
+
+
+def test_probe_uses_port_443_for_https(monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.client
+
+    from heatctl.workloads.openai import RequestError, probe_server
+
+    seen: list[tuple[str, int]] = []
+
+    class Refused:
+        def __init__(self, host: str, port: int, timeout: float) -> None:
+            seen.append((host, port))
+
+        def request(self, *args: object, **kw: object) -> None:
+            raise OSError("refused")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(http.client, "HTTPSConnection", Refused)
+    with pytest.raises(RequestError):
+        probe_server("https://inference.example/v1")
+    assert seen == [("inference.example", 443)]

@@ -144,3 +144,25 @@ def test_interactive_load_from_others_is_compensated() -> None:
     # Heat stays what the room needs (within 10 %), while heatctl's own work gives way.
     assert s1["gpu_power_w"][during].mean() == pytest.approx(s0["gpu_power_w"][during].mean(), rel=0.1)
     assert s1["work_rate"][during].mean() < 0.8 * s0["work_rate"][during].mean()
+
+
+def test_mode_off_shows_in_the_mode_column_and_stops_heat() -> None:
+    result = simulate(mild(duration_h=30.0, events=[{"at_h": 20.0, "mode_off_min": 120}]))
+    off = at_hours(result, 20.0, 22.0)
+    assert {result.mode[i] for i in np.flatnonzero(off)} == {"off"}
+    assert {result.mode[i] for i in np.flatnonzero(~off)} == {"heat"}
+    assert np.all(result.series["level"][off] == 0.0)
+
+
+def test_a_config_with_several_zones_needs_a_zone_named() -> None:
+    from heatctl.config import parse_config
+    from heatctl.errors import ConfigError
+    from tests.test_core import TWO_ZONES
+
+    cfg = parse_config(TWO_ZONES)
+    with pytest.raises(ConfigError, match="zones office, den: simulate models one room, pick one with --zone"):
+        simulate(mild(duration_h=1.0), cfg)
+    with pytest.raises(ConfigError, match="--zone attic: no such zone"):
+        simulate(mild(duration_h=1.0), cfg, zone_name="attic")
+    den = simulate(mild(duration_h=2.0), cfg, zone_name="den")
+    assert den.series["gpu_power_w"].max() > 0
