@@ -10,6 +10,7 @@ reading without a wall-plug meter) is put in a defined state: its workload gets 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,7 +68,7 @@ class GpuActuator:
         self._time_fn = time_fn
         self.gpu: Gpu | None = None
         self._open_fault: str | None = None
-        self._last_open_s = -float("inf")
+        self._last_open_s = -math.inf
         self.just_opened = False  # set by observe() on the tick a late GPU opened: its caps changed
         self._try_open()
         self.workload = open_workload(self.gpu)

@@ -9,6 +9,7 @@ import pytest
 from heatctl.actuation import NO_POWER_READING, REOPEN_S, GpuActuator
 from heatctl.config import GpuConfig
 from heatctl.control.allocate import GpuCommand
+from heatctl.control.efficiency import GpuCaps
 from heatctl.errors import BackendError
 from heatctl.gpu.base import Gpu, GpuReading
 from heatctl.workloads.base import Workload
@@ -263,3 +264,102 @@ def test_idle_and_stop_put_everything_in_a_defined_state(clock: FakeClock) -> No
 def test_max_power_w_of_the_config_caps_the_range(clock: FakeClock) -> None:
     act, _, _ = actuator(clock, max_power_w=220.0)
     assert act.caps().max_limit_w == 220.0 and act.caps().min_limit_w == 100.0
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "heatctl.actuation"]
+
+
+def test_what_the_operator_reads(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "heatctl.actuation")
+    gpu = FakeGpu()
+    opened = {"ok": False}
+
+    def open_gpu() -> Gpu:
+        if not opened["ok"]:
+            raise BackendError("NVML: the NVIDIA driver is not loaded")
+        return gpu
+
+    workload = FakeWorkload()
+    act = GpuActuator(
+        GpuConfig(id="gpu7", backend="nvml"), open_gpu=open_gpu, open_workload=lambda g: workload, time_fn=clock
+    )
+    act.observe(metered=False)
+    opened["ok"] = True
+    clock.advance(REOPEN_S)
+    act.observe(metered=False)
+    act.apply(cmd(200.0, 0.0))
+    gpu.limit_w = 300.0
+    workload.running = 1.0
+    clock.advance(30.0)
+    act.observe(metered=False)
+    act.apply(cmd(200.0, 0.0))
+    assert messages(caplog) == [
+        "gpu gpu7: NVML: the NVIDIA driver is not loaded; no work on it until it opens (tried every 30 s)",
+        "gpu gpu7: NVML: the NVIDIA driver is not loaded; its workload gets no work until this clears",
+        "gpu gpu7: opened",
+        "gpu gpu7: back to normal (was: NVML: the NVIDIA driver is not loaded)",
+        "gpu gpu7: workload runs at 1.00, commanded 0.00; re-sent",
+        "gpu gpu7: the driver holds 300 W, heatctl set 200 W; setting it again",
+    ]
+
+
+def test_a_failing_limit_write_is_logged_and_tried_again(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    act, gpu, _ = actuator(clock)
+    act.observe(metered=False)
+    gpu.fault = "gone"
+    act.apply(cmd(200.0))  # the read just before still looked healthy
+    assert messages(caplog) == ["gpu0: cannot set the power limit: gone"]
+    gpu.fault = None
+    tick(act, clock, cmd(200.0))
+    assert gpu.writes == [200.0]
+
+
+def test_stop_and_idle_never_raise(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    act, gpu, workload = actuator(clock)
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    workload.stop = broken  # type: ignore[method-assign]
+    workload.set_level = lambda level: broken()  # type: ignore[method-assign]
+    gpu.restore = broken  # type: ignore[method-assign]
+    act.idle()
+    act.stop()
+    assert messages(caplog) == [
+        "gpu gpu0: cannot idle it",
+        "gpu gpu0: stopping the workload failed",
+        "gpu gpu0: restoring the power limit failed",
+    ]
+
+
+def test_caps_before_opening_come_from_the_config(clock: FakeClock) -> None:
+    def never() -> Gpu:
+        raise BackendError("no driver")
+
+    act = GpuActuator(
+        GpuConfig(id="gpu0", backend="nvml", idle_w=15.0),
+        open_gpu=never,
+        open_workload=lambda g: FakeWorkload(),
+        time_fn=clock,
+    )
+    assert act.caps() == GpuCaps(idle_w=15.0, min_limit_w=300.0, max_limit_w=300.0)
+    act2 = GpuActuator(
+        GpuConfig(id="gpu0", backend="nvml"), open_gpu=never, open_workload=lambda g: FakeWorkload(), time_fn=clock
+    )
+    assert act2.caps() == GpuCaps(idle_w=30.0, min_limit_w=300.0, max_limit_w=300.0)
+
+
+def test_caps_of_an_open_gpu(clock: FakeClock) -> None:
+    act, _, _ = actuator(clock, idle_w=95.0)  # an idle power above 90 % of the lowest limit is not believed
+    assert act.caps() == GpuCaps(idle_w=90.0, min_limit_w=100.0, max_limit_w=300.0)
+    act, gpu, _ = actuator(clock, FakeGpu(can_set_limit=False))
+    gpu.limit_w = 250.0
+    assert act.caps() == GpuCaps(idle_w=20.0, min_limit_w=250.0, max_limit_w=250.0)
+
+
+def test_the_observation_carries_the_reading_and_the_work_rate(clock: FakeClock) -> None:
+    act, _, _ = actuator(clock)
+    obs = act.observe(metered=False)
+    assert obs.reading.power_w == 150.0 and obs.work_rate == 10.0 and obs.fault is None
+    assert act.status().level == 0.0 and act.status().limit_w == 300.0

@@ -118,3 +118,102 @@ def test_prior_scale_is_learned_without_distorting_its_shape() -> None:
     assert model.efficient_cap_w == before_cap  # the visited bin does not look better for its scale
     assert model.work_rate(250.0) == pytest.approx(15.0 * generic_at[250.0], rel=0.01)
     assert model.work_rate(150.0) == pytest.approx(15.0 * generic_at[150.0], rel=0.01)
+
+
+def test_duty_phases_stretch_to_the_minimum_times() -> None:
+    duty = DutyCycle(DutyConfig(period_s=300, min_on_s=60, min_off_s=90))
+    assert duty.phases_s(0.5) == (150.0, 150.0)
+    on_s, off_s = duty.phases_s(0.1)  # 30 s on would be too short: 60 s on, off stretched to keep 10 %
+    assert (on_s, off_s) == (60.0, pytest.approx(540.0))
+    on_s, off_s = duty.phases_s(0.8)  # 60 s off would be too short: 90 s off, on stretched to keep 80 %
+    assert (on_s, off_s) == (pytest.approx(360.0), 90.0)
+    assert duty.phases_s(0.0) == (0.0, float("inf")) and duty.phases_s(1.0) == (float("inf"), 0.0)
+
+
+def test_duty_switches_exactly_at_the_phase_ends() -> None:
+    duty = DutyCycle(DutyConfig(period_s=100, min_on_s=0, min_off_s=0))
+    assert duty.step(0.0, 0.3) is True
+    assert duty.step(29.9, 0.3) is True and duty.step(30.0, 0.3) is False
+    assert duty.step(99.9, 0.3) is False and duty.step(100.0, 0.3) is True
+
+
+def test_idle_goes_to_the_lowest_limit_even_inside_the_deadband() -> None:
+    alloc = allocator()
+    assert alloc.step(0.0, 103.0).power_limit_w == 103.0
+    idle = alloc.step(30.0, 0.0)
+    assert (idle.power_limit_w, idle.level, idle.regime) == (100.0, 0.0, "idle")
+    assert alloc.step(60.0, 21.0).regime == "idle"  # within 1 W of idle power: not worth switching on
+    assert alloc.step(90.0, 22.0).regime == "duty"
+
+
+def test_duty_on_phase_writes_the_efficient_cap_even_inside_the_deadband() -> None:
+    alloc = allocator(period_s=100, min_on_s=0, min_off_s=0)
+    alloc.step(0.0, 102.0)  # continuous at 102 W
+    cmd = alloc.step(30.0, 60.0)  # below the efficient cap (100 W): duty, on at 100 W
+    assert (cmd.regime, cmd.level, cmd.power_limit_w) == ("duty", 1.0, 100.0)
+
+
+def test_a_steady_bias_is_trimmed_only_under_a_settled_limit() -> None:
+    alloc = allocator()
+    alloc.settle_s = 10.0
+    assert alloc.step(0.0, 200.0).power_limit_w == 200.0
+    assert alloc.step(5.0, 200.0, measured_w=190.0).power_limit_w == 200.0  # not settled yet
+    cmd = alloc.step(10.0, 200.0, measured_w=190.0)  # settled: half the 10 W bias is trimmed in
+    assert cmd.power_limit_w == 205.0
+    alloc.step(20.0, 200.0, measured_w=120.0)  # a 40 % miss is not a loose cap (others' load, idle work)
+    assert alloc.step(30.0, 200.0, measured_w=None).power_limit_w == 205.0
+
+
+def test_a_ceiling_below_the_lowest_limit_is_carried_by_the_level() -> None:
+    alloc = allocator(period_s=100, min_on_s=0, min_off_s=0)
+    alloc.ceiling_w = 60.0  # the thermal guard: half-way from idle (20) to the lowest limit (100)
+    assert alloc.level_cap() == pytest.approx(0.5)
+    cmd = alloc.step(0.0, 300.0)
+    assert cmd.power_limit_w == 100.0 and cmd.level == pytest.approx(0.5)
+    alloc.ceiling_w = 10.0
+    assert alloc.level_cap() == 0.0 and alloc.step(100.0, 300.0).level == 0.0
+
+
+def test_interpolation_is_flat_beyond_the_ends() -> None:
+    from heatctl.control.efficiency import interpolate
+
+    points = [(100.0, 10.0), (200.0, 30.0), (300.0, 40.0)]
+    assert interpolate(points, 50.0) == 10.0 and interpolate(points, 400.0) == 40.0
+    assert interpolate(points, 150.0) == 20.0 and interpolate(points, 300.0) == 40.0
+
+
+def test_the_generic_prior_scales_with_the_gpu_and_falls_to_zero_at_idle() -> None:
+    model = EfficiencyModel(CAPS)  # no prior: the generic shape, 100 units at full power
+    assert model.work_rate(300.0) == pytest.approx(100.0)
+    assert model.work_rate(150.0) == pytest.approx(72.0)
+    assert model.work_rate(20.0) == 0.0 and model.work_rate(60.0) == pytest.approx(47.0 * 40 / 79)
+
+
+def test_a_bin_is_trusted_after_three_measurements() -> None:
+    model = EfficiencyModel(CAPS, CURVE)
+    model.observe(200.0, 75.0)  # agrees with the prior: the scale stays 1
+    for _ in range(2):
+        model.observe(250.0, 50.0)
+    at_250 = model.work_rate(250.0)
+    model.observe(250.0, 50.0)
+    assert model.work_rate(250.0) == pytest.approx(50.0) and at_250 != pytest.approx(50.0)
+    model.observe(250.0, 60.0)  # then an exponential average
+    assert model.work_rate(250.0) == pytest.approx(51.0)
+
+
+def test_implausible_measurements_are_ignored() -> None:
+    model = EfficiencyModel(CAPS, CURVE)
+    for power_w, rate in ((90.0, 40.0), (320.0, 86.0), (200.0, -1.0)):
+        model.observe(power_w, rate)
+    assert model.samples == 0
+    model.observe(310.0, 86.0)  # within a bin above the top: counted in the top bin
+    model.observe(200.0, 0.0)  # no work at all is a measurement too
+    assert model.samples == 2
+
+
+def test_the_scale_follows_measurements_gradually() -> None:
+    model = EfficiencyModel(CAPS, CURVE)
+    model.observe(200.0, 150.0)  # twice the prior: the first sample sets the scale
+    assert model.work_rate(150.0) == pytest.approx(124.0)
+    model.observe(200.0, 75.0)  # back to the prior's scale: moves 10 % of the way
+    assert model.work_rate(150.0) == pytest.approx(62.0 * 1.9)

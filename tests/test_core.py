@@ -184,3 +184,95 @@ def cap_zero_then_lift(clock: FakeClock) -> tuple[float, float]:
         if hour >= 8.0:
             peak_c = max(peak_c, room.air_c)
     return integral_w, peak_c - 21.0
+
+
+def test_outputs_carry_the_zones_readings_and_the_reasons(clock: FakeClock) -> None:
+    node = one_zone(clock)
+    clock.advance(30.0)
+    out = node.step(NodeInputs(mode="heat", zones={"office": zin(clock.now_s, 20.4, 21.5)}))
+    z = out.zones["office"]
+    assert (out.mode, z.temperature_c, z.setpoint_c, z.failsafe, out.failsafe) == ("heat", 20.4, 21.5, None, None)
+    clock.advance(30.0)
+    out = node.step(
+        NodeInputs(
+            mode="heat",
+            zones={"office": ZoneInputs(temperature=Reading(value=27.0, at_s=clock.now_s))},
+            gpus={"gpu0": GpuState(fault="gpu lost")},
+        )
+    )
+    assert out.zones["office"].failsafe == "setpoint stale" and out.zones["office"].setpoint_c is None
+    assert out.failsafe == "gpu0: gpu lost; office: setpoint stale"
+    assert out.gpus["gpu0"].regime == "idle" and out.gpus["gpu0"].level == 0.0
+
+
+def test_a_fresh_outdoor_reading_feeds_forward_a_stale_one_does_not(clock: FakeClock) -> None:
+    node = NodeController(
+        parse_config(
+            MINIMAL_YAML.replace(
+                "    gpus: [gpu0]\n", "    control: {ua_w_per_k: 10, kp: 0, ki: 0}\n    gpus: [gpu0]\n"
+            )
+        ),
+        {"gpu0": CAPS},
+        time_fn=clock,
+    )
+
+    def demand(outdoor_at_s: float) -> float:
+        clock.advance(30.0)
+        z = ZoneInputs(
+            temperature=Reading(value=21.0, at_s=clock.now_s),
+            setpoint=Reading(value=21.0, at_s=clock.now_s),
+            outdoor=Reading(value=1.0, at_s=outdoor_at_s),
+            outdoor_stale_s=3600.0,
+        )
+        return node.step(NodeInputs(mode="heat", zones={"office": z})).zones["office"].demand_w
+
+    assert demand(clock.now_s) == pytest.approx(200.0)  # 10 W/K × 20 K
+    assert demand(clock.now_s - 7200.0) == 0.0
+
+
+def test_a_workload_heatctl_cannot_steer_gets_the_limit_as_the_only_lever(clock: FakeClock) -> None:
+    node = NodeController(
+        parse_config(MINIMAL_YAML.replace("    backend: sim\n", "    backend: sim\n    workload: {type: none}\n")),
+        {"gpu0": CAPS},
+        time_fn=clock,
+    )
+    clock.advance(30.0)
+    out = node.step(NodeInputs(mode="heat", zones={"office": zin(clock.now_s, 20.9)}))
+    cmd = out.gpus["gpu0"]
+    assert cmd.regime == "continuous" and cmd.level == 1.0 and cmd.power_limit_w == 100.0  # no duty cycling
+
+
+def run_at_fixed_demand(clock: FakeClock, under: float) -> tuple[NodeController, float, float]:
+    """A P-only zone asking a steady 160 W; the GPU draws ``under`` (a fraction) below its limit."""
+    node = NodeController(
+        parse_config(MINIMAL_YAML.replace("    gpus: [gpu0]\n", "    control: {ki: 0}\n    gpus: [gpu0]\n")),
+        {"gpu0": CAPS},
+        time_fn=clock,
+    )
+    limit_w = target_w = 0.0
+    for _ in range(30):
+        clock.advance(30.0)
+        state = GpuState(power_w=limit_w * (1 - under) if limit_w else None, work_rate=70.0, temperature_c=50.0)
+        out = node.step(NodeInputs(mode="heat", zones={"office": zin(clock.now_s, 20.2)}, gpus={"gpu0": state}))
+        limit_w, target_w = out.gpus["gpu0"].power_limit_w, out.gpus["gpu0"].target_w
+    return node, limit_w, target_w
+
+
+def test_measured_power_under_the_limit_trims_it(clock: FakeClock) -> None:
+    _, limit_w, target_w = run_at_fixed_demand(clock, under=0.04)
+    assert target_w == pytest.approx(160.0) and limit_w > target_w + 5.0
+
+
+def test_work_is_learned_where_the_cap_binds_at_full_level(clock: FakeClock) -> None:
+    node, _, _ = run_at_fixed_demand(clock, under=0.01)
+    assert node.allocators["gpu0"].model.samples >= 25
+    node, _, _ = run_at_fixed_demand(FakeClock(), under=0.10)  # the cap does not bind: nothing learned
+    assert node.allocators["gpu0"].model.samples == 0
+
+
+def test_given_efficiency_models_are_used(clock: FakeClock) -> None:
+    from heatctl.control.efficiency import EfficiencyModel
+
+    model = EfficiencyModel(CAPS, [(100.0, 10.0), (200.0, 90.0), (300.0, 100.0)])
+    node = NodeController(parse_config(MINIMAL_YAML), {"gpu0": CAPS}, models={"gpu0": model}, time_fn=clock)
+    assert node.allocators["gpu0"].model is model and model.efficient_cap_w == 200.0

@@ -104,3 +104,46 @@ def test_integrator_persists_across_restart(clock: FakeClock) -> None:
     fresh.restore_integral(saved)
     clock.advance(30)
     assert fresh.update(21.0, 21.0).i_w == pytest.approx(saved)
+
+
+def test_the_integral_grows_by_ki_error_dt_each_step(clock: FakeClock) -> None:
+    zc = make(clock, kp=0.0, ki=0.5)
+    first = zc.update(20.0, 21.0)  # first step: dt is one interval
+    assert first.i_w == pytest.approx(0.5 * 1.0 * 30.0) and first.p_w == 0.0
+    clock.advance(30.0)
+    assert zc.update(20.0, 21.0).i_w == pytest.approx(30.0)
+    clock.advance(27.0)  # due at 90 % of the interval, with the dt that really passed
+    assert zc.update(20.0, 21.0).i_w == pytest.approx(43.5)
+
+
+def test_terms_are_reported(clock: FakeClock) -> None:
+    zc = make(clock, kp=100.0, ki=0.1, ua_w_per_k=5.0)
+    d = zc.update(20.5, 21.0, outdoor_c=1.0)
+    assert d.p_w == pytest.approx(50.0) and d.i_w == pytest.approx(1.5) and d.ff_w == pytest.approx(100.0)
+    assert d.demand_w == pytest.approx(151.5)
+
+
+def test_after_a_hold_a_small_error_integrates_again(clock: FakeClock) -> None:
+    zc = make(clock, kp=0.0, ki=1.0)
+    zc.hold()
+    clock.advance(30.0)
+    assert zc.update(20.5, 21.0).i_w == pytest.approx(15.0)  # 0.5 K below: not "saturated low"
+
+
+def test_saturated_high_stops_integrating_only_while_the_error_pushes_up(clock: FakeClock) -> None:
+    zc = make(clock, kp=100.0, ki=0.2)
+    zc.capacity_w = 10.0
+    assert zc.update(20.5, 21.0).i_w == pytest.approx(3.0)  # 0.5 K below; P alone saturates the 10 W
+    clock.advance(30.0)
+    assert zc.update(20.5, 21.0).i_w == pytest.approx(3.0)  # saturated high, error up: frozen
+    clock.advance(30.0)
+    assert zc.update(21.2, 21.0).i_w == pytest.approx(1.8)  # above setpoint: integrates down at once
+
+
+def test_restore_while_running_takes_the_restored_value(clock: FakeClock) -> None:
+    zc = make(clock, kp=0.0, ki=0.0)
+    zc.update(21.0, 21.0)
+    zc.restore_integral(80.0)
+    assert zc.integral_w == 80.0
+    clock.advance(30.0)
+    assert zc.update(21.0, 21.0).demand_w == pytest.approx(80.0)

@@ -5,7 +5,7 @@ import pytest
 from heatctl.config import ControlConfig, parse_config
 from heatctl.control.core import GpuState, NodeController, NodeInputs
 from heatctl.control.efficiency import GpuCaps
-from heatctl.control.safety import Reading, ThermalGuard, ZoneInputs, zone_failsafe
+from heatctl.control.safety import Reading, ThermalGuard, ZoneInputs, zone_failsafe, zone_wants_no_heat
 from tests.conftest import MINIMAL_YAML, FakeClock
 
 CFG = ControlConfig()
@@ -112,3 +112,23 @@ def test_hot_gpu_gets_a_lower_limit(node: NodeController, clock: FakeClock) -> N
 def test_node_max_power_scales_targets(node: NodeController, clock: FakeClock) -> None:
     out = node.step(NodeInputs(mode="heat", zones=inputs(clock).zones, max_power_w=150.0))
     assert out.gpus["gpu0"].power_limit_w == pytest.approx(150.0)
+
+
+def test_the_zones_own_mode_off_means_no_heat() -> None:
+    assert zone_wants_no_heat(ZoneInputs(mode="off"))
+    assert not zone_wants_no_heat(ZoneInputs(mode="heat"))
+    assert zone_wants_no_heat(ZoneInputs(thermostat_on=Reading(value=0.0, at_s=0.0)))
+    assert not zone_wants_no_heat(ZoneInputs(thermostat_on=Reading(value=1.0, at_s=0.0)))
+
+
+def test_max_room_c_itself_is_still_allowed() -> None:
+    assert zone_failsafe(0.0, zone(0.0, temp_c=26.0), CFG) is None
+
+
+def test_thermal_guard_defaults_per_second() -> None:
+    guard = ThermalGuard(83.0, 20.0, 300.0)
+    guard.update(0.0, 83.0, 300.0)  # at the limit counts as too hot
+    assert guard.update(30.0, 84.0, 300.0) == pytest.approx(300.0 - 0.5 - 15.0)
+    guard.update(60.0, 80.0, 200.0)  # exactly 3 K below: not yet recovering
+    assert guard.ceiling_w == pytest.approx(284.5)
+    assert guard.update(110.0, 79.0, 200.0) == pytest.approx(284.5 + 0.2 * 50)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from heatctl.config import DutyConfig
@@ -43,9 +44,9 @@ class DutyCycle:
         """(on, off) durations for a fraction, honouring the minimum times."""
         cfg = self._cfg
         if fraction <= 0.0:
-            return 0.0, float("inf")
+            return 0.0, math.inf
         if fraction >= 1.0:
-            return float("inf"), 0.0
+            return math.inf, 0.0
         on_s = fraction * cfg.period_s
         off_s = cfg.period_s - on_s
         if on_s < cfg.min_on_s:
@@ -90,8 +91,8 @@ class Allocator:
         self.ceiling_w = ceiling_w if ceiling_w is not None else model.caps.max_limit_w
         self._limit_w = model.caps.max_limit_w
         self._trim_w = 0.0
-        self._limit_set_s = -float("inf")
-        self._regime = "idle"
+        self._limit_set_s = 0.0  # when the limit last moved while running continuously
+        self._continuous = False
         self.settle_s = 10.0  # a reading reflects a new limit only after the GPU settled under it
         self.limit_writes = 0
 
@@ -113,35 +114,38 @@ class Allocator:
         efficient_w = max(min(self.model.efficient_cap_w, top_w), caps.min_limit_w)
         level_cap = self.level_cap()
         if target_w <= caps.idle_w + 1.0:
-            self._regime = "idle"
+            self._continuous = False
             self._duty.step(now_s, 0.0)
             self._trim_w = 0.0
-            self._write(caps.min_limit_w, now_s, force=True)
+            self._write(caps.min_limit_w, force=True)
             return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=0.0, regime="idle")
         on_w = caps.idle_w + level_cap * (efficient_w - caps.idle_w)  # a busy GPU's draw when on
         if target_w < on_w and not self.limit_only:
-            self._regime = "duty"
+            self._continuous = False
             fraction = (target_w - caps.idle_w) / (on_w - caps.idle_w)
             on = self._duty.step(now_s, fraction)
             self._trim_w = 0.0
             if on:
-                self._write(efficient_w, now_s, force=True)
+                self._write(efficient_w, force=True)
             level = level_cap if on else 0.0
             return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=level, regime="duty")
         self._duty.step(now_s, 1.0)
-        if self._regime != "continuous":
-            self._regime, self._limit_set_s = "continuous", now_s  # the GPU is just being loaded
+        if not self._continuous:
+            self._continuous, self._limit_set_s = True, now_s  # the GPU is just being loaded
         if measured_w is not None and now_s - self._limit_set_s >= self.settle_s:
             # Under a settled limit, a cap that holds loosely shows as a steady bias: learn it.
             bias_w = self._limit_w - measured_w
             if abs(bias_w) <= 0.1 * self._limit_w:
                 self._trim_w += 0.5 * (bias_w - self._trim_w)
-        self._write(min(max(target_w + self._trim_w, caps.min_limit_w), max(top_w, caps.min_limit_w)), now_s)
+        if self._write(min(max(target_w + self._trim_w, caps.min_limit_w), max(top_w, caps.min_limit_w))):
+            self._limit_set_s = now_s
         return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=level_cap, regime="continuous")
 
-    def _write(self, limit_w: float, now_s: float, *, force: bool = False) -> None:
+    def _write(self, limit_w: float, *, force: bool = False) -> bool:
+        """Move the limit if it moves by the deadband (or ``force``); whether it moved."""
         moved_w = abs(limit_w - self._limit_w)
         if moved_w > 1e-6 and (force or moved_w >= self._deadband_w):
             self._limit_w = limit_w
-            self._limit_set_s = now_s
             self.limit_writes += 1
+            return True
+        return False

@@ -47,15 +47,8 @@ class ZoneController:
         self._cfg = cfg
         self._time_fn = time_fn
         self.capacity_w = capacity_w
-        self._pid = PID(
-            cfg.kp,
-            cfg.ki,
-            cfg.kd,
-            sample_time=None,
-            output_limits=(0.0, capacity_w),
-            time_fn=time_fn,
-        )
-        self._pid.set_auto_mode(False)
+        # Gains, limits and dt are set at every step; the PID starts off and is switched on bumplessly.
+        self._pid = PID(cfg.kp, 0.0, cfg.kd, sample_time=None, auto_mode=False)
         self._held_integral_w = 0.0
         self._last_s: float | None = None
         self._last_setpoint_c: float | None = None
