@@ -48,7 +48,8 @@ def main() -> int:
         print(f"  {n:3d}  {function.replace('xǁ', '').replace('ǁ', '.')}")
     with args.survivors.open("w", encoding="utf-8") as out:
         for name in survivors:
-            diff = subprocess.run([str(MUTMUT), "show", name], cwd=ROOT, capture_output=True, text=True).stdout
+            show = [str(MUTMUT), "show", name]
+            diff = subprocess.run(show, cwd=ROOT, capture_output=True, text=True, check=False).stdout
             changed = [line for line in diff.splitlines() if line.startswith(("- ", "+ "))]
             out.write(f"=== {name}\n" + "\n".join(changed) + "\n")
     print(f"\nwrote every survivor's diff to {args.survivors}")
