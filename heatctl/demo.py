@@ -166,9 +166,10 @@ def status_line(service: Service, room: DemoRoom) -> str:
     temp = f"{zone.temperature_c:.1f}" if zone.temperature_c is not None else "--"
     setp = f"{zone.setpoint_c:.1f}" if zone.setpoint_c is not None else "--"
     work = f"{gpu.work_rate:.0f}" if gpu.work_rate is not None else "--"
+    limit = f"{gpu.power_limit_w:.0f}" if gpu.power_limit_w is not None else "--"
     return (
         f"{clock}  room {temp} °C → {setp}  demand {zone.demand_w:4.0f} W  "
-        f"GPU {gpu.power_w or 0:4.0f} W (limit {gpu.power_limit_w:.0f})  work {work}/s  "
+        f"GPU {gpu.power_w or 0:4.0f} W (limit {limit})  work {work}/s  "
         f"{snap.counters.energy_kwh:.2f} kWh  {snap.mode}" + (f"  FAIL-SAFE: {snap.failsafe}" if snap.failsafe else "")
     )
 

@@ -48,7 +48,7 @@ def build_snapshot(
         act, state = actuation[gid], states[gid]
         gpus[gid] = GpuSnapshot(
             power_w=state.power_w,
-            power_limit_w=act.limit_w if act.limit_w is not None else cmd.power_limit_w,
+            power_limit_w=act.limit_w,
             temperature_c=state.temperature_c,
             level=0.0 if act.fault else cmd.level,
             work_rate=state.work_rate,

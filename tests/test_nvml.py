@@ -254,3 +254,25 @@ def test_without_limit_control_heat_is_steered_by_the_workload(fake_nvml: FakeNv
         assert fake_nvml.limit_w() is None  # never written
     finally:
         svc.shutdown()
+
+
+def test_the_fake_drivers_own_selftest_passes(fakenvml_lib: Path) -> None:
+    """The fake driver is ours to keep working: its self-test runs the real bindings against it."""
+    import os
+
+    selftest = Path(__file__).parent / "fakes" / "fakenvml" / "selftest.py"
+    env = {**os.environ, "LD_LIBRARY_PATH": str(fakenvml_lib)}
+    out = subprocess.run([sys.executable, str(selftest)], env=env, capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip().endswith("passed, 0 failed"), out.stdout[-2000:]
+
+
+def test_a_lost_file_makes_the_gpu_fall_off_the_bus_until_it_is_gone(fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    clock = FakeClock()
+    gpu = open_gpu(tmp_path, clock)
+    assert gpu.read().fault is None
+    (fake_nvml.dir / "lost").touch()
+    assert gpu.read().fault == "the GPU has fallen off the bus (GPU lost)"
+    (fake_nvml.dir / "lost").unlink()
+    clock.advance(30)
+    assert gpu.read().fault is None
+    gpu.restore()

@@ -256,7 +256,8 @@ class NvmlGpu:
             self._fault = describe(exc)
             return False
         except BackendError as exc:
-            self._fault = str(exc)
+            cause = exc.__cause__
+            self._fault = describe(cause) if isinstance(cause, n.NVMLError) else str(exc)
             return False
         _LOGGER.info("gpu %s: NVML answers again after %.0f s", self.id, now_s - self._fault_since_s)
         self._fault = None

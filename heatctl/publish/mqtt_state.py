@@ -27,7 +27,7 @@ class ZoneSnapshot:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GpuSnapshot:
     power_w: float | None
-    power_limit_w: float
+    power_limit_w: float | None  # as the driver reports it; None while it cannot be read
     temperature_c: float | None
     level: float
     work_rate: float | None
