@@ -25,6 +25,7 @@ class CheckRow:
     ok: bool
     detail: str
     fix: str = ""
+    warn: bool = False  # works, but probably not what the user wants
 
 
 def _row(part: str, ok: bool, detail: str, fix: str = "") -> CheckRow:
@@ -173,6 +174,17 @@ def check_gpu(cfg: Config, gcfg: GpuConfig) -> list[CheckRow]:
     except HeatctlError as exc:
         fix = "install the NVIDIA driver; nvidia-smi must work" if gcfg.backend == "nvml" else ""
         return [_row(part, False, str(exc), fix)]
+    sim_rows = []
+    if gcfg.backend == "sim":
+        sim_rows.append(
+            CheckRow(
+                part,
+                True,
+                "SIMULATED GPU (backend: sim): heatctl heats nothing on this machine",
+                "set backend: nvml for the real GPU",
+                warn=True,
+            )
+        )
     try:
         lo, hi = gpu.limits_w()
         reading = gpu.read()
@@ -208,7 +220,7 @@ def check_gpu(cfg: Config, gcfg: GpuConfig) -> list[CheckRow]:
     finally:
         gpu.restore()
     rows.append(check_workload(gcfg))
-    return rows
+    return sim_rows + rows
 
 
 def check_workload(gcfg: GpuConfig) -> CheckRow:
@@ -247,9 +259,9 @@ def format_rows(rows: list[CheckRow]) -> str:
     width = max(len(r.part) for r in rows)
     lines = []
     for r in rows:
-        mark = "ok  " if r.ok else "FAIL"
+        mark = "FAIL" if not r.ok else ("WARN" if r.warn else "ok  ")
         line = f"{mark}  {r.part:<{width}}  {r.detail}"
-        if r.fix and not r.ok:
+        if r.fix and (r.warn or not r.ok):
             line += f"\n      {'':<{width}}  fix: {r.fix}"
         lines.append(line)
     return "\n".join(lines)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from heatctl import __version__
 from heatctl.errors import ConfigError, HeatctlError
@@ -15,37 +17,90 @@ from heatctl.errors import ConfigError, HeatctlError
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="heatctl", description="Heat a room with the GPU that runs your local AI.")
-    parser.add_argument("--version", action="version", version=f"heatctl {__version__}")
-    parser.add_argument("--log-level", default=None, help="debug, info, warning or error")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line and exit 2: no usage dump, never a traceback."""
 
-    run = sub.add_parser("run", help="the service")
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is argparse.SUPPRESS or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = _Help
+    parser = _Parser(
+        prog="heatctl",
+        description="Heat a room with the GPU that runs your local AI: thermostat in, exactly the watts it needs out.",
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"heatctl {__version__}")
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=None,
+        help="log level (default: the config's log_level, else info)",
+    )
+    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one object per line")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=fmt)
+
+    run = command("run", "the service: read the thermostat, steer the GPU, publish state (until SIGTERM)")
     run.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
 
-    demo = sub.add_parser("demo", help="the service on embedded defaults (broker, room, GPU simulated)")
-    demo.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
-    demo.add_argument("--port", type=int, default=1883, help="port of the embedded MQTT broker")
-    demo.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
+    demo = command("demo", "the service on embedded defaults: an embedded MQTT broker, a simulated room and GPU")
+    demo.add_argument("--speed", type=_positive, default=60.0, help="simulated seconds per real second")
+    demo.add_argument("--port", type=_port, default=1883, help="port of the embedded MQTT broker")
+    demo.add_argument("--duration", type=_positive, default=None, help="stop after this many real seconds")
 
-    sim = sub.add_parser("simulate", help="closed-loop simulation in virtual time")
+    sim = command("simulate", "closed-loop simulation in virtual time: KPIs, a time series and a plot")
     sim.add_argument("--scenario", type=Path, default=None, help="scenario YAML (default: a cold week)")
-    sim.add_argument("-c", "--config", type=Path, default=None, help="config YAML (control settings)")
-    sim.add_argument("--controller", choices=("heatctl", "hysteresis", "dutycycle"), default="heatctl")
+    sim.add_argument("-c", "--config", type=Path, default=None, help="config YAML whose control settings to use")
+    sim.add_argument(
+        "--controller", choices=("heatctl", "hysteresis", "dutycycle"), default="heatctl", help="who controls"
+    )
     sim.add_argument("--out", type=Path, default=Path("sim-out"), help="output directory")
     sim.add_argument("--zone", default=None, help="the zone of the config to simulate (when it has several)")
 
-    check = sub.add_parser("check", help="validate the config and reach every configured service")
-    check.add_argument("-c", "--config", required=True, type=Path)
+    check = command("check", "validate the config and reach every configured part; one row each")
+    check.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
 
-    restore = sub.add_parser("restore", help="restore GPU power limits a killed run left behind (ExecStopPost)")
-    restore.add_argument("-c", "--config", required=True, type=Path)
+    restore = command("restore", "restore GPU power limits and resume workloads a killed run left behind")
+    restore.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
 
-    config = sub.add_parser("config", help="config tools")
-    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    config_sub.add_parser("schema", help="print the config's JSON Schema (for editors)")
+    config = command("config", "config tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION", parser_class=_Parser)
+    config_sub.add_parser(
+        "schema", help="print the config's JSON Schema (for editors)", description="print the config's JSON Schema"
+    )
     return parser
 
 

@@ -194,7 +194,7 @@ WorkloadConfig = Annotated[
 
 class GpuConfig(_Strict):
     id: Annotated[str, Field(pattern=_NODE_ID_RE)]
-    backend: Literal["nvml", "sim"] = "sim"
+    backend: Literal["nvml", "sim"]  # no default: a forgotten `nvml` must not become a heater that heats nothing
     index: Annotated[int, Field(ge=0)] | None = None
     uuid: str | None = None
     max_power_w: Annotated[float, Field(gt=0)] | None = None  # clamped to the driver's range

@@ -356,6 +356,9 @@ def run_service(cfg: Config, *, on_ready: Callable[[Service], None] | None = Non
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for gpu in cfg.gpus:
+        if gpu.backend == "sim":
+            _LOGGER.warning("gpu %s is simulated (backend: sim): heatctl heats nothing on this machine", gpu.id)
     try:
         service.start()
         _LOGGER.info(

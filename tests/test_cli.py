@@ -133,3 +133,41 @@ def test_config_schema_is_json_schema() -> None:
     proc = heatctl("config", "schema")
     schema = json.loads(proc.stdout)
     assert schema["type"] == "object" and "zones" in schema["properties"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--log-level", "verbose", "run", "-c", "x.yaml"], "argument --log-level: invalid choice: 'verbose'"),
+        (["demo", "--speed", "0"], "argument --speed: must be a number above 0, got '0'"),
+        (["demo", "--speed", "-5"], "argument --speed: must be a number above 0, got '-5'"),
+        (["demo", "--speed", "fast"], "argument --speed: expected a number, got 'fast'"),
+        (["demo", "--port", "99999"], "argument --port: must be a port from 1 to 65535, got '99999'"),
+        (["demo", "--duration", "nan"], "argument --duration: must be a number above 0, got 'nan'"),
+        (["simulate", "--controller", "pid"], "argument --controller: invalid choice: 'pid'"),
+        (["run"], "the following arguments are required: -c/--config"),
+        (["check"], "the following arguments are required: -c/--config"),
+        (["restore"], "the following arguments are required: -c/--config"),
+        (["config"], "the following arguments are required: ACTION"),
+        (["run", "-c", "/nonexistent/heatctl.yaml"], "/nonexistent/heatctl.yaml: cannot read"),
+        (["simulate", "--scenario", "/nonexistent/s.yaml"], "/nonexistent/s.yaml: cannot read"),
+    ],
+)
+def test_bad_command_line_values_are_one_clean_line(args: list[str], says: str) -> None:
+    proc = heatctl(*args)
+    assert proc.returncode == 2
+    assert says in proc.stderr and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.strip()]) <= 2  # "configuration problems:" + one
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "simulate", "check", "restore", "config"])
+def test_every_command_has_help_with_a_description(command: str) -> None:
+    proc = heatctl(command, "--help")
+    assert proc.returncode == 0
+    usage, _, rest = proc.stdout.partition("\n\n")
+    description = rest.split("\n\n")[0]
+    assert usage.startswith("usage: heatctl") and len(description.strip()) > 10
+    options = rest.split("options:")[1]
+    for line in options.splitlines():
+        if line.strip().startswith("-") and "  " in line.strip():
+            assert line.split("  ")[-1].strip(), f"an option without help: {line}"
