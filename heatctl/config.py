@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
@@ -289,29 +290,6 @@ class Config(_Strict):
         _no_duplicates([g.id for g in gpus], "gpu id")
         return gpus
 
-    @model_validator(mode="after")
-    def _zones_own_gpus(self) -> Self:
-        known = {g.id for g in self.gpus}
-        owner: dict[str, str] = {}
-        problems = []
-        for zone in self.zones:
-            for gpu_id in zone.gpus:
-                if gpu_id not in known:
-                    problems.append(f"zone {zone.name}: unknown gpu {gpu_id!r}")
-                elif gpu_id in owner:
-                    problems.append(f"gpu {gpu_id} is in zones {owner[gpu_id]} and {zone.name}")
-                owner.setdefault(gpu_id, zone.name)
-        if self.homeassistant is None:
-            problems += [
-                f"zone {zone.name}: {attr} reads entity {src.entity}, which needs a 'homeassistant:' section"
-                for zone in self.zones
-                for attr, src in zone.sources()
-                if src.entity is not None
-            ]
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
     def gpu(self, gpu_id: str) -> GpuConfig:
         return next(g for g in self.gpus if g.id == gpu_id)
 
@@ -382,6 +360,7 @@ class _Resolver:
     def __init__(self, secrets_file: Path | None, env: Mapping[str, str]) -> None:
         self._secrets_file = secrets_file
         self._secrets: dict[str, Any] | None = None
+        self._missing_file = False
         self._env = env
         self.problems: list[tuple[Path_, str]] = []
 
@@ -408,6 +387,8 @@ class _Resolver:
     def _secret(self, name: str, path: Path_) -> Any:
         if self._secrets is None:
             self._secrets = self._load_secrets(path)
+        if self._missing_file:
+            return ""  # said once, for the first !secret
         if name not in self._secrets:
             self.problems.append((path, f"secret {name!r} not found in {self._secrets_file}"))
             return ""
@@ -415,7 +396,8 @@ class _Resolver:
 
     def _load_secrets(self, path: Path_) -> dict[str, Any]:
         if self._secrets_file is None or not self._secrets_file.is_file():
-            self.problems.append((path, f"!secret used but {self._secrets_file} does not exist"))
+            self.problems.append((path, f"!secret used, but there is no {self._secrets_file}"))
+            self._missing_file = True
             return {}
         try:
             data = yaml.safe_load(self._secrets_file.read_text(encoding="utf-8"))
@@ -423,6 +405,72 @@ class _Resolver:
             self.problems.append((path, f"cannot read {self._secrets_file}: {exc}"))
             return {}
         return data if isinstance(data, dict) else {}
+
+
+def _cross_references(data: dict[str, Any]) -> list[tuple[Path_, str]]:
+    """What one part of the file says about another (a zone naming a GPU), each at its own path.
+
+    Runs on the raw data, so these problems are reported together with every other one.
+    """
+    problems: list[tuple[Path_, str]] = []
+    gpus = _list(data.get("gpus"))
+    zones = _list(data.get("zones"))
+    known = [g.get("id") for g in gpus if isinstance(g, dict)]
+    owner: dict[str, str] = {}
+    for i, zone in enumerate(zones):
+        if not isinstance(zone, dict):
+            continue
+        name = str(zone.get("name", i))
+        for j, gpu_id in enumerate(_list(zone.get("gpus"))):
+            if gpu_id not in known:
+                hint = _did_you_mean(str(gpu_id), [str(k) for k in known])
+                problems.append((("zones", i, "gpus", j), f"unknown gpu {gpu_id!r}{hint}"))
+            elif gpu_id in owner:
+                problems.append((("zones", i, "gpus", j), f"gpu {gpu_id} is already in zone {owner[gpu_id]}"))
+            else:
+                owner[str(gpu_id)] = name
+        if data.get("homeassistant") is None:
+            for field in ZoneConfig.SOURCE_FIELDS:
+                source = zone.get(field)
+                if isinstance(source, dict) and "entity" in source:
+                    needs = "reads a Home Assistant entity: needs a 'homeassistant:' section"
+                    problems.append((("zones", i, field, "entity"), needs))
+    return problems
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _all_keys(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> set[str]:
+    """Every key any config model knows, for 'did you mean'."""
+    seen = seen if seen is not None else set()
+    if model in seen:
+        return set()
+    seen.add(model)
+    keys = set(model.model_fields)
+    for field in model.model_fields.values():
+        for sub in _models_in(field.annotation):
+            keys |= _all_keys(sub, seen)
+    return keys
+
+
+def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+        return
+    for arg in getattr(annotation, "__args__", ()) or ():
+        yield from _models_in(arg)
+    for meta in getattr(annotation, "__metadata__", ()) or ():
+        yield from _models_in(meta)
+    origin = getattr(annotation, "__origin__", None)
+    if origin is not None and origin is not annotation:
+        yield from _models_in(origin)
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
@@ -472,7 +520,12 @@ def parse_model(
         hint = ""
         if "${" in text and "flow mapping" in str(exc):
             hint = ' (inside { } write ${VAR} in quotes: password: "${MQTT_PASSWORD}")'
-        raise ConfigError([f"{name}: not valid YAML: {exc}{hint}"]) from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark is not None else name
+        what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        context = getattr(exc, "context", None)
+        column = f" (column {mark.column + 1}{', ' + context if context else ''})" if mark is not None else ""
+        raise ConfigError([f"{where}: not valid YAML: {what}{column}{hint}"]) from exc
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -486,7 +539,10 @@ def parse_model(
     try:
         result = model.model_validate(data)
     except ValidationError as exc:
-        problems += [(_input_path(data, tuple(err["loc"])), _message(err)) for err in exc.errors()]
+        keys = _all_keys(model)
+        problems += [(_input_path(data, tuple(err["loc"])), _message(err, keys)) for err in exc.errors()]
+    if model is Config:
+        problems += _cross_references(data)
     if problems:
         raise ConfigError([_problem(name, p, msg, lines) for p, msg in problems])
     assert result is not None
@@ -517,10 +573,10 @@ def _item(current: Any, part: str | int) -> Any:
     return None
 
 
-def _message(err: Any) -> str:
+def _message(err: Any, keys: set[str]) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + _did_you_mean(str(err["loc"][-1]), keys)
     return msg[:1].lower() + msg[1:]
 
 

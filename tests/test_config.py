@@ -123,7 +123,32 @@ def test_unknown_secret_and_secret_values_never_in_errors(tmp_path: Path) -> Non
 )
 def test_not_a_mapping_or_not_yaml(text: str) -> None:
     problems = problems_of(text)
-    assert len(problems) == 1 and problems[0].startswith("cfg.yaml: ")
+    assert len(problems) == 1 and problems[0].startswith("cfg.yaml")
+    assert "\n" not in problems[0]  # one line, naming the file (and the line where YAML could tell)
+
+
+def test_unknown_keys_suggest_the_known_one_and_cross_references_come_with_the_rest() -> None:
+    text = (
+        MINIMAL_YAML.replace("node_id: test-node", "node_id: test-node\nmqtt: {prot: 1883}").replace(
+            "gpus: [gpu0]", "gpus: [gpu1]"
+        )
+        + "    max_powr_w: 200\n"
+    )
+    assert problems_of(text) == [
+        "cfg.yaml:3: mqtt.prot: unknown key (did you mean 'port'?)",
+        "cfg.yaml:12: gpus[0].max_powr_w: unknown key (did you mean 'max_power_w'?)",
+        "cfg.yaml:8: zones[0].gpus[0]: unknown gpu 'gpu1' (did you mean 'gpu0'?)",
+    ]
+
+
+def test_a_missing_secrets_file_is_said_once(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "heatctl.yaml"
+    cfg_file.write_text(MINIMAL_YAML + "mqtt: {password: !secret a, username: !secret b}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg_file)
+    assert err.value.problems == [
+        f"{cfg_file}:11: mqtt.password: !secret used, but there is no {tmp_path}/secrets.yaml"
+    ]
 
 
 def test_unquoted_env_in_flow_mapping_gets_a_hint() -> None:
