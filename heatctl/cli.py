@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -93,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     check = command("check", "validate the config and reach every configured part; one row each")
     check.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
 
+    status = command("status", "what the running service is doing, in words (from its MQTT state)")
+    status.add_argument("-c", "--config", required=True, type=Path, help="the service's YAML config file")
+    status.add_argument("--follow", "-f", action="store_true", help="keep printing every new state until Ctrl-C")
+
     restore = command("restore", "restore GPU power limits and resume workloads a killed run left behind")
     restore.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
 
@@ -122,37 +127,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:  # `heatctl status --follow | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "simulate":
-        return _simulate(args)
-    if args.command == "config":
-        from heatctl.config import Config
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "simulate": _simulate,
+        "config": _config_schema,
+        "check": _check,
+        "status": _status,
+        "restore": lambda a: _restore(a.config),
+        "run": _run,
+        "demo": _demo,
+    }
+    return handlers[args.command](args)
 
-        print(json.dumps(Config.model_json_schema(), indent=2))
-        return EXIT_OK
-    if args.command == "check":
-        from heatctl.check import run_check
 
-        return run_check(args.config)
-    if args.command == "restore":
-        return _restore(args.config)
-    if args.command == "run":
-        from heatctl.config import load_config
-        from heatctl.logs import apply_config_levels
+def _config_schema(args: argparse.Namespace) -> int:
+    from heatctl.config import Config
 
-        cfg = load_config(args.config)
-        if args.log_level is None:
-            apply_config_levels(cfg)
-        from heatctl.service import run_service
+    print(json.dumps(Config.model_json_schema(), indent=2))
+    return EXIT_OK
 
-        return run_service(cfg)
-    if args.command == "demo":
-        from heatctl.demo import run_demo
 
-        return run_demo(speed=args.speed, port=args.port, duration_s=args.duration)
-    raise AssertionError(args.command)
+def _check(args: argparse.Namespace) -> int:
+    from heatctl.check import run_check
+
+    return run_check(args.config)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from heatctl.config import load_config
+    from heatctl.status import run_status
+
+    return run_status(load_config(args.config), follow=args.follow)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from heatctl.config import load_config
+    from heatctl.logs import apply_config_levels
+
+    cfg = load_config(args.config)
+    if args.log_level is None:
+        apply_config_levels(cfg)
+    from heatctl.service import run_service
+
+    return run_service(cfg)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from heatctl.demo import run_demo
+
+    return run_demo(speed=args.speed, port=args.port, duration_s=args.duration)
 
 
 def _restore(path: Path) -> int:

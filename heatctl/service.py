@@ -16,6 +16,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -281,7 +282,9 @@ class Service:
         for name, zone in out.zones.items():
             before = self._failsafes.get(name)
             if zone.failsafe != before:
-                if zone.failsafe is not None:
+                if zone.failsafe is not None and name not in self._failsafes:
+                    _LOGGER.info("zone %s: no heat until it reports (%s)", name, zone.failsafe)  # at start
+                elif zone.failsafe is not None:
                     _LOGGER.warning("zone %s: fail-safe, no heat: %s", name, zone.failsafe)
                 elif name in self._failsafes:
                     _LOGGER.info("zone %s: fail-safe cleared (was: %s)", name, before)
@@ -307,7 +310,8 @@ class Service:
             metered_gpus=metered_gpus,
             bad_payloads=self.store.bad_payloads,
             rejected_commands=self.inbox.rejected,
-            extra={"influx": self.sinks[0].stats()} if self.sinks else {},
+            extra={"updated": datetime.now(UTC).isoformat(timespec="seconds")}
+            | ({"influx": self.sinks[0].stats()} if self.sinks else {}),
         )
 
     def announce(self) -> None:

@@ -295,3 +295,31 @@ def test_cli_run_lwt_on_kill9_and_clean_sigterm(mosquitto: Mosquitto, probe: Pro
     assert proc.wait(timeout=20) == 0, log.read_text()
     assert "received SIGTERM, stopping" in log.read_text()
     assert probe.on(f"{BASE}/availability")[-1] == b"offline"
+
+
+def test_status_tells_a_person_what_the_service_does(
+    service: Service, probe: Probe, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from heatctl.status import run_status
+
+    trv(probe, 19.0)
+    tick_until(service, lambda s: s.zones["office"].demand_w > 0, "heating")
+    probe.wait_json(f"{BASE}/state", lambda d: d["zones"]["office"]["demand_w"] > 0)
+    assert run_status(service.cfg, follow=False) == 0
+    out = capsys.readouterr().out
+    assert "heatctl office-heater: online, heating;" in out
+    assert "zone office: 19.0 °C → 21.0 °C, asks" in out and "s ago)" in out
+    assert "gpu gpu0:" in out and "work level 1.00" in out
+    probe.publish("zigbee2mqtt/office_window", json.dumps({"contact": False}))
+    tick_until(service, lambda s: s.zones["office"].window_open, "window open")
+    probe.wait_json(f"{BASE}/state", lambda d: d["zones"]["office"]["window_open"] is True)
+    assert run_status(service.cfg, follow=False) == 0
+    out = capsys.readouterr().out
+    assert "online, in fail-safe, no heat;" in out and "window open  FAIL-SAFE: window open" in out
+
+
+def test_status_without_a_running_service_says_so(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    from heatctl.status import run_status
+
+    cfg = make_config(mosquitto.port, tmp_path / "state")
+    assert run_status(cfg, follow=False, wait_s=0.5) == 1

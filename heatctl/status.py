@@ -1,0 +1,159 @@
+"""``heatctl status``: what a running service is doing, in a person's words, from its retained MQTT state."""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from heatctl.config import Config
+from heatctl.errors import HeatctlError
+
+WAIT_S = 5.0
+
+
+def describe_state(state: dict[str, Any], *, node_id: str, online: bool | None) -> str:
+    """Several lines, like ``systemctl status``: the node, each zone, each GPU, the totals, any fail-safe."""
+    mode = state.get("mode", "?")
+    heat_w = _num(state.get("heat_w"))
+    heating = any((z.get("demand_w") or 0) > 0 for z in (state.get("zones") or {}).values())
+    if mode != "heat":
+        doing = "off"
+    elif heating:
+        doing = "heating"
+    else:
+        doing = "in fail-safe, no heat" if state.get("failsafe") else "idle, no heat wanted"
+    availability = {True: "online", False: "OFFLINE (its last state follows)", None: "availability unknown"}[online]
+    max_w = _num(state.get("max_power_w"))
+    lines = [f"heatctl {node_id}: {availability}, {doing}; {heat_w:.0f} W of heat now, max {max_w:.0f} W"]
+    for name, z in (state.get("zones") or {}).items():
+        room = _temp(z.get("temperature_c"))
+        target = _temp(z.get("setpoint_c"))
+        window = {True: ", window open", False: ", window closed", None: ""}[z.get("window_open")]
+        zone_mode = "" if z.get("mode", "heat") == "heat" else ", zone off"
+        why = f"  FAIL-SAFE: {z['failsafe']}" if z.get("failsafe") else ""
+        lines.append(f"  zone {name}: {room} → {target}, asks {_num(z.get('demand_w')):.0f} W{window}{zone_mode}{why}")
+    for gid, g in (state.get("gpus") or {}).items():
+        lines.append("  " + _gpu_line(gid, g))
+    energy = _num(state.get("energy_kwh"))
+    reused = _num(state.get("heat_reused_kwh"))
+    work = _num(state.get("work_done"))
+    lines.append(f"  energy {energy:.2f} kWh so far, {reused:.2f} kWh of it heat the room wanted; work done {work:.0f}")
+    if state.get("failsafe"):
+        lines.append(f"  FAIL-SAFE: {state['failsafe']}")
+    if state.get("bad_payloads") or state.get("rejected_commands"):
+        lines.append(
+            f"  {state.get('bad_payloads', 0)} bad payload(s), {state.get('rejected_commands', 0)} rejected command(s)"
+        )
+    lines.append(f"  state of {_age(state.get('updated'))}")
+    return "\n".join(lines)
+
+
+def _age(updated: Any) -> str:
+    try:
+        when = datetime.fromisoformat(str(updated))
+    except ValueError:
+        return "unknown age"
+    age_s = (datetime.now(UTC) - when).total_seconds()
+    return f"{when.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ({age_s:.0f} s ago)"
+
+
+def _gpu_line(gid: str, g: dict[str, Any]) -> str:
+    if g.get("fault"):
+        return f"gpu {gid}: NO WORK: {g['fault']}"
+    power = f"{_num(g.get('power_w')):.0f} W"
+    limit = f"limit {_num(g.get('power_limit_w')):.0f} W" if g.get("power_limit_w") is not None else "limit unknown"
+    if g.get("limit_control") is False:
+        limit += " (not settable)"
+    temp = _temp(g.get("temperature_c"))
+    level = _num(g.get("level"))
+    work = f", {g['work_rate']:.1f} work/s" if isinstance(g.get("work_rate"), int | float) else ""
+    notes = []
+    if g.get("limit_mismatches"):
+        notes.append(f"limit found changed {g['limit_mismatches']}×")
+    if g.get("level_mismatches"):
+        notes.append(f"work found running {g['level_mismatches']}×")
+    if g.get("steerable") is False:
+        notes.append("heatctl CANNOT take heat away from it")
+    extra = f" [{'; '.join(notes)}]" if notes else ""
+    return f"gpu {gid}: {power} ({limit}), {temp}, work level {level:.2f}{work}; {g.get('workload', '')}{extra}"
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else 0.0
+
+
+def _temp(value: Any) -> str:
+    return f"{value:.1f} °C" if isinstance(value, int | float) else "-- °C"
+
+
+def run_status(cfg: Config, *, follow: bool, wait_s: float = WAIT_S) -> int:
+    """Print the state once (or every time it changes, with ``follow``). Exit 1 if there is none."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from heatctl.mqtt_link import configure_client
+
+    if cfg.mqtt is None:
+        raise HeatctlError("status reads the service's MQTT state, and this config has no 'mqtt:' section")
+    base = f"{cfg.mqtt.base_topic}/{cfg.node_id}"
+    inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"heatctl-status-{time.time_ns()}")
+    try:
+        configure_client(client, cfg.mqtt)
+    except (OSError, ValueError) as exc:
+        raise HeatctlError(f"MQTT TLS setup: {exc}") from exc
+    # Network thread: only hands messages over.
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe([(f"{base}/state", 0), (f"{base}/availability", 0)])
+    client.on_message = lambda c, u, msg: inbox.put((msg.topic, bytes(msg.payload)))
+    try:
+        client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=30)
+    except OSError as exc:
+        raise HeatctlError(f"cannot reach the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port}: {exc}") from exc
+    client.loop_start()
+    try:
+        return _print_states(inbox, cfg.node_id, follow=follow, wait_s=wait_s)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def _print_states(inbox: queue.SimpleQueue[tuple[str, bytes]], node_id: str, *, follow: bool, wait_s: float) -> int:
+    online: bool | None = None
+    state: dict[str, Any] | None = None
+    deadline = time.monotonic() + wait_s
+    shown = 0
+    while True:
+        timeout = None if follow and shown else max(deadline - time.monotonic(), 0.0)
+        try:
+            messages = [inbox.get(timeout=timeout)]
+        except queue.Empty:
+            break
+        time.sleep(0.05)  # retained state and availability arrive together: take both
+        while not inbox.empty():
+            messages.append(inbox.get())
+        fresh_state = False
+        for topic, payload in messages:
+            if topic.endswith("/availability"):
+                online = payload.strip() == b"online"
+                continue
+            try:
+                state = json.loads(payload)
+                fresh_state = True
+            except ValueError:
+                continue
+        if state is None or not (fresh_state or follow):
+            continue
+        print(("\n" if shown else "") + describe_state(state, node_id=node_id, online=online), flush=True)
+        shown += 1
+        if not follow:
+            return 0
+    if state is None:
+        print(f"no state from heatctl {node_id} on the broker within {wait_s:g} s: is it running with this config?")
+        return 1
+    return 0
