@@ -63,6 +63,7 @@ def check_mqtt(cfg: Config) -> list[CheckRow]:
     from paho.mqtt.reasoncodes import ReasonCode
 
     from heatctl.mqtt_link import configure_client
+    from heatctl.sources.mqtt import read_requests
 
     assert cfg.mqtt is not None
     m = cfg.mqtt
@@ -80,6 +81,8 @@ def check_mqtt(cfg: Config) -> list[CheckRow]:
         if not rc.is_failure:
             for topic in _topics(cfg):
                 c.subscribe(topic)
+            for topic, payload in read_requests(cfg).items():  # zigbee2mqtt: ask for a fresh reading
+                c.publish(topic, payload, qos=1)
         connected.set()
 
     def on_message(c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
@@ -130,7 +133,8 @@ def _source_rows(cfg: Config, last: dict[str, tuple[bytes, float]]) -> list[Chec
                     _row(
                         part,
                         not required,
-                        f"{source.topic}: nothing in {LISTEN_S:g} s (not retained?)",
+                        f"{source.topic}: nothing in {LISTEN_S:g} s"
+                        + (" (asked it with /get)" if source.asks_at_start else " (not retained?)"),
                         "check the topic; heatctl fails safe until it reports" if required else "",
                     )
                 )

@@ -48,6 +48,15 @@ class SourceConfig(_Strict):
     stale_after_s: Annotated[float, Field(gt=0)] = 900.0
     valid_range: tuple[float, float] | None = None
     open_when: bool | str | float | None = None  # window sources: the value that means "open"
+    # Ask the device for a fresh reading at start and in `check` (zigbee2mqtt's <device>/get, since
+    # zigbee2mqtt does not retain by default); default: on for topics under zigbee2mqtt/.
+    ask_at_start: bool | None = None
+
+    @property
+    def asks_at_start(self) -> bool:
+        if self.ask_at_start is not None:
+            return self.ask_at_start
+        return self.topic is not None and self.topic.startswith("zigbee2mqtt/") and "/bridge/" not in self.topic
 
     @model_validator(mode="after")
     def _one_origin(self) -> Self:

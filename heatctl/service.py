@@ -36,7 +36,7 @@ from heatctl.persistence import SavedState, ServiceState
 from heatctl.publish.mqtt_outputs import MqttOutputs
 from heatctl.publish.mqtt_state import NodeSnapshot
 from heatctl.snapshots import build_snapshot
-from heatctl.sources.mqtt import bind_mqtt_sources, zone_sources
+from heatctl.sources.mqtt import ask_for_readings, bind_mqtt_sources, read_requests, zone_sources
 from heatctl.sources.store import ReadingStore
 from heatctl.workloads.base import Workload
 from heatctl.workloads.registry import open_workload
@@ -122,8 +122,11 @@ class Service:
                 )
             act.workload.start()
         if self.cfg.mqtt is not None:
-            self.link = MqttLink(self.cfg.mqtt, self.cfg.node_id)
+            self.link = link = MqttLink(self.cfg.mqtt, self.cfg.node_id)
             bind_mqtt_sources(self.cfg, self.link, self.store)
+            requests = read_requests(self.cfg)
+            if requests:
+                self.link.on_connect(lambda: ask_for_readings(link, requests))
             bind_commands(self.cfg, self.link, self.inbox, self.node_capacity_w)
             self.outputs = MqttOutputs(
                 self.cfg, self.link, state_dir=self.state_dir, node_capacity_w=self.node_capacity_w

@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -323,3 +324,41 @@ def test_status_without_a_running_service_says_so(mosquitto: Mosquitto, tmp_path
 
     cfg = make_config(mosquitto.port, tmp_path / "state")
     assert run_status(cfg, follow=False, wait_s=0.5) == 1
+
+
+class Zigbee2MqttTrv:
+    """Answers ``<device>/get`` the way zigbee2mqtt does: the device's state on its own topic, not retained."""
+
+    def __init__(self, probe: Probe, temp: float) -> None:
+        self.asked: list[dict[str, str]] = []
+        self._probe = probe
+        self._temp = temp
+        probe.client.message_callback_add(f"{TRV}/get", self._on_get)
+        probe.client.subscribe(f"{TRV}/get", qos=1)
+
+    def _on_get(self, client: object, userdata: object, msg: Any) -> None:
+        self.asked.append(json.loads(msg.payload))
+        state = {"local_temperature": self._temp, "occupied_heating_setpoint": 21.0, "system_mode": "heat"}
+        self._probe.client.publish(TRV, json.dumps(state), qos=1)
+
+
+def test_a_zigbee2mqtt_trv_is_asked_for_a_reading_at_start(mosquitto: Mosquitto, probe: Probe, tmp_path: Path) -> None:
+    device = Zigbee2MqttTrv(probe, 19.5)
+    svc = Service(make_config(mosquitto.port, tmp_path / "state"))
+    svc.start()
+    try:
+        wait_until(lambda: svc.store.get("office", "temperature"), 10, "the TRV's answer to /get")
+        assert device.asked[0] == {"local_temperature": "", "occupied_heating_setpoint": "", "system_mode": ""}
+        snap = svc.tick()
+        assert snap.zones["office"].temperature_c == 19.5 and snap.zones["office"].failsafe is None
+    finally:
+        svc.shutdown()
+
+
+def test_check_asks_a_zigbee2mqtt_trv_too(mosquitto: Mosquitto, probe: Probe, tmp_path: Path) -> None:
+    from heatctl.check import check_mqtt
+
+    Zigbee2MqttTrv(probe, 20.5)
+    rows = {r.part: r for r in check_mqtt(make_config(mosquitto.port, tmp_path / "state"))}
+    assert rows["office.temperature"].ok and "20.5 °C" in rows["office.temperature"].detail
+    assert rows["office.setpoint"].ok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 from heatctl.config import Config, SourceConfig, ZoneConfig
@@ -34,6 +35,27 @@ def bind_mqtt_sources(cfg: Config, link: MqttLink, store: ReadingStore) -> int:
                 link.subscribe(source.topic, _handler(store, zone.name, role, source))
                 count += 1
     return count
+
+
+def read_requests(cfg: Config) -> dict[str, str]:
+    """Topic → payload asking each zigbee2mqtt device for the attributes heatctl reads (``<device>/get``).
+
+    zigbee2mqtt does not retain by default, so without this a correct topic stays silent until
+    the device next reports (minutes for a TRV); the answer comes on the device's own topic.
+    """
+    attributes: dict[str, dict[str, str]] = {}
+    for zone in cfg.zones:
+        for _, source in zone_sources(zone):
+            if source.topic is None or not source.asks_at_start or not source.json_path:
+                continue
+            attributes.setdefault(source.topic, {})[source.json_path.split(".")[0]] = ""
+    return {f"{topic}/get": json.dumps(attrs) for topic, attrs in attributes.items()}
+
+
+def ask_for_readings(link: MqttLink, requests: dict[str, str]) -> None:
+    """Publish the read requests (network thread, on every connect)."""
+    for topic, payload in requests.items():
+        link.publish(topic, payload, qos=1)
 
 
 def _handler(store: ReadingStore, zone: str, role: Role, source: SourceConfig) -> Handler:
