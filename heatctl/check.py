@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from heatctl.config import load_config
-from heatctl.errors import BackendError, HeatctlError
+from heatctl.errors import BackendError, HeatctlError, plain
 
 if TYPE_CHECKING:
-    from heatctl.config import Config, GpuConfig, SourceConfig
+    from collections.abc import Iterator
+
+    from heatctl.config import Config, GpuConfig, SourceConfig, ZoneConfig
 
 LISTEN_S = 3.0
 
@@ -58,6 +60,25 @@ def check_state_dir(cfg: Config) -> CheckRow:
 
 
 def check_mqtt(cfg: Config) -> list[CheckRow]:
+    """The broker, then every MQTT source's current value; each source gets a row even when the broker fails."""
+    rows = _check_mqtt(cfg)
+    if rows[0].ok or len(rows) > 1:
+        return rows
+    return rows + [
+        _row(f"{zone.name}.{role}", False, f"{source.topic}: not checked, the broker is unreachable")
+        for zone in cfg.zones
+        for role, source in _zone_sources(zone)
+        if source.topic is not None
+    ]
+
+
+def _zone_sources(zone: ZoneConfig) -> Iterator[tuple[str, SourceConfig]]:
+    from heatctl.sources.mqtt import zone_sources
+
+    yield from zone_sources(zone)
+
+
+def _check_mqtt(cfg: Config) -> list[CheckRow]:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.reasoncodes import ReasonCode
@@ -94,7 +115,9 @@ def check_mqtt(cfg: Config) -> list[CheckRow]:
     try:
         client.connect(m.host, m.port, keepalive=10)
     except OSError as exc:
-        return [_row("mqtt", False, f"{where}: {exc}", "is the broker running and reachable? check mqtt.host/port")]
+        return [
+            _row("mqtt", False, f"{where}: {plain(exc)}", "is the broker running and reachable? check mqtt.host/port")
+        ]
     client.loop_start()
     try:
         if not connected.wait(5.0):
@@ -177,7 +200,7 @@ def check_gpu(cfg: Config, gcfg: GpuConfig) -> list[CheckRow]:
         gpu = open_gpu(gcfg, state_dir=cfg.resolved_state_dir(), time_fn=time.monotonic)
     except HeatctlError as exc:
         fix = "install the NVIDIA driver; nvidia-smi must work" if gcfg.backend == "nvml" else ""
-        return [_row(part, False, str(exc), fix)]
+        return [_row(part, False, str(exc), fix), check_workload(gcfg)]
     sim_rows = []
     if gcfg.backend == "sim":
         sim_rows.append(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class HeatctlError(Exception):
     """Base class of every error heatctl raises on purpose."""
@@ -21,3 +23,31 @@ class BackendError(HeatctlError):
 
 class SinkError(HeatctlError):
     """An output (MQTT, InfluxDB) failed."""
+
+
+_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>:?\s*")
+
+
+def plain(exc: BaseException) -> str:
+    """An error as a person reads it: the innermost OS-level cause ("connection refused"), never a repr.
+
+    Library errors wrap the useful part several times (requests → urllib3 → socket); this walks
+    causes, contexts, ``reason`` attributes and arguments to the innermost ``OSError``.
+    """
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    innermost_os: OSError | None = None
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            innermost_os = current
+        reason = getattr(current, "reason", None)
+        linked = [reason, current.__cause__, current.__context__, *current.args]
+        stack += [e for e in linked if isinstance(e, BaseException)]
+    if innermost_os is not None and innermost_os.strerror:
+        return innermost_os.strerror[:1].lower() + innermost_os.strerror[1:]
+    text = _REPR.sub("", str(exc)).strip() or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "…"

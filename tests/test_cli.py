@@ -171,3 +171,34 @@ def test_every_command_has_help_with_a_description(command: str) -> None:
     for line in options.splitlines():
         if line.strip().startswith("-") and "  " in line.strip():
             assert line.split("  ")[-1].strip(), f"an option without help: {line}"
+
+
+def test_check_with_everything_down_gives_every_part_a_plain_row(tmp_path: Path) -> None:
+    from tests.services import free_port
+
+    ports = [free_port() for _ in range(4)]  # nothing listens on them
+    cfg = tmp_path / "heatctl.yaml"
+    cfg.write_text(f"""
+node_id: down
+state_dir: {tmp_path / "state"}
+mqtt: {{host: 127.0.0.1, port: {ports[0]}}}
+influxdb: {{url: "http://127.0.0.1:{ports[1]}", token: t, org: o, bucket: b}}
+homeassistant: {{url: "http://127.0.0.1:{ports[2]}", token: x}}
+zones:
+  - name: office
+    temperature: {{topic: z/t}}
+    setpoint: {{entity: climate.office, attribute: temperature}}
+    gpus: [gpu0]
+gpus:
+  - {{id: gpu0, backend: sim, workload: {{type: process, command: [no-such-binary-anywhere]}}}}
+""")
+    proc = heatctl("check", "-c", str(cfg))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    rows = {line.split()[1]: line for line in proc.stdout.splitlines() if line[:4] in ("ok  ", "FAIL", "WARN")}
+    for part in ("mqtt", "influxdb", "homeassistant", "office.temperature", "office.setpoint", "gpu"):
+        assert part in rows, proc.stdout
+    assert "connection refused" in rows["mqtt"] and "connection refused" in rows["influxdb"]
+    assert "not checked, the broker is unreachable" in rows["office.temperature"]
+    assert "not checked, Home Assistant unreachable" in rows["office.setpoint"]
+    assert "WARN  gpu gpu0" in proc.stdout and "SIMULATED GPU" in proc.stdout
+    assert "object at 0x" not in proc.stdout and "(Caused by" not in proc.stdout

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from heatctl.config import InfluxConfig
+from heatctl.errors import plain
 from heatctl.publish.mqtt_state import NodeSnapshot
 
 _LOGGER = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ class InfluxSink:
             self._note(f"HTTP {status}: {reason}")
             return "retry"
         except Exception as exc:  # urllib3 and socket errors: the server is away
-            self._note(f"{type(exc).__name__}: {exc}")
+            self._note(plain(exc))
             return "retry"
         if self.last_error is not None:
             _LOGGER.info("InfluxDB reachable again; sending %d buffered point(s)", self.buffered)
@@ -291,5 +292,5 @@ def probe_influx(cfg: InfluxConfig, node: str) -> tuple[bool, str, str]:
             )
             return False, f"{cfg.url}: HTTP {status}: {(exc.body or exc.reason or '').strip()[:120]}", fix
         except Exception as exc:
-            return False, f"{cfg.url}: {type(exc).__name__}: {exc}"[:200], "is InfluxDB running? check influxdb.url"
+            return False, f"{cfg.url}: {plain(exc)}", "is InfluxDB running? check influxdb.url"
     return True, f"{cfg.url}: wrote a test point to bucket {cfg.bucket}", ""

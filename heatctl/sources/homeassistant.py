@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from heatctl.config import Config, HomeAssistantConfig, SourceConfig
+from heatctl.errors import plain
 from heatctl.sources.extract import PayloadError, Role, describe, to_heating, to_number, to_open
 from heatctl.sources.mqtt import zone_sources
 from heatctl.sources.store import ReadingStore
@@ -128,8 +129,8 @@ class HomeAssistantPoller:
                         self._stop.wait(self._ha.poll_interval_s)
             except Exception as exc:  # HTTP, auth, DNS: keep polling; staleness protects the room
                 if self.last_error is None:
-                    _LOGGER.warning("Home Assistant at %s: %s", self._ha.url, exc)
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                    _LOGGER.warning("Home Assistant at %s: %s", self._ha.url, plain(exc))
+                self.last_error = plain(exc)
             self._stop.wait(self._ha.poll_interval_s)
 
 
@@ -141,14 +142,12 @@ def probe_homeassistant(cfg: Config) -> list[tuple[str, bool, str, str]]:
         with make_client(ha, timeout_s=5.0) as client:
             return [("homeassistant", True, f"{ha.url}: API running", ""), *_probe_entities(cfg, client)]
     except Exception as exc:
-        return [
-            (
-                "homeassistant",
-                False,
-                f"{ha.url}: {type(exc).__name__}: {exc}"[:200],
-                "check homeassistant.url and that the token is a long-lived access token",
-            )
+        unreached = [
+            (f"{zone}.{role}", False, f"{source.entity}: not checked, Home Assistant unreachable", "")
+            for zone, role, source in entity_bindings(cfg)
         ]
+        fix = "check homeassistant.url and that the token is a long-lived access token"
+        return [("homeassistant", False, f"{ha.url}: {plain(exc)}", fix), *unreached]
 
 
 def _probe_entities(cfg: Config, client: Any) -> list[tuple[str, bool, str, str]]:
@@ -162,7 +161,7 @@ def _probe_entities(cfg: Config, client: Any) -> list[tuple[str, bool, str, str]
             rows.append((part, False, str(exc), "check the entity id and attribute"))
             continue
         except Exception as exc:
-            rows.append((part, False, f"{source.entity}: {type(exc).__name__}: {exc}"[:200], "check the entity id"))
+            rows.append((part, False, f"{source.entity}: {plain(exc)}", "check the entity id"))
             continue
         rows.append((part, True, f"{source.entity}: {describe(value, role)}", ""))
     return rows

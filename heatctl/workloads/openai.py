@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from heatctl.config import OpenAIWorkloadConfig
+from heatctl.errors import plain
 
 _LOGGER = logging.getLogger(__name__)
 RESULTS_SUFFIX = ".results.jsonl"
@@ -334,7 +335,7 @@ class OpenAIWorkload:
                         counted += 1
                     finish = choice.get("finish_reason") or finish
         except (OSError, http.client.HTTPException) as exc:
-            raise RequestError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+            raise RequestError(plain(exc), retryable=True) from exc
         finally:
             conn.close()
         if usage.get("completion_tokens") is None:
@@ -424,7 +425,7 @@ def probe_server(url: str, timeout_s: float = 5.0) -> str:
         if response.status != 200:
             raise RequestError(f"HTTP {response.status}", retryable=False)
     except (TimeoutError, OSError, http.client.HTTPException, json.JSONDecodeError) as exc:
-        raise RequestError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+        raise RequestError(plain(exc), retryable=True) from exc
     finally:
         conn.close()
     return ", ".join(str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict))
