@@ -95,6 +95,7 @@ class Service:
         self.max_power_w: float | None = cfg.max_power_w
         self.counters = Counters()
         self._failsafes: dict[str, str | None] = {}
+        self._sources_fresh: dict[tuple[str, str], bool] = {}
         self._last_tick_s: float | None = None
         self._last_persist_s = 0.0
         self.ticks = 0
@@ -224,6 +225,7 @@ class Service:
         for gid, cmd in out.gpus.items():
             self.actuators[gid].apply(cmd)
         self._log_failsafes(out)
+        self._log_sources(now_s)
         snap = self._snapshot(out, states, metered_w)
         self.snapshot = snap
         if self.outputs is not None:
@@ -292,6 +294,27 @@ class Service:
                 elif name in self._failsafes:
                     _LOGGER.info("zone %s: fail-safe cleared (was: %s)", name, before)
             self._failsafes[name] = zone.failsafe
+
+    def _log_sources(self, now_s: float) -> None:
+        """Say when a source stops reporting (goes stale) and when it is back; once each."""
+        for zone in self.cfg.zones:
+            for role, source in zone_sources(zone):
+                reading = self.store.get(zone.name, role)
+                is_fresh = fresh(reading, now_s, source.stale_after_s)
+                was = self._sources_fresh.get((zone.name, role))
+                if was is not None and was != is_fresh:
+                    if is_fresh:
+                        _LOGGER.info("zone %s: %s (%s) reports again", zone.name, role, source.origin)
+                    else:
+                        _LOGGER.warning(
+                            "zone %s: %s (%s) silent for %.0f s: stale",
+                            zone.name,
+                            role,
+                            source.origin,
+                            source.stale_after_s,
+                        )
+                if reading is not None:
+                    self._sources_fresh[(zone.name, role)] = is_fresh
 
     def _snapshot(self, out: NodeOutput, states: dict[str, GpuState], metered_w: dict[str, float]) -> NodeSnapshot:
         windows = {}

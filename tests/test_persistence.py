@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
 from heatctl.commands import SetMaxPower, SetZoneMode
 from heatctl.config import parse_config
 from heatctl.service import Service
@@ -82,5 +84,30 @@ def test_a_failing_tick_idles_the_gpu_and_gives_up_after_a_few(tmp_path: Path) -
             svc.run()
         assert gpu.level == 0.0  # type: ignore[attr-defined]
         assert gpu.read().power_limit_w == svc.actuators["gpu0"].caps().min_limit_w
+    finally:
+        svc.shutdown()
+
+
+def test_a_source_going_silent_and_coming_back_is_said_once_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    clock = SteppingClock()
+    svc = service(tmp_path, clock)
+    try:
+        with caplog.at_level(logging.INFO, "heatctl.service"):
+            for _ in range(40):  # 20 min without readings: both go stale (900 s)
+                clock.advance(30)
+                svc.tick()
+            svc.store.put("office", "temperature", 20.0, "test")
+            svc.store.put("office", "setpoint", 21.0, "test")
+            clock.advance(30)
+            svc.tick()
+        messages = [r.getMessage() for r in caplog.records]
+        assert messages.count("zone office: temperature (z2m/office_trv) silent for 900 s: stale") == 1
+        assert messages.count("zone office: temperature (z2m/office_trv) reports again") == 1
+        assert messages.count("zone office: fail-safe, no heat: temperature stale") == 1
+        assert messages.count("zone office: fail-safe cleared (was: temperature stale)") == 1
     finally:
         svc.shutdown()
