@@ -94,6 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     check = command("check", "validate the config and reach every configured part; one row each")
     check.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
 
+    init = command("init", "find thermostats, window contacts, weather and GPUs; write a safe first config")
+    init.add_argument("--mqtt", metavar="HOST[:PORT]", default=None, help="the broker zigbee2mqtt uses")
+    init.add_argument("--mqtt-username", default=None, help="MQTT user (the password goes to secrets.yaml)")
+    init.add_argument("--mqtt-password", default=None, help="MQTT password, written to secrets.yaml")
+    init.add_argument("--ha", metavar="URL", default=None, help="Home Assistant, e.g. http://homeassistant.local:8123")
+    init.add_argument("--ha-token", default=None, help="a long-lived access token (written to secrets.yaml)")
+    init.add_argument("--out", type=Path, default=Path("heatctl.yaml"), help="the config file to write")
+    init.add_argument("--mode", choices=("heat", "off"), default="heat", help="heatctl's mode when it first starts")
+    init.add_argument("--yes", "-y", action="store_true", help="no questions: take the first thermostat found")
+
     status = command("status", "what the running service is doing, in words (from its MQTT state)")
     status.add_argument("-c", "--config", required=True, type=Path, help="the service's YAML config file")
     status.add_argument("--follow", "-f", action="store_true", help="keep printing every new state until Ctrl-C")
@@ -138,6 +148,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "config": _config_schema,
         "check": _check,
         "status": _status,
+        "init": _init,
         "restore": lambda a: _restore(a.config),
         "run": _run,
         "demo": _demo,
@@ -156,6 +167,21 @@ def _check(args: argparse.Namespace) -> int:
     from heatctl.check import run_check
 
     return run_check(args.config)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from heatctl.init import run_init
+
+    return run_init(
+        ha_url=args.ha,
+        ha_token=args.ha_token,
+        mqtt=args.mqtt,
+        mqtt_username=args.mqtt_username,
+        mqtt_password=args.mqtt_password,
+        out=args.out,
+        yes=args.yes,
+        mode=args.mode,
+    )
 
 
 def _status(args: argparse.Namespace) -> int:

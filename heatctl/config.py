@@ -287,6 +287,14 @@ class Config(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_levels: dict[str, Literal["debug", "info", "warning", "error"]] = {}
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads a bare ``off`` as false (and ``on`` as true): take what the person meant."""
+        if isinstance(value, bool):
+            return "heat" if value else "off"
+        return value
+
     @field_validator("zones")
     @classmethod
     def _unique_zones(cls, zones: list[ZoneConfig]) -> list[ZoneConfig]:

@@ -172,3 +172,8 @@ def test_state_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert cfg.resolved_state_dir() == tmp_path
     monkeypatch.delenv("HEATCTL_STATE_DIR")
     assert str(cfg.resolved_state_dir()) == "/somewhere"
+
+
+def test_a_bare_yaml_off_means_mode_off() -> None:
+    assert parse_config(MINIMAL_YAML + "mode: off\n").mode == "off"
+    assert parse_config(MINIMAL_YAML + "mode: heat\n").mode == "heat"

@@ -7,6 +7,7 @@ Home Assistant is installed once into a cached venv (about a minute); skip local
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from heatctl.config import parse_config
 from heatctl.service import Service
 from heatctl.sources.homeassistant import probe_homeassistant
-from tests.services import HomeAssistant, Probe, free_port, wait_until
+from tests.services import FakeNvml, HomeAssistant, Probe, free_port, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.homeassistant]
 CLIMATE = "climate.heatctl_ha_heater_office_climate"
@@ -166,3 +167,41 @@ def test_home_assistant_down_never_blocks_control(homeassistant: HomeAssistant, 
         assert rows[0][1] is False and "long-lived access token" in rows[0][3]
     finally:
         svc.shutdown()
+
+
+def test_init_from_home_assistant_writes_a_config_that_check_passes(
+    homeassistant: HomeAssistant, fake_nvml: FakeNvml, tmp_path: Path
+) -> None:
+    import sys
+
+    ha = homeassistant
+    ha.post(
+        "/api/states/climate.study",
+        {"state": "heat", "attributes": {"current_temperature": 19.0, "temperature": 20.5, "friendly_name": "Study"}},
+    )
+    ha.post("/api/states/binary_sensor.study_window", {"state": "off", "attributes": {"device_class": "window"}})
+    ha.post("/api/states/weather.home", {"state": "cloudy", "attributes": {"temperature": 6.5}})
+    env = {**fake_nvml.env(), "HEATCTL_STATE_DIR": str(tmp_path / "state")}
+    out = tmp_path / "heatctl.yaml"
+    init = subprocess.run(
+        [sys.executable, "-m", "heatctl", "init", "--ha", ha.url, "--ha-token", ha.token, "--yes", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert init.returncode == 0, init.stderr
+    text = out.read_text()
+    assert "name: study" in text and "weather.home" in text and "binary_sensor.study_window" in text
+    assert ha.token not in text and ha.token in (tmp_path / "secrets.yaml").read_text()  # the token is a secret
+    check = subprocess.run(
+        [sys.executable, "-m", "heatctl", "check", "-c", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "study.temperature  climate.study: 19 °C" in check.stdout, check.stdout

@@ -1,0 +1,130 @@
+"""``heatctl init``: from what zigbee2mqtt, Home Assistant and NVML report to a config that ``check`` passes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from heatctl.init import from_home_assistant, from_zigbee2mqtt, render, zone_name
+from tests.services import FakeNvml, Mosquitto, Probe
+
+pytestmark = pytest.mark.integration
+
+TRV = {
+    "ieee_address": "0x00158d0001a2b3c4",
+    "type": "EndDevice",
+    "friendly_name": "Living room TRV",
+    "definition": {
+        "vendor": "Danfoss",
+        "model": "014G2461",
+        "exposes": [
+            {
+                "type": "climate",
+                "features": [
+                    {"type": "numeric", "name": "local_temperature", "property": "local_temperature"},
+                    {"type": "numeric", "name": "occupied_heating_setpoint", "property": "occupied_heating_setpoint"},
+                    {"type": "enum", "name": "system_mode", "property": "system_mode"},
+                ],
+            },
+            {"type": "numeric", "name": "battery", "property": "battery"},
+        ],
+    },
+}
+CONTACT = {
+    "ieee_address": "0x00158d0001ffffff",
+    "type": "EndDevice",
+    "friendly_name": "living_window",
+    "definition": {
+        "vendor": "Aqara",
+        "model": "MCCGQ11LM",
+        "exposes": [{"type": "binary", "name": "contact", "property": "contact", "value_on": False}],
+    },
+}
+COORDINATOR = {"ieee_address": "0x00124b0000000000", "type": "Coordinator", "friendly_name": "Coordinator"}
+
+
+def test_zigbee2mqtt_devices_become_thermostats_and_contacts() -> None:
+    found = from_zigbee2mqtt([COORDINATOR, TRV, CONTACT, {"friendly_name": "bulb", "definition": None}])
+    (trv,) = found.thermostats
+    assert trv.name == "living_room_trv" and "Danfoss" in trv.label
+    assert trv.source == {"topic": "zigbee2mqtt/Living room TRV", "json_path": "local_temperature"}
+    assert trv.setpoint["json_path"] == "occupied_heating_setpoint" and trv.mode is not None
+    assert found.windows[0].source == {"topic": "zigbee2mqtt/living_window", "json_path": "contact", "open_when": False}
+
+
+def test_home_assistant_states_become_thermostats_windows_and_weather() -> None:
+    found = from_home_assistant(
+        [
+            {"entity_id": "climate.office", "attributes": {"current_temperature": 20.1, "friendly_name": "Office"}},
+            {"entity_id": "climate.heatctl_x_climate", "attributes": {"current_temperature": 20.0}},  # heatctl's own
+            {"entity_id": "binary_sensor.office_window", "attributes": {"device_class": "window"}},
+            {"entity_id": "binary_sensor.motion", "attributes": {"device_class": "motion"}},
+            {"entity_id": "weather.home", "attributes": {"temperature": 4.0}},
+        ]
+    )
+    assert [t.name for t in found.thermostats] == ["office"]
+    assert [w.source for w in found.windows] == [{"entity": "binary_sensor.office_window"}]
+    assert found.outdoor[0].source == {"entity": "weather.home", "attribute": "temperature"}
+
+
+def test_zone_names_are_what_the_config_allows() -> None:
+    assert zone_name("Büro 1 (oben)") == "b_ro_1_oben" and zone_name("***") == "room"
+
+
+def test_rendered_config_without_a_gpu_or_server_still_validates() -> None:
+    from heatctl.config import parse_config
+    from heatctl.init import Choices
+
+    found = from_zigbee2mqtt([TRV])
+    text = render(
+        Choices(found.thermostats[0], None, None, None, None, "off", ("localhost", 1883), None, None),
+        state_dir="/var/lib/heatctl",
+    )
+    cfg = parse_config(text)
+    assert cfg.mode == "off" and cfg.gpus[0].backend == "nvml" and cfg.gpus[0].workload.type == "none"
+    assert "# window:" in text  # the person sees where a window contact would go
+
+
+def heatctl(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "heatctl", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_init_from_zigbee2mqtt_and_nvml_writes_a_config_that_check_passes(
+    mosquitto: Mosquitto, probe: Probe, fake_nvml: FakeNvml, tmp_path: Path
+) -> None:
+    fake_nvml.configure(max_limit_w=350, min_limit_w=100, default_limit_w=350, name="NVIDIA GeForce RTX 4070")
+    probe.publish("zigbee2mqtt/bridge/devices", json.dumps([COORDINATOR, TRV, CONTACT]), retain=True)
+    state = {"local_temperature": 20.4, "occupied_heating_setpoint": 21, "system_mode": "heat"}
+    probe.publish("zigbee2mqtt/Living room TRV", json.dumps(state), retain=True)
+    probe.publish("zigbee2mqtt/living_window", json.dumps({"contact": True}), retain=True)
+    env = {**fake_nvml.env(), "HEATCTL_STATE_DIR": str(tmp_path / "state")}
+    out = tmp_path / "heatctl.yaml"
+    init = heatctl("init", "--mqtt", f"127.0.0.1:{mosquitto.port}", "--yes", "--out", str(out), env=env, cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    assert f"wrote {out}" in init.stdout and f"next: heatctl check -c {out}" in init.stdout
+    text = out.read_text()
+    assert "name: living_room_trv" in text and "NVIDIA GeForce RTX 4070" in text
+    assert "max_power_w: 210" in text  # 60 % of 350 W, a careful start
+    check = heatctl("check", "-c", str(out), env=env, cwd=tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "living_room_trv.temperature  zigbee2mqtt/Living room TRV: 20.4 °C" in check.stdout
+    assert "living_room_trv.window" in check.stdout
+
+
+def test_init_refuses_to_overwrite_and_needs_a_source(tmp_path: Path) -> None:
+    import os
+
+    out = tmp_path / "heatctl.yaml"
+    out.write_text("keep me\n")
+    proc = heatctl("init", "--mqtt", "127.0.0.1:1", "--yes", "--out", str(out), env=dict(os.environ), cwd=tmp_path)
+    assert proc.returncode == 2 and "exists" in proc.stderr and out.read_text() == "keep me\n"
+    proc = heatctl("init", "--yes", "--out", str(tmp_path / "new.yaml"), env=dict(os.environ), cwd=tmp_path)
+    assert proc.returncode == 2 and "give --mqtt" in proc.stderr
+    proc = heatctl("init", "--out", str(tmp_path / "new.yaml"), "--mqtt", "x", env=dict(os.environ), cwd=tmp_path)
+    assert proc.returncode == 2 and "no terminal to ask in: add --yes" in proc.stderr  # no tty in tests
