@@ -166,3 +166,46 @@ def test_a_config_with_several_zones_needs_a_zone_named() -> None:
         simulate(mild(duration_h=1.0), cfg, zone_name="attic")
     den = simulate(mild(duration_h=2.0), cfg, zone_name="den")
     assert den.series["gpu_power_w"].max() > 0
+
+
+def test_overheat_counts_only_heat_heatctl_made() -> None:
+    # A warm night: the room is far above the setback setpoint with the GPU idle. That is not overheating.
+    setback = mild(
+        duration_h=30.0,
+        weather={"constant_c": 22.0},
+        room={"model": "1r1c", "c_j_per_k": 2e6, "r_k_per_w": 0.05, "initial_c": 24.0},
+    )
+    result = simulate(setback)
+    summary = kpis(result)
+    room_above = (result.series["room_c"] - result.series["setpoint_c"] > 1.0).sum()
+    assert room_above > 0 and summary["overheat_kh"] == 0.0
+
+
+def test_occupied_tracking_shows_a_daytime_deficit_that_steady_rms_hides() -> None:
+    cold = mild(duration_h=72.0, weather={"constant_c": -10.0})  # the GPU cannot hold 21 °C
+    summary = kpis(simulate(cold))
+    assert summary["occupied_hours"] == pytest.approx(3 * 16.0, abs=0.1)  # 06:30–22:30 on three days
+    assert summary["occupied_rms_error_k"] > 1.0
+    assert summary["steady_hours"] < 24.0
+
+
+def test_cost_at_the_scenarios_tariff_and_none_without_one() -> None:
+    flat = simulate(mild(duration_h=24.0, tariff={"price_per_kwh": 0.5}))
+    summary = kpis(flat)
+    assert summary["cost"] == pytest.approx(0.5 * (summary["energy_kwh"] + summary["backup_kwh"]), rel=1e-6)
+    assert np.isnan(kpis(simulate(mild(duration_h=24.0)))["cost"])
+
+
+def test_the_plot_has_a_footer_of_daily_totals(tmp_path: Path) -> None:
+    from heatctl.sim.report import footer, format_table, write_outputs
+
+    result = simulate(
+        mild(duration_h=30.0, tariff={"price_per_kwh": 0.3}, events=[{"at_h": 10, "window_open_min": 30}])
+    )
+    summary = kpis(result)
+    text = footer(summary, result)
+    assert text.startswith("per day: GPU ") and "at the scenario's tariff" in text
+    paths = write_outputs(result, summary, tmp_path)
+    assert paths[-1].stat().st_size > 20_000
+    table = format_table({"heatctl": summary}, work_unit="tokens")
+    assert "tokens/kWh" in table and "steady_hours" in table

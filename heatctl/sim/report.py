@@ -18,6 +18,9 @@ BoolArray = npt.NDArray[np.bool_]
 WARMUP_S = 6 * 3600.0
 KPI_UNITS = {
     "rms_error_k": "K",
+    "steady_hours": "h",
+    "occupied_rms_error_k": "K",
+    "occupied_hours": "h",
     "max_overshoot_k": "K",
     "discomfort_kh": "K·h",
     "overheat_kh": "K·h",
@@ -29,7 +32,10 @@ KPI_UNITS = {
     "work_done": "units",
     "work_per_kwh": "units/kWh",
     "limit_writes_per_h": "1/h",
+    "cost": "currency",
 }
+OVERHEAT_BAND_K = 1.0
+STEADY_HOURS_ENOUGH = 24.0
 
 
 def steady_mask(result: SimResult) -> BoolArray:
@@ -68,11 +74,21 @@ def kpis(result: SimResult) -> dict[str, float]:
     work_done = float(s["work_rate"][after].sum() * step_s)
     limit = s["power_limit_w"][after]
     hours = max(after.sum() * step_s / 3600.0, 1e-9)
+    # Occupied: the comfort setpoint is on (the schedule's highest value), whatever the room did.
+    occupied = sp >= sp.max() - 1e-9 if sp.size else sp.astype(bool)
+    occupied_err = room[occupied] - sp[occupied]
+    # Overheat heatctl caused: above the band while the GPU was adding heat, not a room still
+    # cooling down after a setback with the GPU idle.
+    heating = added_w > 1.0
+    price = s["price_per_kwh"][after]
     return {
         "rms_error_k": float(np.sqrt(np.mean(err**2))) if err.size else math.nan,
+        "steady_hours": float(steady.sum() * step_s / 3600.0),
+        "occupied_rms_error_k": float(np.sqrt(np.mean(occupied_err**2))) if occupied_err.size else math.nan,
+        "occupied_hours": float(occupied.sum() * step_s / 3600.0),
         "max_overshoot_k": float(max(err.max(), 0.0)) if err.size else math.nan,
         "discomfort_kh": float(np.maximum(sp - 0.5 - room, 0).sum() * step_s / 3600.0),
-        "overheat_kh": float(np.maximum(room - sp - 1.0, 0).sum() * step_s / 3600.0),
+        "overheat_kh": float((np.maximum(room - sp - OVERHEAT_BAND_K, 0) * heating).sum() * step_s / 3600.0),
         "energy_kwh": energy_kwh,
         "backup_kwh": float(backup_w.sum() * step_s / j_per_kwh),
         "added_kwh": added_kwh,
@@ -81,19 +97,33 @@ def kpis(result: SimResult) -> dict[str, float]:
         "work_done": work_done,
         "work_per_kwh": work_done / energy_kwh if energy_kwh > 0 else math.nan,
         "limit_writes_per_h": float(np.count_nonzero(np.diff(limit) != 0) / hours),
-        "steady_hours": float(steady.sum() * step_s / 3600.0),
+        "cost": float(((gpu_w + backup_w) * price).sum() * step_s / j_per_kwh)
+        if not np.isnan(price).any()
+        else math.nan,
     }
 
 
-def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """KPIs as a text table, one column per run."""
+def _cost(power_w: FloatArray, price_per_kwh: FloatArray, step_s: float) -> float:
+    """Electricity at the tariff; NaN without one."""
+    if np.isnan(price_per_kwh).any():
+        return math.nan
+    return float((power_w * price_per_kwh).sum() * step_s / 3.6e6)
+
+
+def format_table(rows: dict[str, dict[str, float]], *, work_unit: str = "units") -> str:
+    """KPIs as a text table, one column per run; a note where a KPI covers little time."""
     names = list(rows)
     keys = [k for k in KPI_UNITS if any(k in r for r in rows.values())]
     width = max(12, *(len(n) for n in names))
-    lines = [f"{'KPI':<20}{'unit':<11}" + "".join(f"{n:>{width + 2}}" for n in names)]
+    lines = [f"{'KPI':<22}{'unit':<13}" + "".join(f"{n:>{width + 2}}" for n in names)]
     for key in keys:
+        unit = KPI_UNITS[key].replace("units", work_unit)
         cells = "".join(f"{_fmt(rows[n].get(key, math.nan)):>{width + 2}}" for n in names)
-        lines.append(f"{key:<20}{KPI_UNITS[key]:<11}{cells}")
+        lines.append(f"{key:<22}{unit:<13}{cells}")
+    short = [n for n in names if rows[n].get("steady_hours", math.inf) < STEADY_HOURS_ENOUGH]
+    if short:
+        hours = ", ".join(f"{n}: {rows[n]['steady_hours']:.1f} h" for n in short)
+        lines.append(f"note: rms_error_k covers little steady operation ({hours}); see occupied_rms_error_k")
     return "\n".join(lines)
 
 
@@ -126,7 +156,7 @@ def write_outputs(result: SimResult, summary: dict[str, float], out_dir: Path) -
     }
     json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     plot_path = out_dir / "plot.png"
-    plot(result, plot_path)
+    plot(result, plot_path, summary)
     return [csv_path, json_path, plot_path]
 
 
@@ -135,53 +165,92 @@ def _bucket_mean(values: FloatArray, size: int) -> FloatArray:
     return values[:n].reshape(-1, size).mean(axis=1) if size > 1 else values
 
 
-def plot(result: SimResult, path: Path, *, max_points: int = 4000) -> None:
-    """Room vs setpoint and outdoor; GPU power, limit and backup heat; work rate."""
+EVENT_STYLES = {  # kind → (colour, legend label)
+    "window_open_min": ("tab:cyan", "window open"),
+    "sensor_dropout_min": ("tab:olive", "sensor silent"),
+    "mode_off_min": ("tab:gray", "mode off"),
+    "interactive_min": ("tab:pink", "others use the GPU"),
+}
+
+
+def plot(result: SimResult, path: Path, summary: dict[str, float] | None = None, *, max_points: int = 4000) -> None:
+    """Room vs setpoint and outdoor; GPU power, limit and backup heat per hour; work rate; a footer of totals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     s = result.series
+    summary = summary if summary is not None else kpis(result)
     size = max(1, len(s["time_s"]) // max_points)
     hours = _bucket_mean(s["time_s"], size) / 3600.0
-    fig, (ax_t, ax_p, ax_w) = plt.subplots(3, 1, figsize=(12, 8), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]})
+    fig, (ax_t, ax_p, ax_w) = plt.subplots(
+        3, 1, figsize=(13, 8.5), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]}
+    )
     title = result.scenario.name or "simulation"
     fig.suptitle(f"{title} — controller: {result.controller}")
+    outside = {"loc": "upper left", "bbox_to_anchor": (1.07, 1.0), "fontsize": 8, "frameon": False}
     ax_t.plot(hours, _bucket_mean(s["setpoint_c"], size), color="tab:gray", lw=1, label="setpoint")
     ax_t.plot(hours, _bucket_mean(s["room_c"], size), color="tab:red", lw=1.2, label="room")
     ax_o = ax_t.twinx()
     ax_o.plot(hours, _bucket_mean(s["outdoor_c"], size), color="tab:blue", lw=0.8, alpha=0.6)
     ax_o.set_ylabel("outdoor °C", color="tab:blue")
     ax_t.set_ylabel("room °C")
-    _shade_events(ax_t, result)
-    ax_t.legend(loc="upper left")
+    kinds = _shade_events(ax_t, result)
+    handles, _ = ax_t.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="tab:blue", lw=0.8, alpha=0.6, label="outdoor (right axis)"))
+    handles += [Patch(color=EVENT_STYLES[k][0], alpha=0.3, label=EVENT_STYLES[k][1]) for k in kinds]
+    ax_t.legend(handles=handles, **outside)
     ax_p.plot(hours, _bucket_mean(s["gpu_power_w"], size), color="tab:orange", lw=0.8, label="GPU power (mean)")
     ax_p.plot(hours, _bucket_mean(s["power_limit_w"], size), color="black", lw=0.6, ls="--", label="power limit")
     if s["backup_w"].any():
-        ax_p.plot(hours, _bucket_mean(s["backup_w"], size), color="tab:purple", lw=0.8, label="backup heater")
+        per_hour = max(1, round(3600.0 / result.scenario.step_s))
+        backup_wh = _bucket_mean(s["backup_w"], per_hour)  # mean W over an hour = Wh in that hour
+        hour_starts = _bucket_mean(s["time_s"], per_hour) / 3600.0 - 0.5
+        ax_p.fill_between(
+            hour_starts,
+            backup_wh,
+            step="post",
+            color="tab:purple",
+            alpha=0.35,
+            lw=0,
+            label="backup heater (Wh per hour)",
+        )
     ax_p.set_ylabel("W")
-    ax_p.legend(loc="upper left")
+    ax_p.legend(**outside)
     ax_w.plot(hours, _bucket_mean(s["work_rate"], size), color="tab:green", lw=0.8)
     ax_w.set_ylabel("work/s")
     ax_w.set_xlabel("hours")
     for ax in (ax_t, ax_p, ax_w):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.text(0.01, 0.01, footer(summary, result), fontsize=9, family="monospace", va="bottom")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def _shade_events(ax: Any, result: SimResult) -> None:
+def footer(summary: dict[str, float], result: SimResult) -> str:
+    """Totals per day a person compares with a bill: energy, heat reused, backup, cost."""
+    days = max(result.scenario.duration_h - WARMUP_S / 3600.0, 1.0) / 24.0
+    text = (
+        f"per day: GPU {summary['energy_kwh'] / days:.2f} kWh, of it heat the room wanted "
+        f"{summary['heat_reused_kwh'] / days:.2f} kWh (ERF {summary['erf']:.2f}); "
+        f"backup heater {summary['backup_kwh'] / days:.2f} kWh"
+    )
+    if not math.isnan(summary.get("cost", math.nan)):
+        text += f"; cost {summary['cost'] / days:.2f} at the scenario's tariff"
+    return text + f"   |   work per kWh {_fmt(summary['work_per_kwh'])}"
+
+
+def _shade_events(ax: Any, result: SimResult) -> list[str]:
+    """Shade each event's span; returns the kinds drawn, for the legend."""
+    kinds: list[str] = []
     for event in result.scenario.events:
         a, b = (x / 3600.0 for x in event.span_s)
-        color = (
-            "tab:cyan"
-            if event.window_open_min
-            else "tab:olive"
-            if event.sensor_dropout_min
-            else "tab:gray"
-            if event.mode_off_min
-            else "tab:pink"
-        )
-        ax.axvspan(a, b, color=color, alpha=0.3, lw=0)
+        kind = next(k for k in EVENT_STYLES if getattr(event, k))
+        ax.axvspan(a, b, color=EVENT_STYLES[kind][0], alpha=0.3, lw=0)
+        if kind not in kinds:
+            kinds.append(kind)
+    return kinds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ COLUMNS = (
     "work_rate",
     "work_done",
     "backup_w",
+    "price_per_kwh",
     "mode",
     "failsafe",
 )
@@ -94,6 +96,7 @@ def simulate(
 
     room = scenario.room.build()
     weather = scenario.build_weather(base_dir)
+    tariff = scenario.build_tariff(base_dir)
     schedule = Schedule(scenario.schedule, scenario.start)
     windows = [e.span_s for e in scenario.events if e.window_open_min]
     mode_off = [e.span_s for e in scenario.events if e.mode_off_min]
@@ -179,6 +182,7 @@ def simulate(
             work_rate,
             work_done,
             backup_w,
+            tariff.at(t) if tariff is not None else math.nan,
         )
         for name, value in zip(COLUMNS, row, strict=False):
             cols[name][k] = value

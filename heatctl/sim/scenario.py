@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from heatctl.config import SimGpuConfig, load_model
 from heatctl.sim.room import Room, Room1R1C, Room2R2C
+from heatctl.sim.tariff import Tariff
 from heatctl.sim.weather import Weather
 
 
@@ -72,6 +73,14 @@ class WeatherConfig(_Strict):
         return self
 
 
+def hh_mm(value: str) -> str:
+    """A time of day ``HH:MM``, or a ValueError."""
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
+    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise ValueError("must be a time of day HH:MM")
+    return value
+
+
 class ScheduleEntry(_Strict):
     at: str
     setpoint_c: Annotated[float, Field(ge=5, le=35)]
@@ -79,15 +88,11 @@ class ScheduleEntry(_Strict):
     @field_validator("at")
     @classmethod
     def _hh_mm(cls, value: str) -> str:
-        m = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
-        if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
-            raise ValueError("must be a time of day HH:MM")
-        return value
+        return hh_mm(value)
 
     @property
     def minute_of_day(self) -> int:
-        h, m = self.at.split(":")
-        return int(h) * 60 + int(m)
+        return _minute_of_day(self.at)
 
 
 class BackupHeaterConfig(_Strict):
@@ -119,6 +124,41 @@ class EventConfig(_Strict):
         return self.at_h * 3600.0, self.at_h * 3600.0 + minutes * 60.0
 
 
+class TariffPeriod(_Strict):
+    from_: str = Field(alias="from")
+    to: str
+    price_per_kwh: Annotated[float, Field(ge=0)]
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        return hh_mm(value)
+
+    @property
+    def minutes(self) -> tuple[int, int]:
+        return _minute_of_day(self.from_), _minute_of_day(self.to)
+
+
+class TariffConfig(_Strict):
+    """What electricity costs: fixed, daily periods, or a CSV (time, price_per_kwh)."""
+
+    price_per_kwh: Annotated[float, Field(ge=0)] | None = None
+    periods: list[TariffPeriod] | None = None
+    default_per_kwh: Annotated[float, Field(ge=0)] = 0.0
+    csv: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if sum(k is not None for k in (self.price_per_kwh, self.periods, self.csv)) != 1:
+            raise ValueError("give one of price_per_kwh, periods (with default_per_kwh) or csv")
+        return self
+
+
+def _minute_of_day(text: str) -> int:
+    h, m = text.split(":")
+    return int(h) * 60 + int(m)
+
+
 class Scenario(_Strict):
     name: str | None = None
     duration_h: Annotated[float, Field(gt=0, le=24 * 366 * 2)]
@@ -131,6 +171,19 @@ class Scenario(_Strict):
     backup_heater: BackupHeaterConfig | None = None
     sensor_resolution_k: Annotated[float, Field(ge=0)] = 0.1  # thermostats report in steps
     events: list[EventConfig] = []
+    tariff: TariffConfig | None = None  # for the cost KPI and the plot's footer
+
+    def build_tariff(self, base_dir: Path) -> Tariff | None:
+        t = self.tariff
+        if t is None:
+            return None
+        if t.csv is not None:
+            return Tariff.from_csv(base_dir / t.csv, self.start)
+        if t.periods is not None:
+            periods = [(*p.minutes, p.price_per_kwh) for p in t.periods]
+            return Tariff.periods(periods, t.default_per_kwh, self.start, self.duration_h * 3600.0)
+        assert t.price_per_kwh is not None  # _one_kind
+        return Tariff.fixed(t.price_per_kwh)
 
     def build_weather(self, base_dir: Path) -> Weather:
         w = self.weather
