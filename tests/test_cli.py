@@ -27,6 +27,7 @@ DESIGN_COLUMNS = [
     "backup_w",
     "mode",
     "failsafe",
+    "price_per_kwh",  # added after DESIGN's columns
 ]
 DESIGN_KPIS = {
     "rms_error_k",
@@ -74,7 +75,8 @@ def test_simulate_writes_csv_summary_and_plot(tmp_path: Path) -> None:
         rows = list(csv.reader(fh))
     assert rows[0] == DESIGN_COLUMNS
     assert len(rows) == 1 + 36 * 3600 // 10
-    assert any(r[-1] == "room: window open" for r in rows[1:])
+    failsafe = rows[0].index("failsafe")
+    assert any(r[failsafe] == "room: window open" for r in rows[1:])
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["kpis"]) >= DESIGN_KPIS
     png = (out / "plot.png").read_bytes()

@@ -140,13 +140,12 @@ def write_outputs(result: SimResult, summary: dict[str, float], out_dir: Path) -
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "timeseries.csv"
     s = result.series
-    numeric = [c for c in COLUMNS if c in s]
+    columns = {c: np.round(s[c], 4).tolist() for c in COLUMNS if c in s}
+    columns |= {"mode": result.mode, "failsafe": result.failsafe}
     with csv_path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(COLUMNS)
-        columns = [np.round(s[c], 4).tolist() for c in numeric]
-        for i, row in enumerate(zip(*columns, strict=True)):
-            writer.writerow((*row, result.mode[i], result.failsafe[i]))
+        writer.writerows(zip(*(columns[c] for c in COLUMNS), strict=True))
     json_path = out_dir / "summary.json"
     payload = {
         "scenario": result.scenario.name,

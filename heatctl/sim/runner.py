@@ -32,9 +32,9 @@ COLUMNS = (
     "work_rate",
     "work_done",
     "backup_w",
-    "price_per_kwh",
     "mode",
     "failsafe",
+    "price_per_kwh",  # DESIGN's columns first, in their order; additions after them
 )
 
 
@@ -182,10 +182,10 @@ def simulate(
             work_rate,
             work_done,
             backup_w,
-            tariff.at(t) if tariff is not None else math.nan,
         )
         for name, value in zip(COLUMNS, row, strict=False):
             cols[name][k] = value
+        cols["price_per_kwh"][k] = tariff.at(t) if tariff is not None else math.nan
         modes.append(mode)
         failsafes.append(failsafe)
         window_w = scenario.room.window_ua_w_per_k * (room.air_c - outdoor_c) if window_open else 0.0
