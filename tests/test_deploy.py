@@ -185,3 +185,14 @@ def test_log_formats(fmt: str) -> None:
         assert any(e["logger"] == "heatctl.demo" and "embedded MQTT broker" in e["msg"] for e in entries)
     else:
         assert not logged and "INFO    heatctl.demo: embedded MQTT broker listening" in proc.stderr
+
+
+def test_compose_does_not_clash_with_a_broker_that_already_runs() -> None:
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).parent.parent / "deploy" / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert services["mosquitto"]["profiles"] == ["broker"]  # started only when asked for
+    assert services["mosquitto"]["ports"] == ["${MQTT_PORT:-1883}:1883"]
+    assert services["heatctl"]["depends_on"]["mosquitto"]["required"] is False
+    assert all("profiles" not in services[name] for name in ("heatctl", "influxdb", "grafana"))
