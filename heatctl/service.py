@@ -77,8 +77,8 @@ class Service:
         self.clock: Clock = clock or RealClock()
         self.state_dir = cfg.resolved_state_dir()
         self._saved = ServiceState(self.state_dir, (z.name for z in cfg.zones))
-        self.store = ReadingStore(cfg.zones, self.clock)
         self.inbox = CommandInbox()
+        self.store = ReadingStore(cfg.zones, self.clock, on_fresh=self.inbox.wake.set)
         self.stop_event = threading.Event()
         self._given_gpus = gpus or {}
         self.actuators: dict[str, GpuActuator] = {}

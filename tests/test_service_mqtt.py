@@ -362,3 +362,19 @@ def test_check_asks_a_zigbee2mqtt_trv_too(mosquitto: Mosquitto, probe: Probe, tm
     rows = {r.part: r for r in check_mqtt(make_config(mosquitto.port, tmp_path / "state"))}
     assert rows["office.temperature"].ok and "20.5 °C" in rows["office.temperature"].detail
     assert rows["office.setpoint"].ok
+
+
+def test_the_first_reading_wakes_the_loop_instead_of_a_whole_interval_in_fail_safe(
+    service: Service, probe: Probe
+) -> None:
+    worker = threading.Thread(target=service.run, daemon=True)
+    worker.start()
+    try:
+        probe.wait_json(f"{BASE}/state", lambda d: d["failsafe"] == "office: temperature stale")
+        trv(probe, 19.0)  # the loop ticks every 30 s: an answer within seconds proves the reading woke it
+        state = probe.wait_json(f"{BASE}/state", lambda d: d["failsafe"] is None, timeout_s=5)
+        assert state["zones"]["office"]["demand_w"] > 0
+    finally:
+        service.stop_event.set()
+        service.inbox.wake.set()
+        worker.join(10)

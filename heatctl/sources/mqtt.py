@@ -8,17 +8,7 @@ from collections.abc import Iterator
 from heatctl.config import Config, SourceConfig, ZoneConfig
 from heatctl.mqtt_link import Handler, MqttLink
 from heatctl.sources.extract import PayloadError, Role, extract
-from heatctl.sources.store import ReadingStore
-
-# The role each ZoneConfig source field plays for extraction and the store.
-ROLES: dict[str, Role] = {
-    "temperature": "temperature",
-    "setpoint": "setpoint",
-    "mode": "mode",
-    "window": "window",
-    "outdoor_temperature": "outdoor",
-    "power_meter": "power",
-}
+from heatctl.sources.store import ROLES, ReadingStore
 
 
 def zone_sources(zone: ZoneConfig) -> Iterator[tuple[Role, SourceConfig]]:

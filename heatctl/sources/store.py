@@ -8,8 +8,19 @@ from collections.abc import Callable
 
 from heatctl.config import ZoneConfig
 from heatctl.control.safety import Reading, ZoneInputs
+from heatctl.sources.extract import Role
 
 _LOGGER = logging.getLogger(__name__)
+
+# The role each ZoneConfig source field plays for extraction and the store.
+ROLES: dict[str, Role] = {
+    "temperature": "temperature",
+    "setpoint": "setpoint",
+    "mode": "mode",
+    "window": "window",
+    "outdoor_temperature": "outdoor",
+    "power_meter": "power",
+}
 
 
 class ReadingStore:
@@ -20,8 +31,11 @@ class ReadingStore:
     thermostat reports a different setpoint.
     """
 
-    def __init__(self, zones: list[ZoneConfig], time_fn: Callable[[], float]) -> None:
+    def __init__(
+        self, zones: list[ZoneConfig], time_fn: Callable[[], float], *, on_fresh: Callable[[], None] | None = None
+    ) -> None:
         self._zones = {z.name: z for z in zones}
+        self._on_fresh = on_fresh  # a source reported for the first time, or after being stale
         self._time_fn = time_fn
         self._lock = threading.Lock()
         self._readings: dict[tuple[str, str], Reading] = {}
@@ -39,6 +53,15 @@ class ReadingStore:
                 _LOGGER.info("zone %s: thermostat setpoint changed to %.1f, override ends", zone, value)
                 del self._overrides[zone]
             self._readings[(zone, role)] = Reading(value=value, at_s=now_s, source=source)
+        was_missing = previous is None or now_s - previous.at_s > self._stale_after_s(zone, role)
+        if was_missing and self._on_fresh is not None:
+            self._on_fresh()  # wake the control loop: no need to wait a whole interval in fail-safe
+
+    def _stale_after_s(self, zone: str, role: str) -> float:
+        cfg = self._zones.get(zone)
+        field = next((f for f, r in ROLES.items() if r == role), None)
+        source = getattr(cfg, field, None) if cfg is not None and field is not None else None
+        return source.stale_after_s if source is not None else 900.0
 
     def override_setpoint(self, zone: str, setpoint_c: float) -> None:
         with self._lock:
