@@ -171,6 +171,7 @@ class OpenAIWorkloadConfig(_Strict):
     """Batch jobs for a local OpenAI-compatible inference server."""
 
     type: Literal["openai"]
+    work_unit: ClassVar[str] = "tokens"  # what its work rate counts (completion tokens)
     url: str
     model: str
     api_key: SecretStr | None = None
@@ -200,6 +201,12 @@ WorkloadConfig = Annotated[
     SimWorkloadConfig | NoWorkloadConfig | OpenAIWorkloadConfig | ProcessWorkloadConfig,
     Field(discriminator="type"),
 ]
+
+
+def work_unit(workloads: list[WorkloadConfig]) -> str:
+    """The unit of work of these workloads together: tokens when all count tokens, else units."""
+    units = {getattr(w, "work_unit", "units") for w in workloads}
+    return units.pop() if len(units) == 1 else "units"
 
 
 class GpuConfig(_Strict):

@@ -9,13 +9,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from heatctl.config import Config
+from heatctl.config import Config, work_unit
 from heatctl.errors import HeatctlError
 
 WAIT_S = 5.0
 
 
-def describe_state(state: dict[str, Any], *, node_id: str, online: bool | None) -> str:
+def describe_state(
+    state: dict[str, Any], *, node_id: str, online: bool | None, units: dict[str, str] | None = None
+) -> str:
     """Several lines, like ``systemctl status``: the node, each zone, each GPU, the totals, any fail-safe."""
     mode = state.get("mode", "?")
     heat_w = _num(state.get("heat_w"))
@@ -36,8 +38,9 @@ def describe_state(state: dict[str, Any], *, node_id: str, online: bool | None) 
         zone_mode = "" if z.get("mode", "heat") == "heat" else ", zone off"
         why = f"  FAIL-SAFE: {z['failsafe']}" if z.get("failsafe") else ""
         lines.append(f"  zone {name}: {room} → {target}, asks {_num(z.get('demand_w')):.0f} W{window}{zone_mode}{why}")
+    units = units or {}
     for gid, g in (state.get("gpus") or {}).items():
-        lines.append("  " + _gpu_line(gid, g))
+        lines.append("  " + _gpu_line(gid, g, units.get(gid, "work")))
     energy = _num(state.get("energy_kwh"))
     reused = _num(state.get("heat_reused_kwh"))
     work = _num(state.get("work_done"))
@@ -61,7 +64,7 @@ def _age(updated: Any) -> str:
     return f"{when.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ({age_s:.0f} s ago)"
 
 
-def _gpu_line(gid: str, g: dict[str, Any]) -> str:
+def _gpu_line(gid: str, g: dict[str, Any], unit: str) -> str:
     if g.get("fault"):
         return f"gpu {gid}: NO WORK: {g['fault']}"
     power = f"{_num(g.get('power_w')):.0f} W"
@@ -70,7 +73,7 @@ def _gpu_line(gid: str, g: dict[str, Any]) -> str:
         limit += " (not settable)"
     temp = _temp(g.get("temperature_c"))
     level = _num(g.get("level"))
-    work = f", {g['work_rate']:.1f} work/s" if isinstance(g.get("work_rate"), int | float) else ""
+    work = f", {g['work_rate']:.1f} {unit}/s" if isinstance(g.get("work_rate"), int | float) else ""
     notes = []
     if g.get("limit_mismatches"):
         notes.append(f"limit found changed {g['limit_mismatches']}×")
@@ -115,7 +118,8 @@ def run_status(cfg: Config, *, follow: bool, wait_s: float = WAIT_S) -> int:
         raise HeatctlError(f"cannot reach the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port}: {exc}") from exc
     client.loop_start()
     try:
-        return _print_states(inbox, cfg.node_id, follow=follow, wait_s=wait_s)
+        units = {g.id: work_unit([g.workload]) for g in cfg.gpus}
+        return _print_states(inbox, cfg.node_id, units, follow=follow, wait_s=wait_s)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -123,7 +127,9 @@ def run_status(cfg: Config, *, follow: bool, wait_s: float = WAIT_S) -> int:
         client.disconnect()
 
 
-def _print_states(inbox: queue.SimpleQueue[tuple[str, bytes]], node_id: str, *, follow: bool, wait_s: float) -> int:
+def _print_states(
+    inbox: queue.SimpleQueue[tuple[str, bytes]], node_id: str, units: dict[str, str], *, follow: bool, wait_s: float
+) -> int:
     online: bool | None = None
     state: dict[str, Any] | None = None
     deadline = time.monotonic() + wait_s
@@ -149,7 +155,7 @@ def _print_states(inbox: queue.SimpleQueue[tuple[str, bytes]], node_id: str, *, 
                 continue
         if state is None or not (fresh_state or follow):
             continue
-        print(("\n" if shown else "") + describe_state(state, node_id=node_id, online=online), flush=True)
+        print(("\n" if shown else "") + describe_state(state, node_id=node_id, online=online, units=units), flush=True)
         shown += 1
         if not follow:
             return 0

@@ -177,3 +177,17 @@ def test_state_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_a_bare_yaml_off_means_mode_off() -> None:
     assert parse_config(MINIMAL_YAML + "mode: off\n").mode == "off"
     assert parse_config(MINIMAL_YAML + "mode: heat\n").mode == "heat"
+
+
+def test_work_is_named_tokens_where_the_workload_counts_tokens() -> None:
+    from heatctl.config import work_unit
+    from heatctl.publish.discovery import discovery_messages
+
+    openai = "    workload: {type: openai, url: 'http://x/v1', model: m, jobs: /tmp/j}\n"
+    cfg = parse_config(MINIMAL_YAML + openai)
+    assert work_unit([g.workload for g in cfg.gpus]) == "tokens"
+    units = {t: m.get("unit_of_measurement") for t, m in discovery_messages(cfg, node_max_w=300).items()}
+    assert units["homeassistant/sensor/test-node/gpu0_work_rate/config"] == "tokens/s"
+    assert units["homeassistant/sensor/test-node/work_done/config"] == "tokens"
+    sim = parse_config(MINIMAL_YAML)
+    assert work_unit([g.workload for g in sim.gpus]) == "units"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from heatctl import __version__
-from heatctl.config import Config
+from heatctl.config import Config, work_unit
 
 Messages = dict[str, dict[str, Any]]  # discovery topic → config payload
 
@@ -121,7 +121,7 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
             "work_done",
             "Work done",
             "{{ value_json.work_done }}",
-            unit="units",
+            unit=work_unit([g.workload for g in cfg.gpus]),
             state_class="total_increasing",
             icon="mdi:chip",
         ),
@@ -159,14 +159,14 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
                 f"{gpu.id}_work_rate",
                 f"{gpu.id} work rate",
                 f"{{{{ {g}.work_rate }}}}",
-                unit="units/s",
+                unit=f"{work_unit([gpu.workload])}/s",
                 icon="mdi:speedometer",
             ),
             **_sensor(
                 f"{gpu.id}_efficiency",
                 f"{gpu.id} efficiency",
                 f"{{{{ {g}.efficiency }}}}",
-                unit="units/kWh",
+                unit=f"{work_unit([gpu.workload])}/kWh",
                 icon="mdi:leaf",
             ),
         }
