@@ -232,5 +232,6 @@ def _watch(service: Service, room: DemoRoom, duration_s: float | None) -> None:
             print("\r" + line + "\x1b[K", end="", flush=True)  # ESC[K clears what a longer line left
         elif time.monotonic() - last_line >= 5.0:
             print(line, flush=True)
-            last_line = time.monotonic()
+            if service.snapshot is not None:  # after "starting…", the first real line comes at once
+                last_line = time.monotonic()
         time.sleep(1.0)

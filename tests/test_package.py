@@ -50,5 +50,5 @@ def test_the_wheel_installs_into_a_clean_venv_and_the_demo_runs(tmp_path: Path) 
         check=False,
     )
     assert demo.returncode == 0, demo.stderr[-3000:]
-    assert " kWh " in demo.stderr and "demand" in demo.stderr  # the status line a newcomer watches
+    assert " kWh " in demo.stdout and "demand" in demo.stdout  # the status line a newcomer watches
     assert "stopped; GPU limit restored" in demo.stderr

@@ -234,8 +234,8 @@ def footer(summary: dict[str, float], result: SimResult) -> str:
     """Totals per day a person compares with a bill: energy, heat reused, backup, cost."""
     days = max(result.scenario.duration_h - WARMUP_S / 3600.0, 1.0) / 24.0
     text = (
-        f"per day: GPU {summary['energy_kwh'] / days:.2f} kWh, of it heat the room wanted "
-        f"{summary['heat_reused_kwh'] / days:.2f} kWh (ERF {summary['erf']:.2f}); "
+        f"per day: GPU {summary['energy_kwh'] / days:.2f} kWh, {summary['added_kwh'] / days:.2f} kWh of it above idle, "
+        f"{summary['heat_reused_kwh'] / days:.2f} kWh of that wanted (ERF {summary['erf']:.2f}); "
         f"backup heater {summary['backup_kwh'] / days:.2f} kWh"
     )
     if not math.isnan(summary.get("cost", math.nan)):
