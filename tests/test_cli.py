@@ -45,13 +45,17 @@ DESIGN_KPIS = {
 }
 
 
-def heatctl(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def heatctl(
+    *args: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m heatctl ARGS`` as a user runs it: its exit code and what it printed."""
     return subprocess.run(
         [sys.executable, "-m", "heatctl", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=cwd,
+        env=env,
         check=False,
     )
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from heatctl.init import from_home_assistant, from_zigbee2mqtt, render, zone_name
 from tests.services import FakeNvml, Mosquitto, Probe
+from tests.test_cli import heatctl
 
 pytestmark = pytest.mark.integration
 
@@ -87,18 +86,6 @@ def test_rendered_config_without_a_gpu_or_server_still_validates() -> None:
     cfg = parse_config(text)
     assert cfg.mode == "off" and cfg.gpus[0].backend == "nvml" and cfg.gpus[0].workload.type == "none"
     assert "# window:" in text  # the person sees where a window contact would go
-
-
-def heatctl(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "heatctl", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_init_from_zigbee2mqtt_and_nvml_writes_a_config_that_check_passes(

@@ -187,7 +187,8 @@ def test_sigkill_then_next_start_restores_sigterm_restores(
     log.close()
 
 
-def nvml_service_config(state_dir: Path, workload: str = "{type: none}") -> str:
+def nvml_service_config(state_dir: Path, workload: str = "{type: none}", gpu_extra: str = "") -> str:
+    """One zone on one NVML GPU, no broker: the tests feed readings into the store."""
     return f"""
 node_id: nv
 state_dir: {state_dir}
@@ -198,7 +199,7 @@ zones:
     setpoint: {{topic: nv/trv2}}
     gpus: [gpu0]
 gpus:
-  - {{id: gpu0, backend: nvml, index: 0, workload: {workload}}}
+  - {{id: gpu0, backend: nvml, index: 0, workload: {workload}{gpu_extra}}}
 """
 
 

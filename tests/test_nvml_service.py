@@ -20,6 +20,7 @@ from heatctl.service import Service
 from heatctl.workloads.process import stopped
 from tests.conftest import FakeClock
 from tests.services import FakeNvml, wait_until
+from tests.test_nvml import nvml_service_config
 
 pytestmark = pytest.mark.integration
 SPIN = [sys.executable, "-c", "import time\nwhile True: time.sleep(0.01)"]
@@ -28,21 +29,6 @@ SPIN = [sys.executable, "-c", "import time\nwhile True: time.sleep(0.01)"]
 class ServiceClock(FakeClock):
     def wait(self, event: threading.Event, timeout_s: float) -> bool:
         return event.is_set()
-
-
-def config(state_dir: Path, workload: str, gpu_extra: str = "") -> str:
-    return f"""
-node_id: nv
-state_dir: {state_dir}
-mqtt: null
-zones:
-  - name: office
-    temperature: {{topic: nv/t}}
-    setpoint: {{topic: nv/s}}
-    gpus: [gpu0]
-gpus:
-  - {{id: gpu0, backend: nvml, index: 0, workload: {workload}{gpu_extra}}}
-"""
 
 
 @pytest.fixture
@@ -68,8 +54,8 @@ class Run:
     def tick(self, n: int = 1) -> NodeSnapshot:
         for _ in range(n):
             self.clock.advance(30.0)
-            self.svc.store.put("office", "temperature", self.room_c, "t")
-            self.svc.store.put("office", "setpoint", 21.0, "t")
+            self.svc.store.put("office", "temperature", self.room_c, "nv/trv")
+            self.svc.store.put("office", "setpoint", 21.0, "nv/trv2")
             snap = self.svc.tick()
         return snap
 
@@ -87,7 +73,7 @@ def test_a_lost_gpu_pauses_an_adopted_process(
 ) -> None:
     fake_nvml.configure(gpu_lost_after_calls=60)
     workload = f"{{type: process, pid_file: {tmp_path / 'job.pid'}, period_s: 0.2}}"
-    run = Run(config(tmp_path / "state", workload))
+    run = Run(nvml_service_config(tmp_path / "state", workload))
     runs.append(run)
     snap = run.tick()
     assert snap.gpus["gpu0"].level == 1.0
@@ -106,7 +92,7 @@ def test_a_driver_mismatch_says_so_and_no_gpu_back_message_per_tick(
     fake_nvml: FakeNvml, tmp_path: Path, runs: list[Run], caplog: pytest.LogCaptureFixture
 ) -> None:
     fake_nvml.configure(gpu_lost_after_calls=30)
-    run = Run(config(tmp_path / "state", "{type: none}"))
+    run = Run(nvml_service_config(tmp_path / "state", "{type: none}"))
     runs.append(run)
     # A driver upgrade under a running heatctl: from the next re-init the library and driver disagree.
     fake_nvml.configure(fault_init="lib_rm_version_mismatch")
@@ -125,7 +111,7 @@ def test_too_hot_without_limit_control_pauses_the_work(
     fake_nvml.configure(fault_set_limit="no_permission", default_limit_w=300, min_limit_w=100, max_limit_w=400)
     fake_nvml.set_load(300)
     workload = f"{{type: process, pid_file: {tmp_path / 'job.pid'}, period_s: 0.2}}"
-    run = Run(config(tmp_path / "state", workload, ", max_temp_c: 45"))
+    run = Run(nvml_service_config(tmp_path / "state", workload, ", max_temp_c: 45"))
     runs.append(run)
     levels = [run.tick().gpus["gpu0"].level for _ in range(60)]
     assert levels[0] < 1.0 and levels[-1] < 0.5
@@ -138,7 +124,7 @@ def test_a_limit_reset_behind_heatctls_back_is_back_within_two_ticks(
 ) -> None:
     fake_nvml.configure(default_limit_w=450, min_limit_w=100, max_limit_w=450)
     fake_nvml.set_load(600)
-    run = Run(config(tmp_path / "state", "{type: none}"), room_c=20.8)
+    run = Run(nvml_service_config(tmp_path / "state", "{type: none}"), room_c=20.8)
     runs.append(run)
     run.tick(20)
     commanded = fake_nvml.limit_w()
@@ -156,7 +142,7 @@ def test_nvml_failing_at_start_keeps_the_service_running_and_retries(
     fake_nvml.configure(fault_init="driver_not_loaded", default_limit_w=300, max_limit_w=300)
     fake_nvml.set_load(300)
     workload = f"{{type: process, pid_file: {tmp_path / 'job.pid'}, period_s: 0.2}}"
-    run = Run(config(tmp_path / "state", workload))
+    run = Run(nvml_service_config(tmp_path / "state", workload))
     runs.append(run)
     snap = run.tick(2)
     assert "driver is not loaded" in (snap.gpus["gpu0"].fault or "") and snap.gpus["gpu0"].level == 0.0
