@@ -360,10 +360,6 @@ def run_init(
     ask: Callable[[str], str] | None = None,
 ) -> int:
     """Discover, choose (or take the first with ``yes``), write; returns the exit code."""
-    if ha_url is None and mqtt is None:
-        raise ConfigError(["heatctl init: give --mqtt HOST[:PORT] (zigbee2mqtt) or --ha URL --ha-token TOKEN, or both"])
-    if ha_url is not None and not ha_token:
-        raise ConfigError(["heatctl init: --ha needs --ha-token (a long-lived access token from your HA profile)"])
     if out.exists():
         raise ConfigError([f"heatctl init: {out} exists; choose another --out or move it away first"])
     if not yes and ask is None:
@@ -372,6 +368,15 @@ def run_init(
         ask = input
     if yes:
         ask = None
+    if ask is not None and ha_url is None and mqtt is None:
+        mqtt = ask("MQTT broker that zigbee2mqtt uses, HOST[:PORT] (empty: none): ").strip() or None
+        ha_url = ask("Home Assistant URL, e.g. http://homeassistant.local:8123 (empty: none): ").strip() or None
+        if ha_url and not ha_token:
+            ha_token = ask("a long-lived access token (your HA profile → Security): ").strip() or None
+    if ha_url is None and mqtt is None:
+        raise ConfigError(["heatctl init: give --mqtt HOST[:PORT] (zigbee2mqtt) or --ha URL --ha-token TOKEN, or both"])
+    if ha_url is not None and not ha_token:
+        raise ConfigError(["heatctl init: --ha needs --ha-token (a long-lived access token from your HA profile)"])
     broker = _host_port(mqtt) if mqtt else None
     found = Found()
     if broker is not None:

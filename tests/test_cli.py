@@ -155,6 +155,12 @@ def test_config_schema_is_json_schema() -> None:
         (["check"], "the following arguments are required: -c/--config"),
         (["restore"], "the following arguments are required: -c/--config"),
         (["config"], "the following arguments are required: ACTION"),
+        (["status"], "the following arguments are required: -c/--config"),
+        (["init", "--mode", "warm"], "argument --mode: invalid choice: 'warm'"),
+        (
+            ["init", "--yes", "--mqtt", "broker:eighty", "--out", "/tmp/heatctl-init-never.yaml"],
+            "the port must be a number",
+        ),
         (["run", "-c", "/nonexistent/heatctl.yaml"], "/nonexistent/heatctl.yaml: cannot read"),
         (["simulate", "--scenario", "/nonexistent/s.yaml"], "/nonexistent/s.yaml: cannot read"),
     ],
@@ -166,7 +172,7 @@ def test_bad_command_line_values_are_one_clean_line(args: list[str], says: str) 
     assert len([line for line in proc.stderr.splitlines() if line.strip()]) <= 2  # "configuration problems:" + one
 
 
-@pytest.mark.parametrize("command", ["run", "demo", "simulate", "check", "restore", "config"])
+@pytest.mark.parametrize("command", ["run", "demo", "simulate", "check", "restore", "config", "status", "init"])
 def test_every_command_has_help_with_a_description(command: str) -> None:
     proc = heatctl(command, "--help")
     assert proc.returncode == 0

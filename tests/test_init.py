@@ -121,3 +121,36 @@ def test_init_refuses_to_overwrite_and_needs_a_source(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "give --mqtt" in proc.stderr
     proc = heatctl("init", "--out", str(tmp_path / "new.yaml"), "--mqtt", "x", env=dict(os.environ), cwd=tmp_path)
     assert proc.returncode == 2 and "no terminal to ask in: add --yes" in proc.stderr  # no tty in tests
+
+
+def test_init_asks_for_the_broker_and_which_thermostat_in_a_terminal(
+    mosquitto: Mosquitto, probe: Probe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from heatctl.init import run_init
+
+    other = {**TRV, "friendly_name": "Bedroom TRV"}
+    probe.publish("zigbee2mqtt/bridge/devices", json.dumps([COORDINATOR, TRV, other, CONTACT]), retain=True)
+    answers = iter([f"127.0.0.1:{mosquitto.port}", "", "2", "0", "1"])  # broker, no HA, 2nd TRV, no window, GPU
+    asked: list[str] = []
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return next(answers)
+
+    out = tmp_path / "heatctl.yaml"
+    code = run_init(
+        ha_url=None,
+        ha_token=None,
+        mqtt=None,
+        mqtt_username=None,
+        mqtt_password=None,
+        out=out,
+        yes=False,
+        mode="off",
+        ask=ask,
+    )
+    assert code == 0
+    text = out.read_text()
+    assert "name: bedroom_trv" in text and "window:" not in text.replace("# window:", "") and 'mode: "off"' in text
+    assert asked[0].startswith("MQTT broker") and "which one?" in asked[2]
+    assert "1. Living room TRV" in capsys.readouterr().out
