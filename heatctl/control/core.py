@@ -56,6 +56,10 @@ class NodeOutput:
     gpus: Mapping[str, GpuCommand]
 
 
+NO_INPUTS = ZoneInputs()
+NO_STATE = GpuState()
+
+
 class NodeController:
     """heatctl's controller: a PID per zone, the efficiency allocator per GPU.
 
@@ -82,6 +86,7 @@ class NodeController:
         }
         self.allocators: dict[str, Allocator] = {}
         self.thermal: dict[str, ThermalGuard] = {}
+        self._max_w: dict[str, float] = {}  # each GPU's top limit, kept with its allocator
         for g in cfg.gpus:
             model = models[g.id] if models and g.id in models else EfficiencyModel(caps[g.id], g.work_at_w)
             self.set_caps(g.id, caps[g.id], model=model)
@@ -97,21 +102,19 @@ class NodeController:
             limit_only=g.workload.type == "none",
         )
         self.thermal[gpu_id] = ThermalGuard(g.max_temp_c, caps.idle_w, caps.max_limit_w)
-
-    def _caps(self, gpu_id: str) -> GpuCaps:
-        return self.allocators[gpu_id].model.caps
+        self._max_w[gpu_id] = caps.max_limit_w
 
     def step(self, inputs: NodeInputs) -> NodeOutput:
         now_s = self._time_fn()
-        reasons = [f"{gid}: {s.fault}" for gid, s in inputs.gpus.items() if s.fault and gid in self.allocators]
-        healthy = {gid for gid in self.allocators if not inputs.gpus.get(gid, GpuState()).fault}
+        faulted = {gid: s.fault for gid, s in inputs.gpus.items() if s.fault and gid in self.allocators}
+        reasons = [f"{gid}: {fault}" for gid, fault in faulted.items()]
         zone_caps_w = {
-            name: sum(self._caps(g).max_limit_w for g in z.gpus if g in healthy) for name, z in self._zones_cfg.items()
+            name: sum(self._max_w[g] for g in z.gpus if g not in faulted) for name, z in self._zones_cfg.items()
         }
         failsafes: dict[str, str | None] = {}
         held: dict[str, bool] = {}
         for name, zcfg in self._zones_cfg.items():
-            zin = inputs.zones.get(name, ZoneInputs())
+            zin = inputs.zones.get(name, NO_INPUTS)
             failsafes[name] = zone_failsafe(now_s, zin, zcfg.control)
             if failsafes[name]:
                 reasons.append(f"{name}: {failsafes[name]}")
@@ -120,7 +123,7 @@ class NodeController:
         zones: dict[str, ZoneOutput] = {}
         targets_w: dict[str, float] = {}
         for name, zcfg in self._zones_cfg.items():
-            zin = inputs.zones.get(name, ZoneInputs())
+            zin = inputs.zones.get(name, NO_INPUTS)
             cap_w = zone_caps_w[name]
             if inputs.max_power_w is not None and active_w > 0:
                 cap_w = min(cap_w, inputs.max_power_w * cap_w / active_w)
@@ -135,9 +138,9 @@ class NodeController:
                 capacity_w=cap_w,
             )
             for gpu_id in zcfg.gpus:
-                share = self._caps(gpu_id).max_limit_w / zone_caps_w[name] if gpu_id in healthy else 0.0
+                share = self._max_w[gpu_id] / zone_caps_w[name] if gpu_id not in faulted else 0.0
                 targets_w[gpu_id] = demand.demand_w * share
-        gpus = {gid: self._gpu(gid, now_s, w, inputs.gpus.get(gid, GpuState())) for gid, w in targets_w.items()}
+        gpus = {gid: self._gpu(gid, now_s, w, inputs.gpus.get(gid, NO_STATE)) for gid, w in targets_w.items()}
         self._last = gpus
         return NodeOutput(mode=inputs.mode, failsafe="; ".join(reasons) or None, zones=zones, gpus=gpus)
 

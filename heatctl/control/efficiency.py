@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -109,7 +110,11 @@ class EfficiencyModel:
         self._efficient_cap_w = self._best_cap()
 
     def _best_cap(self) -> float:
-        def per_watt(i: int) -> float:
-            return self._rate(i) / max(self._caps_w[i] - self.caps.idle_w, 1e-9)
-
-        return self._caps_w[max(range(len(self._caps_w)), key=per_watt)]
+        """The cap with the most work per watt above idle (the first of equals); runs after every sample."""
+        idle_w = self.caps.idle_w
+        best_i, best = 0, -math.inf
+        for i, cap_w in enumerate(self._caps_w):
+            per_watt = self._rate(i) / max(cap_w - idle_w, 1e-9)
+            if per_watt > best:
+                best_i, best = i, per_watt
+        return self._caps_w[best_i]

@@ -204,15 +204,15 @@ class Schedule:
     """The daily setpoint schedule as a function of virtual time."""
 
     def __init__(self, entries: list[ScheduleEntry], start: datetime) -> None:
-        self._entries = sorted(entries, key=lambda e: e.minute_of_day)
+        self._entries = sorted((e.minute_of_day, e.setpoint_c) for e in entries)
         self._start_min = start.hour * 60 + start.minute + start.second / 60.0
 
     def at(self, t_s: float) -> float:
         minute = (self._start_min + t_s / 60.0) % 1440.0
-        current = self._entries[-1].setpoint_c  # before the first entry: yesterday's last one
-        for entry in self._entries:
-            if entry.minute_of_day <= minute:
-                current = entry.setpoint_c
+        current = self._entries[-1][1]  # before the first entry: yesterday's last one
+        for at_min, setpoint_c in self._entries:
+            if at_min <= minute:
+                current = setpoint_c
         return current
 
 
