@@ -165,6 +165,8 @@ class GpuActuator:
         gpu = self.gpu
         if gpu is None or not gpu.can_set_limit:
             return
+        if self._observed is not None and self._observed.reading.fault is not None:
+            return  # the driver is not answering (work goes on only because a meter measures the heat)
         read_back_w = self._observed.reading.power_limit_w if self._observed else None
         drifted = (
             self._written_limit_w is not None
