@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from heatctl.control.safety import ZoneInputs
+
 J_PER_KWH = 3.6e6
+WANTED_BAND_K = 0.5  # heat counts as reused while the room is at most this far above its setpoint
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +84,12 @@ class Counters:
                 gpu_energy_kwh={str(k): num(v) for k, v in gpus.items()} if isinstance(gpus, dict) else {},
             )
         )
+
+
+def heat_wanted(zone: ZoneInputs) -> bool:
+    """Whether heat made now is heat the room wants (its thermostat says so, within the band)."""
+    t, sp = zone.temperature, zone.setpoint
+    return t is not None and sp is not None and t.value <= sp.value + WANTED_BAND_K
 
 
 class EnergyMeter:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from heatctl.accounting import Counters, EnergyMeter
+from heatctl.accounting import Counters, EnergyMeter, heat_wanted
 from heatctl.actuation import GpuActuator, Observation
 from heatctl.clock import Clock, RealClock
 from heatctl.commands import CommandInbox, SetMaxPower, SetMode, SetSetpoint, SetZoneMode, bind_commands
@@ -38,6 +38,7 @@ from heatctl.publish.mqtt_state import NodeSnapshot
 from heatctl.snapshots import build_snapshot
 from heatctl.sources.mqtt import ask_for_readings, bind_mqtt_sources, read_requests, zone_sources
 from heatctl.sources.store import ReadingStore
+from heatctl.transitions import Transitions
 from heatctl.workloads.base import Workload
 from heatctl.workloads.registry import open_workload
 
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 PERSIST_EVERY_S = 300.0
 MAX_FAILED_TICKS = 5
-WANTED_BAND_K = 0.5  # heat counts as reused while the room is at most this far above its setpoint
 
 
 class Sink(Protocol):
@@ -94,8 +94,7 @@ class Service:
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
         self.max_power_w: float | None = cfg.max_power_w
         self.counters = Counters()
-        self._failsafes: dict[str, str | None] = {}
-        self._sources_fresh: dict[tuple[str, str], bool] = {}
+        self._transitions = Transitions(cfg.zones, self.store)
         self._last_tick_s: float | None = None
         self._last_persist_s = 0.0
         self.ticks = 0
@@ -224,8 +223,7 @@ class Service:
         out = self.controller.step(NodeInputs(mode=self.mode, zones=zones, gpus=states, max_power_w=self.max_power_w))
         for gid, cmd in out.gpus.items():
             self.actuators[gid].apply(cmd)
-        self._log_failsafes(out)
-        self._log_sources(now_s)
+        self._transitions.update(now_s, out.zones)
         snap = self._snapshot(out, states, metered_w)
         self.snapshot = snap
         if self.outputs is not None:
@@ -273,48 +271,11 @@ class Service:
     def _account(self, gid: str, obs: Observation, dt_s: float, zone: ZoneInputs) -> None:
         """Energy since the last tick; the part above idle counts as reused if the room wanted heat."""
         r = obs.reading
-        energy_j = self._meters[gid].joules(r.energy_j, r.power_w, dt_s)
         assert self.controller is not None  # after start()
         idle_w = self.controller.allocators[gid].model.caps.idle_w
-        wanted = (
-            zone.temperature is not None
-            and zone.setpoint is not None
-            and zone.temperature.value <= zone.setpoint.value + WANTED_BAND_K
-        )
-        self.counters.add(gid, energy_j, energy_j - idle_w * dt_s, wanted, (obs.work_rate or 0.0) * dt_s)
-
-    def _log_failsafes(self, out: NodeOutput) -> None:
-        for name, zone in out.zones.items():
-            before = self._failsafes.get(name)
-            if zone.failsafe != before:
-                if zone.failsafe is not None and name not in self._failsafes:
-                    _LOGGER.info("zone %s: no heat until it reports (%s)", name, zone.failsafe)  # at start
-                elif zone.failsafe is not None:
-                    _LOGGER.warning("zone %s: fail-safe, no heat: %s", name, zone.failsafe)
-                elif name in self._failsafes:
-                    _LOGGER.info("zone %s: fail-safe cleared (was: %s)", name, before)
-            self._failsafes[name] = zone.failsafe
-
-    def _log_sources(self, now_s: float) -> None:
-        """Say when a source stops reporting (goes stale) and when it is back; once each."""
-        for zone in self.cfg.zones:
-            for role, source in zone_sources(zone):
-                reading = self.store.get(zone.name, role)
-                is_fresh = fresh(reading, now_s, source.stale_after_s)
-                was = self._sources_fresh.get((zone.name, role))
-                if was is not None and was != is_fresh:
-                    if is_fresh:
-                        _LOGGER.info("zone %s: %s (%s) reports again", zone.name, role, source.origin)
-                    else:
-                        _LOGGER.warning(
-                            "zone %s: %s (%s) silent for %.0f s: stale",
-                            zone.name,
-                            role,
-                            source.origin,
-                            source.stale_after_s,
-                        )
-                if reading is not None:
-                    self._sources_fresh[(zone.name, role)] = is_fresh
+        energy_j = self._meters[gid].joules(r.energy_j, r.power_w, dt_s)
+        work = (obs.work_rate or 0.0) * dt_s
+        self.counters.add(gid, energy_j, energy_j - idle_w * dt_s, heat_wanted(zone), work)
 
     def _snapshot(self, out: NodeOutput, states: dict[str, GpuState], metered_w: dict[str, float]) -> NodeSnapshot:
         windows = {}
