@@ -6,6 +6,7 @@ import logging
 import math
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from heatctl.config import Config
@@ -112,7 +113,8 @@ def command_topics(cfg: Config) -> dict[str, str]:
     return topics
 
 
-def bind_commands(cfg: Config, link: MqttLink, inbox: CommandInbox, max_node_w: float) -> None:
+def bind_commands(cfg: Config, link: MqttLink, inbox: CommandInbox, max_node_w: Callable[[], float]) -> None:
+    """Subscribe every command topic; ``max_node_w`` gives the node's capacity now (it changes when a GPU opens)."""
     for topic, what in command_topics(cfg).items():
         link.subscribe(topic, _handler(inbox, what, max_node_w))
 
@@ -129,11 +131,11 @@ def parse_command(what: str, payload: bytes, max_node_w: float) -> Command:
     return SetSetpoint(zone, parse_number(payload, 5.0, 35.0))
 
 
-def _handler(inbox: CommandInbox, what: str, max_node_w: float) -> Handler:
+def _handler(inbox: CommandInbox, what: str, max_node_w: Callable[[], float]) -> Handler:
     # Runs on paho's network thread: validate, enqueue, wake the control thread.
     def handle(topic: str, payload: bytes) -> None:
         try:
-            command = parse_command(what, payload, max_node_w)
+            command = parse_command(what, payload, max_node_w())
         except CommandError as exc:
             inbox.reject()
             _LOGGER.warning("rejected command on %s: %s: %r", topic, exc, payload[:60])

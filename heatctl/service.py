@@ -94,6 +94,7 @@ class Service:
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
         self.max_power_w: float | None = cfg.max_power_w
         self.counters = Counters()
+        self._capacity_w = 0.0
         self._transitions = Transitions(cfg.zones, self.store)
         self._last_tick_s: float | None = None
         self._last_persist_s = 0.0
@@ -112,6 +113,7 @@ class Service:
         caps = {gid: a.caps() for gid, a in self.actuators.items()}
         models = {gid: EfficiencyModel(caps[gid], self.cfg.gpu(gid).work_at_w) for gid in caps}
         self.controller = NodeController(self.cfg, caps, models=models, time_fn=self.clock)
+        self._capacity_w = self.node_capacity_w  # read by the network thread (command ranges): one float
         self._restore(self._saved.load())
         for gid, act in self.actuators.items():
             if not act.status().steerable:
@@ -127,7 +129,7 @@ class Service:
             requests = read_requests(self.cfg)
             if requests:
                 self.link.on_connect(lambda: ask_for_readings(link, requests))
-            bind_commands(self.cfg, self.link, self.inbox, self.node_capacity_w)
+            bind_commands(self.cfg, self.link, self.inbox, lambda: self._capacity_w)
             self.outputs = MqttOutputs(
                 self.cfg, self.link, state_dir=self.state_dir, node_capacity_w=self.node_capacity_w
             )
@@ -206,9 +208,13 @@ class Service:
         zones = {z: self.store.zone_inputs(z, self.zone_modes[z]) for z in self.zone_modes}
         metered_w = self._metered_w(now_s)
         observed = {gid: act.observe(metered=self._zone_of[gid] in metered_w) for gid, act in self.actuators.items()}
-        for gid, act in self.actuators.items():
-            if act.just_opened:
-                self.controller.set_caps(gid, act.caps())
+        if any(act.just_opened for act in self.actuators.values()):
+            for gid, act in self.actuators.items():
+                if act.just_opened:
+                    self.controller.set_caps(gid, act.caps())
+            self._capacity_w = self.node_capacity_w
+            if self.outputs is not None:
+                self.outputs.update_capacity(self._capacity_w)
         states = {
             gid: GpuState(
                 power_w=o.reading.power_w,

@@ -19,7 +19,7 @@ from heatctl.publish.mqtt_state import NodeSnapshot
 from heatctl.service import Service
 from heatctl.workloads.process import stopped
 from tests.conftest import FakeClock
-from tests.services import FakeNvml, wait_until
+from tests.services import FakeNvml, Mosquitto, Probe, wait_until
 from tests.test_nvml import nvml_service_config
 
 pytestmark = pytest.mark.integration
@@ -152,3 +152,25 @@ def test_nvml_failing_at_start_keeps_the_service_running_and_retries(
     snap = run.tick()
     assert snap.gpus["gpu0"].fault is None and snap.gpus["gpu0"].level == 1.0
     wait_until(lambda: not stopped(adopted.pid), 5, "work resumes once the GPU is open")
+
+
+def test_a_gpu_that_opens_late_updates_home_assistants_max_power_range(
+    fake_nvml: FakeNvml, tmp_path: Path, mosquitto: Mosquitto, probe: Probe
+) -> None:
+    fake_nvml.configure(fault_init="driver_not_loaded", max_limit_w=450, default_limit_w=450)
+    text = nvml_service_config(tmp_path / "state").replace(
+        "mqtt: null", f"mqtt: {{host: 127.0.0.1, port: {mosquitto.port}}}"
+    )
+    clock = ServiceClock()
+    svc = Service(parse_config(text), clock=clock)  # type: ignore[arg-type]
+    svc.start()
+    try:
+        topic = "homeassistant/number/nv/max_power_w/config"
+        first = probe.wait_json(topic, lambda d: d.get("max") is not None)
+        assert first["max"] == 300  # placeholder from the config while NVML is down
+        fake_nvml.configure(max_limit_w=450, default_limit_w=450)  # the driver loads
+        clock.advance(REOPEN_S)
+        svc.tick()
+        assert probe.wait_json(topic, lambda d: d.get("max") == 450)["max"] == 450
+    finally:
+        svc.shutdown()

@@ -36,6 +36,14 @@ class MqttOutputs:
             link.on_connect(self.announce)
         link.on_connect(self.republish)
 
+    def update_capacity(self, node_capacity_w: float) -> None:
+        """A GPU opened late (or its range changed): Home Assistant's max-power range follows."""
+        with self._lock:
+            changed = node_capacity_w != self._node_capacity_w
+            self._node_capacity_w = node_capacity_w
+        if changed:
+            self.announce()
+
     def publish_state(self, snap: NodeSnapshot) -> None:
         with self._lock:
             self._last = snap
@@ -50,8 +58,8 @@ class MqttOutputs:
 
     def announce(self) -> None:
         """Publish Home Assistant discovery; remove entities of zones no longer configured."""
-        messages = discovery_messages(self._cfg, node_max_w=self._node_capacity_w)
         with self._lock:
+            messages = discovery_messages(self._cfg, node_max_w=self._node_capacity_w)
             previous = self._discovery_file.load().get("topics", [])
             for topic in removal_topics(list(previous), messages):
                 self._link.publish(topic, b"", retain=True, qos=1)
