@@ -80,17 +80,15 @@ def _zone_sources(zone: ZoneConfig) -> Iterator[tuple[str, SourceConfig]]:
 
 def _check_mqtt(cfg: Config) -> list[CheckRow]:
     import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.reasoncodes import ReasonCode
 
-    from heatctl.mqtt_link import configure_client
+    from heatctl.mqtt_link import short_lived_client
     from heatctl.sources.mqtt import read_requests
 
     assert cfg.mqtt is not None
     m = cfg.mqtt
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"heatctl-check-{cfg.node_id}")
     try:
-        configure_client(client, m)
+        client = short_lived_client(m, "check")
     except (OSError, ValueError) as exc:
         return [_row("mqtt", False, f"TLS setup: {exc}", "check mqtt.tls paths")]
     connected = threading.Event()

@@ -14,7 +14,6 @@ import re
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,13 +110,15 @@ def from_zigbee2mqtt(devices: list[Any], base: str = "zigbee2mqtt") -> Found:
 def ask_zigbee2mqtt(host: str, port: int, username: str | None, password: str | None) -> Found:
     """Read zigbee2mqtt's retained device list from the broker."""
     import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from pydantic import SecretStr
+
+    from heatctl.config import MqttConfig
+    from heatctl.mqtt_link import short_lived_client
 
     got = threading.Event()
     payload: list[bytes] = []
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"heatctl-init-{time.time_ns()}")
-    if username:
-        client.username_pw_set(username, password)
+    secret = SecretStr(password) if password else None
+    client = short_lived_client(MqttConfig(host=host, port=port, username=username, password=secret), "init")
     # Network thread: only hands the payload over.
     client.on_connect = lambda c, u, f, rc, p: c.subscribe("zigbee2mqtt/bridge/devices")
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -34,6 +35,19 @@ def configure_client(client: mqtt.Client, cfg: MqttConfig) -> None:
             cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED,
         )
         client.tls_insecure_set(tls.insecure)
+
+
+def short_lived_client(cfg: MqttConfig, purpose: str) -> mqtt.Client:
+    """A client for a one-off look (``check``, ``status``, ``init``) with ``run``'s credentials and TLS.
+
+    Its id is unique, so it never pushes the service (or another look) off the broker.
+    Raises OSError or ValueError when the TLS files are bad.
+    """
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"heatctl-{purpose}-{time.time_ns()}"
+    )
+    configure_client(client, cfg)
+    return client
 
 
 class MqttLink:

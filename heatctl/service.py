@@ -26,7 +26,6 @@ from heatctl.clock import Clock, RealClock
 from heatctl.commands import CommandInbox, SetMaxPower, SetMode, SetSetpoint, SetZoneMode, bind_commands
 from heatctl.config import Config, GpuConfig
 from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
-from heatctl.control.efficiency import EfficiencyModel
 from heatctl.control.safety import ZoneInputs, fresh
 from heatctl.errors import ConfigError, HeatctlError
 from heatctl.gpu.base import Gpu
@@ -111,8 +110,7 @@ class Service:
             )
             self._meters[gcfg.id] = EnergyMeter()
         caps = {gid: a.caps() for gid, a in self.actuators.items()}
-        models = {gid: EfficiencyModel(caps[gid], self.cfg.gpu(gid).work_at_w) for gid in caps}
-        self.controller = NodeController(self.cfg, caps, models=models, time_fn=self.clock)
+        self.controller = NodeController(self.cfg, caps, time_fn=self.clock)
         self._capacity_w = self.node_capacity_w  # read by the network thread (command ranges): one float
         self._restore(self._saved.load())
         for gid, act in self.actuators.items():
@@ -130,9 +128,7 @@ class Service:
             if requests:
                 self.link.on_connect(lambda: ask_for_readings(link, requests))
             bind_commands(self.cfg, self.link, self.inbox, lambda: self._capacity_w)
-            self.outputs = MqttOutputs(
-                self.cfg, self.link, state_dir=self.state_dir, node_capacity_w=self.node_capacity_w
-            )
+            self.outputs = MqttOutputs(self.cfg, self.link, state_dir=self.state_dir, node_capacity_w=self._capacity_w)
             self.link.start()
         elif any(src.topic for z in self.cfg.zones for _, src in zone_sources(z)):
             _LOGGER.warning("sources read MQTT topics but there is no 'mqtt:' section: they will never report")

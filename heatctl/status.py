@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from heatctl.config import Config, work_unit
-from heatctl.errors import HeatctlError
+from heatctl.errors import HeatctlError, plain
 
 WAIT_S = 5.0
 
@@ -95,18 +95,14 @@ def _temp(value: Any) -> str:
 
 def run_status(cfg: Config, *, follow: bool, wait_s: float = WAIT_S) -> int:
     """Print the state once (or every time it changes, with ``follow``). Exit 1 if there is none."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    from heatctl.mqtt_link import configure_client
+    from heatctl.mqtt_link import short_lived_client
 
     if cfg.mqtt is None:
         raise HeatctlError("status reads the service's MQTT state, and this config has no 'mqtt:' section")
     base = f"{cfg.mqtt.base_topic}/{cfg.node_id}"
     inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"heatctl-status-{time.time_ns()}")
     try:
-        configure_client(client, cfg.mqtt)
+        client = short_lived_client(cfg.mqtt, "status")
     except (OSError, ValueError) as exc:
         raise HeatctlError(f"MQTT TLS setup: {exc}") from exc
     # Network thread: only hands messages over.
@@ -115,7 +111,7 @@ def run_status(cfg: Config, *, follow: bool, wait_s: float = WAIT_S) -> int:
     try:
         client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=30)
     except OSError as exc:
-        raise HeatctlError(f"cannot reach the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port}: {exc}") from exc
+        raise HeatctlError(f"cannot reach the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port}: {plain(exc)}") from exc
     client.loop_start()
     try:
         units = {g.id: work_unit([g.workload]) for g in cfg.gpus}
