@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from heatctl.config import load_config
+from heatctl.config import OpenAIWorkloadConfig, load_config
 from heatctl.errors import BackendError, HeatctlError, plain
 
 if TYPE_CHECKING:
@@ -248,19 +248,26 @@ def check_gpu(cfg: Config, gcfg: GpuConfig) -> list[CheckRow]:
     return sim_rows + rows
 
 
+def _check_openai(w: OpenAIWorkloadConfig, part: str) -> CheckRow:
+    from heatctl.workloads.openai import RequestError, probe_server
+
+    try:
+        models = probe_server(w.url)
+    except RequestError as exc:
+        return _row(part, False, f"{w.url}: {exc}", "is the inference server running? check workload.url")
+    serves = f"{w.url} serves {models or 'no models listed'}"
+    if w.jobs is None:
+        return _row(part, True, serves)
+    spool = Path(w.jobs).expanduser()
+    jobs = len(list(spool.glob("*.jsonl"))) if spool.is_dir() else 0
+    return _row(part, True, f"{serves}; {jobs} job file(s) in {spool}")
+
+
 def check_workload(gcfg: GpuConfig) -> CheckRow:
     w = gcfg.workload
     part = f"gpu {gcfg.id} workload"
-    if w.type == "openai":
-        from heatctl.workloads.openai import RequestError, probe_server
-
-        try:
-            models = probe_server(w.url)
-        except RequestError as exc:
-            return _row(part, False, f"{w.url}: {exc}", "is the inference server running? check workload.url")
-        spool = Path(w.jobs).expanduser()
-        jobs = len(list(spool.glob("*.jsonl"))) if spool.is_dir() else 0
-        return _row(part, True, f"{w.url} serves {models or 'no models listed'}; {jobs} job file(s) in {spool}")
+    if isinstance(w, OpenAIWorkloadConfig):
+        return _check_openai(w, part)
     if w.type == "process":
         if w.command is not None:
             argv = shlex.split(w.command) if isinstance(w.command, str) else w.command

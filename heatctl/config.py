@@ -175,7 +175,7 @@ class OpenAIWorkloadConfig(_Strict):
     url: str
     model: str
     api_key: SecretStr | None = None
-    jobs: str
+    jobs: str | None = None  # a folder of JSONL job files; the Batch API (batch_api:) is the other way in
     max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     request_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     max_attempts: Annotated[int, Field(ge=1)] = 5
@@ -280,6 +280,52 @@ class HomeAssistantConfig(_Strict):
     verify_ssl: bool = True
 
 
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)\s*$")
+_DURATION_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def duration_s(text: str) -> float:
+    """``"24h"`` → 86400.0; ``ValueError`` for anything else (units s, m/min, h, d)."""
+    match = _DURATION_RE.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration like 30m, 24h or 2d")
+    return float(match.group(1)) * _DURATION_S[match.group(2)]
+
+
+class BatchApiConfig(_Strict):
+    """An OpenAI-compatible Batch API: work from anyone in the house, run when heat is wanted."""
+
+    listen: str = "127.0.0.1:8090"
+    token: SecretStr
+    max_file_mb: Annotated[float, Field(gt=0, le=2048)] = 200.0
+    max_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 50_000  # per batch
+    completion_windows: list[str] = Field(default=["24h"], min_length=1)
+    passthrough: bool = True  # /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models proxied
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:8090)")
+        return value
+
+    @field_validator("completion_windows")
+    @classmethod
+    def _windows(cls, windows: list[str]) -> list[str]:
+        for window in windows:
+            duration_s(window)
+        return windows
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class Config(_Strict):
     node_id: Annotated[str, Field(pattern=_NODE_ID_RE)] = "heatctl"
     state_dir: str | None = None
@@ -288,6 +334,7 @@ class Config(_Strict):
     mqtt: MqttConfig | None = MqttConfig()
     influxdb: InfluxConfig | None = None
     homeassistant: HomeAssistantConfig | None = None
+    batch_api: BatchApiConfig | None = None
     duty: DutyConfig = DutyConfig()
     zones: list[ZoneConfig] = Field(min_length=1)
     gpus: list[GpuConfig] = Field(min_length=1)
@@ -313,6 +360,17 @@ class Config(_Strict):
     def _unique_gpus(cls, gpus: list[GpuConfig]) -> list[GpuConfig]:
         _no_duplicates([g.id for g in gpus], "gpu id")
         return gpus
+
+    @model_validator(mode="after")
+    def _work_for_openai(self) -> Self:
+        runners = [g for g in self.gpus if isinstance(g.workload, OpenAIWorkloadConfig)]
+        if self.batch_api is not None and not runners:
+            raise ValueError("batch_api needs a GPU with 'workload: {type: openai, ...}' to run the batches")
+        if self.batch_api is None:
+            for g in runners:
+                if g.workload.jobs is None:  # type: ignore[union-attr]
+                    raise ValueError(f"gpu {g.id}: a workload of type openai needs 'jobs' (a folder) or 'batch_api:'")
+        return self
 
     def gpu(self, gpu_id: str) -> GpuConfig:
         return next(g for g in self.gpus if g.id == gpu_id)

@@ -24,7 +24,7 @@ from heatctl.accounting import Counters, EnergyMeter, heat_wanted
 from heatctl.actuation import GpuActuator, Observation
 from heatctl.clock import Clock, RealClock
 from heatctl.commands import CommandInbox, SetMaxPower, SetMode, SetSetpoint, SetZoneMode, bind_commands
-from heatctl.config import Config, GpuConfig
+from heatctl.config import Config, GpuConfig, OpenAIWorkloadConfig
 from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
 from heatctl.control.safety import ZoneInputs, fresh
 from heatctl.errors import ConfigError, HeatctlError
@@ -39,9 +39,11 @@ from heatctl.sources.mqtt import ask_for_readings, bind_mqtt_sources, read_reque
 from heatctl.sources.store import ReadingStore
 from heatctl.transitions import Transitions
 from heatctl.workloads.base import Workload
-from heatctl.workloads.registry import open_workload
+from heatctl.workloads.registry import WorkloadContext, open_workload
 
 if TYPE_CHECKING:
+    from heatctl.batch.api import BatchApiServer
+    from heatctl.batch.queue import BatchQueue
     from heatctl.sources.homeassistant import HomeAssistantPoller
 
 _LOGGER = logging.getLogger(__name__)
@@ -86,6 +88,8 @@ class Service:
         self.link: MqttLink | None = None
         self.outputs: MqttOutputs | None = None
         self.poller: HomeAssistantPoller | None = None
+        self.batches: BatchQueue | None = None
+        self.batch_api: BatchApiServer | None = None
         self.controller: NodeController | None = None
         self.snapshot: NodeSnapshot | None = None
         self.mode: str = cfg.mode
@@ -104,6 +108,8 @@ class Service:
     def start(self) -> None:
         """Open GPUs and workloads, restore persisted state, connect MQTT and outputs."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.cfg.batch_api is not None:
+            self._open_batches()
         for gcfg in self.cfg.gpus:
             self.actuators[gcfg.id] = GpuActuator(
                 gcfg, open_gpu=self._gpu_opener(gcfg), open_workload=self._workload_opener(gcfg), time_fn=self.clock
@@ -142,12 +148,36 @@ class Service:
 
             self.sinks.append(InfluxSink(self.cfg.influxdb, self.cfg.node_id, state_dir=self.state_dir))
 
+    def _open_batches(self) -> None:
+        """The Batch API's store and queue (before the workloads that take from it), and its server."""
+        from heatctl.batch.api import BatchApi, BatchApiServer
+        from heatctl.batch.queue import BatchQueue
+        from heatctl.batch.store import BatchStore
+
+        api_cfg = self.cfg.batch_api
+        assert api_cfg is not None
+        runners = [g.workload for g in self.cfg.gpus if isinstance(g.workload, OpenAIWorkloadConfig)]
+        store = BatchStore(self.state_dir / "batch")
+        self.batches = BatchQueue(store, api_cfg, slots=sum(w.max_concurrency for w in runners))
+        self.batches.start()
+        upstream = runners[0]
+        api = BatchApi(
+            api_cfg,
+            store,
+            self.batches,
+            upstream=upstream.url,
+            upstream_key=upstream.api_key.get_secret_value() if upstream.api_key else None,
+        )
+        self.batch_api = BatchApiServer(api, api_cfg.host, api_cfg.port)
+        self.batch_api.start()
+
     def _gpu_opener(self, gcfg: GpuConfig) -> Callable[[], Gpu]:
         given = self._given_gpus.get(gcfg.id)
         return lambda: given or open_gpu(gcfg, state_dir=self.state_dir, time_fn=self.clock)
 
     def _workload_opener(self, gcfg: GpuConfig) -> Callable[[Gpu | None], Workload]:
-        return lambda gpu: open_workload(gcfg, gpu, state_dir=self.state_dir, time_fn=self.clock)
+        ctx = WorkloadContext(state_dir=self.state_dir, time_fn=self.clock, batches=self.batches)
+        return lambda gpu: open_workload(gcfg, gpu, ctx)
 
     @property
     def node_capacity_w(self) -> float:
@@ -182,6 +212,11 @@ class Service:
         """Every exit path: workloads to their exit state, GPUs to their original limits, offline."""
         for act in self.actuators.values():
             act.stop()
+        if self.batch_api is not None:
+            self.batch_api.stop()
+        if self.batches is not None:
+            self.batches.stop()
+            self.batches.store.close()
         self._persist()
         if self.poller is not None:
             self.poller.stop()
@@ -222,7 +257,11 @@ class Service:
         }
         for gid, obs in observed.items():
             self._account(gid, obs, dt_s, zones[self._zone_of[gid]])
-        out = self.controller.step(NodeInputs(mode=self.mode, zones=zones, gpus=states, max_power_w=self.max_power_w))
+        out = self.controller.step(
+            NodeInputs(
+                mode=self.mode, zones=zones, gpus=states, max_power_w=self.max_power_w, work_due=self._work_due()
+            )
+        )
         for gid, cmd in out.gpus.items():
             self.actuators[gid].apply(cmd)
         self._transitions.update(now_s, out.zones)
@@ -257,6 +296,22 @@ class Service:
                     self.store.override_setpoint(zone, setpoint_c)
             self._persist()
 
+    def _work_due(self) -> dict[str, float]:
+        """Batch runners that must run now for a deadline, whatever the room wants."""
+        if self.batches is None:
+            return {}
+        due = self.batches.due_level(self.batches.store.now())
+        return {gid: due for gid, act in self.actuators.items() if act.workload.kind == "openai"} if due else {}
+
+    def _work_starved(self, out: NodeOutput) -> bool:
+        """Heat is wanted in a zone, and none of its GPUs has work to make it with."""
+        zone_gpus = {z.name: z.gpus for z in self.cfg.zones}
+        for name, zone in out.zones.items():
+            gpus = [self.actuators[g] for g in zone_gpus[name]]
+            if zone.demand_w > 0 and gpus and not any(a.workload.has_work() for a in gpus):
+                return True
+        return False
+
     def _metered_w(self, now_s: float) -> dict[str, float]:
         """Zone → wall-plug meter watts, for zones whose meter reports fresh readings."""
         metered = {}
@@ -277,7 +332,10 @@ class Service:
         idle_w = self.controller.allocators[gid].model.caps.idle_w
         energy_j = self._meters[gid].joules(r.energy_j, r.power_w, dt_s)
         work = (obs.work_rate or 0.0) * dt_s
-        self.counters.add(gid, energy_j, energy_j - idle_w * dt_s, heat_wanted(zone), work)
+        wanted = heat_wanted(zone)
+        self.counters.add(gid, energy_j, energy_j - idle_w * dt_s, wanted, work)
+        if self.batches is not None:
+            self.batches.charge(gid, energy_j, wanted)
 
     def _snapshot(self, out: NodeOutput, states: dict[str, GpuState], metered_w: dict[str, float]) -> NodeSnapshot:
         windows = {}
@@ -299,9 +357,19 @@ class Service:
             metered_gpus=metered_gpus,
             bad_payloads=self.store.bad_payloads,
             rejected_commands=self.inbox.rejected,
-            extra={"updated": datetime.now(UTC).isoformat(timespec="seconds")}
-            | ({"influx": self.sinks[0].stats()} if self.sinks else {}),
+            extra={"updated": datetime.now(UTC).isoformat(timespec="seconds"), "work_starved": self._work_starved(out)}
+            | ({"influx": self.sinks[0].stats()} if self.sinks else {})
+            | (self._batch_state() if self.batches is not None else {}),
         )
+
+    def _batch_state(self) -> dict[str, Any]:
+        assert self.batches is not None
+        api = self.batch_api
+        listening = f"http://{api.host}:{api.port}/v1" if api is not None and api.error is None else None
+        return {
+            "batches": self.batches.summary().to_json(),
+            "batch_api": listening or f"error: {api.error if api is not None else 'not started'}",
+        }
 
     def announce(self) -> None:
         """Publish Home Assistant discovery (also done on every connect)."""

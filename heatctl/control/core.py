@@ -33,6 +33,10 @@ class NodeInputs:
     zones: Mapping[str, ZoneInputs]
     gpus: Mapping[str, GpuState] = field(default_factory=dict)
     max_power_w: float | None = None  # None: no node cap; 0 means no heat at all
+    # GPU → share of its work that must run now whatever the room wants (a batch deadline): it
+    # runs at least that at the most efficient cap, unless mode is off, the zone is in
+    # fail-safe (stale inputs, window, too warm) or the GPU is faulted. Safety stays last.
+    work_due: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,9 +144,20 @@ class NodeController:
             for gpu_id in zcfg.gpus:
                 share = self._max_w[gpu_id] / zone_caps_w[name] if gpu_id not in faulted else 0.0
                 targets_w[gpu_id] = demand.demand_w * share
+                due = inputs.work_due.get(gpu_id, 0.0)
+                if due > 0 and share > 0 and inputs.mode == "heat" and not failsafes[name]:
+                    targets_w[gpu_id] = max(targets_w[gpu_id], self._due_w(gpu_id, due, inputs.max_power_w))
         gpus = {gid: self._gpu(gid, now_s, w, inputs.gpus.get(gid, NO_STATE)) for gid, w in targets_w.items()}
         self._last = gpus
         return NodeOutput(mode=inputs.mode, failsafe="; ".join(reasons) or None, zones=zones, gpus=gpus)
+
+    def _due_w(self, gpu_id: str, due: float, max_power_w: float | None) -> float:
+        """The target that runs ``due`` of the GPU's work at its most efficient cap (within the node cap)."""
+        caps = self.allocators[gpu_id].model.caps
+        due_w = caps.idle_w + min(due, 1.0) * (self.allocators[gpu_id].model.efficient_cap_w - caps.idle_w)
+        if max_power_w is not None:
+            due_w = min(due_w, max_power_w * self._max_w[gpu_id] / sum(self._max_w.values()))
+        return due_w
 
     def _demand(self, name: str, zin: ZoneInputs, now_s: float) -> ZoneDemand:
         assert zin.temperature is not None and zin.setpoint is not None  # zone_failsafe checked both

@@ -22,6 +22,8 @@ class Workload(Protocol):
 
     def effective_level(self) -> float | None: ...
 
+    def has_work(self) -> bool: ...  # False: nothing queued (heat wanted would go unmade)
+
     def work_rate(self) -> float | None: ...  # useful work per second, measured; None if unknown
 
     def status(self) -> str: ...  # one short line for state and logs

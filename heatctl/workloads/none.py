@@ -18,6 +18,9 @@ class NoWorkload:
     def effective_level(self) -> float | None:
         return None
 
+    def has_work(self) -> bool:
+        return True
+
     def work_rate(self) -> float | None:
         return None
 

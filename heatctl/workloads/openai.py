@@ -21,25 +21,38 @@ the total only goes up.
 A scanner thread of its own reads the spool every ``RESCAN_S``; the control thread never
 touches the files. Only jobs queued or in flight are remembered; a file whose jobs all have
 results is skipped until it changes.
+
+With the Batch API (``batch_api:``), workers take requests from the shared ``BatchQueue``
+first, most urgent deadline first, and the spool's jobs when no batch waits. A batch request
+is sent as its line says (not streamed), so its output is exactly the server's answer; a slot
+taken away cuts its connection, and the request goes back to the queue. An interactive
+request through the API's passthrough takes one slot while it runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
 import os
+import secrets
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from heatctl.config import OpenAIWorkloadConfig
 from heatctl.errors import plain
+
+if TYPE_CHECKING:
+    from heatctl.batch.queue import BatchQueue
+    from heatctl.batch.store import QueuedRequest
 
 _LOGGER = logging.getLogger(__name__)
 RESULTS_SUFFIX = ".results.jsonl"
@@ -91,11 +104,14 @@ class OpenAIWorkload:
         *,
         state_dir: Path,
         time_fn: Callable[[], float] = time.monotonic,
+        batches: BatchQueue | None = None,
     ) -> None:
         self._gpu_id = gpu_id
         self._cfg = cfg
         self._time_fn = time_fn
-        self._spool = Path(cfg.jobs).expanduser()
+        self._spool = Path(cfg.jobs).expanduser() if cfg.jobs else None
+        self._batches = batches
+        self._conns: dict[int, http.client.HTTPConnection] = {}  # slot → a batch request's connection
         parts = urlsplit(cfg.url.rstrip("/"))
         self._https = parts.scheme == "https"
         self._host = parts.hostname or "localhost"
@@ -120,9 +136,12 @@ class OpenAIWorkload:
     # --- Workload protocol ------------------------------------------------------------
 
     def start(self) -> None:
-        self._spool.mkdir(parents=True, exist_ok=True)
         self._rate_mark = (self._time_fn(), 0)
-        self._scanner.start()
+        if self._spool is not None:
+            self._spool.mkdir(parents=True, exist_ok=True)
+            self._scanner.start()
+        if self._batches is not None:
+            self._batches.subscribe(self._batch_news)
         for worker in self._workers:
             worker.start()
 
@@ -134,6 +153,35 @@ class OpenAIWorkload:
             if allowed != self._allowed:
                 self._allowed = allowed
                 self._cond.notify_all()
+        self._cut_above(self._slots_now())
+
+    def _slots_now(self) -> int:
+        """Slots batch work may use now: the level's, less one per interactive request in flight."""
+        interactive = self._batches.interactive if self._batches is not None else 0
+        return max(self._allowed - interactive, 0)
+
+    def _batch_news(self) -> None:
+        # Any thread: work arrived, or an interactive request came or went.
+        with self._cond:
+            self._cond.notify_all()
+        self._cut_above(self._slots_now())
+
+    def _cut_above(self, slots: int) -> None:
+        """Cut the connections of batch requests in slots no longer allowed (their requests are re-queued)."""
+        with self._cond:
+            doomed = [conn for slot, conn in self._conns.items() if slot >= slots]
+        for conn in doomed:
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def has_work(self) -> bool:
+        """Whether anything is queued or running (False: heat wanted would find no work)."""
+        with self._cond:
+            if self._queue or self.counters.in_flight:
+                return True
+        return self._batches is not None and self._batches.has_work()
 
     def effective_level(self) -> float | None:
         """Requests in flight now, as a share of ``max_concurrency``."""
@@ -182,6 +230,8 @@ class OpenAIWorkload:
     def scan(self) -> int:
         """Queue every job in the spool that has no result yet; returns how many were added."""
         added = 0
+        if self._spool is None:
+            return 0
         try:
             files = sorted(p for p in self._spool.glob("*.jsonl") if not p.name.endswith(RESULTS_SUFFIX))
         except OSError as exc:
@@ -230,22 +280,121 @@ class OpenAIWorkload:
     # --- workers ----------------------------------------------------------------------
 
     def _worker(self, slot: int) -> None:
-        # Worker thread: takes jobs while its slot is allowed; one request at a time.
+        # Worker thread: takes work while its slot is allowed; one request at a time, batches first.
+        backoff_s = 0.0
         while not self._stop.is_set():
             with self._cond:
-                while not self._stop.is_set() and (slot >= self._allowed or not self._queue):
+                work: Job | QueuedRequest | None = None
+                while not self._stop.is_set():
+                    if slot < self._slots_now():
+                        work = self._batches.take(self._gpu_id) if self._batches is not None else None
+                        if work is None and self._queue and slot < self._allowed:
+                            work = self._queue.popleft()
+                        if work is not None:
+                            break
                     self._cond.wait(timeout=1.0)
-                if self._stop.is_set():
+                if work is None:
                     return
-                job = self._queue.popleft()
                 self.counters.in_flight += 1
                 self.counters.peak_in_flight = max(self.counters.peak_in_flight, self.counters.in_flight)
             try:
-                self._run(job, slot)
+                if isinstance(work, Job):
+                    self._run(work, slot)
+                else:
+                    backoff_s = self._run_batch(work, slot, backoff_s)
             finally:
                 with self._cond:
                     self.counters.in_flight -= 1
                     self._cond.notify_all()
+            if backoff_s and self._stop.wait(backoff_s):
+                return
+
+    def _run_batch(self, req: QueuedRequest, slot: int, backoff_s: float) -> float:
+        """One batch request; the pause before this worker takes the next (the server was unreachable)."""
+        assert self._batches is not None
+        started = time.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                status, body = self._send(req, slot)
+            except Preempted:
+                with self._cond:
+                    self.counters.preempted += 1
+                self._batches.release(req)
+                return 0.0
+            except RequestError as exc:
+                # The server is down or restarting: the request waits in the queue, no attempt spent.
+                with self._cond:
+                    self.counters.retries += 1
+                    self.counters.errors.append(f"{req.custom_id}: {exc}")
+                self._batches.release(req)
+                delay_s = min(max(backoff_s * 2, 1.0), 60.0)
+                _LOGGER.warning(
+                    "gpu %s: batch request %s: %s; trying again in %.0f s", self._gpu_id, req.custom_id, exc, delay_s
+                )
+                return delay_s
+            if status in RETRYABLE_STATUS and attempts < self._cfg.max_attempts and not self._stop.is_set():
+                with self._cond:
+                    self.counters.retries += 1
+                if self._stop.wait(min(2.0 ** (attempts - 1), 60.0)):
+                    self._batches.release(req)
+                    return 0.0
+                continue
+            break
+        ok = 200 <= status < 300
+        usage = body.get("usage") if isinstance(body, dict) else None
+        tokens = 0
+        if isinstance(usage, dict):
+            tokens = int(usage.get("completion_tokens") or usage.get("prompt_tokens") or 0)
+        line = {
+            "id": "batch_req_" + secrets.token_hex(12),
+            "custom_id": req.custom_id,
+            "response": {"status_code": status, "request_id": "req_" + secrets.token_hex(12), "body": body},
+            "error": None,
+        }
+        self._batches.complete(req, ok, line, tokens if ok else 0, time.monotonic() - started)
+        with self._cond:
+            if ok:
+                self.counters.done += 1
+                self.counters.tokens += max(tokens, 0)
+            else:
+                self.counters.failed += 1
+                self.counters.errors.append(f"{req.custom_id}: HTTP {status}")
+        return 0.0
+
+    def _send(self, req: QueuedRequest, slot: int) -> tuple[int, Any]:
+        """POST the request's body as it is; (status, parsed body). Preempted if the slot was taken away."""
+        body = {"model": self._cfg.model, **req.body}
+        path = self._path + req.url.removeprefix("/v1")
+        headers = {"Content-Type": "application/json"}
+        if self._cfg.api_key is not None:
+            headers["Authorization"] = f"Bearer {self._cfg.api_key.get_secret_value()}"
+        conn_cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        conn = conn_cls(self._host, self._port, timeout=self._cfg.request_timeout_s)
+        try:
+            conn.connect()
+            with self._cond:
+                self._conns[slot] = conn
+            if slot >= self._slots_now():
+                raise Preempted
+            conn.request("POST", path, body=json.dumps(body), headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+            status = response.status
+        except (OSError, http.client.HTTPException) as exc:
+            if slot >= self._slots_now() or self._stop.is_set():
+                raise Preempted from exc
+            raise RequestError(plain(exc), retryable=True) from exc
+        finally:
+            with self._cond:
+                self._conns.pop(slot, None)
+            conn.close()
+        try:
+            return status, json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            text = raw[:2000].decode("utf-8", "replace")
+            return status, {"error": {"message": text, "type": "server_error", "param": None, "code": None}}
 
     def _run(self, job: Job, slot: int) -> None:
         if job.error is not None:
@@ -324,7 +473,7 @@ class OpenAIWorkload:
                     f"HTTP {response.status}: {detail.strip()}", retryable=response.status in RETRYABLE_STATUS
                 )
             for chunk in _sse_events(response):
-                if slot >= self._allowed or self._stop.is_set():
+                if slot >= self._slots_now() or self._stop.is_set():
                     raise Preempted
                 if chunk.get("usage"):
                     usage = chunk["usage"]

@@ -114,6 +114,9 @@ class ProcessWorkload:
                 return self._level  # mid-cycle: either state is right
             return 0.0 if stopped(self._pid) else 1.0
 
+    def has_work(self) -> bool:
+        return True
+
     def work_rate(self) -> float | None:
         return None  # a foreign process does not tell us its throughput
 

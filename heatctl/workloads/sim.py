@@ -26,6 +26,9 @@ class SimWorkload:
     def effective_level(self) -> float | None:
         return self._gpu.level
 
+    def has_work(self) -> bool:
+        return True
+
     def work_rate(self) -> float | None:
         """Average work per second since the last call."""
         now_s, done = self._time_fn(), self._gpu.work_done()

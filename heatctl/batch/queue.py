@@ -1,0 +1,387 @@
+"""The batch queue: validated requests, most urgent deadline first, and the deadline rule.
+
+Batch work is the openai workload's level: while heat is wanted its workers take requests
+from here at the concurrency the level allows. A batch that would otherwise miss its window
+is run even when no heat is wanted: ``due_level`` turns 1 once the work left (requests ×
+the measured seconds per request ÷ the slots, × ``SAFETY``, + ``MARGIN_S``) no longer fits
+in the time left, and stays 1 for that batch until it is done. The controller then runs the
+GPU at its most efficient cap (see ``NodeInputs.work_due``); the energy counts as heat reused
+only while the room wanted it.
+
+A manager thread validates new batches, closes finished, cancelled and expired ones, and
+writes each batch's share of the GPUs' energy. Workers and the API thread only call the
+short methods here; every state change that matters is in the ``BatchStore`` first.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from heatctl.batch.store import BatchStore, QueuedRequest
+from heatctl.config import BatchApiConfig
+
+_LOGGER = logging.getLogger(__name__)
+
+ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+DEFAULT_S_PER_REQUEST = 30.0  # until a request has been timed here
+SAFETY = 1.5  # the work left is taken as this much longer than measured ...
+MARGIN_S = 900.0  # ... plus this, when deciding whether a deadline is at risk
+MAINTAIN_S = 1.0
+EWMA = 0.2
+
+EXPIRED = {
+    "code": "batch_expired",
+    "message": "This request could not be executed before the completion window expired.",
+}
+CANCELLED = {"code": "batch_cancelled", "message": "This request was not executed because the batch was cancelled."}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSummary:
+    """For the state: what waits, and the nearest deadline."""
+
+    queued: int  # batches validated and not finished
+    requests_left: int
+    in_flight: int
+    next_deadline: int | None  # Unix seconds
+    due: bool  # running because a deadline needs it, heat wanted or not
+    s_per_request: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "queued": self.queued,
+            "requests_left": self.requests_left,
+            "in_flight": self.in_flight,
+            "next_deadline": self.next_deadline,
+            "due": self.due,
+            "s_per_request": round(self.s_per_request, 2),
+        }
+
+
+class BatchQueue:
+    def __init__(
+        self,
+        store: BatchStore,
+        cfg: BatchApiConfig,
+        *,
+        slots: int,
+    ) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.slots = max(slots, 1)
+        self._lock = threading.Lock()
+        self._heap: list[tuple[int, int, int, QueuedRequest]] = []
+        self._left: dict[str, int] = {}  # batch → requests queued or in flight
+        self._deadline: dict[str, int] = {}
+        self._closed: set[str] = set()  # cancelling or expired: their queued requests are skipped
+        self._in_flight: dict[tuple[str, int], str] = {}  # (batch, line) → gpu
+        self._urgent: set[str] = set()
+        self._energy: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self._listeners: list[Callable[[], None]] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._manage_loop, name="batch-manager", daemon=True)
+        self.interactive = 0  # interactive requests in flight: each takes a batch slot
+        saved = store.get_meta("s_per_request")
+        self.s_per_request = float(saved) if saved else DEFAULT_S_PER_REQUEST
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load what was queued before a restart (in-flight requests were not recorded: they run again)."""
+        for req in self.store.queued_requests():
+            self._push(req)
+        if self._left:
+            _LOGGER.info("batch: %d request(s) of %d batch(es) queued", sum(self._left.values()), len(self._left))
+        self.maintain()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
+        self._flush_energy()
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Called (from any thread) when work arrives or interactive requests come and go."""
+        self._listeners.append(listener)
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def poke(self) -> None:
+        """Something changed in the store (a batch created or cancelled): the manager looks now."""
+        self._wake.set()
+
+    # --- workers --------------------------------------------------------------------------
+
+    def _push(self, req: QueuedRequest) -> None:
+        with self._lock:
+            heapq.heappush(self._heap, (req.expires_at, req.batch_seq, req.line, req))
+            self._left[req.batch_id] = self._left.get(req.batch_id, 0) + 1
+            self._deadline[req.batch_id] = req.expires_at
+
+    def has_work(self) -> bool:
+        with self._lock:
+            self._drop_closed()
+            return bool(self._heap)
+
+    def _drop_closed(self) -> None:
+        while self._heap and self._heap[0][3].batch_id in self._closed:
+            req = heapq.heappop(self._heap)[3]
+            self._left[req.batch_id] -= 1
+
+    def take(self, gpu_id: str) -> QueuedRequest | None:
+        """The most urgent queued request, now in flight on ``gpu_id``."""
+        with self._lock:
+            self._drop_closed()
+            if not self._heap:
+                return None
+            req = heapq.heappop(self._heap)[3]
+            self._in_flight[(req.batch_id, req.line)] = gpu_id
+            return req
+
+    def release(self, req: QueuedRequest) -> None:
+        """A request cut off before it finished: back to the front of its deadline."""
+        with self._lock:
+            self._in_flight.pop((req.batch_id, req.line), None)
+            heapq.heappush(self._heap, (req.expires_at, req.batch_seq, req.line, req))
+        self._notify()
+
+    def complete(self, req: QueuedRequest, ok: bool, result: dict[str, Any], tokens: int, elapsed_s: float) -> None:
+        """Record the request's output or error line (durably), then let it go."""
+        recorded = self.store.record_result(req, ok, result, tokens)
+        with self._lock:
+            self._in_flight.pop((req.batch_id, req.line), None)
+            self._left[req.batch_id] = self._left.get(req.batch_id, 1) - 1
+            if ok and elapsed_s > 0:
+                self.s_per_request += EWMA * (elapsed_s - self.s_per_request)
+            done = self._left[req.batch_id] <= 0
+        if not recorded:
+            _LOGGER.info("batch %s: a result for line %d came after the batch closed", req.batch_id, req.line)
+        if done:
+            self._wake.set()
+
+    def interactive_started(self) -> None:
+        with self._lock:
+            self.interactive += 1
+        self._notify()
+
+    def interactive_ended(self) -> None:
+        with self._lock:
+            self.interactive = max(self.interactive - 1, 0)
+        self._notify()
+
+    # --- energy ---------------------------------------------------------------------------
+
+    def charge(self, gpu_id: str, energy_j: float, wanted: bool) -> None:
+        """One GPU's energy of one tick, shared among the batches it was running."""
+        with self._lock:
+            running = Counter(bid for (bid, _), gid in self._in_flight.items() if gid == gpu_id)
+            total = sum(running.values())
+            for batch_id, n in running.items():
+                share_j = max(energy_j, 0.0) * n / total
+                self._energy[batch_id][0] += share_j
+                if wanted:
+                    self._energy[batch_id][1] += share_j
+
+    def _flush_energy(self) -> None:
+        with self._lock:
+            pending = {bid: (e, r) for bid, (e, r) in self._energy.items()}
+            self._energy.clear()
+        self.store.add_energy(pending)
+
+    # --- deadlines ------------------------------------------------------------------------
+
+    def due_level(self, now_wall_s: float) -> float:
+        """1 while some batch must run now to meet its deadline, else 0."""
+        with self._lock:
+            open_batches = sorted(
+                (d, bid) for bid, d in self._deadline.items() if self._left.get(bid, 0) > 0 and bid not in self._closed
+            )
+            work_s = 0.0
+            for deadline, batch_id in open_batches:
+                work_s += self._left[batch_id] * self.s_per_request / self.slots
+                if work_s * SAFETY + MARGIN_S >= deadline - now_wall_s and batch_id not in self._urgent:
+                    _LOGGER.info(
+                        "batch %s: %d request(s) left, %.1f h to its deadline: running it, heat wanted or not",
+                        batch_id,
+                        self._left[batch_id],
+                        (deadline - now_wall_s) / 3600,
+                    )
+                    self._urgent.update(b for _, b in open_batches[: open_batches.index((deadline, batch_id)) + 1])
+            self._urgent = {b for b in self._urgent if self._left.get(b, 0) > 0 and b not in self._closed}
+            return 1.0 if self._urgent else 0.0
+
+    def summary(self) -> BatchSummary:
+        with self._lock:
+            open_ids = [b for b, n in self._left.items() if n > 0 and b not in self._closed]
+            return BatchSummary(
+                queued=len(open_ids),
+                requests_left=sum(self._left[b] for b in open_ids),
+                in_flight=len(self._in_flight),
+                next_deadline=min((self._deadline[b] for b in open_ids), default=None),
+                due=bool(self._urgent),
+                s_per_request=self.s_per_request,
+            )
+
+    # --- the manager ------------------------------------------------------------------------
+
+    def _manage_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(MAINTAIN_S)
+            self._wake.clear()
+            try:
+                self.maintain()
+            except Exception:  # a bug here must not end the batches' upkeep
+                _LOGGER.exception("batch upkeep failed")
+
+    def maintain(self) -> None:
+        """Validate new batches, close finished, cancelled and expired ones, write energy."""
+        self._flush_energy()
+        for row in self.store.batches_in("validating"):
+            self._validate(row["id"], row["input_file_id"], row["endpoint"])
+        now = self.store.now()
+        for row in self.store.batches_in("in_progress", "cancelling", "finalizing"):
+            batch_id = row["id"]
+            with self._lock:
+                running = any(bid == batch_id for bid, _ in self._in_flight)
+                left = self._left.get(batch_id, 0)
+            if row["status"] == "cancelling":
+                self._close(batch_id)
+                if not running:
+                    self.store.finish(batch_id, "cancelled", CANCELLED)
+                    self._forget(batch_id)
+            elif now >= row["expires_at"] and left > 0:
+                _LOGGER.warning("batch %s expired with %d request(s) not run", batch_id, left)
+                self._close(batch_id)
+                self.store.finish(batch_id, "expired", EXPIRED)
+                self._forget(batch_id)
+            elif left <= 0 and not running:
+                self.store.set_status(batch_id, "finalizing")
+                self.store.finish(batch_id, "completed", None)
+                self._forget(batch_id)
+                _LOGGER.info("batch %s completed", batch_id)
+        self.store.set_meta("s_per_request", repr(self.s_per_request))
+
+    def _close(self, batch_id: str) -> None:
+        with self._lock:
+            self._closed.add(batch_id)
+
+    def _forget(self, batch_id: str) -> None:
+        with self._lock:
+            self._left.pop(batch_id, None)
+            self._deadline.pop(batch_id, None)
+            self._urgent.discard(batch_id)
+            self._heap = [item for item in self._heap if item[3].batch_id != batch_id]
+            heapq.heapify(self._heap)
+
+    def _validate(self, batch_id: str, file_id: str, endpoint: str) -> None:
+        path = self.store.file_path(file_id)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.store.fail_batch(batch_id, [_error("invalid_file", f"The input file cannot be read: {exc}")])
+            return
+        requests, errors = parse_requests(text, endpoint, self.cfg.max_requests)
+        if errors:
+            _LOGGER.warning("batch %s failed validation: %s", batch_id, errors[0]["message"])
+            self.store.fail_batch(batch_id, errors)
+            return
+        self.store.accept_requests(batch_id, requests)
+        row = self.store.batch_row(batch_id)
+        assert row is not None
+        for line, custom_id, url, body in requests:
+            self._push(QueuedRequest(batch_id, line, custom_id, url, body, row["expires_at"], row["seq"]))
+        _LOGGER.info("batch %s: %d request(s) queued, due %s", batch_id, len(requests), row["expires_at"])
+        self._notify()
+
+
+def _error(code: str, message: str, *, line: int | None = None, param: str | None = None) -> dict[str, Any]:
+    return {"code": code, "message": message, "param": param, "line": line}
+
+
+MAX_ERRORS = 100
+
+
+def parse_requests(
+    text: str, endpoint: str, max_requests: int
+) -> tuple[list[tuple[int, str, str, dict[str, Any]]], list[dict[str, Any]]]:
+    """The input file's lines as (line, custom_id, url, body), or the errors the OpenAI API would list."""
+    requests: list[tuple[int, str, str, dict[str, Any]]] = []
+    errors: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    models: set[str] = set()
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        if len(errors) >= MAX_ERRORS:
+            break
+        try:
+            item = json.loads(raw)
+        except json.JSONDecodeError:
+            errors.append(_error("invalid_json_line", "This line is not parseable as valid JSON.", line=lineno))
+            continue
+        if not isinstance(item, dict):
+            errors.append(_error("invalid_json_line", "This line is not a JSON object.", line=lineno))
+            continue
+        problem = _line_problem(item, endpoint)
+        if problem is not None:
+            errors.append({**problem, "line": lineno})
+            continue
+        custom_id, body = item["custom_id"], item["body"]
+        if custom_id in seen:
+            errors.append(
+                _error(
+                    "duplicate_custom_id",
+                    f"The custom_id {custom_id!r} is used more than once; each request needs its own.",
+                    line=lineno,
+                    param="custom_id",
+                )
+            )
+            continue
+        seen.add(custom_id)
+        if isinstance(body.get("model"), str):
+            models.add(body["model"])
+        requests.append((lineno, custom_id, item["url"], body))
+    if not errors and not requests:
+        errors.append(_error("empty_file", "The input file has no requests."))
+    if len(requests) > max_requests:
+        errors.append(
+            _error("too_many_tasks", f"The batch has {len(requests)} requests; at most {max_requests} are allowed.")
+        )
+    if len(models) > 1:
+        errors.append(
+            _error("model_mismatch", f"All requests of a batch must use the same model; found {sorted(models)}.")
+        )
+    return requests, errors
+
+
+def _line_problem(item: dict[str, Any], endpoint: str) -> dict[str, Any] | None:  # noqa: PLR0911 - one per rule
+    for key in ("custom_id", "method", "url", "body"):
+        if key not in item:
+            return _error("missing_required_parameter", f"Missing required parameter: {key!r}.", param=key)
+    if not isinstance(item["custom_id"], str) or not item["custom_id"]:
+        return _error("invalid_request", "custom_id must be a non-empty string.", param="custom_id")
+    if item["method"] != "POST":
+        return _error("invalid_request", "Only the POST method is supported.", param="method")
+    if item["url"] not in ENDPOINTS:
+        return _error("invalid_url", f"Unknown endpoint {item['url']!r}; one of {', '.join(ENDPOINTS)}.", param="url")
+    if item["url"] != endpoint:
+        return _error(
+            "url_mismatch", f"The line's url {item['url']!r} is not the batch's endpoint {endpoint!r}.", param="url"
+        )
+    if not isinstance(item["body"], dict):
+        return _error("invalid_request", "body must be a JSON object.", param="body")
+    if item["body"].get("stream"):
+        return _error("invalid_request", "Streaming is not supported in a batch.", param="body.stream")
+    return None
