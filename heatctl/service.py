@@ -262,6 +262,8 @@ class Service:
                 mode=self.mode, zones=zones, gpus=states, max_power_w=self.max_power_w, work_due=self._work_due()
             )
         )
+        if self.batches is not None:
+            self.batches.set_heat_wanted(any(z.demand_w > 0 for z in out.zones.values()))
         for gid, cmd in out.gpus.items():
             self.actuators[gid].apply(cmd)
         self._transitions.update(now_s, out.zones)

@@ -19,7 +19,8 @@ import heapq
 import json
 import logging
 import threading
-from collections import Counter, defaultdict
+import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -72,16 +73,19 @@ class BatchQueue:
         cfg: BatchApiConfig,
         *,
         slots: int,
+        mono_fn: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.cfg = cfg
         self.slots = max(slots, 1)
+        self._mono_fn = mono_fn
         self._lock = threading.Lock()
         self._heap: list[tuple[int, int, int, QueuedRequest]] = []
         self._left: dict[str, int] = {}  # batch → requests queued or in flight
         self._deadline: dict[str, int] = {}
         self._closed: set[str] = set()  # cancelling or expired: their queued requests are skipped
-        self._in_flight: dict[tuple[str, int], str] = {}  # (batch, line) → gpu
+        self._in_flight: dict[tuple[str, int], tuple[str, float]] = {}  # (batch, line) → (gpu, busy since)
+        self._busy_s: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # gpu → batch → s run
         self._urgent: set[str] = set()
         self._energy: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         self._listeners: list[Callable[[], None]] = []
@@ -89,6 +93,7 @@ class BatchQueue:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._manage_loop, name="batch-manager", daemon=True)
         self.interactive = 0  # interactive requests in flight: each takes a batch slot
+        self._heat_wanted = True  # False: only batches whose deadline needs it may run
         saved = store.get_meta("s_per_request")
         self.s_per_request = float(saved) if saved else DEFAULT_S_PER_REQUEST
 
@@ -140,20 +145,29 @@ class BatchQueue:
             req = heapq.heappop(self._heap)[3]
             self._left[req.batch_id] -= 1
 
+    def set_heat_wanted(self, wanted: bool) -> None:
+        """Whether the rooms want heat now; when not, only batches that are due may start requests."""
+        with self._lock:
+            self._heat_wanted = wanted
+
+    @property
+    def heat_wanted(self) -> bool:
+        return self._heat_wanted
+
     def take(self, gpu_id: str) -> QueuedRequest | None:
         """The most urgent queued request, now in flight on ``gpu_id``."""
         with self._lock:
             self._drop_closed()
-            if not self._heap:
+            if not self._heap or (not self._heat_wanted and self._heap[0][3].batch_id not in self._urgent):
                 return None
             req = heapq.heappop(self._heap)[3]
-            self._in_flight[(req.batch_id, req.line)] = gpu_id
+            self._in_flight[(req.batch_id, req.line)] = (gpu_id, self._mono_fn())
             return req
 
     def release(self, req: QueuedRequest) -> None:
         """A request cut off before it finished: back to the front of its deadline."""
         with self._lock:
-            self._in_flight.pop((req.batch_id, req.line), None)
+            self._end_flight(req)
             heapq.heappush(self._heap, (req.expires_at, req.batch_seq, req.line, req))
         self._notify()
 
@@ -161,7 +175,7 @@ class BatchQueue:
         """Record the request's output or error line (durably), then let it go."""
         recorded = self.store.record_result(req, ok, result, tokens)
         with self._lock:
-            self._in_flight.pop((req.batch_id, req.line), None)
+            self._end_flight(req)
             self._left[req.batch_id] = self._left.get(req.batch_id, 1) - 1
             if ok and elapsed_s > 0:
                 self.s_per_request += EWMA * (elapsed_s - self.s_per_request)
@@ -170,6 +184,13 @@ class BatchQueue:
             _LOGGER.info("batch %s: a result for line %d came after the batch closed", req.batch_id, req.line)
         if done:
             self._wake.set()
+
+    def _end_flight(self, req: QueuedRequest) -> None:
+        """(Under the lock.) The request's running time since the last charge counts for its batch."""
+        flight = self._in_flight.pop((req.batch_id, req.line), None)
+        if flight is not None:
+            gpu_id, since = flight
+            self._busy_s[gpu_id][req.batch_id] += max(self._mono_fn() - since, 0.0)
 
     def interactive_started(self) -> None:
         with self._lock:
@@ -184,12 +205,19 @@ class BatchQueue:
     # --- energy ---------------------------------------------------------------------------
 
     def charge(self, gpu_id: str, energy_j: float, wanted: bool) -> None:
-        """One GPU's energy of one tick, shared among the batches it was running."""
+        """One GPU's energy since its last charge, shared among batches by their requests' running time."""
         with self._lock:
-            running = Counter(bid for (bid, _), gid in self._in_flight.items() if gid == gpu_id)
-            total = sum(running.values())
-            for batch_id, n in running.items():
-                share_j = max(energy_j, 0.0) * n / total
+            now = self._mono_fn()
+            busy = self._busy_s.pop(gpu_id, defaultdict(float))
+            for key, (gid, since) in self._in_flight.items():
+                if gid == gpu_id:
+                    busy[key[0]] += max(now - since, 0.0)
+                    self._in_flight[key] = (gid, now)
+            total = sum(busy.values())
+            for batch_id, seconds in busy.items():
+                if total <= 0 or seconds <= 0:
+                    continue
+                share_j = max(energy_j, 0.0) * seconds / total
                 self._energy[batch_id][0] += share_j
                 if wanted:
                     self._energy[batch_id][1] += share_j

@@ -288,7 +288,8 @@ class OpenAIWorkload:
                 while not self._stop.is_set():
                     if slot < self._slots_now():
                         work = self._batches.take(self._gpu_id) if self._batches is not None else None
-                        if work is None and self._queue and slot < self._allowed:
+                        spool_ok = self._batches is None or self._batches.heat_wanted  # not for due work
+                        if work is None and self._queue and spool_ok:
                             work = self._queue.popleft()
                         if work is not None:
                             break

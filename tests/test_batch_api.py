@@ -1,0 +1,281 @@
+"""The Batch API as a user meets it: the official ``openai`` SDK, unmodified, against ``heatctl``'s
+service in front of a real llama.cpp server, with the room's thermostat over real Mosquitto."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from heatctl.config import parse_config
+from heatctl.service import Service
+from tests.services import Mosquitto, Probe, TinyLLM, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+TOKEN = "house-token"
+
+
+def chat_lines(n: int, prefix: str = "q", max_tokens: int = 8) -> bytes:
+    lines = [
+        {
+            "custom_id": f"{prefix}{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "tinyllm",
+                "messages": [{"role": "user", "content": f"heat {i}"}],
+                "max_tokens": max_tokens,
+            },
+        }
+        for i in range(n)
+    ]
+    return ("\n".join(json.dumps(x) for x in lines) + "\n").encode()
+
+
+class Node:
+    """A running service ticked by the test, and an SDK client pointed at it."""
+
+    def __init__(self, tmp_path: Path, mosquitto: Mosquitto, tinyllm: TinyLLM, **api: Any) -> None:
+        self.port = free_port()
+        settings = {"listen": f"127.0.0.1:{self.port}", "token": TOKEN, **api}
+        self.cfg = parse_config(f"""
+node_id: batchy
+state_dir: {tmp_path / "state"}
+mqtt: {{host: 127.0.0.1, port: {mosquitto.port}}}
+batch_api: {json.dumps(settings)}
+zones:
+  - name: office
+    temperature: {{topic: room/t}}
+    setpoint: {{topic: room/sp}}
+    gpus: [gpu0]
+gpus:
+  - id: gpu0
+    backend: sim
+    workload: {{type: openai, url: "{tinyllm.url}", model: tinyllm, max_concurrency: 4, request_timeout_s: 30}}
+""")
+        self.svc: Service | None = None
+        self.client = openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key=TOKEN, max_retries=0)
+
+    def start(self) -> Service:
+        self.svc = Service(self.cfg)
+        self.svc.start()
+        wait_until(self.svc.link.connected.is_set, 10, "connected")  # type: ignore[union-attr]
+        return self.svc
+
+    def stop(self) -> None:
+        if self.svc is not None:
+            self.svc.shutdown()
+            self.svc = None
+
+    def room(self, probe: Probe, temperature_c: float, setpoint_c: float) -> None:
+        assert self.svc is not None
+        probe.publish("room/t", str(temperature_c))
+        probe.publish("room/sp", str(setpoint_c))
+        wait_until(lambda: (s := self.svc.store.get("office", "temperature")) and s.value == temperature_c, 5)  # type: ignore[union-attr]
+
+    def until(self, batch_id: str, statuses: tuple[str, ...], timeout_s: float = 90) -> Any:
+        """Tick the service (as its loop would) until the batch reaches one of ``statuses``."""
+
+        def done() -> Any:
+            assert self.svc is not None
+            self.svc.tick()
+            batch = self.client.batches.retrieve(batch_id)
+            return batch if batch.status in statuses else None
+
+        return wait_until(done, timeout_s, f"batch {batch_id} {statuses}")
+
+
+@pytest.fixture
+def node(tmp_path: Path, mosquitto: Mosquitto, tinyllm: TinyLLM) -> Iterator[Node]:
+    n = Node(tmp_path, mosquitto, tinyllm)
+    yield n
+    n.stop()
+
+
+def test_the_official_sdk_uploads_creates_polls_and_downloads(node: Node, probe: Probe) -> None:
+    svc = node.start()
+    node.room(probe, 18.0, 21.0)  # a cold room: heat wanted, batch work runs
+    uploaded = node.client.files.create(file=("work.jsonl", chat_lines(12)), purpose="batch")
+    assert uploaded.purpose == "batch" and uploaded.bytes > 0 and uploaded.filename == "work.jsonl"
+    assert node.client.files.retrieve(uploaded.id).id == uploaded.id
+    batch = node.client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"who": "test"},
+    )
+    assert batch.status == "validating" and batch.metadata == {"who": "test"}
+    assert batch.expires_at == batch.created_at + 86400
+    done = node.until(batch.id, ("completed",))
+    assert done.request_counts.total == 12 and done.request_counts.completed == 12 and done.request_counts.failed == 0
+    assert done.in_progress_at and done.finalizing_at and done.completed_at and done.error_file_id is None
+    lines = [json.loads(x) for x in node.client.files.content(done.output_file_id).text.splitlines()]
+    assert sorted(x["custom_id"] for x in lines) == sorted(f"q{i}" for i in range(12))
+    for x in lines:
+        assert x["error"] is None and x["response"]["status_code"] == 200
+        body = x["response"]["body"]
+        assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] > 0
+        assert isinstance(body["choices"][0]["message"]["content"], str)
+    heat = (done.model_extra or {})["heat"]
+    assert heat["energy_kwh"] > 0 and heat["heat_reused_share"] == 1.0 and heat["j_per_token"] > 0
+    page = node.client.batches.list(limit=5)
+    assert [b.id for b in page.data] == [batch.id] and not page.has_more
+    state = svc.tick()
+    assert state.extra["batches"]["requests_left"] == 0 and state.extra["work_starved"] is True  # cold, no work
+    assert node.client.files.delete(uploaded.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        node.client.files.retrieve(uploaded.id)
+
+
+def test_bad_input_gets_the_errors_the_openai_api_gives(node: Node, probe: Probe, tmp_path: Path) -> None:
+    node.start()
+    node.room(probe, 18.0, 21.0)
+    wrong = openai.OpenAI(base_url=node.client.base_url, api_key="not-the-token", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.batches.list()
+    with pytest.raises(openai.NotFoundError):
+        node.client.batches.retrieve("batch_nope")
+    good = node.client.files.create(file=("a.jsonl", chat_lines(2)), purpose="batch")
+    with pytest.raises(openai.BadRequestError) as bad_window:
+        node.client.batches.create(input_file_id=good.id, endpoint="/v1/chat/completions", completion_window="1h")  # type: ignore[arg-type]
+    assert bad_window.value.body["param"] == "completion_window"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError):
+        node.client.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h")
+    broken = chat_lines(2) + b"{not json\n" + chat_lines(1)  # q0 again: a duplicate custom_id too
+    bad_file = node.client.files.create(file=("b.jsonl", broken), purpose="batch")
+    failed = node.client.batches.create(
+        input_file_id=bad_file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    failed = node.until(failed.id, ("failed",), 10)
+    assert [(e.code, e.line) for e in failed.errors.data] == [("invalid_json_line", 3), ("duplicate_custom_id", 4)]
+    # A request the local server rejects: recorded in the error file with the server's status and body.
+    rejected = (
+        chat_lines(1, "ok")
+        + json.dumps(
+            {"custom_id": "bad", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": "not a list"}}
+        ).encode()
+        + b"\n"
+    )
+    mixed = node.client.files.create(file=("c.jsonl", rejected), purpose="batch")
+    batch = node.client.batches.create(input_file_id=mixed.id, endpoint="/v1/chat/completions", completion_window="24h")
+    done = node.until(batch.id, ("completed",))
+    assert done.request_counts.completed == 1 and done.request_counts.failed == 1
+    errors = [json.loads(x) for x in node.client.files.content(done.error_file_id).text.splitlines()]
+    assert errors[0]["custom_id"] == "bad" and 400 <= errors[0]["response"]["status_code"] < 500
+    assert "error" in errors[0]["response"]["body"]
+
+
+def test_an_oversize_upload_is_refused_and_nothing_kept(tmp_path: Path, mosquitto: Mosquitto, tinyllm: TinyLLM) -> None:
+    node = Node(tmp_path, mosquitto, tinyllm, max_file_mb=0.001)  # about 1 kB
+    node.start()
+    try:
+        with pytest.raises(openai.APIStatusError) as too_big:
+            node.client.files.create(file=("big.jsonl", chat_lines(40)), purpose="batch")
+        assert too_big.value.status_code == 413
+        assert node.client.files.list().data == []
+        assert node.client.files.create(file=("ok.jsonl", chat_lines(1)), purpose="batch").bytes < 1024
+    finally:
+        node.stop()
+
+
+def test_cancel_stops_a_batch_and_keeps_what_was_done(node: Node, probe: Probe) -> None:
+    node.start()
+    node.room(probe, 22.0, 20.0)  # warm: no heat wanted, the batch waits
+    f = node.client.files.create(file=("w.jsonl", chat_lines(5)), purpose="batch")
+    batch = node.client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    node.until(batch.id, ("in_progress",), 10)
+    cancelling = node.client.batches.cancel(batch.id)
+    assert cancelling.status == "cancelling" and cancelling.cancelling_at
+    done = node.until(batch.id, ("cancelled",), 10)
+    assert done.request_counts.completed == 0 and done.cancelled_at
+    errors = [json.loads(x) for x in node.client.files.content(done.error_file_id).text.splitlines()]
+    assert {e["error"]["code"] for e in errors} == {"batch_cancelled"} and len(errors) == 5
+    with pytest.raises(openai.APIStatusError) as again:
+        node.client.batches.cancel(batch.id)
+    assert again.value.status_code == 409
+
+
+def test_no_heat_wanted_waits_but_a_deadline_runs_it_anyway(
+    tmp_path: Path, mosquitto: Mosquitto, tinyllm: TinyLLM, probe: Probe
+) -> None:
+    node = Node(tmp_path, mosquitto, tinyllm, completion_windows=["24h", "15m"])
+    svc = node.start()
+    try:
+        node.room(probe, 22.0, 20.0)  # warm room
+        relaxed = node.client.files.create(file=("r.jsonl", chat_lines(3, "r")), purpose="batch")
+        waiting = node.client.batches.create(
+            input_file_id=relaxed.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        node.until(waiting.id, ("in_progress",), 10)
+        for _ in range(5):
+            snap = svc.tick()
+        assert snap.gpus["gpu0"].level == 0.0 and not snap.extra["batches"]["due"]
+        assert node.client.batches.retrieve(waiting.id).request_counts.completed == 0
+        urgent = node.client.files.create(file=("u.jsonl", chat_lines(3, "u")), purpose="batch")
+        due = node.client.batches.create(
+            input_file_id=urgent.id, endpoint="/v1/chat/completions", completion_window="15m"
+        )
+        done = node.until(due.id, ("completed",))
+        assert done.request_counts.completed == 3
+        assert (done.model_extra or {})["heat"]["heat_reused_share"] == 0.0  # nobody wanted that heat
+        for _ in range(20):  # the GPU still runs at the due level until the next tick sees no due work
+            snap = svc.tick()
+        relaxed_now = node.client.batches.retrieve(waiting.id)
+        assert relaxed_now.status == "in_progress" and relaxed_now.request_counts.completed == 0  # still waits
+        for _ in range(3):
+            snap = svc.tick()
+        assert snap.gpus["gpu0"].level == 0.0 and not snap.extra["batches"]["due"]
+        assert snap.extra["work_starved"] is False
+    finally:
+        node.stop()
+
+
+def test_a_restart_mid_batch_loses_nothing_and_redoes_nothing(node: Node, probe: Probe) -> None:
+    svc = node.start()
+    node.room(probe, 18.0, 21.0)
+    f = node.client.files.create(file=("w.jsonl", chat_lines(30, max_tokens=16)), purpose="batch")
+    batch = node.client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    wait_until(
+        lambda: svc.tick() and node.client.batches.retrieve(batch.id).request_counts.completed >= 5, 60, "some done"
+    )
+    node.stop()  # requests in flight are cut off and go back to the queue
+    svc = node.start()
+    node.room(probe, 18.0, 21.0)
+    done = node.until(batch.id, ("completed",))
+    lines = [json.loads(x) for x in node.client.files.content(done.output_file_id).text.splitlines()]
+    ids = [x["custom_id"] for x in lines]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(30)) and len(set(ids)) == 30
+    assert done.request_counts.completed == 30
+
+
+def test_interactive_requests_pass_through_and_take_a_batch_slot(node: Node, probe: Probe) -> None:
+    svc = node.start()
+    node.room(probe, 18.0, 21.0)
+    answer = node.client.chat.completions.create(
+        model="tinyllm", messages=[{"role": "user", "content": "hello"}], max_tokens=4
+    )
+    assert answer.choices[0].message.content is not None and answer.usage and answer.usage.completion_tokens > 0
+    stream = node.client.chat.completions.create(
+        model="tinyllm", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+    )
+    assert sum(1 for _ in stream) >= 1
+    assert [m.id for m in node.client.models.list().data]
+    queue = svc.batches
+    assert queue is not None
+    wait_until(lambda: queue.interactive == 0, 5, "each request released its slot")
+    for _ in range(4):  # four people chatting: all four batch slots yield to them
+        queue.interactive_started()
+    f = node.client.files.create(file=("w.jsonl", chat_lines(2)), purpose="batch")
+    batch = node.client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    node.until(batch.id, ("in_progress",), 10)
+    workload = svc.actuators["gpu0"].workload
+    for _ in range(20):
+        assert svc.tick().gpus["gpu0"].level == 1.0
+    assert workload.effective_level() == 0.0 and queue.summary().requests_left == 2
+    queue.interactive_ended()  # one of them is done: one slot for the batch
+    done = node.until(batch.id, ("completed",))
+    assert done.request_counts.completed == 2

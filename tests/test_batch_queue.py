@@ -1,0 +1,262 @@
+"""The batch store and queue on their own: validation, durability, deadlines, energy (no services)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from heatctl.batch.queue import MARGIN_S, SAFETY, BatchQueue, parse_requests
+from heatctl.batch.store import BatchStore
+from heatctl.config import BatchApiConfig, parse_config
+from heatctl.control.core import NodeController, NodeInputs
+from heatctl.control.efficiency import GpuCaps
+from heatctl.control.safety import Reading, ZoneInputs
+
+CHAT = "/v1/chat/completions"
+
+
+class Wall:
+    def __init__(self, t: float = 1_800_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def line(custom_id: str, url: str = CHAT, **body: Any) -> str:
+    payload = {"model": "m", "messages": [{"role": "user", "content": custom_id}], **body}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": payload})
+
+
+def api_cfg(**kw: Any) -> BatchApiConfig:
+    return BatchApiConfig(token="t", **kw)  # type: ignore[arg-type]
+
+
+def new_queue(tmp_path: Path, wall: Wall, slots: int = 2) -> tuple[BatchStore, BatchQueue]:
+    store = BatchStore(tmp_path / "batch", wall_fn=wall)
+    return store, BatchQueue(store, api_cfg(), slots=slots, mono_fn=wall)
+
+
+def submit(store: BatchStore, queue: BatchQueue, lines: list[str], window_s: float = 86400) -> str:
+    record = store.add_file("in.jsonl", "batch", [("\n".join(lines) + "\n").encode()])
+    batch = store.create_batch(record.id, CHAT, "24h", window_s, {"who": "test"})
+    queue.maintain()
+    return str(batch["id"])
+
+
+def codes(text: str, **kw: Any) -> list[tuple[str, int | None]]:
+    _, errors = parse_requests(text, CHAT, kw.get("max_requests", 100))
+    return [(e["code"], e["line"]) for e in errors]
+
+
+def test_validation_gives_the_openai_error_codes_with_lines() -> None:
+    text = "\n".join(
+        [
+            line("a"),
+            "{not json",
+            "[1, 2]",
+            line("a"),
+            line("b", url="/v1/embeddings"),
+            line("c", url="/v1/images"),
+            json.dumps({"custom_id": "d", "method": "POST", "url": CHAT}),
+            json.dumps({"custom_id": "e", "method": "GET", "url": CHAT, "body": {}}),
+            line("f", stream=True),
+        ]
+    )
+    assert codes(text) == [
+        ("invalid_json_line", 2),
+        ("invalid_json_line", 3),
+        ("duplicate_custom_id", 4),
+        ("url_mismatch", 5),
+        ("invalid_url", 6),
+        ("missing_required_parameter", 7),
+        ("invalid_request", 8),
+        ("invalid_request", 9),
+    ]
+    assert codes("\n\n") == [("empty_file", None)]
+    assert codes("\n".join(line(str(i)) for i in range(3)), max_requests=2) == [("too_many_tasks", None)]
+    assert codes(line("a") + "\n" + line("b", model="other")) == [("model_mismatch", None)]
+    requests, errors = parse_requests(line("a") + "\n\n" + line("b"), CHAT, 10)
+    assert errors == [] and [(n, cid) for n, cid, _, _ in requests] == [(1, "a"), (3, "b")]
+
+
+def test_a_bad_file_fails_its_batch_and_others_go_on(tmp_path: Path) -> None:
+    wall = Wall()
+    store, queue = new_queue(tmp_path, wall)
+    bad = submit(store, queue, [line("a"), line("a")])
+    good = submit(store, queue, [line("x")])
+    failed = store.get_batch(bad)
+    assert failed is not None and failed["status"] == "failed" and failed["failed_at"] == int(wall.t)
+    assert failed["errors"]["data"][0]["code"] == "duplicate_custom_id" and failed["errors"]["data"][0]["line"] == 2
+    running = store.get_batch(good)
+    assert running is not None and running["status"] == "in_progress" and running["request_counts"]["total"] == 1
+    assert queue.take("gpu0") is not None
+
+
+def test_earliest_deadline_first_and_a_cut_off_request_goes_back(tmp_path: Path) -> None:
+    wall = Wall()
+    store, queue = new_queue(tmp_path, wall)
+    late = submit(store, queue, [line("late")], window_s=86400)
+    soon = submit(store, queue, [line("soon1"), line("soon2")], window_s=3600)
+    first = queue.take("gpu0")
+    assert first is not None and (first.batch_id, first.custom_id) == (soon, "soon1")
+    queue.release(first)
+    order = [queue.take("gpu0") for _ in range(3)]
+    assert [(r.batch_id, r.custom_id) for r in order if r] == [(soon, "soon1"), (soon, "soon2"), (late, "late")]
+    assert queue.take("gpu0") is None
+
+
+def test_results_are_durable_and_a_restart_neither_loses_nor_redoes(tmp_path: Path) -> None:
+    wall = Wall()
+    store, queue = new_queue(tmp_path, wall)
+    batch_id = submit(store, queue, [line(f"r{i}") for i in range(4)])
+    for _ in range(2):
+        req = queue.take("gpu0")
+        assert req is not None
+        queue.complete(req, True, {"custom_id": req.custom_id, "response": {"status_code": 200}}, 5, 2.0)
+    in_flight = queue.take("gpu0")  # in flight when the process dies: not recorded
+    assert in_flight is not None
+    store.close()
+    store2, queue2 = new_queue(tmp_path, wall)
+    queue2.start()
+    try:
+        left = []
+        while (req := queue2.take("gpu0")) is not None:
+            left.append(req.custom_id)
+            queue2.complete(req, True, {"custom_id": req.custom_id, "response": {"status_code": 200}}, 5, 2.0)
+        assert sorted(left) == ["r2", "r3"]
+        assert not store2.record_result(req or in_flight, True, {}, 1)  # a late duplicate is not recorded
+        queue2.maintain()
+        batch = store2.get_batch(batch_id)
+        assert batch is not None and batch["status"] == "completed"
+        assert batch["request_counts"] == {"total": 4, "completed": 4, "failed": 0}
+        assert batch["heat"]["tokens"] == 20
+        output = store2.file_path(batch["output_file_id"]).read_text().splitlines()
+        assert sorted(json.loads(x)["custom_id"] for x in output) == ["r0", "r1", "r2", "r3"]
+        assert batch["error_file_id"] is None
+        assert not list((tmp_path / "batch" / "files").glob("*.tmp"))
+    finally:
+        queue2.stop()
+
+
+def test_cancel_and_expiry_close_the_batch_with_what_was_done(tmp_path: Path) -> None:
+    wall = Wall()
+    store, queue = new_queue(tmp_path, wall)
+    cancelled = submit(store, queue, [line("c0"), line("c1")], window_s=86400)
+    expiring = submit(store, queue, [line("e0"), line("e1")], window_s=600)
+    req = queue.take("gpu0")  # e0: the earlier deadline
+    assert req is not None and req.custom_id == "e0"
+    queue.complete(req, True, {"custom_id": "e0", "response": {"status_code": 200}}, 1, 1.0)
+    assert store.set_status(cancelled, "cancelling", only_from=("validating", "in_progress"))
+    wall.t += 601
+    queue.maintain()
+    expired, gone = store.get_batch(expiring), store.get_batch(cancelled)
+    assert expired is not None and expired["status"] == "expired" and expired["expired_at"] == int(wall.t)
+    assert gone is not None and gone["status"] == "cancelled" and gone["cancelled_at"] == int(wall.t)
+    errors = [json.loads(x) for x in store.file_path(expired["error_file_id"]).read_text().splitlines()]
+    assert [(e["custom_id"], e["error"]["code"]) for e in errors] == [("e1", "batch_expired")]
+    assert queue.take("gpu0") is None  # nothing of either is run any more
+    assert not store.set_status(cancelled, "cancelling", only_from=("validating", "in_progress"))
+
+
+def test_a_deadline_at_risk_makes_work_due_until_the_batch_is_done(tmp_path: Path) -> None:
+    wall = Wall()
+    store, queue = new_queue(tmp_path, wall, slots=2)
+    queue.s_per_request = 60.0
+    n = 40  # 40 × 60 s ÷ 2 slots = 20 min of work
+    batch_id = submit(store, queue, [line(f"r{i}") for i in range(n)], window_s=6 * 3600)
+    work_s = n * 60.0 / 2
+    latest_start = 6 * 3600 - (work_s * SAFETY + MARGIN_S)
+    relaxed = submit(store, queue, [line("later")], window_s=48 * 3600)
+    queue.set_heat_wanted(False)
+    wall.t += latest_start - 60
+    assert queue.due_level(wall.t) == 0.0  # time to spare: wait for heat
+    assert queue.take("gpu0") is None  # and nothing starts while no heat is wanted
+    wall.t += 61
+    assert queue.due_level(wall.t) == 1.0
+    assert queue.summary().due
+    for _ in range(n - 1):  # running: the rule stays on though the slack grows again
+        req = queue.take("gpu0")
+        assert req is not None
+        queue.complete(req, True, {"custom_id": req.custom_id}, 1, 60.0)
+        assert queue.due_level(wall.t) == 1.0
+    last = queue.take("gpu0")
+    assert last is not None and last.batch_id == batch_id
+    queue.complete(last, True, {"custom_id": last.custom_id}, 1, 60.0)
+    assert queue.due_level(wall.t) == 0.0
+    assert queue.take("gpu0") is None  # the relaxed batch waits for heat ...
+    queue.set_heat_wanted(True)
+    later = queue.take("gpu0")  # ... and runs when it is wanted
+    assert later is not None and later.batch_id == relaxed
+    queue.maintain()
+    done = store.get_batch(batch_id)
+    assert done is not None and done["status"] == "completed"
+
+
+def test_energy_is_shared_by_running_time_among_the_batches_on_that_gpu(tmp_path: Path) -> None:
+    wall = Wall()
+    store, queue = new_queue(tmp_path, wall)
+    a = submit(store, queue, [line("a0"), line("a1")], window_s=3600)
+    b = submit(store, queue, [line("b0")], window_s=7200)
+    a0, a1, b0 = (queue.take("gpu0") for _ in range(3))
+    assert a0 and a1 and b0
+    wall.t += 10
+    queue.complete(a0, True, {"custom_id": "a0"}, 1, 10.0)  # finished between ticks: still charged its 10 s
+    wall.t += 10  # a1 and b0 ran 20 s each
+    queue.charge("gpu0", 5000.0, wanted=True)  # a: 30 of 50 busy seconds, b: 20
+    wall.t += 10
+    queue.charge("gpu0", 2000.0, wanted=False)  # a1 and b0 10 s each since the last charge
+    queue.charge("gpu1", 1e6, wanted=True)  # another GPU runs none of them
+    queue.maintain()
+    batch_a, batch_b = store.get_batch(a), store.get_batch(b)
+    assert batch_a is not None and batch_b is not None
+    assert batch_a["heat"]["energy_kwh"] == pytest.approx(4000 / 3.6e6, abs=1e-6)
+    assert batch_b["heat"]["energy_kwh"] == pytest.approx(3000 / 3.6e6, abs=1e-6)
+    assert batch_a["heat"]["heat_reused_share"] == 0.75
+
+
+CFG = """
+mqtt: null
+zones:
+  - name: office
+    temperature: {topic: t}
+    setpoint: {topic: s}
+    gpus: [gpu0]
+gpus:
+  - id: gpu0
+    backend: sim
+    workload: {type: openai, url: "http://127.0.0.1:1/v1", model: m, jobs: /tmp/x}
+"""
+
+
+def warm_room(now_s: float) -> ZoneInputs:
+    return ZoneInputs(temperature=Reading(value=22.0, at_s=now_s), setpoint=Reading(value=20.0, at_s=now_s))
+
+
+@pytest.mark.parametrize(
+    ("mode", "due", "max_power_w", "expect_level"),
+    [("heat", 0.0, None, 0.0), ("heat", 1.0, None, 1.0), ("off", 1.0, None, 0.0), ("heat", 1.0, 0.0001, 0.0)],
+)
+def test_due_work_runs_at_the_efficient_cap_in_a_warm_room_but_not_when_off(
+    mode: str, due: float, max_power_w: float | None, expect_level: float
+) -> None:
+    cfg = parse_config(CFG)
+    caps = GpuCaps(min_limit_w=100, max_limit_w=300, idle_w=20)
+    now = [1000.0]
+    ctl = NodeController(cfg, {"gpu0": caps}, time_fn=lambda: now[0])
+    out = ctl.step(
+        NodeInputs(
+            mode=mode,
+            zones={"office": warm_room(now[0])},
+            max_power_w=max_power_w,
+            work_due={"gpu0": due},
+        )
+    )
+    cmd = out.gpus["gpu0"]
+    assert out.zones["office"].demand_w == 0.0  # the room wants nothing
+    assert cmd.level == pytest.approx(expect_level)
+    if expect_level:
+        assert cmd.power_limit_w == pytest.approx(ctl.allocators["gpu0"].model.efficient_cap_w)
