@@ -260,3 +260,32 @@ def test_due_work_runs_at_the_efficient_cap_in_a_warm_room_but_not_when_off(
     assert cmd.level == pytest.approx(expect_level)
     if expect_level:
         assert cmd.power_limit_w == pytest.approx(ctl.allocators["gpu0"].model.efficient_cap_w)
+
+
+def test_the_simulator_keeps_deadlines_in_a_warm_room_and_reuses_heat_in_a_cold_one() -> None:
+    from heatctl.sim.report import kpis
+    from heatctl.sim.runner import simulate
+    from heatctl.sim.scenario import Scenario
+
+    def run(outdoor_c: float, setpoint_c: float) -> dict[str, float]:
+        scen = Scenario.model_validate(
+            {
+                "duration_h": 20,
+                "step_s": 60,
+                "weather": {"constant_c": outdoor_c},
+                "schedule": [{"at": "00:00", "setpoint_c": setpoint_c}],
+                "batches": [{"at_h": 1, "requests": 10, "work_per_request": 60 * 60, "window_h": 12}],
+            }
+        )
+        result = simulate(scen)
+        assert result.batches is not None
+        (batch,) = result.batches.batches
+        assert batch.on_time and batch.done_s is not None
+        return kpis(result) | {"done_h": batch.done_s / 3600}
+
+    warm = run(24.0, 15.0)  # no heat wanted: the batch waits, then runs by its deadline
+    assert warm["batches_on_time"] == 1 and warm["batch_heat_reused_share"] == 0.0
+    assert warm["done_h"] > 4  # it waited for its latest safe start (at most 13 h, its deadline: on_time)
+    cold = run(0.0, 21.0)  # heat wanted: it runs at once, as heat
+    assert cold["batches_on_time"] == 1 and cold["batch_heat_reused_share"] > 0.95
+    assert cold["done_h"] < warm["done_h"]

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,17 +236,16 @@ class BatchQueue:
             open_batches = sorted(
                 (d, bid) for bid, d in self._deadline.items() if self._left.get(bid, 0) > 0 and bid not in self._closed
             )
-            work_s = 0.0
-            for deadline, batch_id in open_batches:
-                work_s += self._left[batch_id] * self.s_per_request / self.slots
-                if work_s * SAFETY + MARGIN_S >= deadline - now_wall_s and batch_id not in self._urgent:
+            work = [(d, self._left[bid] * self.s_per_request / self.slots) for d, bid in open_batches]
+            for _, batch_id in open_batches[: at_risk(now_wall_s, work)]:
+                if batch_id not in self._urgent:
+                    self._urgent.add(batch_id)
                     _LOGGER.info(
                         "batch %s: %d request(s) left, %.1f h to its deadline: running it, heat wanted or not",
                         batch_id,
                         self._left[batch_id],
-                        (deadline - now_wall_s) / 3600,
+                        (self._deadline[batch_id] - now_wall_s) / 3600,
                     )
-                    self._urgent.update(b for _, b in open_batches[: open_batches.index((deadline, batch_id)) + 1])
             self._urgent = {b for b in self._urgent if self._left.get(b, 0) > 0 and b not in self._closed}
             return 1.0 if self._urgent else 0.0
 
@@ -332,6 +331,18 @@ class BatchQueue:
             self._push(QueuedRequest(batch_id, line, custom_id, url, body, row["expires_at"], row["seq"]))
         _LOGGER.info("batch %s: %d request(s) queued, due %s", batch_id, len(requests), row["expires_at"])
         self._notify()
+
+
+def at_risk(now_s: float, batches: Sequence[tuple[float, float]]) -> int:
+    """How many of the batches (deadline, seconds of work at full rate; earliest deadline first)
+    must run now: all up to the last one whose work, with everything due before it, no longer
+    fits in its time left with ``SAFETY`` and ``MARGIN_S`` to spare. Used by the service and the simulator."""
+    work_s, count = 0.0, 0
+    for i, (deadline_s, need_s) in enumerate(batches):
+        work_s += need_s
+        if work_s * SAFETY + MARGIN_S >= deadline_s - now_s:
+            count = i + 1
+    return count
 
 
 def _error(code: str, message: str, *, line: int | None = None, param: str | None = None) -> dict[str, Any]:

@@ -33,6 +33,10 @@ KPI_UNITS = {
     "work_per_kwh": "units/kWh",
     "limit_writes_per_h": "1/h",
     "cost": "currency",
+    "batches": "batches",
+    "batches_on_time": "batches",
+    "batch_kwh": "kWh",
+    "batch_heat_reused_share": "share",
 }
 OVERHEAT_BAND_K = 1.0
 STEADY_HOURS_ENOUGH = 24.0
@@ -100,7 +104,7 @@ def kpis(result: SimResult) -> dict[str, float]:
         "cost": float(((gpu_w + backup_w) * price).sum() * step_s / j_per_kwh)
         if not np.isnan(price).any()
         else math.nan,
-    }
+    } | (result.batches.kpis(result.scenario.duration_h * 3600.0) if result.batches is not None else {})
 
 
 def _cost(power_w: FloatArray, price_per_kwh: FloatArray, step_s: float) -> float:

@@ -6,10 +6,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from heatctl.accounting import WANTED_BAND_K
 from heatctl.config import Config, GpuConfig, SourceConfig, ZoneConfig
 from heatctl.control.core import GpuState, NodeInputs
 from heatctl.control.efficiency import GpuCaps
@@ -17,6 +19,7 @@ from heatctl.control.safety import Reading, ZoneInputs
 from heatctl.errors import ConfigError
 from heatctl.gpu.sim import SimGpuModel
 from heatctl.sim.baselines import CONTROLLERS
+from heatctl.sim.batches import SimBatches
 from heatctl.sim.scenario import Scenario, Schedule
 
 FloatArray = npt.NDArray[np.float64]
@@ -56,6 +59,7 @@ class SimResult:
     mode: list[str]
     failsafe: list[str]
     idle_w: float
+    batches: SimBatches | None = None
 
 
 def default_config() -> Config:
@@ -97,6 +101,8 @@ def simulate(
     room = scenario.room.build()
     weather = scenario.build_weather(base_dir)
     tariff = scenario.build_tariff(base_dir)
+    batches = scenario.build_batches()
+    work_due: dict[str, float] = {}
     schedule = Schedule(scenario.schedule, scenario.start)
     windows = [e.span_s for e in scenario.events if e.window_open_min]
     mode_off = [e.span_s for e in scenario.events if e.mode_off_min]
@@ -131,6 +137,9 @@ def simulate(
             measured_c = round(room.air_c / resolution_k) * resolution_k if resolution_k else room.air_c
             temp_reading = Reading(value=measured_c, at_s=t, source=src)
         if t >= next_tick_s:
+            if batches is not None:
+                due = batches.due(t, _full_rate(ctrl, plant, gpu_ids))
+                work_due = dict.fromkeys(gpu_ids, due)
             inputs = NodeInputs(
                 mode=mode,
                 max_power_w=cfg.max_power_w,
@@ -145,6 +154,7 @@ def simulate(
                     )
                 },
                 gpus=states,
+                work_due=work_due,
             )
             out = ctrl.step(inputs)
             for g in gpu_ids:
@@ -170,6 +180,9 @@ def simulate(
                 backup_on = False
             backup_w = backup.power_w if backup_on else 0.0
         work_done += work_rate * step_s
+        if batches is not None:
+            wanted = room.air_c <= setpoint_c + WANTED_BAND_K
+            batches.run(t, step_s, work_rate * step_s, gpu_w * step_s, heat_wanted=wanted)
         row = (
             t,
             room.air_c,
@@ -201,6 +214,16 @@ def simulate(
         mode=modes,
         failsafe=failsafes,
         idle_w=scenario.gpu.idle_w * len(gpu_ids),
+        batches=batches,
+    )
+
+
+def _full_rate(ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]) -> float:
+    """Work per second of all the zone's GPUs at their most efficient caps (as the controller knows them)."""
+    allocators = getattr(ctrl, "allocators", {})
+    return sum(
+        plant.work_rate(allocators[g].model.efficient_cap_w if g in allocators else plant.cfg.max_limit_w, 1.0)
+        for g in gpu_ids
     )
 
 

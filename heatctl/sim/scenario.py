@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from heatctl.config import SimGpuConfig, load_model
+from heatctl.sim.batches import SimBatch, SimBatches
 from heatctl.sim.room import Room, Room1R1C, Room2R2C
 from heatctl.sim.tariff import Tariff
 from heatctl.sim.weather import Weather
@@ -139,6 +140,16 @@ class TariffPeriod(_Strict):
         return _minute_of_day(self.from_), _minute_of_day(self.to)
 
 
+class BatchArrivalConfig(_Strict):
+    """Batch work arriving: ``requests`` × ``work_per_request`` (the GPU's work units), due ``window_h`` later."""
+
+    at_h: Annotated[float, Field(ge=0)]
+    requests: Annotated[int, Field(ge=1)] = 100
+    work_per_request: Annotated[float, Field(gt=0)] = 100.0
+    window_h: Annotated[float, Field(gt=0)] = 24.0
+    every_h: Annotated[float, Field(gt=0)] | None = None  # repeats until the end of the run
+
+
 class TariffConfig(_Strict):
     """What electricity costs: fixed, daily periods, or a CSV (time, price_per_kwh)."""
 
@@ -172,6 +183,22 @@ class Scenario(_Strict):
     sensor_resolution_k: Annotated[float, Field(ge=0)] = 0.1  # thermostats report in steps
     events: list[EventConfig] = []
     tariff: TariffConfig | None = None  # for the cost KPI and the plot's footer
+    batches: list[BatchArrivalConfig] = []  # batch work with deadlines (the Batch API's queue)
+
+    def build_batches(self) -> SimBatches | None:
+        if not self.batches:
+            return None
+        end_s = self.duration_h * 3600.0
+        made = []
+        for b in self.batches:
+            at_s = b.at_h * 3600.0
+            while at_s < end_s:
+                work = b.requests * b.work_per_request
+                made.append(SimBatch(arrival_s=at_s, deadline_s=at_s + b.window_h * 3600.0, work=work, left=work))
+                if b.every_h is None:
+                    break
+                at_s += b.every_h * 3600.0
+        return SimBatches(made)
 
     def build_tariff(self, base_dir: Path) -> Tariff | None:
         t = self.tariff
