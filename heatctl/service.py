@@ -370,6 +370,7 @@ class Service:
         listening = f"http://{api.host}:{api.port}/v1" if api is not None and api.error is None else None
         return {
             "batches": self.batches.summary().to_json(),
+            "batches_finished": self.batches.drain_finished(),
             "batch_api": listening or f"error: {api.error if api is not None else 'not started'}",
         }
 

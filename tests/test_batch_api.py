@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from heatctl.config import parse_config
+from heatctl.publish.influx import snapshot_lines
 from heatctl.service import Service
 from tests.services import Mosquitto, Probe, TinyLLM, free_port, wait_until
 
@@ -77,12 +78,14 @@ gpus:
         probe.publish("room/sp", str(setpoint_c))
         wait_until(lambda: (s := self.svc.store.get("office", "temperature")) and s.value == temperature_c, 5)  # type: ignore[union-attr]
 
-    def until(self, batch_id: str, statuses: tuple[str, ...], timeout_s: float = 90) -> Any:
+    def until(self, batch_id: str, statuses: tuple[str, ...], timeout_s: float = 90, on_tick: Any = None) -> Any:
         """Tick the service (as its loop would) until the batch reaches one of ``statuses``."""
 
         def done() -> Any:
             assert self.svc is not None
-            self.svc.tick()
+            snap = self.svc.tick()
+            if on_tick is not None:
+                on_tick(snap)
             batch = self.client.batches.retrieve(batch_id)
             return batch if batch.status in statuses else None
 
@@ -110,7 +113,8 @@ def test_the_official_sdk_uploads_creates_polls_and_downloads(node: Node, probe:
     )
     assert batch.status == "validating" and batch.metadata == {"who": "test"}
     assert batch.expires_at == batch.created_at + 86400
-    done = node.until(batch.id, ("completed",))
+    ticks: list[Any] = []
+    done = node.until(batch.id, ("completed",), on_tick=ticks.append)
     assert done.request_counts.total == 12 and done.request_counts.completed == 12 and done.request_counts.failed == 0
     assert done.in_progress_at and done.finalizing_at and done.completed_at and done.error_file_id is None
     lines = [json.loads(x) for x in node.client.files.content(done.output_file_id).text.splitlines()]
@@ -126,6 +130,15 @@ def test_the_official_sdk_uploads_creates_polls_and_downloads(node: Node, probe:
     assert [b.id for b in page.data] == [batch.id] and not page.has_more
     state = svc.tick()
     assert state.extra["batches"]["requests_left"] == 0 and state.extra["work_starved"] is True  # cold, no work
+    finished = [b for snap in ticks for b in snap.extra["batches_finished"]] + list(state.extra["batches_finished"])
+    assert [b["id"] for b in finished] == [batch.id]
+    points = [p for snap in [*ticks, state] for p in snapshot_lines(snap, "batchy", {}, 0) if p.startswith("batch,")]
+    assert len(points) == 1 and f"batch={batch.id}" in points[0] and "j_per_token=" in points[0]
+    published = probe.wait_json("heatctl/batchy/state", lambda m: m["batches"]["requests_left"] == 0)
+    assert published["work_starved"] is True and "batches_finished" not in published
+    discovery = {t for t, _, _ in probe.messages if t.startswith("homeassistant/")}
+    for object_id in ("batch_requests_left", "next_batch_deadline", "work_starved"):
+        assert any(object_id in t for t in discovery), (object_id, discovery)
     assert node.client.files.delete(uploaded.id).deleted
     with pytest.raises(openai.NotFoundError):
         node.client.files.retrieve(uploaded.id)

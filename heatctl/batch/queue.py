@@ -20,9 +20,10 @@ import json
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from heatctl.batch.store import BatchStore, QueuedRequest
@@ -56,11 +57,12 @@ class BatchSummary:
     s_per_request: float
 
     def to_json(self) -> dict[str, Any]:
+        deadline = self.next_deadline
         return {
             "queued": self.queued,
             "requests_left": self.requests_left,
             "in_flight": self.in_flight,
-            "next_deadline": self.next_deadline,
+            "next_deadline": datetime.fromtimestamp(deadline, UTC).isoformat() if deadline is not None else None,
             "due": self.due,
             "s_per_request": round(self.s_per_request, 2),
         }
@@ -89,6 +91,8 @@ class BatchQueue:
         self._urgent: set[str] = set()
         self._energy: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         self._listeners: list[Callable[[], None]] = []
+        self._finalizing_since: dict[str, float] = {}
+        self._finished: deque[dict[str, Any]] = deque(maxlen=100)  # closed batches, for InfluxDB
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._manage_loop, name="batch-manager", daemon=True)
@@ -207,6 +211,7 @@ class BatchQueue:
     def charge(self, gpu_id: str, energy_j: float, wanted: bool) -> None:
         """One GPU's energy since its last charge, shared among batches by their requests' running time."""
         with self._lock:
+            finishing = any(b in self._finalizing_since for b in self._busy_s.get(gpu_id, {}))
             now = self._mono_fn()
             busy = self._busy_s.pop(gpu_id, defaultdict(float))
             for key, (gid, since) in self._in_flight.items():
@@ -221,6 +226,8 @@ class BatchQueue:
                 self._energy[batch_id][0] += share_j
                 if wanted:
                     self._energy[batch_id][1] += share_j
+        if finishing:
+            self._wake.set()  # a batch waited for this charge to close
 
     def _flush_energy(self) -> None:
         with self._lock:
@@ -294,21 +301,42 @@ class BatchQueue:
                 self.store.finish(batch_id, "expired", EXPIRED)
                 self._forget(batch_id)
             elif left <= 0 and not running:
-                self.store.set_status(batch_id, "finalizing")
+                # Finalizing: until the GPUs' energy for its last requests is charged (the next tick).
+                if row["status"] != "finalizing":
+                    self.store.set_status(batch_id, "finalizing")
+                    self._finalizing_since[batch_id] = self._mono_fn()
+                if self._uncharged(batch_id) and self._mono_fn() - self._finalizing_since.get(batch_id, 0) < 120:
+                    continue
+                self._flush_energy()
                 self.store.finish(batch_id, "completed", None)
                 self._forget(batch_id)
                 _LOGGER.info("batch %s completed", batch_id)
         self.store.set_meta("s_per_request", repr(self.s_per_request))
 
+    def _uncharged(self, batch_id: str) -> bool:
+        with self._lock:
+            return any(busy.get(batch_id, 0.0) > 0 for busy in self._busy_s.values())
+
     def _close(self, batch_id: str) -> None:
         with self._lock:
             self._closed.add(batch_id)
 
-    def _forget(self, batch_id: str) -> None:
+    def drain_finished(self) -> list[dict[str, Any]]:
+        """Batches closed since the last call, as the API shows them (for InfluxDB)."""
         with self._lock:
+            finished = list(self._finished)
+            self._finished.clear()
+        return finished
+
+    def _forget(self, batch_id: str) -> None:
+        batch = self.store.get_batch(batch_id)
+        with self._lock:
+            if batch is not None:
+                self._finished.append(batch)
             self._left.pop(batch_id, None)
             self._deadline.pop(batch_id, None)
             self._urgent.discard(batch_id)
+            self._finalizing_since.pop(batch_id, None)
             self._heap = [item for item in self._heap if item[3].batch_id != batch_id]
             heapq.heapify(self._heap)
 

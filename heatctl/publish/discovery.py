@@ -187,6 +187,37 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
             "mode": "box",
         },
     )
+    if cfg.batch_api is not None:
+        batch_sensors = {
+            **_sensor(
+                "batch_requests_left",
+                "Batch requests left",
+                "{{ value_json.batches.requests_left }}",
+                icon="mdi:tray-full",
+            ),
+            **_sensor(
+                "batches_queued", "Batches queued", "{{ value_json.batches.queued }}", icon="mdi:format-list-checks"
+            ),
+            **_sensor(
+                "next_batch_deadline",
+                "Next batch deadline",
+                "{{ value_json.batches.next_deadline }}",
+                device_class="timestamp",
+                state_class=None,
+            ),
+        }
+        for key, payload in batch_sensors.items():
+            add("sensor", key, payload)
+    add(
+        "binary_sensor",
+        "work_starved",
+        {
+            "name": "Heat wanted, no work",
+            "device_class": "problem",
+            "value_template": "{{ 'ON' if value_json.work_starved else 'OFF' }}",
+            "icon": "mdi:tray-remove",
+        },
+    )
     add(
         "binary_sensor",
         "failsafe",

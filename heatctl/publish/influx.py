@@ -81,6 +81,7 @@ def snapshot_lines(snap: NodeSnapshot, node: str, extra_tags: dict[str, str], ti
             )
         )
     c = snap.counters
+    batches = snap.extra.get("batches") or {}
     out.append(
         line(
             "node",
@@ -92,10 +93,31 @@ def snapshot_lines(snap: NodeSnapshot, node: str, extra_tags: dict[str, str], ti
                 "heat_reused_kwh": c.heat_reused_kwh,
                 "work_done": c.work_done,
                 "failsafe": 1.0 if snap.failsafe else 0.0,
+                "work_starved": 1.0 if snap.extra.get("work_starved") else 0.0,
+                "batch_requests_left": batches.get("requests_left"),
+                "batch_due": (1.0 if batches["due"] else 0.0) if "due" in batches else None,
             },
             time_ns,
         )
     )
+    for batch in snap.extra.get("batches_finished", ()):
+        heat, counts = batch["heat"], batch["request_counts"]
+        out.append(
+            line(
+                "batch",
+                {**base, "batch": batch["id"], "status": batch["status"]},
+                {
+                    "energy_kwh": heat["energy_kwh"],
+                    "heat_reused_share": heat["heat_reused_share"],
+                    "j_per_token": heat["j_per_token"],
+                    "tokens": heat["tokens"],
+                    "completed": counts["completed"],
+                    "failed": counts["failed"],
+                    "total": counts["total"],
+                },
+                time_ns,
+            )
+        )
     return [p for p in out if p is not None]
 
 

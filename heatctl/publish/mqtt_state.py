@@ -131,8 +131,11 @@ def state_payload(snap: NodeSnapshot) -> dict[str, Any]:
             }
             for gid, g in snap.gpus.items()
         },
-        **snap.extra,
+        **{k: v for k, v in snap.extra.items() if k not in EVENTS_ONLY},
     }
+
+
+EVENTS_ONLY = frozenset({"batches_finished"})  # once per event for InfluxDB; not part of the retained state
 
 
 def state_json(snap: NodeSnapshot) -> str:
