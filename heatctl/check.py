@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from heatctl.config import OpenAIWorkloadConfig, load_config
+from heatctl.config import BatchApiConfig, OpenAIWorkloadConfig, load_config
 from heatctl.errors import BackendError, HeatctlError, plain
 
 if TYPE_CHECKING:
@@ -42,9 +42,41 @@ def all_checks(cfg: Config) -> list[CheckRow]:
         rows.append(check_influx(cfg))
     if cfg.homeassistant is not None:
         rows += check_homeassistant(cfg)
+    if cfg.batch_api is not None:
+        rows.append(check_batch_api(cfg.batch_api))
     for gpu in cfg.gpus:
         rows += check_gpu(cfg, gpu)
     return rows
+
+
+def check_batch_api(api: BatchApiConfig) -> CheckRow:
+    """The running service's API answers with the token; or, with heatctl stopped, its address is free."""
+    import http.client
+    import json
+    import socket
+
+    part = "batch api"
+    url = f"http://{api.listen}/v1"
+    conn = http.client.HTTPConnection(api.host, api.port, timeout=5)
+    try:
+        conn.request("GET", "/v1/batches?limit=1", headers={"Authorization": f"Bearer {api.token.get_secret_value()}"})
+        response = conn.getresponse()
+        body = response.read()
+    except OSError:
+        try:
+            with socket.create_server((api.host, api.port)):
+                pass
+        except OSError as exc:
+            return _row(part, False, f"{api.listen}: {plain(exc)}", "another program holds this address: change listen")
+        return CheckRow(part, True, f"{url}: not running now (heatctl run serves it); the address is free", warn=True)
+    finally:
+        conn.close()
+    if response.status == 401:
+        return _row(part, False, f"{url} refuses the token", "batch_api.token must be the running heatctl's")
+    if response.status != 200:
+        return _row(part, False, f"{url}: HTTP {response.status}", "is it heatctl listening there?")
+    listed = json.loads(body or b"{}").get("data", [])
+    return _row(part, True, f"{url} answers; {len(listed)} recent batch(es); max file {api.max_file_mb:g} MB")
 
 
 def check_state_dir(cfg: Config) -> CheckRow:

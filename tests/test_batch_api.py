@@ -10,6 +10,7 @@ from typing import Any
 
 import openai
 import pytest
+from pydantic import SecretStr
 
 from heatctl.config import parse_config
 from heatctl.publish.influx import snapshot_lines
@@ -292,3 +293,17 @@ def test_interactive_requests_pass_through_and_take_a_batch_slot(node: Node, pro
     queue.interactive_ended()  # one of them is done: one slot for the batch
     done = node.until(batch.id, ("completed",))
     assert done.request_counts.completed == 2
+
+
+def test_check_reaches_the_api_and_knows_a_wrong_token(node: Node) -> None:
+    from heatctl.check import check_batch_api
+
+    api = node.cfg.batch_api
+    assert api is not None
+    stopped = check_batch_api(api)
+    assert stopped.ok and stopped.warn and "not running" in stopped.detail
+    node.start()
+    running = check_batch_api(api)
+    assert running.ok and not running.warn and "answers" in running.detail
+    wrong = check_batch_api(api.model_copy(update={"token": SecretStr("nope")}))
+    assert not wrong.ok and "token" in wrong.detail
