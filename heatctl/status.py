@@ -45,6 +45,15 @@ def describe_state(
     reused = _num(state.get("heat_reused_kwh"))
     work = _num(state.get("work_done"))
     lines.append(f"  energy {energy:.2f} kWh so far, {reused:.2f} kWh of it heat the room wanted; work done {work:.0f}")
+    if (batches := state.get("batches")) is not None:
+        due = "; running for a deadline" if batches.get("due") else ""
+        deadline = f", next deadline {batches['next_deadline']}" if batches.get("next_deadline") else ""
+        lines.append(
+            f"  batches: {batches.get('queued', 0)} open, {batches.get('requests_left', 0)} request(s) left"
+            f"{deadline}{due}; API {state.get('batch_api', '?')}"
+        )
+    if state.get("work_starved"):
+        lines.append("  heat wanted but no work queued: the GPU cannot heat (give it batches or jobs)")
     if state.get("failsafe"):
         lines.append(f"  FAIL-SAFE: {state['failsafe']}")
     if state.get("bad_payloads") or state.get("rejected_commands"):

@@ -307,3 +307,56 @@ def test_check_reaches_the_api_and_knows_a_wrong_token(node: Node) -> None:
     assert running.ok and not running.warn and "answers" in running.detail
     wrong = check_batch_api(api.model_copy(update={"token": SecretStr("nope")}))
     assert not wrong.ok and "token" in wrong.detail
+
+
+def test_garbage_gets_openai_shaped_errors_and_the_service_goes_on(node: Node, probe: Probe) -> None:
+    import urllib.error
+    import urllib.request
+
+    svc = node.start()
+    base = f"http://127.0.0.1:{node.port}"
+
+    def call(method: str, path: str, body: bytes | None, content_type: str = "application/json") -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(base + path, body, headers, method=method)) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    for method, path, body, ctype, status in [
+        ("POST", "/v1/batches", b"not json", "application/json", 400),
+        ("POST", "/v1/batches", b"[1]", "application/json", 400),
+        ("POST", "/v1/batches", json.dumps({"input_file_id": 1}).encode(), "application/json", 400),
+        ("POST", "/v1/files", b"plain", "text/plain", 400),
+        ("GET", "/v1/nothing", None, "application/json", 404),
+        ("DELETE", "/v1/batches", None, "application/json", 405),
+        ("GET", "/v1/batches?limit=many", None, "application/json", 400),
+    ]:
+        got, payload = call(method, path, body, ctype)
+        assert got == status, (method, path, got, payload)
+        assert set(payload["error"]) == {"message", "type", "param", "code"} and payload["error"]["message"]
+    node.room(probe, 18.0, 21.0)
+    assert svc.tick().failsafe is None  # the control loop never noticed
+
+
+def test_an_embeddings_batch_gets_an_answer_or_the_servers_error_for_every_line(node: Node, probe: Probe) -> None:
+    node.start()
+    node.room(probe, 18.0, 21.0)
+    body = "\n".join(
+        json.dumps({"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings", "body": {"input": f"text {i}"}})
+        for i in range(3)
+    )
+    f = node.client.files.create(file=("e.jsonl", body.encode()), purpose="batch")
+    batch = node.client.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
+    done = node.until(batch.id, ("completed",))
+    seen = []
+    for file_id in (done.output_file_id, done.error_file_id):
+        if file_id:
+            for raw in node.client.files.content(file_id).text.splitlines():
+                entry = json.loads(raw)
+                seen.append(entry["custom_id"])
+                status = entry["response"]["status_code"]
+                assert (status == 200) == (file_id == done.output_file_id)
+    assert sorted(seen) == ["e0", "e1", "e2"]
+    assert done.request_counts.completed + done.request_counts.failed == 3

@@ -289,3 +289,21 @@ def test_the_simulator_keeps_deadlines_in_a_warm_room_and_reuses_heat_in_a_cold_
     cold = run(0.0, 21.0)  # heat wanted: it runs at once, as heat
     assert cold["batches_on_time"] == 1 and cold["batch_heat_reused_share"] > 0.95
     assert cold["done_h"] < warm["done_h"]
+
+
+def test_status_says_what_waits_and_when_heat_finds_no_work() -> None:
+    from heatctl.status import describe_state
+
+    state = {
+        "mode": "heat",
+        "heat_w": 20,
+        "work_starved": True,
+        "batch_api": "http://127.0.0.1:8090/v1",
+        "batches": {"queued": 2, "requests_left": 40, "next_deadline": "2026-11-24T06:00:00+00:00", "due": True},
+    }
+    text = describe_state(state, node_id="n", online=True)
+    assert (
+        "batches: 2 open, 40 request(s) left, next deadline 2026-11-24T06:00:00+00:00; running for a deadline" in text
+    )
+    assert "heat wanted but no work queued" in text
+    assert "batches" not in describe_state({"mode": "heat"}, node_id="n", online=True)
