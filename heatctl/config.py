@@ -167,20 +167,6 @@ class NoWorkloadConfig(_Strict):
     type: Literal["none"]
 
 
-class OpenAIWorkloadConfig(_Strict):
-    """Batch jobs for a local OpenAI-compatible inference server."""
-
-    type: Literal["openai"]
-    work_unit: ClassVar[str] = "tokens"  # what its work rate counts (completion tokens)
-    url: str
-    model: str
-    api_key: SecretStr | None = None
-    jobs: str | None = None  # a folder of JSONL job files; the Batch API (batch_api:) is the other way in
-    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
-    request_timeout_s: Annotated[float, Field(gt=0)] = 300.0
-    max_attempts: Annotated[int, Field(ge=1)] = 5
-
-
 class ProcessWorkloadConfig(_Strict):
     """A command (or an adopted process) paused and resumed with SIGSTOP/SIGCONT."""
 
@@ -195,6 +181,22 @@ class ProcessWorkloadConfig(_Strict):
         if self.command is None and self.pid_file is None:
             raise ValueError("type process needs 'command' or 'pid_file'")
         return self
+
+
+class OpenAIWorkloadConfig(_Strict):
+    """Batch jobs for a local OpenAI-compatible inference server."""
+
+    type: Literal["openai"]
+    work_unit: ClassVar[str] = "tokens"  # what its work rate counts (completion tokens)
+    url: str
+    model: str
+    api_key: SecretStr | None = None
+    jobs: str | None = None  # a folder of JSONL job files; the Batch API (batch_api:) is the other way in
+    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+    request_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    max_attempts: Annotated[int, Field(ge=1)] = 5
+    # Runs (paused and resumed by the level) only while heat is wanted and no batch or job waits.
+    fallback: ProcessWorkloadConfig | None = None
 
 
 WorkloadConfig = Annotated[

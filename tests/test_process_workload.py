@@ -105,3 +105,36 @@ def test_adopts_by_pid_file_and_repairs_a_paused_process(made: list[ProcessWorkl
     finally:
         other.kill()
         other.wait()
+
+
+def test_an_openai_fallback_runs_only_while_heat_finds_no_other_work(tmp_path: Path) -> None:
+    from heatctl.config import OpenAIWorkloadConfig
+    from heatctl.workloads.openai import OpenAIWorkload
+
+    cfg = OpenAIWorkloadConfig(
+        type="openai",
+        url="http://127.0.0.1:9/v1",  # nobody answers: a job stays queued, so there is work
+        model="m",
+        jobs=str(tmp_path / "jobs"),
+        fallback=ProcessWorkloadConfig(type="process", command=SPIN, period_s=0.4, on_exit="stop"),
+    )
+    w = OpenAIWorkload("gpu0", cfg, state_dir=tmp_path)
+    w.start()
+    try:
+        fallback = w._fallback
+        assert fallback is not None
+        pid = wait_until(lambda: fallback.pid, 5, "fallback spawned")
+        wait_until(lambda: proc_state(pid) == "T", 5, "paused while no heat is wanted")
+        assert w.has_work()  # with a fallback, heat always finds work: not work-starved
+        w.set_level(1.0)  # heat wanted, nothing queued: the fallback runs
+        wait_until(lambda: proc_state(pid) != "T", 5, "fallback running")
+        assert w.effective_level() == 1.0
+        w.set_level(0.0)
+        (tmp_path / "jobs" / "a.jsonl").write_text('{"id": "a", "prompt": "x"}\n')
+        assert w.scan() == 1
+        w.set_level(1.0)  # heat wanted and a job waits: the job's turn, the fallback pauses
+        wait_until(lambda: proc_state(pid) == "T", 5, "fallback paused for real work")
+        assert "fallback process" in w.status()
+    finally:
+        w.stop()
+    assert not alive(pid)  # on_exit: stop

@@ -27,6 +27,9 @@ first, most urgent deadline first, and the spool's jobs when no batch waits. A b
 is sent as its line says (not streamed), so its output is exactly the server's answer; a slot
 taken away cuts its connection, and the request goes back to the queue. An interactive
 request through the API's passthrough takes one slot while it runs.
+
+With ``fallback`` (a ``process`` workload, e.g. a folding client), the level goes to that
+process while nothing is queued or running here, and it is paused again as soon as work comes.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from heatctl.errors import plain
 if TYPE_CHECKING:
     from heatctl.batch.queue import BatchQueue
     from heatctl.batch.store import QueuedRequest
+    from heatctl.workloads.process import ProcessWorkload
 
 _LOGGER = logging.getLogger(__name__)
 RESULTS_SUFFIX = ".results.jsonl"
@@ -111,6 +115,11 @@ class OpenAIWorkload:
         self._time_fn = time_fn
         self._spool = Path(cfg.jobs).expanduser() if cfg.jobs else None
         self._batches = batches
+        self._fallback: ProcessWorkload | None = None
+        if cfg.fallback is not None:
+            from heatctl.workloads.process import ProcessWorkload
+
+            self._fallback = ProcessWorkload(gpu_id, cfg.fallback, state_dir=state_dir, time_fn=time_fn)
         self._conns: dict[int, http.client.HTTPConnection] = {}  # slot → a batch request's connection
         parts = urlsplit(cfg.url.rstrip("/"))
         self._https = parts.scheme == "https"
@@ -142,6 +151,9 @@ class OpenAIWorkload:
             self._scanner.start()
         if self._batches is not None:
             self._batches.subscribe(self._batch_news)
+        if self._fallback is not None:
+            self._fallback.set_level(0.0)
+            self._fallback.start()
         for worker in self._workers:
             worker.start()
 
@@ -154,6 +166,8 @@ class OpenAIWorkload:
                 self._allowed = allowed
                 self._cond.notify_all()
         self._cut_above(self._slots_now())
+        if self._fallback is not None:
+            self._fallback.set_level(0.0 if self._own_work() else level)
 
     def _slots_now(self) -> int:
         """Slots batch work may use now: the level's, less one per interactive request in flight."""
@@ -177,16 +191,21 @@ class OpenAIWorkload:
                     sock.shutdown(socket.SHUT_RDWR)
 
     def has_work(self) -> bool:
-        """Whether anything is queued or running (False: heat wanted would find no work)."""
+        """Whether heat wanted finds work: requests queued or running, or a fallback to run."""
+        return self._fallback is not None or self._own_work()
+
+    def _own_work(self) -> bool:
         with self._cond:
             if self._queue or self.counters.in_flight:
                 return True
         return self._batches is not None and self._batches.has_work()
 
     def effective_level(self) -> float | None:
-        """Requests in flight now, as a share of ``max_concurrency``."""
+        """Requests in flight now, as a share of ``max_concurrency`` (or what the fallback runs, if more)."""
         with self._cond:
-            return self.counters.in_flight / self._cfg.max_concurrency
+            own = self.counters.in_flight / self._cfg.max_concurrency
+        fallback = self._fallback.effective_level() if self._fallback is not None else None
+        return max(own, fallback or 0.0)
 
     def work_rate(self) -> float | None:
         """Completion tokens per second since the last call."""
@@ -201,10 +220,11 @@ class OpenAIWorkload:
     def status(self) -> str:
         with self._cond:
             c = self.counters
-            return (
+            line = (
                 f"openai: {c.in_flight} in flight of {self._allowed}, {len(self._queue)} queued, "
                 f"{c.done} done, {c.failed} failed"
             )
+        return line + (f"; fallback {self._fallback.status()}" if self._fallback is not None else "")
 
     def stop(self) -> None:
         """Stop taking jobs; requests in flight are cut off and will be sent again next start."""
@@ -215,6 +235,8 @@ class OpenAIWorkload:
         for thread in (*self._workers, self._scanner):
             if thread.is_alive():
                 thread.join(timeout=2.0)
+        if self._fallback is not None:
+            self._fallback.stop()
 
     # --- the spool --------------------------------------------------------------------
 
