@@ -49,7 +49,8 @@ def describe_state(
         due = "; running for a deadline" if batches.get("due") else ""
         deadline = f", next deadline {batches['next_deadline']}" if batches.get("next_deadline") else ""
         lines.append(
-            f"  batches: {batches.get('queued', 0)} open, {batches.get('requests_left', 0)} request(s) left"
+            f"  batches: {batches.get('queued', 0)} queued, {batches.get('in_progress', 0)} in progress, "
+            f"{batches.get('requests_left', 0)} request(s) left"
             f"{deadline}{due}; API {state.get('batch_api', '?')}"
         )
     if state.get("work_starved"):

@@ -178,6 +178,11 @@ def test_a_deadline_at_risk_makes_work_due_until_the_batch_is_done(tmp_path: Pat
     wall.t += 61
     assert queue.due_level(wall.t) == 1.0
     assert queue.summary().due
+    assert (queue.summary().queued, queue.summary().in_progress) == (2, 0)  # nothing started yet
+    first = queue.take("gpu0")
+    assert first is not None
+    queue.release(first)
+    assert (queue.summary().queued, queue.summary().in_progress) == (1, 1)
     for _ in range(n - 1):  # running: the rule stays on though the slack grows again
         req = queue.take("gpu0")
         assert req is not None
@@ -299,11 +304,16 @@ def test_status_says_what_waits_and_when_heat_finds_no_work() -> None:
         "heat_w": 20,
         "work_starved": True,
         "batch_api": "http://127.0.0.1:8090/v1",
-        "batches": {"queued": 2, "requests_left": 40, "next_deadline": "2026-11-24T06:00:00+00:00", "due": True},
+        "batches": {
+            "queued": 2,
+            "in_progress": 1,
+            "requests_left": 40,
+            "next_deadline": "2026-11-24T06:00:00+00:00",
+            "due": True,
+        },
     }
     text = describe_state(state, node_id="n", online=True)
-    assert (
-        "batches: 2 open, 40 request(s) left, next deadline 2026-11-24T06:00:00+00:00; running for a deadline" in text
-    )
+    assert "batches: 2 queued, 1 in progress, 40 request(s) left, next deadline 2026-11-24T06:00:00+00:00" in text
+    assert "running for a deadline" in text
     assert "heat wanted but no work queued" in text
     assert "batches" not in describe_state({"mode": "heat"}, node_id="n", online=True)

@@ -49,7 +49,8 @@ CANCELLED = {"code": "batch_cancelled", "message": "This request was not execute
 class BatchSummary:
     """For the state: what waits, and the nearest deadline."""
 
-    queued: int  # batches validated and not finished
+    queued: int  # batches validated, none of their requests started yet
+    in_progress: int  # batches with requests started or done, not finished
     requests_left: int
     in_flight: int
     next_deadline: int | None  # Unix seconds
@@ -60,6 +61,7 @@ class BatchSummary:
         deadline = self.next_deadline
         return {
             "queued": self.queued,
+            "in_progress": self.in_progress,
             "requests_left": self.requests_left,
             "in_flight": self.in_flight,
             "next_deadline": datetime.fromtimestamp(deadline, UTC).isoformat() if deadline is not None else None,
@@ -89,6 +91,7 @@ class BatchQueue:
         self._in_flight: dict[tuple[str, int], tuple[str, float]] = {}  # (batch, line) → (gpu, busy since)
         self._busy_s: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # gpu → batch → s run
         self._urgent: set[str] = set()
+        self._started: set[str] = set()  # batches that have had a request taken
         self._energy: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         self._listeners: list[Callable[[], None]] = []
         self._finalizing_since: dict[str, float] = {}
@@ -107,6 +110,7 @@ class BatchQueue:
         """Load what was queued before a restart (in-flight requests were not recorded: they run again)."""
         for req in self.store.queued_requests():
             self._push(req)
+        self._started.update(r["id"] for r in self.store.batches_in("in_progress") if r["completed"] + r["failed"] > 0)
         if self._left:
             _LOGGER.info("batch: %d request(s) of %d batch(es) queued", sum(self._left.values()), len(self._left))
         self.maintain()
@@ -166,6 +170,7 @@ class BatchQueue:
                 return None
             req = heapq.heappop(self._heap)[3]
             self._in_flight[(req.batch_id, req.line)] = (gpu_id, self._mono_fn())
+            self._started.add(req.batch_id)
             return req
 
     def release(self, req: QueuedRequest) -> None:
@@ -260,7 +265,8 @@ class BatchQueue:
         with self._lock:
             open_ids = [b for b, n in self._left.items() if n > 0 and b not in self._closed]
             return BatchSummary(
-                queued=len(open_ids),
+                queued=sum(1 for b in open_ids if b not in self._started),
+                in_progress=sum(1 for b in open_ids if b in self._started),
                 requests_left=sum(self._left[b] for b in open_ids),
                 in_flight=len(self._in_flight),
                 next_deadline=min((self._deadline[b] for b in open_ids), default=None),
@@ -336,6 +342,7 @@ class BatchQueue:
             self._left.pop(batch_id, None)
             self._deadline.pop(batch_id, None)
             self._urgent.discard(batch_id)
+            self._started.discard(batch_id)
             self._finalizing_since.pop(batch_id, None)
             self._heap = [item for item in self._heap if item[3].batch_id != batch_id]
             heapq.heapify(self._heap)
