@@ -360,3 +360,15 @@ def test_an_embeddings_batch_gets_an_answer_or_the_servers_error_for_every_line(
                 assert (status == 200) == (file_id == done.output_file_id)
     assert sorted(seen) == ["e0", "e1", "e2"]
     assert done.request_counts.completed + done.request_counts.failed == 3
+
+
+def test_an_address_in_use_is_reported_and_control_goes_on(node: Node, probe: Probe) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", node.port)):
+        svc = node.start()
+        assert svc.batch_api is not None and svc.batch_api.error
+        node.room(probe, 18.0, 21.0)
+        snap = svc.tick()
+        assert snap.failsafe is None and snap.gpus["gpu0"].level == 1.0
+        assert str(snap.extra["batch_api"]).startswith("error:")

@@ -307,6 +307,8 @@ class BatchApiServer:
             self._loop.run_until_complete(self._open())
         except OSError as exc:
             self.error = str(exc)
+            self._loop.run_until_complete(self._close())
+            self._loop.close()
             self._ready.set()
             return
         self._ready.set()
