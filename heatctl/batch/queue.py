@@ -364,7 +364,8 @@ class BatchQueue:
         assert row is not None
         for line, custom_id, url, body in requests:
             self._push(QueuedRequest(batch_id, line, custom_id, url, body, row["expires_at"], row["seq"]))
-        _LOGGER.info("batch %s: %d request(s) queued, due %s", batch_id, len(requests), row["expires_at"])
+        due = datetime.fromtimestamp(row["expires_at"], UTC).astimezone().isoformat(timespec="minutes")
+        _LOGGER.info("batch %s: %d request(s) queued, due %s", batch_id, len(requests), due)
         self._notify()
 
 
