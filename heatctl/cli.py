@@ -86,7 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--scenario", type=Path, default=None, help="scenario YAML (default: a cold week)")
     sim.add_argument("-c", "--config", type=Path, default=None, help="config YAML whose control settings to use")
     sim.add_argument(
-        "--controller", choices=("heatctl", "hysteresis", "dutycycle"), default="heatctl", help="who controls"
+        "--controller",
+        choices=("heatctl", "hysteresis", "dutycycle", "main-only", "side-by-side"),
+        default="heatctl",
+        help="who controls (main-only, side-by-side: baselines beside a scenario's main_heating)",
     )
     sim.add_argument("--out", type=Path, default=Path("sim-out"), help="output directory")
     sim.add_argument("--zone", default=None, help="the zone of the config to simulate (when it has several)")

@@ -103,6 +103,64 @@ class ControlConfig(_Strict):
         return self.interval_s / 4.0
 
 
+class SwitchConfig(_Strict):
+    """An on/off heater heatctl switches itself: a Home Assistant switch or an MQTT relay."""
+
+    entity: str | None = None  # switch.heater (switch.turn_on / turn_off)
+    topic: str | None = None  # an MQTT command topic (Tasmota cmnd/…/POWER, Shelly …/command, zigbee2mqtt …/set)
+    on: str = "ON"
+    off: str = "OFF"
+    hysteresis_k: Annotated[float, Field(gt=0, le=5)] = 0.3
+    min_on_min: Annotated[float, Field(ge=0)] = 10.0
+    min_off_min: Annotated[float, Field(ge=0)] = 10.0
+    give_back: Literal["on", "off"] = "on"  # its state when heatctl lets go (on: its own thermostat rules)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.entity is None) == (self.topic is None):
+            raise ValueError("give exactly one of 'entity' (Home Assistant) or 'topic' (MQTT)")
+        return self
+
+
+class MainHeatingConfig(_Strict):
+    """The heating the room already has, steered as the second stage and given back on every exit."""
+
+    trv: str | None = None  # zigbee2mqtt/office_trv: occupied_heating_setpoint through <trv>/set
+    entity: str | None = None  # climate.office_radiator: climate.set_temperature
+    topic: str | None = None  # a generic MQTT setpoint command topic (°C as plain text)
+    switch: SwitchConfig | None = None
+    offset_k: Annotated[float, Field(ge=0, le=15)] = 1.5  # held back: its setpoint = target - offset_k
+    engage_k: Annotated[float, Field(gt=0, le=5)] = 0.3  # released when the room is this far below target ...
+    engage_after_min: Annotated[float, Field(ge=0)] = 20.0  # ... for this long with the GPUs at capacity
+    hold_after_min: Annotated[float, Field(ge=0)] = 30.0  # held back again after the GPUs had headroom this long
+    max_switches_per_day: Annotated[int, Field(ge=2)] = 12
+    min_setpoint_c: float = 5.0  # the lowest setpoint it accepts
+    prefer: Literal["gpu", "cheapest"] = "gpu"
+    cop: Annotated[float, Field(gt=0)] | None = None
+    cost_per_kwh_heat: Annotated[float, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if sum(x is not None for x in (self.trv, self.entity, self.topic, self.switch)) != 1:
+            raise ValueError("give exactly one of 'trv', 'entity', 'topic' or 'switch'")
+        if self.entity is not None and not self.entity.startswith("climate."):
+            raise ValueError(f"'entity' must be a climate entity (climate.…), not {self.entity!r}")
+        if self.prefer == "cheapest":
+            raise ValueError("prefer: cheapest needs the planner and a tariff, which this version does not have")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "trv" if self.trv else "entity" if self.entity else "topic" if self.topic else "switch"
+
+    @property
+    def device(self) -> str:
+        """What it steers, for messages."""
+        if self.switch is not None:
+            return self.switch.entity or str(self.switch.topic)
+        return str(self.trv or self.entity or self.topic)
+
+
 class ZoneConfig(_Strict):
     name: Annotated[str, Field(pattern=_NODE_ID_RE)]
     temperature: SourceConfig
@@ -113,6 +171,7 @@ class ZoneConfig(_Strict):
     power_meter: SourceConfig | None = None  # wall-plug meter: true heat output
     control: ControlConfig = ControlConfig()
     gpus: list[str] = Field(min_length=1)
+    main_heating: MainHeatingConfig | None = None
 
     SOURCE_FIELDS: ClassVar[tuple[str, ...]] = (
         "temperature",

@@ -28,6 +28,8 @@ DESIGN_COLUMNS = [
     "mode",
     "failsafe",
     "price_per_kwh",  # added after DESIGN's columns
+    "main_w",
+    "main_setpoint_c",
 ]
 DESIGN_KPIS = {
     "rms_error_k",

@@ -51,8 +51,18 @@ class DutyCycleController(NodeController):
         return GpuCommand(target_w=target_w, power_limit_w=caps.max_limit_w, level=1.0 if on else 0.0, regime="duty")
 
 
+class MainOnlyController(NodeController):
+    """The GPU idle: the room's main heating alone, at the user's setpoint (a house without heatctl)."""
+
+    def _demand(self, name: str, zin: ZoneInputs, now_s: float) -> ZoneDemand:
+        return ZoneDemand(demand_w=0.0)
+
+
 CONTROLLERS: dict[str, type[NodeController]] = {
     "heatctl": NodeController,
     "hysteresis": HysteresisController,
     "dutycycle": DutyCycleController,
+    "main-only": MainOnlyController,
+    "side-by-side": NodeController,  # heatctl as today, next to the main heating at the user's setpoint
 }
+STEERS_MAIN_HEATING = frozenset({"heatctl"})  # the others leave the main heating at the user's setpoint

@@ -33,6 +33,9 @@ KPI_UNITS = {
     "work_per_kwh": "units/kWh",
     "limit_writes_per_h": "1/h",
     "cost": "currency",
+    "main_kwh": "kWh",
+    "gpu_heat_share": "share",
+    "main_switches_per_day": "1/day",
     "batches": "batches",
     "batches_on_time": "batches",
     "batch_kwh": "kWh",
@@ -85,26 +88,46 @@ def kpis(result: SimResult) -> dict[str, float]:
     # cooling down after a setback with the GPU idle.
     heating = added_w > 1.0
     price = s["price_per_kwh"][after]
+    return (
+        {
+            "rms_error_k": float(np.sqrt(np.mean(err**2))) if err.size else math.nan,
+            "steady_hours": float(steady.sum() * step_s / 3600.0),
+            "occupied_rms_error_k": float(np.sqrt(np.mean(occupied_err**2))) if occupied_err.size else math.nan,
+            "occupied_hours": float(occupied.sum() * step_s / 3600.0),
+            "max_overshoot_k": float(max(err.max(), 0.0)) if err.size else math.nan,
+            "discomfort_kh": float(np.maximum(sp - 0.5 - room, 0).sum() * step_s / 3600.0),
+            "overheat_kh": float((np.maximum(room - sp - OVERHEAT_BAND_K, 0) * heating).sum() * step_s / 3600.0),
+            "energy_kwh": energy_kwh,
+            "backup_kwh": float(backup_w.sum() * step_s / j_per_kwh),
+            "added_kwh": added_kwh,
+            "heat_reused_kwh": reused_kwh,
+            "erf": reused_kwh / added_kwh if added_kwh > 0 else math.nan,
+            "work_done": work_done,
+            "work_per_kwh": work_done / energy_kwh if energy_kwh > 0 else math.nan,
+            "limit_writes_per_h": float(np.count_nonzero(np.diff(limit) != 0) / hours),
+            "cost": float(((gpu_w + backup_w) * price).sum() * step_s / j_per_kwh)
+            if not np.isnan(price).any()
+            else math.nan,
+        }
+        | (result.batches.kpis(result.scenario.duration_h * 3600.0) if result.batches is not None else {})
+        | _main_kpis(result, after, gpu_w, backup_w)
+    )
+
+
+def _main_kpis(result: SimResult, after: BoolArray, gpu_w: FloatArray, backup_w: FloatArray) -> dict[str, float]:
+    """With a main heating in the scenario: its energy, the GPU's share of all heat, stage switches per day."""
+    if result.scenario.main_heating is None:
+        return {}
+    step_s = result.scenario.step_s
+    main_kwh = float(result.series["main_w"][after].sum() * step_s / 3.6e6)
+    gpu_kwh = float(gpu_w.sum() * step_s / 3.6e6)
+    total = gpu_kwh + main_kwh + float(backup_w.sum() * step_s / 3.6e6)
+    days = max(float(after.sum()) * step_s / 86400.0, 1e-9)
     return {
-        "rms_error_k": float(np.sqrt(np.mean(err**2))) if err.size else math.nan,
-        "steady_hours": float(steady.sum() * step_s / 3600.0),
-        "occupied_rms_error_k": float(np.sqrt(np.mean(occupied_err**2))) if occupied_err.size else math.nan,
-        "occupied_hours": float(occupied.sum() * step_s / 3600.0),
-        "max_overshoot_k": float(max(err.max(), 0.0)) if err.size else math.nan,
-        "discomfort_kh": float(np.maximum(sp - 0.5 - room, 0).sum() * step_s / 3600.0),
-        "overheat_kh": float((np.maximum(room - sp - OVERHEAT_BAND_K, 0) * heating).sum() * step_s / 3600.0),
-        "energy_kwh": energy_kwh,
-        "backup_kwh": float(backup_w.sum() * step_s / j_per_kwh),
-        "added_kwh": added_kwh,
-        "heat_reused_kwh": reused_kwh,
-        "erf": reused_kwh / added_kwh if added_kwh > 0 else math.nan,
-        "work_done": work_done,
-        "work_per_kwh": work_done / energy_kwh if energy_kwh > 0 else math.nan,
-        "limit_writes_per_h": float(np.count_nonzero(np.diff(limit) != 0) / hours),
-        "cost": float(((gpu_w + backup_w) * price).sum() * step_s / j_per_kwh)
-        if not np.isnan(price).any()
-        else math.nan,
-    } | (result.batches.kpis(result.scenario.duration_h * 3600.0) if result.batches is not None else {})
+        "main_kwh": main_kwh,
+        "gpu_heat_share": gpu_kwh / total if total > 0 else math.nan,
+        "main_switches_per_day": result.main_switches / days if result.main_switches is not None else math.nan,
+    }
 
 
 def _cost(power_w: FloatArray, price_per_kwh: FloatArray, step_s: float) -> float:

@@ -18,8 +18,10 @@ from heatctl.control.efficiency import GpuCaps
 from heatctl.control.safety import Reading, ZoneInputs
 from heatctl.errors import ConfigError
 from heatctl.gpu.sim import SimGpuModel
-from heatctl.sim.baselines import CONTROLLERS
+from heatctl.mainheat.cascade import Cascade, MainCommand
+from heatctl.sim.baselines import CONTROLLERS, STEERS_MAIN_HEATING
 from heatctl.sim.batches import SimBatches
+from heatctl.sim.mainheat import MainHeaterPlant
 from heatctl.sim.scenario import Scenario, Schedule
 
 FloatArray = npt.NDArray[np.float64]
@@ -38,6 +40,8 @@ COLUMNS = (
     "mode",
     "failsafe",
     "price_per_kwh",  # DESIGN's columns first, in their order; additions after them
+    "main_w",
+    "main_setpoint_c",
 )
 
 
@@ -60,6 +64,7 @@ class SimResult:
     failsafe: list[str]
     idle_w: float
     batches: SimBatches | None = None
+    main_switches: int | None = None  # the cascade's stage changes, when heatctl steered the main heating
 
 
 def default_config() -> Config:
@@ -103,6 +108,13 @@ def simulate(
     tariff = scenario.build_tariff(base_dir)
     batches = scenario.build_batches()
     work_due: dict[str, float] = {}
+    main_plant = MainHeaterPlant(scenario.main_heating) if scenario.main_heating is not None else None
+    cascade = (
+        Cascade(zone.main_heating)
+        if main_plant is not None and zone.main_heating is not None and controller in STEERS_MAIN_HEATING
+        else None
+    )
+    main_cmd: MainCommand | None = None
     schedule = Schedule(scenario.schedule, scenario.start)
     windows = [e.span_s for e in scenario.events if e.window_open_min]
     mode_off = [e.span_s for e in scenario.events if e.mode_off_min]
@@ -146,7 +158,7 @@ def simulate(
                 zones={
                     zone.name: ZoneInputs(
                         temperature=temp_reading,
-                        setpoint=Reading(value=setpoint_c, at_s=t),
+                        setpoint=Reading(value=main_cmd.gpu_target_c if main_cmd else setpoint_c, at_s=t),
                         window_open=Reading(value=1.0 if window_open else 0.0, at_s=t),
                         outdoor=Reading(value=outdoor_c, at_s=t),
                         temperature_stale_s=zone.temperature.stale_after_s,
@@ -161,6 +173,17 @@ def simulate(
                 limits[g], levels[g] = out.gpus[g].power_limit_w, out.gpus[g].level
             demand_w = out.zones[zone.name].demand_w
             failsafe = out.failsafe or ""
+            if cascade is not None:
+                zout = out.zones[zone.name]
+                main_cmd = cascade.update(
+                    t,
+                    room_c=temp_reading.value,
+                    target_c=setpoint_c,
+                    user_c=setpoint_c,
+                    demand_w=zout.demand_w,
+                    capacity_w=zout.capacity_w,
+                    failsafe=zout.failsafe or (None if mode == "heat" else "heatctl off"),
+                )
             next_tick_s += interval_s
             if next_tick_s <= t:
                 next_tick_s = t + interval_s
@@ -180,6 +203,15 @@ def simulate(
                 backup_on = False
             backup_w = backup.power_w if backup_on else 0.0
         work_done += work_rate * step_s
+        main_w, main_sp = 0.0, math.nan
+        if main_plant is not None:
+            if main_cmd is None:  # not steered: its own thermostat at the user's setpoint
+                main_sp, enabled = setpoint_c, True
+            elif main_cmd.on is None:
+                main_sp, enabled = main_cmd.setpoint_c or setpoint_c, True
+            else:  # a relay heatctl switches; the heater's own thermostat stays at the user's setpoint
+                main_sp, enabled = (setpoint_c, True) if main_cmd.on else (math.nan, False)
+            main_w = main_plant.power_w(t, room.air_c, main_sp if enabled else None, enabled)
         if batches is not None:
             wanted = room.air_c <= setpoint_c + WANTED_BAND_K
             batches.run(t, step_s, work_rate * step_s, gpu_w * step_s, heat_wanted=wanted)
@@ -199,10 +231,12 @@ def simulate(
         for name, value in zip(COLUMNS, row, strict=False):
             cols[name][k] = value
         cols["price_per_kwh"][k] = tariff.at(t) if tariff is not None else math.nan
+        cols["main_w"][k] = main_w
+        cols["main_setpoint_c"][k] = main_sp
         modes.append(mode)
         failsafes.append(failsafe)
         window_w = scenario.room.window_ua_w_per_k * (room.air_c - outdoor_c) if window_open else 0.0
-        room.step(step_s, gpu_w + backup_w + scenario.room.gains_w - window_w, outdoor_c)
+        room.step(step_s, gpu_w + backup_w + main_w + scenario.room.gains_w - window_w, outdoor_c)
         if progress is not None and k % report_every == 0:
             progress(k / n)
     if progress is not None:
@@ -215,6 +249,7 @@ def simulate(
         failsafe=failsafes,
         idle_w=scenario.gpu.idle_w * len(gpu_ids),
         batches=batches,
+        main_switches=cascade.switches_total if cascade is not None else None,
     )
 
 

@@ -140,6 +140,14 @@ class TariffPeriod(_Strict):
         return _minute_of_day(self.from_), _minute_of_day(self.to)
 
 
+class MainHeatingPlantConfig(_Strict):
+    """The room's own heating: a heater with its own thermostat (at the setpoint it is given)."""
+
+    power_w: Annotated[float, Field(gt=0)] = 1000.0
+    hysteresis_k: Annotated[float, Field(gt=0)] = 0.3
+    min_cycle_min: Annotated[float, Field(ge=0)] = 10.0  # at least this long on or off
+
+
 class BatchArrivalConfig(_Strict):
     """Batch work arriving: ``requests`` × ``work_per_request`` (the GPU's work units), due ``window_h`` later."""
 
@@ -184,6 +192,7 @@ class Scenario(_Strict):
     events: list[EventConfig] = []
     tariff: TariffConfig | None = None  # for the cost KPI and the plot's footer
     batches: list[BatchArrivalConfig] = []  # batch work with deadlines (the Batch API's queue)
+    main_heating: MainHeatingPlantConfig | None = None  # steered through the config's zone main_heating
 
     def build_batches(self) -> SimBatches | None:
         if not self.batches:

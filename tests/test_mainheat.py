@@ -1,0 +1,138 @@
+"""The main-heating cascade (pure) and the simulator's main heating and baselines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from heatctl.config import Config, MainHeatingConfig
+from heatctl.mainheat.cascade import GIVEN_BACK, HELD, PUSH_K, RELEASED, Cascade
+from heatctl.sim.report import kpis
+from heatctl.sim.runner import simulate
+from heatctl.sim.scenario import Scenario
+
+CAP_W = 260.0
+
+
+def step(c: Cascade, t: float, room: float, target: float = 21.0, demand: float = CAP_W, **kw: Any) -> Any:
+    return c.update(
+        t,
+        room_c=room,
+        target_c=target,
+        user_c=kw.get("user", 21.0),
+        demand_w=demand,
+        capacity_w=CAP_W,
+        failsafe=kw.get("failsafe"),
+    )
+
+
+def test_held_until_the_gpus_fall_behind_long_enough_then_released_then_held_again() -> None:
+    c = Cascade(MainHeatingConfig(trv="zigbee2mqtt/trv"))
+    cmd = step(c, 0, 20.9)
+    assert cmd.stage == HELD and cmd.setpoint_c == 19.5 and cmd.gpu_target_c == 21.0  # target − 1.5
+    for t in range(60, 20 * 60, 60):  # 0.4 K behind at full power: 0.4 × t ≥ 0.3 × 20 min after 15 min
+        cmd = step(c, t, 20.6)
+    assert cmd.stage == RELEASED and cmd.setpoint_c == 21.0 and cmd.gpu_target_c == 21.0 + PUSH_K
+    start = 20 * 60
+    for t in range(start, start + 29 * 60, 60):  # warm from the GPUs alone, but not yet for 30 min
+        cmd = step(c, t, 21.35, demand=100.0)
+    assert cmd.stage == RELEASED
+    t = start + 29 * 60
+    cmd = step(c, t + 120, 21.35, demand=100.0)
+    assert cmd.stage == HELD and cmd.setpoint_c == 19.5
+    assert c.switches_today(t + 120) == 2
+
+
+def test_a_big_deficit_releases_within_minutes_a_small_one_waits() -> None:
+    big, small = Cascade(MainHeatingConfig(trv="t")), Cascade(MainHeatingConfig(trv="t"))
+    for t in range(0, 5 * 60, 30):
+        big_cmd, small_cmd = step(big, t, 18.0), step(small, t, 20.65)
+    assert big_cmd.stage == RELEASED  # 3 K behind: 3 × 4.5 min > 0.3 × 20 min
+    assert small_cmd.stage == HELD
+    assert step(small, 400, 20.65, demand=CAP_W * 0.5).stage == HELD  # the GPUs have headroom: no release
+
+
+def test_any_failsafe_gives_the_users_setpoint_back_and_good_inputs_take_it_again() -> None:
+    c = Cascade(MainHeatingConfig(trv="t", offset_k=2.0))
+    assert step(c, 0, 20.0).stage == HELD
+    cmd = step(c, 60, 20.0, user=22.5, failsafe="office: window open")
+    assert (cmd.stage, cmd.setpoint_c, cmd.reason) == (GIVEN_BACK, 22.5, "office: window open")
+    cmd = c.update(120, room_c=None, target_c=21.0, user_c=22.5, demand_w=0, capacity_w=CAP_W, failsafe=None)
+    assert cmd.stage == GIVEN_BACK and cmd.setpoint_c == 22.5
+    assert step(c, 180, 20.0).stage == HELD
+
+
+def test_an_on_off_heater_keeps_its_minimum_times_and_is_given_back_on() -> None:
+    c = Cascade(MainHeatingConfig(switch={"entity": "switch.heater", "min_on_min": 10, "min_off_min": 10}))
+    assert step(c, 0, 21.0).on is False  # held: off
+    for t in range(0, 3 * 60, 30):
+        cmd = step(c, t, 17.0)
+    assert cmd.stage == RELEASED and cmd.on is True
+    assert step(c, 240, 21.4, demand=0).on is True  # warm, but on for less than 10 min
+    assert step(c, 800, 21.4, demand=0).on is False
+    assert step(c, 830, 17.0).on is False  # cold again, but off for less than 10 min
+    assert step(c, 1500, 17.0).on is True
+    assert step(c, 1530, 17.0, failsafe="heatctl off").on is True  # give_back: on (its own thermostat rules)
+
+
+def test_switches_are_bounded_per_day_staying_released() -> None:
+    c = Cascade(MainHeatingConfig(trv="t", engage_after_min=0.0, hold_after_min=0.0, max_switches_per_day=4))
+    t = 0.0
+    stages = []
+    for _ in range(10):
+        stages.append(step(c, t, 19.0).stage)  # behind: released at once
+        t += 60
+        step(c, t, 19.0)
+        stages.append(step(c, t + 1, 21.5, demand=0).stage)  # warm: held at once, while the budget lasts
+        t += 60
+    assert c.switches_today(t) == 3 and stages[-1] == RELEASED  # r, h, r: a 4th (hold) would leave no release
+    assert step(c, t + 86400, 21.5, demand=0).stage == HELD  # a day later the budget is back
+
+
+def scenario(**kw: Any) -> Scenario:
+    base: dict[str, Any] = {
+        "duration_h": 48,
+        "step_s": 60,
+        "weather": {"constant_c": 0.0},
+        "room": {"model": "1r1c", "c_j_per_k": 3.0e6, "r_k_per_w": 0.06, "initial_c": 20.5},
+        "schedule": [{"at": "00:00", "setpoint_c": 21.0}],
+        "gpu": {"max_limit_w": 260, "work_at_w": [[100, 40], [260, 84]]},
+        "main_heating": {"power_w": 1000, "hysteresis_k": 0.3, "min_cycle_min": 10},
+    }
+    return Scenario.model_validate(base | kw)
+
+
+def config(main_heating: dict[str, Any] | None) -> Config:
+    zone: dict[str, Any] = {"name": "room", "temperature": {"topic": "t"}, "setpoint": {"topic": "s"}, "gpus": ["gpu0"]}
+    if main_heating is not None:
+        zone["main_heating"] = main_heating
+    return Config.model_validate({"mqtt": None, "zones": [zone], "gpus": [{"id": "gpu0", "backend": "sim"}]})
+
+
+@pytest.mark.parametrize("kind", [{"trv": "zigbee2mqtt/trv"}, {"switch": {"topic": "cmnd/heater/POWER"}}])
+def test_the_simulated_cascade_lets_the_gpu_go_first_beside_the_baselines(kind: dict[str, Any]) -> None:
+    scen = scenario()  # 21 K × 16.7 W/K = 350 W: more than the GPU's 260 W
+    cfg = config(kind)
+    main_only = kpis(simulate(scen, cfg, controller="main-only"))
+    side = kpis(simulate(scen, cfg, controller="side-by-side"))
+    result = simulate(scen, cfg, controller="heatctl")
+    steered = kpis(result)
+    assert main_only["energy_kwh"] < 1.2  # the GPU idles (20 W)
+    assert steered["gpu_heat_share"] > side["gpu_heat_share"] > main_only["gpu_heat_share"]
+    assert steered["main_kwh"] < side["main_kwh"] < main_only["main_kwh"]
+    assert steered["discomfort_kh"] <= main_only["discomfort_kh"] + 0.2
+    assert steered["main_switches_per_day"] <= 12
+    assert result.main_switches is not None and result.main_switches >= 1  # it did release the radiator
+    main_w = result.series["main_w"]
+    gpu_w = result.series["gpu_power_w"]
+    on = main_w > 0
+    assert (gpu_w[on] >= 250).mean() > 0.95  # the radiator runs only while the GPU is flat out
+
+
+def test_a_room_the_gpu_can_hold_never_needs_the_main_heating() -> None:
+    room = {"model": "1r1c", "c_j_per_k": 3.0e6, "r_k_per_w": 0.06, "initial_c": 21.0}
+    result = simulate(scenario(weather={"constant_c": 10.0}, room=room), config({"trv": "t"}))
+    k = kpis(result)
+    assert k["main_kwh"] == 0.0 and k["gpu_heat_share"] == 1.0
+    assert result.main_switches == 0
