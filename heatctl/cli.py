@@ -229,7 +229,12 @@ def _restore(path: Path) -> int:
             done += restore_recorded_limits(state_dir)
         except HeatctlError as exc:
             done.append(f"cannot restore power limits: {exc}")
-    print("\n".join(done) if done else "nothing left behind: no power limits to restore, no paused workloads")
+    if any(z.main_heating is not None for z in cfg.zones):
+        from heatctl.mainheat.steer import give_back_recorded
+
+        done += give_back_recorded(cfg, state_dir)
+    nothing = "nothing left behind: no power limits to restore, no paused workloads, no main heating held back"
+    print("\n".join(done) if done else nothing)
     return EXIT_RUNTIME if any("cannot" in line for line in done) else EXIT_OK
 
 

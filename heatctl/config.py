@@ -126,6 +126,7 @@ class MainHeatingConfig(_Strict):
     """The heating the room already has, steered as the second stage and given back on every exit."""
 
     trv: str | None = None  # zigbee2mqtt/office_trv: occupied_heating_setpoint through <trv>/set
+    trv_key: str = "occupied_heating_setpoint"  # current_heating_setpoint on many Tuya TRVs
     entity: str | None = None  # climate.office_radiator: climate.set_temperature
     topic: str | None = None  # a generic MQTT setpoint command topic (°C as plain text)
     switch: SwitchConfig | None = None
@@ -154,6 +155,15 @@ class MainHeatingConfig(_Strict):
         return "trv" if self.trv else "entity" if self.entity else "topic" if self.topic else "switch"
 
     @property
+    def readback(self) -> SourceConfig | None:
+        """Where it reports its own setpoint (trv, entity): how heatctl tells a person's change from its own."""
+        if self.trv is not None:
+            return SourceConfig(topic=self.trv, json_path=self.trv_key, stale_after_s=86400.0)
+        if self.entity is not None:
+            return SourceConfig(entity=self.entity, attribute="temperature", stale_after_s=86400.0)
+        return None
+
+    @property
     def device(self) -> str:
         """What it steers, for messages."""
         if self.switch is not None:
@@ -180,7 +190,13 @@ class ZoneConfig(_Strict):
         "window",
         "outdoor_temperature",
         "power_meter",
+        "main_setpoint",
     )
+
+    @property
+    def main_setpoint(self) -> SourceConfig | None:
+        """The main heating's own setpoint as it reports it (derived from ``main_heating``)."""
+        return self.main_heating.readback if self.main_heating is not None else None
 
     def sources(self) -> Iterator[tuple[str, SourceConfig]]:
         """(field name, source) for every source this zone configures."""
@@ -572,6 +588,14 @@ def _cross_references(data: dict[str, Any]) -> list[tuple[Path_, str]]:
                 problems.append((("zones", i, "gpus", j), f"gpu {gpu_id} is already in zone {owner[gpu_id]}"))
             else:
                 owner[str(gpu_id)] = name
+        main = zone.get("main_heating")
+        if isinstance(main, dict):
+            switch: dict[str, Any] = main["switch"] if isinstance(main.get("switch"), dict) else {}
+            if (main.get("entity") or switch.get("entity")) and data.get("homeassistant") is None:
+                needs = "steers a Home Assistant entity: needs a 'homeassistant:' section"
+                problems.append((("zones", i, "main_heating"), needs))
+            if (main.get("trv") or main.get("topic") or switch.get("topic")) and data.get("mqtt", {}) is None:
+                problems.append((("zones", i, "main_heating"), "steers an MQTT device: needs the 'mqtt:' section"))
         if data.get("homeassistant") is None:
             for field in ZoneConfig.SOURCE_FIELDS:
                 source = zone.get(field)

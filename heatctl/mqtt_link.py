@@ -107,6 +107,16 @@ class MqttLink:
     def publish(self, topic: str, payload: str | bytes, *, retain: bool = False, qos: int = 0) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain)
 
+    def publish_wait(self, topic: str, payload: str | bytes, timeout_s: float = 5.0) -> bool:
+        """QoS 1, waited for: whether the broker has it (for messages that are the last word on exit)."""
+        try:
+            info = self._client.publish(topic, payload, qos=1)
+            info.wait_for_publish(timeout_s)
+            return bool(info.is_published())
+        except (RuntimeError, ValueError) as exc:
+            _LOGGER.warning("publishing to %s failed: %s", topic, exc)
+            return False
+
     # --- paho callbacks, on the network thread --------------------------------------
 
     def _on_connect(

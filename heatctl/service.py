@@ -12,6 +12,7 @@ part here. Network threads (paho, the Home Assistant poller) only put readings i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -44,6 +45,7 @@ from heatctl.workloads.registry import WorkloadContext, open_workload
 if TYPE_CHECKING:
     from heatctl.batch.api import BatchApiServer
     from heatctl.batch.queue import BatchQueue
+    from heatctl.mainheat.steer import Held, ZoneMainHeating
     from heatctl.sources.homeassistant import HomeAssistantPoller
 
 _LOGGER = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ class Service:
         self.outputs: MqttOutputs | None = None
         self.poller: HomeAssistantPoller | None = None
         self.batches: BatchQueue | None = None
+        self.main: dict[str, ZoneMainHeating] = {}  # zone → its main heating, when heatctl steers one
+        self._held: dict[str, Held] = {}
         self.batch_api: BatchApiServer | None = None
         self.controller: NodeController | None = None
         self.snapshot: NodeSnapshot | None = None
@@ -138,6 +142,7 @@ class Service:
             self.link.start()
         elif any(src.topic for z in self.cfg.zones for _, src in zone_sources(z)):
             _LOGGER.warning("sources read MQTT topics but there is no 'mqtt:' section: they will never report")
+        self._open_main_heating()
         if self.cfg.homeassistant is not None:
             from heatctl.sources.homeassistant import HomeAssistantPoller
 
@@ -170,6 +175,40 @@ class Service:
         )
         self.batch_api = BatchApiServer(api, api_cfg.host, api_cfg.port)
         self.batch_api.start()
+
+    def _open_main_heating(self) -> None:
+        """Each zone's main heating, with what a previous run kept of the user's setpoint."""
+        from heatctl.mainheat.devices import open_device
+        from heatctl.mainheat.steer import Held, ZoneMainHeating, load_held
+
+        zones = [z for z in self.cfg.zones if z.main_heating is not None]
+        if not zones:
+            return
+        self._held = load_held(self.state_dir)
+        link = self.link
+
+        def publish(topic: str, payload: str) -> bool:
+            if link is None:
+                return False
+            link.publish(topic, payload, qos=1)
+            return True
+
+        def publish_wait(topic: str, payload: str) -> bool:
+            return link is not None and link.publish_wait(topic, payload)
+
+        for zone in zones:
+            assert zone.main_heating is not None
+            held = self._held.setdefault(zone.name, Held())
+            device = open_device(zone.main_heating, self.cfg, publish, publish_wait)
+            self.main[zone.name] = ZoneMainHeating(zone, device, held, on_change=self._save_held, time_fn=self.clock)
+
+    def _save_held(self) -> None:
+        from heatctl.mainheat.steer import save_held
+
+        try:
+            save_held(self.state_dir, self._held)
+        except OSError as exc:
+            _LOGGER.error("cannot keep the main heating's state in %s: %s", self.state_dir, exc)
 
     def _gpu_opener(self, gcfg: GpuConfig) -> Callable[[], Gpu]:
         given = self._given_gpus.get(gcfg.id)
@@ -209,7 +248,8 @@ class Service:
             self.clock.wait(self.inbox.wake, next_tick_s - self.clock())
 
     def shutdown(self) -> None:
-        """Every exit path: workloads to their exit state, GPUs to their original limits, offline."""
+        """Every exit path: main heating given back, workloads to their exit state, GPUs to their limits, offline."""
+        self.give_back_main_heating()
         for act in self.actuators.values():
             act.stop()
         if self.batch_api is not None:
@@ -236,7 +276,7 @@ class Service:
         now_s = self.clock()
         dt_s = 0.0 if self._last_tick_s is None else now_s - self._last_tick_s
         self._last_tick_s = now_s
-        zones = {z: self.store.zone_inputs(z, self.zone_modes[z]) for z in self.zone_modes}
+        zones = self._main_targets({z: self.store.zone_inputs(z, self.zone_modes[z]) for z in self.zone_modes})
         metered_w = self._metered_w(now_s)
         observed = {gid: act.observe(metered=self._zone_of[gid] in metered_w) for gid, act in self.actuators.items()}
         if any(act.just_opened for act in self.actuators.values()):
@@ -259,9 +299,16 @@ class Service:
             self._account(gid, obs, dt_s, zones[self._zone_of[gid]])
         out = self.controller.step(
             NodeInputs(
-                mode=self.mode, zones=zones, gpus=states, max_power_w=self.max_power_w, work_due=self._work_due()
+                mode=self.mode,
+                zones=self._gpu_targets(zones),
+                gpus=states,
+                max_power_w=self.max_power_w,
+                work_due=self._work_due(),
             )
         )
+        if self.main:
+            self._steer_main(now_s, zones, out, {g: s.fault for g, s in states.items() if s.fault})
+            out = self._user_targets(out, zones)
         if self.batches is not None:
             self.batches.set_heat_wanted(any(z.demand_w > 0 for z in out.zones.values()))
         for gid, cmd in out.gpus.items():
@@ -283,6 +330,63 @@ class Service:
             self._last_persist_s = now_s
         self.ticks += 1
         return snap
+
+    def give_back_main_heating(self) -> None:
+        """The user's own setpoint to every main heating heatctl steered; what failed stays for restore."""
+        for name, main in self.main.items():
+            problem = main.give_back_now()
+            if problem is not None:
+                _LOGGER.error("zone %s: could not give the main heating back (%s): run heatctl restore", name, problem)
+            main.device.close()
+
+    def _main_targets(self, zones: dict[str, ZoneInputs]) -> dict[str, ZoneInputs]:
+        """Zones whose thermostat is the main heating itself: the user's setpoint is the target."""
+        out = dict(zones)
+        for name, main in self.main.items():
+            zin = zones[name]
+            main.observe(self.store.get(name, "main_setpoint"), zin.setpoint)
+            out[name] = dataclasses.replace(zin, setpoint=main.target(zin.setpoint))
+        return out
+
+    def _gpu_targets(self, zones: dict[str, ZoneInputs]) -> dict[str, ZoneInputs]:
+        """What the controller gets: while the main heating helps, the zone's GPUs aim high (flat out)."""
+        out = dict(zones)
+        for name, main in self.main.items():
+            zin = zones[name]
+            if zin.setpoint is not None:
+                room = zin.temperature.value if zin.temperature is not None else None
+                aim = main.cascade.gpu_target(zin.setpoint.value, room)
+                out[name] = dataclasses.replace(zin, setpoint=dataclasses.replace(zin.setpoint, value=aim))
+        return out
+
+    def _steer_main(self, now_s: float, zones: dict[str, ZoneInputs], out: NodeOutput, faults: dict[str, str]) -> None:
+        """The cascade's stage for each zone with main heating, sent to its device."""
+        for name, main in self.main.items():
+            zin, zout = zones[name], out.zones[name]
+            failsafe = zout.failsafe
+            if self.mode != "heat" or self.zone_modes[name] != "heat":
+                failsafe = failsafe or "heatctl off"
+            lost = [g for g in main.zone.gpus if g in faults]
+            failsafe = failsafe or (f"gpu {lost[0]}: {faults[lost[0]]}" if lost else None)
+            cmd = main.cascade.update(
+                now_s,
+                room_c=zin.temperature.value if zin.temperature is not None else None,
+                target_c=zin.setpoint.value if zin.setpoint is not None else None,
+                user_c=main.held.user_setpoint_c,
+                demand_w=zout.demand_w,
+                capacity_w=zout.capacity_w,
+                failsafe=failsafe,
+            )
+            main.apply(cmd)
+
+    @staticmethod
+    def _user_targets(out: NodeOutput, zones: dict[str, ZoneInputs]) -> NodeOutput:
+        """Outputs show the zone's target, not the GPUs' aim."""
+        shown = {}
+        for name, z in out.zones.items():
+            target = zones[name].setpoint
+            shown[name] = dataclasses.replace(z, setpoint_c=target.value if target is not None else None)
+        return dataclasses.replace(out, zones=shown)
 
     def _apply_commands(self) -> None:
         for cmd in self.inbox.drain():
@@ -361,7 +465,8 @@ class Service:
             rejected_commands=self.inbox.rejected,
             extra={"updated": datetime.now(UTC).isoformat(timespec="seconds"), "work_starved": self._work_starved(out)}
             | ({"influx": self.sinks[0].stats()} if self.sinks else {})
-            | (self._batch_state() if self.batches is not None else {}),
+            | (self._batch_state() if self.batches is not None else {})
+            | ({"main_heating": {n: m.status(self.clock()) for n, m in self.main.items()}} if self.main else {}),
         )
 
     def _batch_state(self) -> dict[str, Any]:

@@ -77,7 +77,13 @@ gpus:
         assert self.svc is not None
         probe.publish("room/t", str(temperature_c))
         probe.publish("room/sp", str(setpoint_c))
-        wait_until(lambda: (s := self.svc.store.get("office", "temperature")) and s.value == temperature_c, 5)  # type: ignore[union-attr]
+        store = self.svc.store
+
+        def arrived() -> bool:
+            t, sp = store.get("office", "temperature"), store.get("office", "setpoint")
+            return t is not None and sp is not None and (t.value, sp.value) == (temperature_c, setpoint_c)
+
+        wait_until(arrived, 5, "room readings")
 
     def until(self, batch_id: str, statuses: tuple[str, ...], timeout_s: float = 90, on_tick: Any = None) -> Any:
         """Tick the service (as its loop would) until the batch reaches one of ``statuses``."""

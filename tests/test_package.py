@@ -42,7 +42,7 @@ def test_the_wheel_installs_into_a_clean_venv_and_the_demo_runs(tmp_path: Path) 
     version = subprocess.run([heatctl, "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.strip() == f"heatctl {__version__}"
     demo = subprocess.run(
-        [heatctl, "demo", "--duration", "4", "--speed", "600", "--port", str(free_port())],
+        [heatctl, "demo", "--duration", "8", "--speed", "600", "--port", str(free_port())],
         capture_output=True,
         text=True,
         cwd=tmp_path,  # not the checkout: the installed package alone

@@ -113,6 +113,12 @@ class Cascade:
                 reason = "GPUs at capacity: main heating helps"
         return self._command(now_s, room_c, target_c, reason)
 
+    def gpu_target(self, target_c: float, room_c: float | None) -> float:
+        """What the zone's GPUs aim at: flat out while released, unless the room is already too warm."""
+        if self.stage == RELEASED and room_c is not None and room_c < target_c + PUSH_LIMIT_K:
+            return target_c + PUSH_K
+        return target_c
+
     def _switch(self, now_s: float, stage: str) -> None:
         self.stage = stage
         self._switches.append(now_s)
@@ -121,8 +127,7 @@ class Cascade:
 
     def _command(self, now_s: float, room_c: float, target_c: float, reason: str) -> MainCommand:
         released = self.stage == RELEASED
-        # Flat out while released, but not on a room already too warm (the main heating overshot).
-        gpu_target_c = target_c + PUSH_K if released and room_c < target_c + PUSH_LIMIT_K else target_c
+        gpu_target_c = self.gpu_target(target_c, room_c)
         if self.cfg.switch is None:
             setpoint = target_c if released else max(target_c - self.cfg.offset_k, self.cfg.min_setpoint_c)
             return MainCommand(self.stage, reason, round(setpoint * 2) / 2, None, gpu_target_c)

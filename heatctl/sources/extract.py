@@ -16,12 +16,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from heatctl.config import SourceConfig
 
 MAX_PAYLOAD_BYTES = 64 * 1024
-Role = Literal["temperature", "setpoint", "outdoor", "window", "mode", "power"]
+Role = Literal["temperature", "setpoint", "outdoor", "window", "mode", "power", "main_setpoint"]
 
 # What a plausible value looks like for each role, when the source gives no valid_range.
 DEFAULT_RANGES: dict[str, tuple[float, float]] = {
     "temperature": (-30.0, 60.0),
     "setpoint": (5.0, 35.0),
+    "main_setpoint": (4.0, 35.0),  # what the main heating itself reports (TRVs go down to 4–5 °C)
     "outdoor": (-60.0, 60.0),
     "power": (0.0, 10_000.0),
 }

@@ -20,6 +20,7 @@ ROLES: dict[str, Role] = {
     "window": "window",
     "outdoor_temperature": "outdoor",
     "power_meter": "power",
+    "main_setpoint": "main_setpoint",  # the main heating's own setpoint, read back (trv, entity)
 }
 
 

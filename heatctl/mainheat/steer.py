@@ -1,0 +1,266 @@
+"""One zone's main heating under heatctl: the cascade's commands sent, the user's own setpoint kept.
+
+The user's setpoint is never lost. It is what the main heating was set to before heatctl
+steered it, and every change a person makes later — on the device, or in Home Assistant. A
+report from the device is heatctl's own write coming back when it matches a value heatctl
+wrote lately; any other value is a person's, and becomes the user's setpoint (and, when the
+zone's thermostat *is* this device, the new target). The user's setpoint and whether heatctl
+holds the device are kept in ``state_dir/main_heating.json`` before every write, so a crash
+loses neither: ``heatctl restore`` (the systemd unit's ExecStopPost) and the next start give it
+back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from heatctl.config import Config, ZoneConfig
+from heatctl.control.safety import Reading
+from heatctl.errors import plain
+from heatctl.mainheat.cascade import GIVEN_BACK, Cascade, MainCommand
+from heatctl.mainheat.devices import MainDevice, Value
+
+_LOGGER = logging.getLogger(__name__)
+STATE_FILE = "main_heating.json"
+ECHO_K = 0.25  # a report this close to a value heatctl wrote is heatctl's own
+REWRITE_S = 900.0  # while steering, the command is sent again this often (a lost message, a device reset)
+RECENT = 4  # how many of heatctl's last writes a late report may still echo
+
+
+@dataclass
+class Held:
+    """What survives a restart about one zone's main heating."""
+
+    user_setpoint_c: float | None = None
+    steered: bool = False  # heatctl has it at something other than the user's own setting
+    recent: list[float] = field(default_factory=list)  # setpoints heatctl wrote lately
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user_setpoint_c": self.user_setpoint_c, "steered": self.steered, "recent": self.recent}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Held:
+        if not isinstance(data, dict):
+            return cls()
+        user = data.get("user_setpoint_c")
+        recent = [float(v) for v in data.get("recent", []) if isinstance(v, int | float)]
+        return cls(
+            user_setpoint_c=float(user) if isinstance(user, int | float) else None,
+            steered=bool(data.get("steered")),
+            recent=recent[-RECENT:],
+        )
+
+
+def load_held(state_dir: Path) -> dict[str, Held]:
+    try:
+        data = json.loads((state_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): Held.from_json(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def save_held(state_dir: Path, held: dict[str, Held]) -> None:
+    path = state_dir / STATE_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({k: v.to_json() for k, v in held.items()}, indent=1))
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def shares_thermostat(zone: ZoneConfig) -> bool:
+    """The zone's setpoint is read from the very device heatctl writes (the TRV is the thermostat)."""
+    main, sp = zone.main_heating, zone.setpoint
+    if main is None:
+        return False
+    return (main.trv is not None and sp.topic == main.trv) or (main.entity is not None and sp.entity == main.entity)
+
+
+class ZoneMainHeating:
+    def __init__(
+        self,
+        zone: ZoneConfig,
+        device: MainDevice,
+        held: Held,
+        *,
+        on_change: Callable[[], None],
+        time_fn: Callable[[], float] = time.monotonic,
+    ) -> None:
+        assert zone.main_heating is not None
+        self.zone = zone
+        self.cfg = zone.main_heating
+        self.device = device
+        self.held = held
+        self.cascade = Cascade(self.cfg)
+        self.shares = shares_thermostat(zone)
+        self._on_change = on_change  # persist
+        self._time_fn = time_fn
+        self._seen_at: float | None = None  # the device report last looked at
+        self._sent: Value | None = None
+        self._sent_s = -1e18
+        self.command: MainCommand | None = None
+        if held.steered:
+            _LOGGER.warning(
+                "zone %s: %s was left held back by a run that did not stop cleanly; your setpoint %s is kept",
+                zone.name,
+                self.cfg.device,
+                held.user_setpoint_c,
+            )
+
+    # --- the user's setpoint ------------------------------------------------------------
+
+    def observe(self, reported: Reading | None, thermostat: Reading | None) -> None:
+        """Learn the user's setpoint from the device's reports (or, without read-back, the thermostat's)."""
+        if self.cfg.readback is None:
+            if thermostat is not None and thermostat.value != self.held.user_setpoint_c:
+                self.held.user_setpoint_c = thermostat.value
+                self._on_change()
+            return
+        if reported is None or reported.at_s == self._seen_at:
+            return
+        self._seen_at = reported.at_s
+        value = reported.value
+        if self.held.steered and any(abs(value - w) <= ECHO_K for w in self.held.recent):
+            return  # heatctl's own write, reported back
+        if value != self.held.user_setpoint_c:
+            if self.held.steered:
+                _LOGGER.info(
+                    "zone %s: %s set to %.1f °C by a person: their new setpoint", self.zone.name, self.cfg.device, value
+                )
+            self.held.user_setpoint_c = value
+            self._on_change()
+
+    def target(self, thermostat: Reading | None) -> Reading | None:
+        """The zone's target: the thermostat's, or, when the thermostat is this device, the user's setpoint."""
+        if not self.shares or thermostat is None or self.held.user_setpoint_c is None:
+            return thermostat
+        return replace(thermostat, value=self.held.user_setpoint_c)
+
+    # --- commands -------------------------------------------------------------------------
+
+    def apply(self, cmd: MainCommand) -> None:
+        """Send the cascade's command when it changes (and again every ``REWRITE_S`` while steering)."""
+        self.command = cmd
+        value = self._value(cmd)
+        if value is None:
+            return
+        now_s = self._time_fn()
+        steered = cmd.stage != GIVEN_BACK and value != self._own_value()
+        if value == self._sent and (not steered or now_s - self._sent_s < REWRITE_S):
+            return
+        if steered and isinstance(value, float):
+            self.held.recent = [*self.held.recent, value][-RECENT:]
+        self.held.steered = steered
+        self._on_change()  # on disk before it is on the wire
+        self.device.send(value)
+        if self._sent != value:
+            _LOGGER.info("zone %s: %s → %s (%s: %s)", self.zone.name, self.cfg.device, value, cmd.stage, cmd.reason)
+        self._sent, self._sent_s = value, now_s
+
+    def _value(self, cmd: MainCommand) -> Value | None:
+        if self.cfg.switch is not None:
+            return cmd.on
+        return float(cmd.setpoint_c) if cmd.setpoint_c is not None else None
+
+    def _own_value(self) -> Value | None:
+        """What the device would be without heatctl."""
+        if self.cfg.switch is not None:
+            return self.cfg.switch.give_back == "on"
+        return self.held.user_setpoint_c
+
+    def give_back_now(self) -> str | None:
+        """The last word: the user's own setpoint (or switch state), sent and waited for."""
+        own = self._own_value()
+        if own is None:
+            return None  # never learned it: heatctl never wrote anything either
+        if not self.held.steered and self._sent in (None, own):
+            return None
+        problem = self.device.send_now(own)
+        if problem is None:
+            self.held.steered = False
+            self._sent = own
+            self._on_change()
+            _LOGGER.info("zone %s: %s given back at %s", self.zone.name, self.cfg.device, own)
+        return problem
+
+    def status(self, now_s: float) -> dict[str, Any]:
+        cmd = self.command
+        return {
+            "stage": cmd.stage if cmd else GIVEN_BACK,
+            "reason": cmd.reason if cmd else "starting",
+            "device": self.cfg.device,
+            "setpoint_c": cmd.setpoint_c if cmd else None,
+            "on": cmd.on if cmd else None,
+            "user_setpoint_c": self.held.user_setpoint_c,
+            "switches_today": self.cascade.switches_today(now_s),
+            "error": getattr(self.device, "last_error", None),
+        }
+
+
+def give_back_recorded(cfg: Config, state_dir: Path) -> list[str]:
+    """``heatctl restore``: every main heating a run left held back gets the user's setpoint again."""
+    from heatctl.mainheat.devices import HomeAssistantDevice, MqttDevice
+    from heatctl.mqtt_link import short_lived_client
+    from heatctl.sources.homeassistant import make_client
+
+    held = load_held(state_dir)
+    done: list[str] = []
+    client = None
+    for zone in cfg.zones:
+        main, kept = zone.main_heating, held.get(zone.name)
+        if main is None or kept is None or not kept.steered:
+            continue
+        own: Value | None = (main.switch.give_back == "on") if main.switch is not None else kept.user_setpoint_c
+        if own is None:
+            continue
+        device: MainDevice
+        if main.entity is not None or (main.switch is not None and main.switch.entity is not None):
+            ha = cfg.homeassistant
+            assert ha is not None  # the config's cross-checks require it
+            device = HomeAssistantDevice(main, lambda ha=ha: make_client(ha))  # type: ignore[misc]
+        else:
+            if cfg.mqtt is None:
+                done.append(f"cannot give {main.device} back: no 'mqtt:' section")
+                continue
+            if client is None:
+                try:
+                    client = short_lived_client(cfg.mqtt, "restore")
+                    client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=30)
+                    client.loop_start()
+                except (OSError, ValueError) as exc:
+                    done.append(f"cannot give {main.device} back: MQTT {cfg.mqtt.host}:{cfg.mqtt.port}: {plain(exc)}")
+                    client = None
+                    continue
+            device = MqttDevice(main, lambda t, p: True, _waiting_publisher(client))
+        problem = device.send_now(own)
+        device.close()
+        if problem is None:
+            kept.steered = False
+            done.append(f"zone {zone.name}: {main.device} given back at {own}")
+        else:
+            done.append(f"cannot give {main.device} back: {problem}")
+    if client is not None:
+        client.loop_stop()
+        client.disconnect()
+    if held:
+        save_held(state_dir, held)
+    return done
+
+
+def _waiting_publisher(client: Any) -> Callable[[str, str], bool]:
+    def publish(topic: str, payload: str) -> bool:
+        try:
+            info = client.publish(topic, payload, qos=1)
+            info.wait_for_publish(10.0)
+            return bool(info.is_published())
+        except (RuntimeError, ValueError):
+            return False
+
+    return publish
