@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,3 +208,109 @@ def test_init_from_home_assistant_writes_a_config_that_check_passes(
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "temperature" in check.stdout and "°C" in check.stdout, check.stdout
+
+
+class MqttRadiator:
+    """A radiator thermostat that Home Assistant knows as an MQTT climate entity (climate.radiator):
+    HA's climate.set_temperature reaches it on ``rad/temp/set``; it reports on ``rad/temp``."""
+
+    def __init__(self, ha: HomeAssistant) -> None:
+        self.probe = Probe(ha.broker_port, ("rad/temp/set",))
+        discovery = {
+            "name": "Radiator",
+            "unique_id": "heatctl_test_radiator",
+            "modes": ["off", "heat"],
+            "mode_state_topic": "rad/mode",
+            "mode_command_topic": "rad/mode/set",
+            "temperature_command_topic": "rad/temp/set",
+            "temperature_state_topic": "rad/temp",
+            "current_temperature_topic": "rad/current",
+            "min_temp": 5,
+            "max_temp": 30,
+            "temp_step": 0.5,
+        }
+        self.probe.publish("homeassistant/climate/heatctl_test_radiator/config", json.dumps(discovery), retain=True)
+        self.report(setpoint_c=21.0, room_c=20.5)
+        wait_until(lambda: (ha.state("climate.radiator") or {}).get("attributes", {}).get("temperature") == 21.0, 30)
+        self._seen = 0
+
+    def report(self, setpoint_c: float, room_c: float = 20.5) -> None:
+        self.probe.publish("rad/mode", "heat", retain=True)
+        self.probe.publish("rad/current", str(room_c), retain=True)
+        self.probe.publish("rad/temp", str(setpoint_c), retain=True)
+
+    def echo(self) -> float | None:
+        """Apply what Home Assistant sent, as the device would; the last setpoint it got."""
+        sets = self.probe.on("rad/temp/set")
+        for payload in sets[self._seen :]:
+            self.report(float(payload))
+        self._seen = len(sets)
+        return float(sets[-1]) if sets else None
+
+    def close(self) -> None:
+        self.probe.clear()
+        self.probe.close()
+
+
+def radiator_config(ha: HomeAssistant, state_dir: Path) -> str:
+    return f"""
+node_id: ha-radiator
+state_dir: {state_dir}
+mqtt: null
+homeassistant: {{url: "{ha.url}", token: "{ha.token}", poll_interval_s: 0.2}}
+zones:
+  - name: living
+    temperature: {{entity: climate.radiator}}
+    setpoint: {{entity: climate.radiator}}
+    main_heating: {{entity: climate.radiator, offset_k: 2.0}}
+    gpus: [gpu0]
+gpus: [{{id: gpu0, backend: sim, workload: {{type: sim}}}}]
+"""
+
+
+def test_a_home_assistant_climate_entity_is_held_back_and_given_back(
+    homeassistant: HomeAssistant, tmp_path: Path
+) -> None:
+    radiator = MqttRadiator(homeassistant)
+    svc = Service(parse_config(radiator_config(homeassistant, tmp_path)))
+    svc.start()
+    try:
+        wait_until(lambda: svc.store.get("living", "main_setpoint"), 10, "the radiator's setpoint read")
+        svc.tick()
+        wait_until(lambda: radiator.echo() == 19.0, 15, "climate.set_temperature 19.0 (21 − 2)")
+        wait_until(lambda: svc.store.get("living", "setpoint").value == 19.0, 10)  # type: ignore[union-attr]
+        snap = svc.tick()
+        assert snap.zones["living"].setpoint_c == 21.0  # heatctl's own write is not the user's wish
+        assert snap.extra["main_heating"]["living"]["stage"] == "held"
+    finally:
+        svc.shutdown()
+    wait_until(lambda: radiator.echo() == 21.0, 15, "given back on exit")
+    state = homeassistant.state("climate.radiator")
+    assert state is not None and state["attributes"]["temperature"] == 21.0
+    radiator.close()
+
+
+def test_kill_9_then_restore_gives_a_home_assistant_climate_entity_back(
+    homeassistant: HomeAssistant, tmp_path: Path
+) -> None:
+    radiator = MqttRadiator(homeassistant)
+    cfg_path = tmp_path / "heatctl.yaml"
+    cfg_path.write_text(radiator_config(homeassistant, tmp_path / "state"))
+    with (tmp_path / "run.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "heatctl", "run", "-c", str(cfg_path)], stderr=log)
+        try:
+            wait_until(lambda: radiator.echo() == 19.0, 60, "heatctl run held the radiator back")
+        finally:
+            proc.kill()
+            proc.wait(10)
+    restored = subprocess.run(
+        [sys.executable, "-m", "heatctl", "restore", "-c", str(cfg_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "zone living: climate.radiator given back at 21.0" in restored.stdout
+    wait_until(lambda: radiator.echo() == 21.0, 15, "given back by restore")
+    radiator.close()

@@ -1,0 +1,168 @@
+"""Main heating under ``heatctl run``: a zigbee2mqtt-style TRV over real Mosquitto, which is also the
+room's thermostat; held back, a person's change kept, given back on exit and after a kill -9."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from heatctl.config import parse_config
+from heatctl.service import Service
+from tests.services import Mosquitto, wait_until
+
+pytestmark = pytest.mark.integration
+TRV = "zigbee2mqtt/office_trv"
+
+
+class FakeTrv:
+    """Like zigbee2mqtt with a TRV: ``<trv>/set`` changes it, and it reports its whole state on ``<trv>``."""
+
+    def __init__(self, port: int, room_c: float, setpoint_c: float) -> None:
+        self.state = {"local_temperature": room_c, "occupied_heating_setpoint": setpoint_c, "system_mode": "heat"}
+        self.sets: list[float] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"trv-{id(self)}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{TRV}/set", qos=1) and self._ready.set()
+        self.client.on_message = self._on_set
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        wait_until(self._ready.is_set, 10, "fake TRV connected")
+
+    def _on_set(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        change = json.loads(msg.payload)
+        with self._lock:
+            self.sets.append(float(change["occupied_heating_setpoint"]))
+            self.state.update(change)
+            payload = json.dumps(self.state)
+        self.client.publish(TRV, payload, qos=1)  # on paho's network thread: never wait here
+
+    def report(self, **change: Any) -> None:
+        """Publish the state (after a person turns the knob, pass the change)."""
+        with self._lock:
+            self.state.update(change)
+            payload = json.dumps(self.state)
+        self.client.publish(TRV, payload, qos=1).wait_for_publish(5)
+
+    @property
+    def setpoint(self) -> float:
+        with self._lock:
+            return float(self.state["occupied_heating_setpoint"])
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+CONFIG = """
+node_id: cascade
+state_dir: {state}
+mqtt: {{host: 127.0.0.1, port: {port}}}
+zones:
+  - name: office
+    temperature: {{topic: {trv}, json_path: local_temperature}}
+    setpoint: {{topic: {trv}, json_path: occupied_heating_setpoint}}
+    main_heating: {{trv: {trv}, offset_k: 1.5}}
+    gpus: [gpu0]
+gpus:
+  - {{id: gpu0, backend: sim, workload: {{type: sim}}}}
+"""
+
+
+@pytest.fixture
+def trv(mosquitto: Mosquitto) -> Iterator[FakeTrv]:
+    device = FakeTrv(mosquitto.port, room_c=20.8, setpoint_c=21.0)
+    yield device
+    device.close()
+
+
+def config_text(mosquitto: Mosquitto, tmp_path: Path) -> str:
+    return CONFIG.format(state=tmp_path / "state", port=mosquitto.port, trv=TRV)
+
+
+def test_held_back_a_persons_change_kept_and_given_back_on_exit(
+    mosquitto: Mosquitto, trv: FakeTrv, tmp_path: Path
+) -> None:
+    svc = Service(parse_config(config_text(mosquitto, tmp_path)))
+    svc.start()
+    try:
+        wait_until(svc.link.connected.is_set, 10, "connected")  # type: ignore[union-attr]
+        trv.report()
+        wait_until(lambda: svc.store.get("office", "setpoint"), 5, "TRV state")
+        snap = svc.tick()
+        assert snap.extra["main_heating"]["office"]["stage"] == "held"
+        wait_until(lambda: trv.setpoint == 19.5, 5, "TRV held back to target − 1.5")
+        wait_until(lambda: svc.store.get("office", "setpoint").value == 19.5, 5)  # type: ignore[union-attr]
+        snap = svc.tick()  # the TRV now reports 19.5 — heatctl's own write, not the user's wish
+        assert snap.zones["office"].setpoint_c == 21.0
+        assert snap.extra["main_heating"]["office"]["user_setpoint_c"] == 21.0
+        trv.report(occupied_heating_setpoint=22.0)  # a person turns the knob
+        wait_until(lambda: svc.store.get("office", "setpoint").value == 22.0, 5)  # type: ignore[union-attr]
+        snap = svc.tick()
+        assert snap.zones["office"].setpoint_c == 22.0  # their change is the new target
+        wait_until(lambda: trv.setpoint == 20.5, 5, "held back below the new target")
+        held = json.loads((tmp_path / "state" / "main_heating.json").read_text())
+        assert held["office"]["user_setpoint_c"] == 22.0 and held["office"]["steered"] is True
+    finally:
+        svc.shutdown()
+    wait_until(lambda: trv.setpoint == 22.0, 5, f"given back: the person's setpoint, not heatctl's {trv.sets}")
+    held = json.loads((tmp_path / "state" / "main_heating.json").read_text())
+    assert held["office"]["steered"] is False
+
+
+def test_a_failsafe_gives_it_back_at_once(mosquitto: Mosquitto, trv: FakeTrv, tmp_path: Path) -> None:
+    svc = Service(parse_config(config_text(mosquitto, tmp_path)))
+    svc.start()
+    try:
+        wait_until(svc.link.connected.is_set, 10, "connected")  # type: ignore[union-attr]
+        trv.report()
+        wait_until(lambda: svc.store.get("office", "setpoint"), 5, "TRV state")
+        svc.tick()
+        wait_until(lambda: trv.setpoint == 19.5, 5, "held back")
+        svc.mode = "off"  # heatctl turned off: the house heats as it did before
+        snap = svc.tick()
+        assert snap.extra["main_heating"]["office"]["stage"] == "given back"
+        wait_until(lambda: trv.setpoint == 21.0, 5, "given back")
+    finally:
+        svc.shutdown()
+
+
+def test_kill_9_then_restore_gives_the_users_setpoint_back(mosquitto: Mosquitto, trv: FakeTrv, tmp_path: Path) -> None:
+    cfg_path = tmp_path / "heatctl.yaml"
+    cfg_path.write_text(config_text(mosquitto, tmp_path))
+    with (tmp_path / "run.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "heatctl", "run", "-c", str(cfg_path)], stderr=log)
+        try:
+            wait_until(lambda: trv.report() or trv.setpoint == 19.5, 30, "heatctl run held the TRV back")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+    assert trv.setpoint == 19.5  # nobody gave it back
+    restored = subprocess.run(
+        [sys.executable, "-m", "heatctl", "restore", "-c", str(cfg_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "zone office: zigbee2mqtt/office_trv given back at 21.0" in restored.stdout
+    wait_until(lambda: trv.setpoint == 21.0, 5, "given back by restore")
+    again = subprocess.run(
+        [sys.executable, "-m", "heatctl", "restore", "-c", str(cfg_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "nothing left behind" in again.stdout
