@@ -44,9 +44,44 @@ def all_checks(cfg: Config) -> list[CheckRow]:
         rows += check_homeassistant(cfg)
     if cfg.batch_api is not None:
         rows.append(check_batch_api(cfg.batch_api))
+    rows += [check_main_heating(cfg, z) for z in cfg.zones if z.main_heating is not None]
     for gpu in cfg.gpus:
         rows += check_gpu(cfg, gpu)
     return rows
+
+
+def check_main_heating(cfg: Config, zone: ZoneConfig) -> CheckRow:
+    """Whether heatctl may steer this zone's main heating (its read-back is a source row of its own)."""
+    from heatctl.mainheat.devices import ha_call, mqtt_message
+    from heatctl.mainheat.steer import load_held, shares_thermostat
+
+    main = zone.main_heating
+    assert main is not None
+    part = f"{zone.name} main heating"
+    kept = load_held(cfg.resolved_state_dir()).get(zone.name)
+    left = " — HELD BACK by a run that did not stop: heatctl restore gives it back" if kept and kept.steered else ""
+    shared = "; it is also the zone's thermostat (heatctl's writes are told apart)" if shares_thermostat(zone) else ""
+    if main.entity is None and (main.switch is None or main.switch.entity is None):
+        topic, _ = mqtt_message(main, 20.0 if main.switch is None else True)
+        return CheckRow(part, True, f"heatctl writes {topic} (MQTT){shared}{left}", warn=bool(left))
+    domain, service, data = ha_call(main, 20.0 if main.switch is None else True)
+    entity = str(data["entity_id"])
+    assert cfg.homeassistant is not None  # the config's cross-checks require it
+    try:
+        from heatctl.sources.homeassistant import make_client
+
+        with make_client(cfg.homeassistant, timeout_s=5.0) as client:
+            state = client.get_state(entity_id=entity)
+            services = client.get_domain(domain)
+    except Exception as exc:
+        return _row(part, False, f"{entity}: {plain(exc)}", "check the entity id and Home Assistant")
+    attributes = dict(state.attributes or {})
+    can = services is not None and service in getattr(services, "services", {})
+    if domain == "climate" and (int(attributes.get("supported_features", 0)) & 1) == 0:
+        can = False
+    if not can:
+        return _row(part, False, f"{entity} does not take {domain}.{service}", "give a climate entity with a target")
+    return CheckRow(part, True, f"heatctl may steer {entity} ({domain}.{service}){shared}{left}", warn=bool(left))
 
 
 def check_batch_api(api: BatchApiConfig) -> CheckRow:

@@ -46,7 +46,21 @@ class SetSetpoint:
     setpoint_c: float
 
 
-Command = SetMode | SetZoneMode | SetMaxPower | SetSetpoint
+@dataclass(frozen=True, slots=True)
+class SetPreset:
+    """One zone's preset: a configured target (comfort, eco, away), ``boost`` or ``none``."""
+
+    zone: str
+    preset: str
+
+
+Command = SetMode | SetZoneMode | SetMaxPower | SetSetpoint | SetPreset
+
+
+def preset_names(cfg: Config, zone: str) -> list[str]:
+    """What a zone's climate entity offers: its configured presets, then boost (and none to leave them)."""
+    presets = next(z.presets for z in cfg.zones if z.name == zone)
+    return [*presets, "boost"]
 
 
 class CommandError(ValueError):
@@ -110,18 +124,26 @@ def command_topics(cfg: Config) -> dict[str, str]:
     for zone in cfg.zones:
         topics[f"{base}/{zone.name}/setpoint/set"] = f"setpoint:{zone.name}"
         topics[f"{base}/{zone.name}/mode/set"] = f"zone_mode:{zone.name}"
+        topics[f"{base}/{zone.name}/preset/set"] = f"preset:{zone.name}"
     return topics
 
 
 def bind_commands(cfg: Config, link: MqttLink, inbox: CommandInbox, max_node_w: Callable[[], float]) -> None:
     """Subscribe every command topic; ``max_node_w`` gives the node's capacity now (it changes when a GPU opens)."""
+    presets = {z.name: preset_names(cfg, z.name) for z in cfg.zones}
     for topic, what in command_topics(cfg).items():
-        link.subscribe(topic, _handler(inbox, what, max_node_w))
+        link.subscribe(topic, _handler(inbox, what, max_node_w, presets))
 
 
-def parse_command(what: str, payload: bytes, max_node_w: float) -> Command:
+def parse_command(what: str, payload: bytes, max_node_w: float, presets: dict[str, list[str]] | None = None) -> Command:
     """The command a payload on one of ``command_topics`` means; raises CommandError."""
     kind, _, zone = what.partition(":")
+    if kind == "preset":
+        name = payload.decode("utf-8", "replace").strip().lower()
+        allowed = [*(presets or {}).get(zone, ["boost"]), "none"]
+        if name not in allowed:
+            raise CommandError(f"preset must be one of {', '.join(allowed)}")
+        return SetPreset(zone, name)
     if kind == "mode":
         return SetMode(parse_mode(payload))
     if kind == "zone_mode":
@@ -131,11 +153,11 @@ def parse_command(what: str, payload: bytes, max_node_w: float) -> Command:
     return SetSetpoint(zone, parse_number(payload, 5.0, 35.0))
 
 
-def _handler(inbox: CommandInbox, what: str, max_node_w: Callable[[], float]) -> Handler:
+def _handler(inbox: CommandInbox, what: str, max_node_w: Callable[[], float], presets: dict[str, list[str]]) -> Handler:
     # Runs on paho's network thread: validate, enqueue, wake the control thread.
     def handle(topic: str, payload: bytes) -> None:
         try:
-            command = parse_command(what, payload, max_node_w())
+            command = parse_command(what, payload, max_node_w(), presets)
         except CommandError as exc:
             inbox.reject()
             _LOGGER.warning("rejected command on %s: %s: %r", topic, exc, payload[:60])

@@ -103,6 +103,34 @@ class ControlConfig(_Strict):
         return self.interval_s / 4.0
 
 
+def minute_of_day(text: str) -> int:
+    """``"22:30"`` → 1350; ValueError unless it is a time of day HH:MM."""
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise ValueError(f"{text!r} must be a time of day HH:MM")
+    return int(m.group(1)) * 60 + int(m.group(2))
+
+
+class QuietConfig(_Strict):
+    """Hours with a power ceiling for the whole node (noise follows power): ``from`` and ``to`` local time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    from_: str = Field(alias="from")
+    to: str
+    max_power_w: Annotated[float, Field(ge=0)]
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        minute_of_day(value)
+        return value
+
+    def active(self, minute: int) -> bool:
+        """Whether ``minute`` (of the local day) is in the quiet hours; they may run past midnight."""
+        start, end = minute_of_day(self.from_), minute_of_day(self.to)
+        return start <= minute < end if start <= end else minute >= start or minute < end
+
+
 class SwitchConfig(_Strict):
     """An on/off heater heatctl switches itself: a Home Assistant switch or an MQTT relay."""
 
@@ -182,6 +210,8 @@ class ZoneConfig(_Strict):
     control: ControlConfig = ControlConfig()
     gpus: list[str] = Field(min_length=1)
     main_heating: MainHeatingConfig | None = None
+    # Named targets for the zone's climate entity (HA presets); ``boost`` is always there.
+    presets: dict[Literal["comfort", "eco", "away"], Annotated[float, Field(ge=5, le=30)]] = {}
 
     SOURCE_FIELDS: ClassVar[tuple[str, ...]] = (
         "temperature",
@@ -412,6 +442,8 @@ class Config(_Strict):
     influxdb: InfluxConfig | None = None
     homeassistant: HomeAssistantConfig | None = None
     batch_api: BatchApiConfig | None = None
+    quiet: QuietConfig | None = None
+    work_value_per_unit: Annotated[float, Field(ge=0)] = 0.0  # for main_heating prefer: cheapest (planner)
     duty: DutyConfig = DutyConfig()
     zones: list[ZoneConfig] = Field(min_length=1)
     gpus: list[GpuConfig] = Field(min_length=1)

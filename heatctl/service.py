@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from heatctl.accounting import Counters, EnergyMeter, heat_wanted
 from heatctl.actuation import GpuActuator, Observation
 from heatctl.clock import Clock, RealClock
-from heatctl.commands import CommandInbox, SetMaxPower, SetMode, SetSetpoint, SetZoneMode, bind_commands
+from heatctl.commands import (
+    CommandInbox,
+    SetMaxPower,
+    SetMode,
+    SetPreset,
+    SetSetpoint,
+    SetZoneMode,
+    bind_commands,
+)
 from heatctl.config import Config, GpuConfig, OpenAIWorkloadConfig
 from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
 from heatctl.control.safety import ZoneInputs, fresh
@@ -98,6 +106,7 @@ class Service:
         self.snapshot: NodeSnapshot | None = None
         self.mode: str = cfg.mode
         self.zone_modes = {z.name: "heat" for z in cfg.zones}
+        self.presets = {z.name: "none" for z in cfg.zones}  # the climate entity's preset (boost ends by itself)
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
         self.max_power_w: float | None = cfg.max_power_w
         self.counters = Counters()
@@ -277,6 +286,7 @@ class Service:
         dt_s = 0.0 if self._last_tick_s is None else now_s - self._last_tick_s
         self._last_tick_s = now_s
         zones = self._main_targets({z: self.store.zone_inputs(z, self.zone_modes[z]) for z in self.zone_modes})
+        self._end_presets(zones)
         metered_w = self._metered_w(now_s)
         observed = {gid: act.observe(metered=self._zone_of[gid] in metered_w) for gid, act in self.actuators.items()}
         if any(act.just_opened for act in self.actuators.values()):
@@ -302,13 +312,13 @@ class Service:
                 mode=self.mode,
                 zones=self._gpu_targets(zones),
                 gpus=states,
-                max_power_w=self.max_power_w,
+                max_power_w=self._quiet_w(),
                 work_due=self._work_due(),
             )
         )
         if self.main:
             self._steer_main(now_s, zones, out, {g: s.fault for g, s in states.items() if s.fault})
-            out = self._user_targets(out, zones)
+        out = self._user_targets(out, zones)
         if self.batches is not None:
             self.batches.set_heat_wanted(any(z.demand_w > 0 for z in out.zones.values()))
         for gid, cmd in out.gpus.items():
@@ -349,14 +359,20 @@ class Service:
         return out
 
     def _gpu_targets(self, zones: dict[str, ZoneInputs]) -> dict[str, ZoneInputs]:
-        """What the controller gets: while the main heating helps, the zone's GPUs aim high (flat out)."""
+        """What the controller gets: while the main heating helps, or in boost, the zone's GPUs aim high."""
+        from heatctl.mainheat.cascade import PUSH_K
+
         out = dict(zones)
-        for name, main in self.main.items():
-            zin = zones[name]
-            if zin.setpoint is not None:
-                room = zin.temperature.value if zin.temperature is not None else None
-                aim = main.cascade.gpu_target(zin.setpoint.value, room)
-                out[name] = dataclasses.replace(zin, setpoint=dataclasses.replace(zin.setpoint, value=aim))
+        for name, zin in zones.items():
+            if zin.setpoint is None:
+                continue
+            room = zin.temperature.value if zin.temperature is not None else None
+            aim = zin.setpoint.value
+            if name in self.main:
+                aim = self.main[name].cascade.gpu_target(aim, room)
+            if self.presets[name] == "boost":
+                aim = zin.setpoint.value + PUSH_K
+            out[name] = dataclasses.replace(zin, setpoint=dataclasses.replace(zin.setpoint, value=aim))
         return out
 
     def _steer_main(self, now_s: float, zones: dict[str, ZoneInputs], out: NodeOutput, faults: dict[str, str]) -> None:
@@ -396,10 +412,16 @@ class Service:
                     self.mode = mode
                 case SetZoneMode(zone, mode) if zone in self.zone_modes:
                     self.zone_modes[zone] = mode
+                    if mode == "heat" and self.mode != "heat":
+                        _LOGGER.info("zone %s asked to heat while heatctl was off: heatctl on", zone)
+                        self.mode = "heat"
                 case SetMaxPower(watts):
                     self.max_power_w = watts
                 case SetSetpoint(zone, setpoint_c):
                     self.store.override_setpoint(zone, setpoint_c)
+                    self.presets[zone] = "none"
+                case SetPreset(zone, preset) if zone in self.presets:
+                    self._set_preset(zone, preset)
             self._persist()
 
     def _work_due(self) -> dict[str, float]:
@@ -417,6 +439,38 @@ class Service:
             if zone.demand_w > 0 and gpus and not any(a.workload.has_work() for a in gpus):
                 return True
         return False
+
+    def _set_preset(self, zone: str, preset: str) -> None:
+        """comfort/eco/away: that target until the thermostat's own setpoint changes; boost: flat out until warm."""
+        targets = next(z.presets for z in self.cfg.zones if z.name == zone)
+        self.presets[zone] = preset
+        if preset in targets:
+            self.store.override_setpoint(zone, targets[preset])
+        elif preset == "none":
+            self.store.clear_override(zone)
+        elif preset == "boost" and zone in self.main:
+            self.main[zone].cascade.boost(self.clock())
+
+    def _end_presets(self, zones: dict[str, ZoneInputs]) -> None:
+        """A preset ends when the thermostat's own setpoint changes; boost when the room is warm."""
+        for name, preset in self.presets.items():
+            room, target = zones[name].temperature, zones[name].setpoint
+            if preset == "boost":
+                if room is not None and target is not None and room.value >= target.value:
+                    _LOGGER.info("zone %s: boost done, the room reached its target", name)
+                    self.presets[name] = "none"
+            elif preset != "none" and not self.store.has_override(name):
+                self.presets[name] = "none"
+
+    def _quiet_w(self) -> float | None:
+        """The node's power cap now: ``max_power_w``, lowered during quiet hours."""
+        quiet = self.cfg.quiet
+        if quiet is None:
+            return self.max_power_w
+        now = datetime.now().astimezone()
+        if not quiet.active(now.hour * 60 + now.minute):
+            return self.max_power_w
+        return quiet.max_power_w if self.max_power_w is None else min(self.max_power_w, quiet.max_power_w)
 
     def _metered_w(self, now_s: float) -> dict[str, float]:
         """Zone → wall-plug meter watts, for zones whose meter reports fresh readings."""
@@ -466,7 +520,11 @@ class Service:
             extra={"updated": datetime.now(UTC).isoformat(timespec="seconds"), "work_starved": self._work_starved(out)}
             | ({"influx": self.sinks[0].stats()} if self.sinks else {})
             | (self._batch_state() if self.batches is not None else {})
-            | ({"main_heating": {n: m.status(self.clock()) for n, m in self.main.items()}} if self.main else {}),
+            | ({"main_heating": {n: m.status(self.clock()) for n, m in self.main.items()}} if self.main else {})
+            | {
+                "presets": dict(self.presets),
+                "quiet": self.cfg.quiet is not None and self._quiet_w() != self.max_power_w,
+            },
         )
 
     def _batch_state(self) -> dict[str, Any]:

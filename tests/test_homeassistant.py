@@ -271,8 +271,20 @@ gpus: [{{id: gpu0, backend: sim, workload: {{type: sim}}}}]
 def test_a_home_assistant_climate_entity_is_held_back_and_given_back(
     homeassistant: HomeAssistant, tmp_path: Path
 ) -> None:
+    from heatctl.check import check_main_heating
+
     radiator = MqttRadiator(homeassistant)
-    svc = Service(parse_config(radiator_config(homeassistant, tmp_path)))
+    cfg = parse_config(radiator_config(homeassistant, tmp_path))
+    row = check_main_heating(cfg, cfg.zones[0])
+    assert row.ok and "heatctl may steer climate.radiator (climate.set_temperature)" in row.detail, row
+    assert "also the zone's thermostat" in row.detail
+    missing = parse_config(
+        radiator_config(homeassistant, tmp_path).replace(
+            "main_heating: {entity: climate.radiator", "main_heating: {entity: climate.nothing"
+        )
+    )
+    assert not check_main_heating(missing, missing.zones[0]).ok
+    svc = Service(cfg)
     svc.start()
     try:
         wait_until(lambda: svc.store.get("living", "main_setpoint"), 10, "the radiator's setpoint read")

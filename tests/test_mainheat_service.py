@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from heatctl.commands import SetPreset
 from heatctl.config import parse_config
 from heatctl.service import Service
 from tests.services import Mosquitto, wait_until
@@ -148,6 +149,11 @@ def test_kill_9_then_restore_gives_the_users_setpoint_back(mosquitto: Mosquitto,
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
     assert trv.setpoint == 19.5  # nobody gave it back
+    from heatctl.check import check_main_heating
+
+    cfg = parse_config(cfg_path.read_text())
+    row = check_main_heating(cfg, cfg.zones[0])
+    assert row.ok and row.warn and "HELD BACK" in row.detail and f"writes {TRV}/set" in row.detail
     restored = subprocess.run(
         [sys.executable, "-m", "heatctl", "restore", "-c", str(cfg_path)],
         capture_output=True,
@@ -166,3 +172,106 @@ def test_kill_9_then_restore_gives_the_users_setpoint_back(mosquitto: Mosquitto,
         check=False,
     )
     assert "nothing left behind" in again.stdout
+
+
+PRESET_CONFIG = """
+node_id: presets
+state_dir: {state}
+mqtt: {{host: 127.0.0.1, port: {port}}}
+zones:
+  - name: office
+    temperature: {{topic: room/t}}
+    setpoint: {{topic: room/sp}}
+    presets: {{comfort: 21, eco: 19, away: 16}}
+    gpus: [gpu0]
+gpus:
+  - {{id: gpu0, backend: sim, workload: {{type: sim}}}}
+"""
+
+
+@pytest.fixture
+def preset_service(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Service]:
+    svc = Service(parse_config(PRESET_CONFIG.format(state=tmp_path / "state", port=mosquitto.port)))
+    svc.start()
+    wait_until(svc.link.connected.is_set, 10, "connected")  # type: ignore[union-attr]
+    yield svc
+    svc.shutdown()
+
+
+def command(svc: Service, probe: Any, topic: str, payload: str) -> None:
+    queued, rejected = svc.inbox.queue.qsize(), svc.inbox.rejected
+    probe.publish(f"heatctl/presets/{topic}", payload)
+    wait_until(lambda: (svc.inbox.queue.qsize(), svc.inbox.rejected) != (queued, rejected), 5, f"command {topic}")
+
+
+def room(svc: Service, probe: Any, temperature_c: float, setpoint_c: float) -> None:
+    probe.publish("room/t", str(temperature_c))
+    probe.publish("room/sp", str(setpoint_c))
+
+    def arrived() -> bool:
+        t, sp = svc.store.get("office", "temperature"), svc.store.get("office", "setpoint")
+        return t is not None and sp is not None and (t.value, sp.value) == (temperature_c, setpoint_c)
+
+    wait_until(arrived, 5, "room readings")
+
+
+def test_presets_boost_and_the_node_switch_from_home_assistant(preset_service: Service, probe: Any) -> None:
+    svc = preset_service
+    room(svc, probe, 20.0, 21.0)
+    command(svc, probe, "office/preset/set", "eco")
+    snap = svc.tick()
+    assert snap.zones["office"].setpoint_c == 19.0 and snap.extra["presets"]["office"] == "eco"
+    assert snap.zones["office"].demand_w == 0.0  # 20 °C is warm enough for eco
+    room(svc, probe, 20.0, 22.0)  # the thermostat's own setpoint changes: the preset ends
+    snap = svc.tick()
+    assert snap.zones["office"].setpoint_c == 22.0 and snap.extra["presets"]["office"] == "none"
+    command(svc, probe, "office/preset/set", "boost")
+    snap = svc.tick()
+    assert snap.extra["presets"]["office"] == "boost"
+    assert snap.zones["office"].setpoint_c == 22.0  # boost shows the real target ...
+    assert snap.gpus["gpu0"].level == 1.0 and snap.gpus["gpu0"].power_limit_w == svc.node_capacity_w  # flat out
+    room(svc, probe, 22.1, 22.0)
+    assert svc.tick().extra["presets"]["office"] == "none"  # ... until the room is warm
+    command(svc, probe, "office/preset/set", "sauna")
+    assert svc.inbox.rejected == 1
+    command(svc, probe, "mode/set", "off")  # the node off (its switch in Home Assistant) ...
+    assert svc.tick().mode == "off"
+    command(svc, probe, "office/mode/set", "heat")  # ... and the room's climate entity set to heat turns it on
+    assert svc.tick().mode == "heat"
+
+
+def test_quiet_hours_cap_the_node(mosquitto: Mosquitto, probe: Any, tmp_path: Path) -> None:
+    from heatctl.config import QuietConfig
+
+    night = QuietConfig.model_validate({"from": "22:00", "to": "07:00", "max_power_w": 120})
+    assert night.active(23 * 60) and night.active(6 * 60 + 59) and not night.active(7 * 60)
+    assert not night.active(12 * 60)
+    always = "quiet: {from: '00:00', to: '23:59', max_power_w: 120}\n"
+    svc = Service(parse_config(PRESET_CONFIG.format(state=tmp_path / "s", port=mosquitto.port) + always))
+    svc.start()
+    try:
+        wait_until(svc.link.connected.is_set, 10, "connected")  # type: ignore[union-attr]
+        room(svc, probe, 17.0, 21.0)  # cold: it would run flat out
+        snap = svc.tick()
+        assert snap.extra["quiet"] is True
+        assert snap.gpus["gpu0"].power_limit_w <= 120.0
+    finally:
+        svc.shutdown()
+
+
+def test_boost_releases_the_main_heating_at_once(mosquitto: Mosquitto, trv: FakeTrv, tmp_path: Path) -> None:
+    svc = Service(parse_config(config_text(mosquitto, tmp_path)))
+    svc.start()
+    try:
+        wait_until(svc.link.connected.is_set, 10, "connected")  # type: ignore[union-attr]
+        trv.report()
+        wait_until(lambda: svc.store.get("office", "setpoint"), 5, "TRV state")
+        svc.tick()
+        wait_until(lambda: trv.setpoint == 19.5, 5, "held back")
+        svc.inbox.put(SetPreset("office", "boost"))
+        snap = svc.tick()
+        assert snap.extra["main_heating"]["office"]["stage"] == "released"
+        wait_until(lambda: trv.setpoint == 21.0, 5, "the radiator helps at once")
+        assert snap.gpus["gpu0"].level == 1.0
+    finally:
+        svc.shutdown()

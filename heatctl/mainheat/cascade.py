@@ -113,6 +113,11 @@ class Cascade:
                 reason = "GPUs at capacity: main heating helps"
         return self._command(now_s, room_c, target_c, reason)
 
+    def boost(self, now_s: float) -> None:
+        """A person asked for boost: the main heating helps at once (until the room is warm)."""
+        if self.stage == HELD:
+            self._switch(now_s, RELEASED)
+
     def gpu_target(self, target_c: float, room_c: float | None) -> float:
         """What the zone's GPUs aim at: flat out while released, unless the room is already too warm."""
         if self.stage == RELEASED and room_c is not None and room_c < target_c + PUSH_LIMIT_K:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from heatctl import __version__
+from heatctl.commands import preset_names
 from heatctl.config import Config, work_unit
 
 Messages = dict[str, dict[str, Any]]  # discovery topic → config payload
@@ -85,8 +86,25 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
                 "temp_step": 0.5,
                 "precision": 0.1,
                 "temperature_unit": "C",
+                "preset_modes": preset_names(cfg, zone.name),
+                "preset_mode_command_topic": f"{base}/{zone.name}/preset/set",
+                "preset_mode_state_topic": state,
+                "preset_mode_value_template": f"{{{{ value_json.presets.{zone.name} | default('none') }}}}",
             },
         )
+        if zone.main_heating is not None:
+            m = f"value_json.main_heating.{zone.name}"
+            add(
+                "sensor",
+                f"{zone.name}_main_stage",
+                {
+                    "name": f"{zone.name} heating stage",
+                    "value_template": f"{{{{ {m}.stage }}}}",
+                    "icon": "mdi:radiator",
+                    "json_attributes_topic": state,
+                    "json_attributes_template": f"{{{{ {m} | tojson }}}}",
+                },
+            )
         for key, payload in _sensor(
             f"{zone.name}_demand_w",
             f"{zone.name} heat demand",
@@ -208,6 +226,20 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
         }
         for key, payload in batch_sensors.items():
             add("sensor", key, payload)
+    add(
+        "switch",
+        "heating",
+        {
+            "name": "Heating",
+            "command_topic": f"{base}/mode/set",
+            "payload_on": "heat",
+            "payload_off": "off",
+            "value_template": "{{ value_json.mode }}",
+            "state_on": "heat",
+            "state_off": "off",
+            "icon": "mdi:heat-wave",
+        },
+    )
     add(
         "binary_sensor",
         "work_starved",

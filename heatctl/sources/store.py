@@ -68,6 +68,14 @@ class ReadingStore:
         with self._lock:
             self._overrides[zone] = setpoint_c
 
+    def clear_override(self, zone: str) -> None:
+        with self._lock:
+            self._overrides.pop(zone, None)
+
+    def has_override(self, zone: str) -> bool:
+        with self._lock:
+            return zone in self._overrides
+
     def reject(self, origin: str, payload: bytes, reason: str) -> None:
         """Count a payload that must not reach the controller; log the first few of each source."""
         with self._lock:
