@@ -17,7 +17,7 @@ from heatctl.config import parse_config
 from heatctl.publish.influx import snapshot_lines
 from heatctl.service import Service
 from tests.conftest import MINIMAL_YAML, ROOT
-from tests.services import FakeNvml, Mosquitto, Probe
+from tests.services import FakeNvml, Mosquitto, Probe, free_port
 
 DEPLOY = ROOT / "deploy"
 
@@ -29,7 +29,10 @@ def test_dashboard_uses_a_datasource_variable_and_only_fields_heatctl_writes(tmp
     text = json.dumps(dash)
     uids = set(re.findall(r'"uid": "([^"]*)"', text))
     assert uids == {"${datasource}"}, uids  # no hard-coded datasource uids
-    svc = Service(parse_config(MINIMAL_YAML + f"mqtt: null\nstate_dir: {tmp_path}\n"))
+    # A zone with main heating (a setpoint topic on a broker that is not there) writes its fields too.
+    main = "    main_heating: {topic: heating/office/setpoint/set}\n"
+    text = MINIMAL_YAML.replace("    gpus: [gpu0]\n", main + "    gpus: [gpu0]\n")
+    svc = Service(parse_config(text + f"mqtt: {{port: {free_port()}}}\nstate_dir: {tmp_path}\n"))
     svc.start()
     svc.store.put("office", "temperature", 20.0, "t")
     svc.store.put("office", "setpoint", 21.0, "t")
@@ -47,7 +50,17 @@ def test_dashboard_uses_a_datasource_variable_and_only_fields_heatctl_writes(tmp
             for field in re.findall(r'r\._field == "(\w+)"', target["query"]):
                 assert any(f == field for _, f in written), (panel["title"], field)
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
-    for needed in ("room", "setpoint", "heat output", "limit", "gpu temperature", "work", "reused", "reuse factor"):
+    for needed in (
+        "room",
+        "setpoint",
+        "heat output",
+        "limit",
+        "gpu temperature",
+        "work",
+        "reused",
+        "reuse factor",
+        "main heating",
+    ):
         assert needed in titles
 
 

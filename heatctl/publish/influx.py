@@ -41,11 +41,16 @@ def line(measurement: str, tags: dict[str, str], fields: dict[str, float | None]
     return f"{measurement}{tag_text} {','.join(values)} {time_ns}"
 
 
+STAGES = {"given back": 0.0, "held": 1.0, "released": 2.0}
+
+
 def snapshot_lines(snap: NodeSnapshot, node: str, extra_tags: dict[str, str], time_ns: int) -> list[str]:
     """The points of one tick: measurements zone, gpu and node (DESIGN.md's schema)."""
     base = {**extra_tags, "node": node}
     out: list[str | None] = []
+    main = snap.extra.get("main_heating") or {}
     for name, z in snap.zones.items():
+        stage = main.get(name)
         out.append(
             line(
                 "zone",
@@ -58,6 +63,10 @@ def snapshot_lines(snap: NodeSnapshot, node: str, extra_tags: dict[str, str], ti
                     "pid_i": z.pid_i,
                     "pid_d": z.pid_d,
                     "failsafe": 1.0 if z.failsafe else 0.0,
+                    # the main heating: 0 given back, 1 held back, 2 released (helping); what it was told
+                    "main_stage": STAGES.get(stage["stage"]) if stage else None,
+                    "main_setpoint_c": stage.get("setpoint_c") if stage else None,
+                    "main_on": (1.0 if stage["on"] else 0.0) if stage and stage.get("on") is not None else None,
                 },
                 time_ns,
             )

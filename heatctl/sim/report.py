@@ -220,6 +220,15 @@ def plot(result: SimResult, path: Path, summary: dict[str, float] | None = None,
     outside = {"loc": "upper left", "bbox_to_anchor": (1.07, 1.0), "fontsize": 8, "frameon": False}
     ax_t.plot(hours, _bucket_mean(s["setpoint_c"], size), color="tab:gray", lw=1, label="setpoint")
     ax_t.plot(hours, _bucket_mean(s["room_c"], size), color="tab:red", lw=1.2, label="room")
+    if result.scenario.main_heating is not None and not np.isnan(s["main_setpoint_c"]).all():
+        ax_t.plot(
+            hours,
+            _bucket_mean(s["main_setpoint_c"], size),
+            color="tab:brown",
+            lw=0.8,
+            ls=":",
+            label="main heating setpoint",
+        )
     ax_o = ax_t.twinx()
     ax_o.plot(hours, _bucket_mean(s["outdoor_c"], size), color="tab:blue", lw=0.8, alpha=0.6)
     ax_o.set_ylabel("outdoor °C", color="tab:blue")
@@ -231,19 +240,16 @@ def plot(result: SimResult, path: Path, summary: dict[str, float] | None = None,
     ax_t.legend(handles=handles, **outside)
     ax_p.plot(hours, _bucket_mean(s["gpu_power_w"], size), color="tab:orange", lw=0.8, label="GPU power (mean)")
     ax_p.plot(hours, _bucket_mean(s["power_limit_w"], size), color="black", lw=0.6, ls="--", label="power limit")
-    if s["backup_w"].any():
-        per_hour = max(1, round(3600.0 / result.scenario.step_s))
-        backup_wh = _bucket_mean(s["backup_w"], per_hour)  # mean W over an hour = Wh in that hour
-        hour_starts = _bucket_mean(s["time_s"], per_hour) / 3600.0 - 0.5
-        ax_p.fill_between(
-            hour_starts,
-            backup_wh,
-            step="post",
-            color="tab:purple",
-            alpha=0.35,
-            lw=0,
-            label="backup heater (Wh per hour)",
-        )
+    per_hour = max(1, round(3600.0 / result.scenario.step_s))
+    hour_starts = _bucket_mean(s["time_s"], per_hour) / 3600.0 - 0.5
+    for column, color, label in (
+        ("backup_w", "tab:purple", "backup heater (Wh per hour)"),
+        ("main_w", "tab:brown", "main heating (Wh per hour)"),
+    ):
+        if s[column].any():  # mean W over an hour = Wh in that hour
+            ax_p.fill_between(
+                hour_starts, _bucket_mean(s[column], per_hour), step="post", color=color, alpha=0.35, lw=0, label=label
+            )
     ax_p.set_ylabel("W")
     ax_p.legend(**outside)
     ax_w.plot(hours, _bucket_mean(s["work_rate"], size), color="tab:green", lw=0.8)
