@@ -111,6 +111,49 @@ def minute_of_day(text: str) -> int:
     return int(m.group(1)) * 60 + int(m.group(2))
 
 
+class TariffPeriodConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    from_: str = Field(alias="from")
+    to: str
+    price_per_kwh: Annotated[float, Field(ge=0)]
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        minute_of_day(value)
+        return value
+
+
+class TariffConfig(_Strict):
+    """What electricity costs: fixed, or daily time-of-use periods (local time)."""
+
+    price_per_kwh: Annotated[float, Field(ge=0)] | None = None
+    periods: list[TariffPeriodConfig] | None = None
+    default_per_kwh: Annotated[float, Field(ge=0)] = 0.0
+    entity: str | None = None
+    topic: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if self.entity is not None or self.topic is not None:
+            raise ValueError(
+                "price forecasts from an entity or a topic come with the planner; give price_per_kwh or periods"
+            )
+        if (self.price_per_kwh is None) == (self.periods is None):
+            raise ValueError("give one of price_per_kwh or periods (with default_per_kwh)")
+        return self
+
+    def price_at(self, minute: int) -> float:
+        """The price at ``minute`` of the local day."""
+        if self.price_per_kwh is not None:
+            return self.price_per_kwh
+        for p in self.periods or []:
+            start, end = minute_of_day(p.from_), minute_of_day(p.to)
+            if (start <= minute < end) if start <= end else (minute >= start or minute < end):
+                return p.price_per_kwh
+        return self.default_per_kwh
+
+
 class QuietConfig(_Strict):
     """Hours with a power ceiling for the whole node (noise follows power): ``from`` and ``to`` local time."""
 
@@ -174,9 +217,17 @@ class MainHeatingConfig(_Strict):
             raise ValueError("give exactly one of 'trv', 'entity', 'topic' or 'switch'")
         if self.entity is not None and not self.entity.startswith("climate."):
             raise ValueError(f"'entity' must be a climate entity (climate.…), not {self.entity!r}")
-        if self.prefer == "cheapest":
-            raise ValueError("prefer: cheapest needs the planner and a tariff, which this version does not have")
+        if self.prefer == "cheapest" and self.cop is None and self.cost_per_kwh_heat is None:
+            raise ValueError(
+                "prefer: cheapest needs the cost of its heat: 'cop' (heat pump, electric) or 'cost_per_kwh_heat'"
+            )
         return self
+
+    def heat_cost_per_kwh(self, price_per_kwh: float) -> float:
+        """What a kWh of its heat costs now: gas at its own price, electric through its COP."""
+        if self.cost_per_kwh_heat is not None:
+            return self.cost_per_kwh_heat
+        return price_per_kwh / (self.cop or 1.0)
 
     @property
     def kind(self) -> str:
@@ -443,6 +494,7 @@ class Config(_Strict):
     homeassistant: HomeAssistantConfig | None = None
     batch_api: BatchApiConfig | None = None
     quiet: QuietConfig | None = None
+    tariff: TariffConfig | None = None
     work_value_per_unit: Annotated[float, Field(ge=0)] = 0.0  # for main_heating prefer: cheapest (planner)
     duty: DutyConfig = DutyConfig()
     zones: list[ZoneConfig] = Field(min_length=1)
@@ -469,6 +521,15 @@ class Config(_Strict):
     def _unique_gpus(cls, gpus: list[GpuConfig]) -> list[GpuConfig]:
         _no_duplicates([g.id for g in gpus], "gpu id")
         return gpus
+
+    @model_validator(mode="after")
+    def _cheapest_needs_a_tariff(self) -> Self:
+        for z in self.zones:
+            if z.main_heating is not None and z.main_heating.prefer == "cheapest" and self.tariff is None:
+                raise ValueError(
+                    f"zone {z.name}: main_heating prefer: cheapest needs a 'tariff:' (price_per_kwh or periods)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _work_for_openai(self) -> Self:

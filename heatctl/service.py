@@ -33,7 +33,7 @@ from heatctl.commands import (
     SetZoneMode,
     bind_commands,
 )
-from heatctl.config import Config, GpuConfig, OpenAIWorkloadConfig
+from heatctl.config import Config, GpuConfig, OpenAIWorkloadConfig, ZoneConfig
 from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
 from heatctl.control.safety import ZoneInputs, fresh
 from heatctl.errors import ConfigError, HeatctlError
@@ -392,8 +392,23 @@ class Service:
                 demand_w=zout.demand_w,
                 capacity_w=zout.capacity_w,
                 failsafe=failsafe,
+                main_cheaper=self._main_cheaper(main.zone),
             )
             main.apply(cmd)
+
+    def _main_cheaper(self, zone: ZoneConfig) -> bool:
+        """With ``prefer: cheapest``: whether the zone's main heating makes heat for less than its GPUs now."""
+        from heatctl.mainheat.cascade import main_is_cheaper
+
+        main, tariff = zone.main_heating, self.cfg.tariff
+        if main is None or main.prefer != "cheapest" or tariff is None or self.controller is None:
+            return False
+        now = datetime.now().astimezone()
+        models = [self.controller.allocators[g].model for g in zone.gpus]
+        per_kwh = [m.work_rate(m.efficient_cap_w) / m.efficient_cap_w * 3.6e6 for m in models if m.efficient_cap_w > 0]
+        work_per_kwh = sum(per_kwh) / len(per_kwh) if per_kwh else 0.0
+        price = tariff.price_at(now.hour * 60 + now.minute)
+        return main_is_cheaper(main, price, work_per_kwh, self.cfg.work_value_per_unit)
 
     @staticmethod
     def _user_targets(out: NodeOutput, zones: dict[str, ZoneInputs]) -> NodeOutput:

@@ -103,11 +103,11 @@ def scenario(**kw: Any) -> Scenario:
     return Scenario.model_validate(base | kw)
 
 
-def config(main_heating: dict[str, Any] | None) -> Config:
+def config(main_heating: dict[str, Any] | None, **top: Any) -> Config:
     zone: dict[str, Any] = {"name": "room", "temperature": {"topic": "t"}, "setpoint": {"topic": "s"}, "gpus": ["gpu0"]}
     if main_heating is not None:
         zone["main_heating"] = main_heating
-    return Config.model_validate({"mqtt": None, "zones": [zone], "gpus": [{"id": "gpu0", "backend": "sim"}]})
+    return Config.model_validate({"mqtt": None, "zones": [zone], "gpus": [{"id": "gpu0", "backend": "sim"}], **top})
 
 
 @pytest.mark.parametrize("kind", [{"trv": "zigbee2mqtt/trv"}, {"switch": {"topic": "cmnd/heater/POWER"}}])
@@ -136,3 +136,36 @@ def test_a_room_the_gpu_can_hold_never_needs_the_main_heating() -> None:
     k = kpis(result)
     assert k["main_kwh"] == 0.0 and k["gpu_heat_share"] == 1.0
     assert result.main_switches == 0
+
+
+def test_cheapest_source_first_by_price_cop_and_the_value_of_work() -> None:
+    from heatctl.mainheat.cascade import MAIN_FIRST, main_is_cheaper
+
+    heat_pump = MainHeatingConfig(entity="climate.hp", prefer="cheapest", cop=3.0)
+    gas = MainHeatingConfig(entity="climate.boiler", prefer="cheapest", cost_per_kwh_heat=0.12)
+    assert main_is_cheaper(heat_pump, 0.30, work_per_kwh=1e6, work_value=0.0)  # 0.10 against 0.30
+    assert not main_is_cheaper(heat_pump, 0.30, work_per_kwh=1e6, work_value=2.5e-7)  # work worth 0.25/kWh
+    assert not main_is_cheaper(gas, 0.08, work_per_kwh=1e6, work_value=0.0)  # cheap power beats gas
+    assert main_is_cheaper(gas, 0.30, work_per_kwh=1e6, work_value=0.0)
+    c = Cascade(heat_pump)
+    cmd = c.update(
+        0, room_c=20.9, target_c=21.0, user_c=21.0, demand_w=0, capacity_w=CAP_W, failsafe=None, main_cheaper=True
+    )
+    assert cmd.stage == MAIN_FIRST and cmd.setpoint_c == 21.0 and cmd.gpu_target_c == 21.0 - 1.5
+    cmd = c.update(60, room_c=20.9, target_c=21.0, user_c=21.0, demand_w=0, capacity_w=CAP_W, failsafe=None)
+    assert cmd.stage == HELD and cmd.setpoint_c == 19.5  # the GPUs' turn again
+
+
+def test_the_simulated_cheapest_source_follows_a_day_night_tariff() -> None:
+    tariff = {"periods": [{"from": "07:00", "to": "23:00", "price_per_kwh": 0.40}], "default_per_kwh": 0.10}
+    scen = scenario(duration_h=72, tariff=tariff, weather={"constant_c": 8.0})  # 217 W: the GPU alone could
+    main = {"trv": "t", "prefer": "cheapest", "cop": 3.0}
+    # Work worth 1e-7 a unit, ~1.4e6 units/kWh at the efficient cap: 0.14 a kWh in the GPU's favour.
+    cfg = config(main, tariff={"price_per_kwh": 0.3}, work_value_per_unit=1e-7)  # the scenario's tariff rules
+    result = simulate(scen, cfg)
+    s = result.series
+    hour = (s["time_s"] / 3600) % 24
+    day, night = (hour >= 8) & (hour < 22), (hour < 6)
+    assert s["main_w"][day].mean() > 3 * s["main_w"][night].mean()  # the heat pump by day (0.13 < 0.40 − 0.14)
+    assert s["gpu_power_w"][night].mean() > 2 * s["gpu_power_w"][day].mean()  # the GPU by night (0.10 − 0.14 < 0.03)
+    assert kpis(result)["discomfort_kh"] < 3.0

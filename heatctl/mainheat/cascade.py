@@ -13,6 +13,10 @@
 - ``given back``: any fail-safe (stale inputs, heatctl off, a GPU lost, a window): the main
   heating gets the user's own setpoint, as if heatctl were not there.
 
+With ``prefer: cheapest``, whenever the main heating's heat costs less than the GPUs' (the
+electricity price, less what their work is worth) the order turns: ``main first`` gives the
+main heating the target and holds the GPUs back to target − ``offset_k``.
+
 Stage changes are counted; after ``max_switches_per_day`` in 24 h the cascade stays
 released (the side that keeps the room warm) until the count falls.
 """
@@ -30,7 +34,13 @@ PUSH_LIMIT_K = 0.8  # ... unless the room is already this far above the target
 HEADROOM = 0.9  # the GPUs have headroom below this share of their capacity
 DAY_S = 86400.0
 
-HELD, RELEASED, GIVEN_BACK = "held", "released", "given back"
+HELD, RELEASED, GIVEN_BACK, MAIN_FIRST = "held", "released", "given back", "main first"
+
+
+def main_is_cheaper(cfg: MainHeatingConfig, price_per_kwh: float, work_per_kwh: float, work_value: float) -> bool:
+    """Whether a kWh of heat from the main heating costs less than one from the GPUs (whose work has value)."""
+    gpu_per_kwh = price_per_kwh - work_value * work_per_kwh
+    return cfg.heat_cost_per_kwh(price_per_kwh) < gpu_per_kwh
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +80,12 @@ class Cascade:
         demand_w: float,
         capacity_w: float,
         failsafe: str | None,
+        main_cheaper: bool = False,
     ) -> MainCommand:
-        """One tick: the stage and the main heating's command. ``user_c`` is what a give-back restores."""
+        """One tick: the stage and the main heating's command. ``user_c`` is what a give-back restores.
+
+        ``main_cheaper``: with ``prefer: cheapest``, the main heating's heat costs less now.
+        """
         if failsafe or room_c is None or target_c is None:
             self.stage = GIVEN_BACK
             self._behind_since = self._headroom_since = None
@@ -83,6 +97,12 @@ class Cascade:
         reason = ""
         if self.stage == GIVEN_BACK:
             self.stage, reason = HELD, "inputs good: the GPUs go first"
+        cheaper = main_cheaper and self.cfg.prefer == "cheapest"
+        if cheaper != (self.stage == MAIN_FIRST):
+            self._switch(now_s, MAIN_FIRST if cheaper else HELD)
+            reason = "its heat costs less than the GPUs' now" if cheaper else "the GPUs' heat costs less now"
+        if self.stage == MAIN_FIRST:
+            return self._command(now_s, room_c, target_c, reason or "its heat costs less than the GPUs' now")
         if self.stage == HELD:
             self._headroom_since = None
             self._behind_since = (self._behind_since or now_s) if behind and at_capacity else None
@@ -122,6 +142,8 @@ class Cascade:
         """What the zone's GPUs aim at: flat out while released, unless the room is already too warm."""
         if self.stage == RELEASED and room_c is not None and room_c < target_c + PUSH_LIMIT_K:
             return target_c + PUSH_K
+        if self.stage == MAIN_FIRST:
+            return target_c - self.cfg.offset_k  # the GPUs only help when the main heating falls short
         return target_c
 
     def _switch(self, now_s: float, stage: str) -> None:
@@ -131,7 +153,7 @@ class Cascade:
         self._behind_since = self._headroom_since = None
 
     def _command(self, now_s: float, room_c: float, target_c: float, reason: str) -> MainCommand:
-        released = self.stage == RELEASED
+        released = self.stage in (RELEASED, MAIN_FIRST)
         gpu_target_c = self.gpu_target(target_c, room_c)
         if self.cfg.switch is None:
             setpoint = target_c if released else max(target_c - self.cfg.offset_k, self.cfg.min_setpoint_c)

@@ -8,6 +8,7 @@ blocking form for the last word on exit and for ``heatctl restore``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -96,10 +97,10 @@ class HomeAssistantDevice:
         with self._lock:
             try:
                 if self._client is None:
-                    self._client = self._make_client()
+                    self._client = self._make_client().__enter__()  # checks the API, opens a session
                 self._client.trigger_service(domain, service, **data)
             except Exception as exc:  # any failure of the call: said, retried with the next value
-                self._client = None
+                self._drop_client()
                 self.last_error = f"{domain}.{service} {data.get('entity_id')}: {plain(exc)}"
                 _LOGGER.warning("main heating: %s", self.last_error)
                 return self.last_error
@@ -117,11 +118,19 @@ class HomeAssistantDevice:
             if value is not None:
                 self._call(value)
 
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.__exit__(None, None, None)
+
     def close(self) -> None:
         with self._cond:
             self._stop = True
             self._cond.notify()
         self._thread.join(timeout=5.0)
+        with self._lock:
+            self._drop_client()
 
 
 def open_device(cfg: MainHeatingConfig, config: Config, publish: Publish, publish_wait: Publish) -> MainDevice:

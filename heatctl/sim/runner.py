@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,12 @@ from heatctl.control.efficiency import GpuCaps
 from heatctl.control.safety import Reading, ZoneInputs
 from heatctl.errors import ConfigError
 from heatctl.gpu.sim import SimGpuModel
-from heatctl.mainheat.cascade import Cascade, MainCommand
+from heatctl.mainheat.cascade import Cascade, MainCommand, main_is_cheaper
 from heatctl.sim.baselines import CONTROLLERS, STEERS_MAIN_HEATING
 from heatctl.sim.batches import SimBatches
 from heatctl.sim.mainheat import MainHeaterPlant
 from heatctl.sim.scenario import Scenario, Schedule
+from heatctl.sim.tariff import Tariff
 
 FloatArray = npt.NDArray[np.float64]
 COLUMNS = (
@@ -115,6 +117,7 @@ def simulate(
         else None
     )
     main_cmd: MainCommand | None = None
+    cheapest = cascade is not None and cascade.cfg.prefer == "cheapest"
     schedule = Schedule(scenario.schedule, scenario.start)
     windows = [e.span_s for e in scenario.events if e.window_open_min]
     mode_off = [e.span_s for e in scenario.events if e.mode_off_min]
@@ -177,6 +180,11 @@ def simulate(
                 zout = out.zones[zone.name]
                 main_cmd = cascade.update(
                     t,
+                    main_cheaper=cheapest
+                    and (price := _price(cfg, tariff, scenario, t)) is not None
+                    and main_is_cheaper(
+                        cascade.cfg, price, _work_per_kwh(ctrl, plant, gpu_ids), cfg.work_value_per_unit
+                    ),
                     room_c=temp_reading.value,
                     target_c=setpoint_c,
                     user_c=setpoint_c,
@@ -251,6 +259,23 @@ def simulate(
         batches=batches,
         main_switches=cascade.switches_total if cascade is not None else None,
     )
+
+
+def _price(cfg: Config, tariff: Tariff | None, scenario: Scenario, t: float) -> float | None:
+    """The price now: the scenario's tariff, else the config's (in the scenario's local time)."""
+    if tariff is not None:
+        return tariff.at(t)
+    if cfg.tariff is not None:
+        moment = scenario.start + timedelta(seconds=t)
+        return cfg.tariff.price_at(moment.hour * 60 + moment.minute)
+    return None
+
+
+def _work_per_kwh(ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]) -> float:
+    """The GPUs' work per kWh at their most efficient caps."""
+    allocators = getattr(ctrl, "allocators", {})
+    watts = sum(plant.power_w(allocators[g].model.efficient_cap_w, 1.0) for g in gpu_ids if g in allocators)
+    return _full_rate(ctrl, plant, gpu_ids) / watts * 3.6e6 if watts > 0 else 0.0
 
 
 def _full_rate(ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]) -> float:
