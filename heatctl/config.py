@@ -111,17 +111,27 @@ def minute_of_day(text: str) -> int:
     return int(m.group(1)) * 60 + int(m.group(2))
 
 
-class TariffPeriodConfig(_Strict):
+class _DailySpan(_Strict):
+    """From ``from`` to ``to`` (HH:MM, local time) every day; it may run past midnight."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     from_: str = Field(alias="from")
     to: str
-    price_per_kwh: Annotated[float, Field(ge=0)]
 
     @field_validator("from_", "to")
     @classmethod
     def _time_of_day(cls, value: str) -> str:
         minute_of_day(value)
         return value
+
+    def active(self, minute: int) -> bool:
+        """Whether ``minute`` of the local day is inside the span."""
+        start, end = minute_of_day(self.from_), minute_of_day(self.to)
+        return start <= minute < end if start <= end else minute >= start or minute < end
+
+
+class TariffPeriodConfig(_DailySpan):
+    price_per_kwh: Annotated[float, Field(ge=0)]
 
 
 class TariffConfig(_Strict):
@@ -147,31 +157,13 @@ class TariffConfig(_Strict):
         """The price at ``minute`` of the local day."""
         if self.price_per_kwh is not None:
             return self.price_per_kwh
-        for p in self.periods or []:
-            start, end = minute_of_day(p.from_), minute_of_day(p.to)
-            if (start <= minute < end) if start <= end else (minute >= start or minute < end):
-                return p.price_per_kwh
-        return self.default_per_kwh
+        return next((p.price_per_kwh for p in self.periods or [] if p.active(minute)), self.default_per_kwh)
 
 
-class QuietConfig(_Strict):
-    """Hours with a power ceiling for the whole node (noise follows power): ``from`` and ``to`` local time."""
+class QuietConfig(_DailySpan):
+    """Hours with a power ceiling for the whole node (noise follows power)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    from_: str = Field(alias="from")
-    to: str
     max_power_w: Annotated[float, Field(ge=0)]
-
-    @field_validator("from_", "to")
-    @classmethod
-    def _time_of_day(cls, value: str) -> str:
-        minute_of_day(value)
-        return value
-
-    def active(self, minute: int) -> bool:
-        """Whether ``minute`` (of the local day) is in the quiet hours; they may run past midnight."""
-        start, end = minute_of_day(self.from_), minute_of_day(self.to)
-        return start <= minute < end if start <= end else minute >= start or minute < end
 
 
 class SwitchConfig(_Strict):
