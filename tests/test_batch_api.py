@@ -197,6 +197,8 @@ def test_an_oversize_upload_is_refused_and_nothing_kept(tmp_path: Path, mosquitt
             node.client.files.create(file=("big.jsonl", chat_lines(40)), purpose="batch")
         assert too_big.value.status_code == 413
         assert node.client.files.list().data == []
+        files = tmp_path / "state" / "batch" / "files"
+        assert list(files.iterdir()) == []  # streamed to disk, and the partial file removed
         assert node.client.files.create(file=("ok.jsonl", chat_lines(1)), purpose="batch").bytes < 1024
     finally:
         node.stop()

@@ -112,31 +112,35 @@ class BatchApi:
         if not request.content_type.startswith("multipart/"):
             return api_error(400, "Uploads are multipart/form-data with 'file' and 'purpose'.")
         max_bytes = int(self.cfg.max_file_mb * 1024 * 1024)
-        purpose, filename, content = None, "upload.jsonl", bytearray()
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, BodyPartReader):
-                continue
-            if part.name == "purpose":
-                purpose = (await part.text()).strip()
-            elif part.name == "file":
-                filename = part.filename or filename
-                while chunk := await part.read_chunk(1 << 16):
-                    content += chunk
-                    if len(content) > max_bytes:
-                        return api_error(
-                            413,
-                            f"The file is larger than the limit of {self.cfg.max_file_mb:g} MB.",
-                            param="file",
-                            code="file_too_large",
-                        )
-        if purpose != "batch":
-            return api_error(400, f"'purpose' must be 'batch' here, not {purpose!r}.", param="purpose")
-        if not content:
+        purpose, filename = None, "upload.jsonl"
+        upload = self.store.begin_file()  # streamed to disk: a large file never sits in memory
+        try:
+            async for part in await request.multipart():
+                if not isinstance(part, BodyPartReader):
+                    continue
+                if part.name == "purpose":
+                    purpose = (await part.text()).strip()
+                elif part.name == "file":
+                    filename = part.filename or filename
+                    while chunk := await part.read_chunk(1 << 16):
+                        upload.write(chunk)
+                        if upload.size > max_bytes:
+                            upload.abort()
+                            return api_error(
+                                413,
+                                f"The file is larger than the limit of {self.cfg.max_file_mb:g} MB.",
+                                param="file",
+                                code="file_too_large",
+                            )
+        except BaseException:
+            upload.abort()
+            raise
+        if purpose != "batch" or upload.size == 0:
+            upload.abort()
+            if purpose != "batch":
+                return api_error(400, f"'purpose' must be 'batch' here, not {purpose!r}.", param="purpose")
             return api_error(400, "The 'file' part is missing or empty.", param="file")
-        record = await asyncio.get_running_loop().run_in_executor(
-            None, self.store.add_file, filename, purpose, [bytes(content)]
-        )
+        record = await asyncio.get_running_loop().run_in_executor(None, upload.commit, filename, purpose)
         return web.json_response(record.to_api())
 
     async def list_files(self, request: web.Request) -> web.Response:

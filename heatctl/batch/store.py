@@ -156,16 +156,26 @@ class BatchStore:
 
     def add_file(self, filename: str, purpose: str, chunks: Iterable[bytes]) -> FileRecord:
         """Write the content durably, then record it. The chunks' iterator may raise to abort."""
+        upload = self.begin_file()
+        try:
+            for chunk in chunks:
+                upload.write(chunk)
+        except BaseException:
+            upload.abort()
+            raise
+        return upload.commit(filename, purpose)
+
+    def begin_file(self) -> Upload:
+        """An upload written piece by piece to a temporary file; recorded only by ``commit``."""
         file_id = new_id("file-")
-        path = self.file_path(file_id)
-        size = _write_atomically(path, chunks)
-        record = FileRecord(file_id, purpose, filename, size, self.now())
+        return Upload(self, file_id, self.file_path(file_id))
+
+    def _record_file(self, record: FileRecord) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO files (id, purpose, filename, bytes, created_at) VALUES (?, ?, ?, ?, ?)",
                 (record.id, record.purpose, record.filename, record.bytes, record.created_at),
             )
-        return record
 
     def get_file(self, file_id: str) -> FileRecord | None:
         row = self._one("SELECT * FROM files WHERE id = ? AND deleted = 0", (file_id,))
@@ -349,6 +359,41 @@ class BatchStore:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
 
+class Upload:
+    """One upload in progress: never visible, and swept at the next start, until committed."""
+
+    def __init__(self, store: BatchStore, file_id: str, path: Path) -> None:
+        self._store = store
+        self.file_id = file_id
+        self._path = path
+        self._tmp = path.with_name(path.name + ".tmp")
+        self._fh = self._tmp.open("wb")
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._fh.write(chunk)
+        self.size += len(chunk)
+
+    def abort(self) -> None:
+        self._fh.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def commit(self, filename: str, purpose: str) -> FileRecord:
+        """fsync, rename, fsync the folder, then record it."""
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._tmp.replace(self._path)
+            _fsync_folder(self._path.parent)
+        except BaseException:
+            self.abort()
+            raise
+        record = FileRecord(self.file_id, purpose, filename, self.size, self._store.now())
+        self._store._record_file(record)
+        return record
+
+
 def request_error_line(custom_id: str, error: dict[str, Any]) -> dict[str, Any]:
     """An error-file line for a request that got no HTTP response (expired, cancelled, unreachable)."""
     return {"id": new_id("batch_req_"), "custom_id": custom_id, "response": None, "error": error}
@@ -396,9 +441,13 @@ def _write_atomically(path: Path, chunks: Iterable[bytes]) -> int:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    folder = os.open(path.parent, os.O_RDONLY)
+    _fsync_folder(path.parent)
+    return size
+
+
+def _fsync_folder(path: Path) -> None:
+    folder = os.open(path, os.O_RDONLY)
     try:
         os.fsync(folder)
     finally:
         os.close(folder)
-    return size
