@@ -12,9 +12,7 @@ back.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,6 +24,7 @@ from heatctl.control.safety import Reading
 from heatctl.errors import plain
 from heatctl.mainheat.cascade import GIVEN_BACK, Cascade, MainCommand
 from heatctl.mainheat.devices import MainDevice, Value
+from heatctl.state import StateFile
 
 _LOGGER = logging.getLogger(__name__)
 STATE_FILE = "main_heating.json"
@@ -59,20 +58,12 @@ class Held:
 
 
 def load_held(state_dir: Path) -> dict[str, Held]:
-    try:
-        data = json.loads((state_dir / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return {str(k): Held.from_json(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    data = StateFile(state_dir / STATE_FILE).load()
+    return {str(k): Held.from_json(v) for k, v in data.items()}
 
 
 def save_held(state_dir: Path, held: dict[str, Held]) -> None:
-    path = state_dir / STATE_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({k: v.to_json() for k, v in held.items()}, indent=1))
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    StateFile(state_dir / STATE_FILE).save({k: v.to_json() for k, v in held.items()})
 
 
 def shares_thermostat(zone: ZoneConfig) -> bool:
