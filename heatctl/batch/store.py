@@ -167,8 +167,7 @@ class BatchStore:
 
     def begin_file(self) -> Upload:
         """An upload written piece by piece to a temporary file; recorded only by ``commit``."""
-        file_id = new_id("file-")
-        return Upload(self, file_id, self.file_path(file_id))
+        return Upload(self, new_id("file-"))
 
     def _record_file(self, record: FileRecord) -> None:
         with self._tx() as db:
@@ -345,7 +344,9 @@ class BatchStore:
         if not lines:
             return None
         file_id = new_id("file-")
-        _write_atomically(self.file_path(file_id), [("\n".join(lines) + "\n").encode()])
+        out = AtomicFile(self.file_path(file_id))
+        out.write(("\n".join(lines) + "\n").encode())
+        out.commit()
         return file_id
 
     # --- small persistent values ----------------------------------------------------------
@@ -359,12 +360,13 @@ class BatchStore:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
 
-class Upload:
-    """One upload in progress: never visible, and swept at the next start, until committed."""
+class AtomicFile:
+    """Written to ``<path>.tmp``; ``commit`` fsyncs, renames and fsyncs the folder, ``abort`` leaves nothing.
 
-    def __init__(self, store: BatchStore, file_id: str, path: Path) -> None:
-        self._store = store
-        self.file_id = file_id
+    Until committed it is never visible, and a crash leaves only a temporary file (swept at start).
+    """
+
+    def __init__(self, path: Path) -> None:
         self._path = path
         self._tmp = path.with_name(path.name + ".tmp")
         self._fh = self._tmp.open("wb")
@@ -378,17 +380,43 @@ class Upload:
         self._fh.close()
         self._tmp.unlink(missing_ok=True)
 
-    def commit(self, filename: str, purpose: str) -> FileRecord:
-        """fsync, rename, fsync the folder, then record it."""
+    def commit(self) -> None:
         try:
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
             self._tmp.replace(self._path)
-            _fsync_folder(self._path.parent)
         except BaseException:
             self.abort()
             raise
+        folder = os.open(self._path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+class Upload:
+    """One upload in progress: a file of the store, recorded only once it is committed."""
+
+    def __init__(self, store: BatchStore, file_id: str) -> None:
+        self._store = store
+        self.file_id = file_id
+        self._file = AtomicFile(store.file_path(file_id))
+
+    @property
+    def size(self) -> int:
+        return self._file.size
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+
+    def abort(self) -> None:
+        self._file.abort()
+
+    def commit(self, filename: str, purpose: str) -> FileRecord:
+        """On disk for good, then recorded."""
+        self._file.commit()
         record = FileRecord(self.file_id, purpose, filename, self.size, self._store.now())
         self._store._record_file(record)
         return record
@@ -424,30 +452,3 @@ def batch_to_api(row: sqlite3.Row) -> dict[str, Any]:
             "tokens": tokens,
         },
     }
-
-
-def _write_atomically(path: Path, chunks: Iterable[bytes]) -> int:
-    """Temporary file, fsync, rename, fsync the folder; the size written. A raising iterator leaves nothing."""
-    tmp = path.with_name(path.name + ".tmp")
-    size = 0
-    try:
-        with tmp.open("wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-                size += len(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-    return size
-
-
-def _fsync_folder(path: Path) -> None:
-    folder = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
