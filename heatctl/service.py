@@ -109,6 +109,7 @@ class Service:
         self.presets = {z.name: "none" for z in cfg.zones}  # the climate entity's preset (boost ends by itself)
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
         self.max_power_w: float | None = cfg.max_power_w
+        self._cap_w: float | None = cfg.max_power_w  # this tick's node cap: max_power_w, lower in quiet hours
         self.counters = Counters()
         self._capacity_w = 0.0
         self._transitions = Transitions(cfg.zones, self.store)
@@ -307,12 +308,13 @@ class Service:
         }
         for gid, obs in observed.items():
             self._account(gid, obs, dt_s, zones[self._zone_of[gid]])
+        self._cap_w = self._quiet_w()
         out = self.controller.step(
             NodeInputs(
                 mode=self.mode,
                 zones=self._gpu_targets(zones),
                 gpus=states,
-                max_power_w=self._quiet_w(),
+                max_power_w=self._cap_w,
                 work_due=self._work_due(),
             )
         )
@@ -403,11 +405,10 @@ class Service:
         main, tariff = zone.main_heating, self.cfg.tariff
         if main is None or main.prefer != "cheapest" or tariff is None or self.controller is None:
             return False
-        now = datetime.now().astimezone()
         models = [self.controller.allocators[g].model for g in zone.gpus]
         per_kwh = [m.work_rate(m.efficient_cap_w) / m.efficient_cap_w * 3.6e6 for m in models if m.efficient_cap_w > 0]
         work_per_kwh = sum(per_kwh) / len(per_kwh) if per_kwh else 0.0
-        price = tariff.price_at(now.hour * 60 + now.minute)
+        price = tariff.price_at(_local_minute())
         return main_is_cheaper(main, price, work_per_kwh, self.cfg.work_value_per_unit)
 
     @staticmethod
@@ -448,12 +449,10 @@ class Service:
 
     def _work_starved(self, out: NodeOutput) -> bool:
         """Heat is wanted in a zone, and none of its GPUs has work to make it with."""
-        zone_gpus = {z.name: z.gpus for z in self.cfg.zones}
-        for name, zone in out.zones.items():
-            gpus = [self.actuators[g] for g in zone_gpus[name]]
-            if zone.demand_w > 0 and gpus and not any(a.workload.has_work() for a in gpus):
-                return True
-        return False
+        return any(
+            out.zones[zone.name].demand_w > 0 and not any(self.actuators[g].workload.has_work() for g in zone.gpus)
+            for zone in self.cfg.zones
+        )
 
     def _set_preset(self, zone: str, preset: str) -> None:
         """comfort/eco/away: that target until the thermostat's own setpoint changes; boost: flat out until warm."""
@@ -480,10 +479,7 @@ class Service:
     def _quiet_w(self) -> float | None:
         """The node's power cap now: ``max_power_w``, lowered during quiet hours."""
         quiet = self.cfg.quiet
-        if quiet is None:
-            return self.max_power_w
-        now = datetime.now().astimezone()
-        if not quiet.active(now.hour * 60 + now.minute):
+        if quiet is None or not quiet.active(_local_minute()):
             return self.max_power_w
         return quiet.max_power_w if self.max_power_w is None else min(self.max_power_w, quiet.max_power_w)
 
@@ -536,10 +532,7 @@ class Service:
             | ({"influx": self.sinks[0].stats()} if self.sinks else {})
             | (self._batch_state() if self.batches is not None else {})
             | ({"main_heating": {n: m.status(self.clock()) for n, m in self.main.items()}} if self.main else {})
-            | {
-                "presets": dict(self.presets),
-                "quiet": self.cfg.quiet is not None and self._quiet_w() != self.max_power_w,
-            },
+            | {"presets": dict(self.presets), "quiet": self._cap_w != self.max_power_w},
         )
 
     def _batch_state(self) -> dict[str, Any]:
@@ -624,6 +617,12 @@ def run_service(cfg: Config, *, on_ready: Callable[[Service], None] | None = Non
         service.shutdown()
         _LOGGER.info("stopped: power limits restored, workloads left in their exit state")
     return 0
+
+
+def _local_minute() -> int:
+    """The minute of the local day now (quiet hours and tariff periods are in local time)."""
+    now = datetime.now().astimezone()
+    return now.hour * 60 + now.minute
 
 
 def _status_line(snap: NodeSnapshot) -> str:
