@@ -386,15 +386,23 @@ class OpenAIWorkload:
                 self.counters.errors.append(f"{req.custom_id}: HTTP {status}")
         return 0.0
 
+    def _connection(self) -> http.client.HTTPConnection:
+        """A connection to the inference server (not yet connected)."""
+        conn_cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        return conn_cls(self._host, self._port, timeout=self._cfg.request_timeout_s)
+
+    def _headers(self, **extra: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", **extra}
+        if self._cfg.api_key is not None:
+            headers["Authorization"] = f"Bearer {self._cfg.api_key.get_secret_value()}"
+        return headers
+
     def _send(self, req: QueuedRequest, slot: int) -> tuple[int, Any]:
         """POST the request's body as it is; (status, parsed body). Preempted if the slot was taken away."""
         body = {"model": self._cfg.model, **req.body}
         path = self._path + req.url.removeprefix("/v1")
-        headers = {"Content-Type": "application/json"}
-        if self._cfg.api_key is not None:
-            headers["Authorization"] = f"Bearer {self._cfg.api_key.get_secret_value()}"
-        conn_cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        conn = conn_cls(self._host, self._port, timeout=self._cfg.request_timeout_s)
+        headers = self._headers()
+        conn = self._connection()
         try:
             conn.connect()
             with self._cond:
@@ -478,11 +486,8 @@ class OpenAIWorkload:
         chat = "messages" in job.body
         body = {"model": self._cfg.model, **job.body, "stream": True, "stream_options": {"include_usage": True}}
         path = f"{self._path}/{'chat/completions' if chat else 'completions'}"
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        if self._cfg.api_key is not None:
-            headers["Authorization"] = f"Bearer {self._cfg.api_key.get_secret_value()}"
-        conn_cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        conn = conn_cls(self._host, self._port, timeout=self._cfg.request_timeout_s)
+        headers = self._headers(Accept="text/event-stream")
+        conn = self._connection()
         pieces: list[str] = []
         counted = 0
         usage: dict[str, Any] = {}
