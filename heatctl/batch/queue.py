@@ -103,6 +103,7 @@ class BatchQueue:
         self._heat_wanted = True  # False: only batches whose deadline needs it may run
         saved = store.get_meta("s_per_request")
         self.s_per_request = float(saved) if saved else DEFAULT_S_PER_REQUEST
+        self._saved_s_per_request = self.s_per_request
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -317,7 +318,9 @@ class BatchQueue:
                 self.store.finish(batch_id, "completed", None)
                 self._forget(batch_id)
                 _LOGGER.info("batch %s completed", batch_id)
-        self.store.set_meta("s_per_request", repr(self.s_per_request))
+        if self.s_per_request != self._saved_s_per_request:  # a commit (an fsync) only when it changed
+            self.store.set_meta("s_per_request", repr(self.s_per_request))
+            self._saved_s_per_request = self.s_per_request
 
     def _uncharged(self, batch_id: str) -> bool:
         with self._lock:
