@@ -152,6 +152,8 @@ def simulate(
             measured_c = round(room.air_c / resolution_k) * resolution_k if resolution_k else room.air_c
             temp_reading = Reading(value=measured_c, at_s=t, source=src)
         if t >= next_tick_s:
+            # The GPUs' aim, as the service computes it: the cascade's, when it steers the main heating.
+            gpu_aim_c = cascade.gpu_target(setpoint_c, temp_reading.value) if cascade is not None else setpoint_c
             if batches is not None:
                 due = batches.due(t, _full_rate(ctrl, plant, gpu_ids))
                 work_due = dict.fromkeys(gpu_ids, due)
@@ -161,7 +163,7 @@ def simulate(
                 zones={
                     zone.name: ZoneInputs(
                         temperature=temp_reading,
-                        setpoint=Reading(value=main_cmd.gpu_target_c if main_cmd else setpoint_c, at_s=t),
+                        setpoint=Reading(value=gpu_aim_c, at_s=t),
                         window_open=Reading(value=1.0 if window_open else 0.0, at_s=t),
                         outdoor=Reading(value=outdoor_c, at_s=t),
                         temperature_stale_s=zone.temperature.stale_after_s,
