@@ -50,6 +50,17 @@ def short_lived_client(cfg: MqttConfig, purpose: str) -> mqtt.Client:
     return client
 
 
+def publish_and_wait(client: mqtt.Client, topic: str, payload: str | bytes, timeout_s: float = 5.0) -> bool:
+    """Publish with QoS 1 and wait: whether the broker has it."""
+    try:
+        info = client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout_s)
+        return bool(info.is_published())
+    except (RuntimeError, ValueError) as exc:
+        _LOGGER.warning("publishing to %s failed: %s", topic, exc)
+        return False
+
+
 class MqttLink:
     """Connects, keeps reconnecting with backoff, and re-subscribes and re-announces each time.
 
@@ -109,13 +120,7 @@ class MqttLink:
 
     def publish_wait(self, topic: str, payload: str | bytes, timeout_s: float = 5.0) -> bool:
         """QoS 1, waited for: whether the broker has it (for messages that are the last word on exit)."""
-        try:
-            info = self._client.publish(topic, payload, qos=1)
-            info.wait_for_publish(timeout_s)
-            return bool(info.is_published())
-        except (RuntimeError, ValueError) as exc:
-            _LOGGER.warning("publishing to %s failed: %s", topic, exc)
-            return False
+        return publish_and_wait(self._client, topic, payload, timeout_s)
 
     # --- paho callbacks, on the network thread --------------------------------------
 

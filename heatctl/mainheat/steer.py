@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +199,7 @@ class ZoneMainHeating:
 def give_back_recorded(cfg: Config, state_dir: Path) -> list[str]:
     """``heatctl restore``: every main heating a run left held back gets the user's setpoint again."""
     from heatctl.mainheat.devices import HomeAssistantDevice, MqttDevice
-    from heatctl.mqtt_link import short_lived_client
+    from heatctl.mqtt_link import publish_and_wait, short_lived_client
     from heatctl.sources.homeassistant import make_client
 
     held = load_held(state_dir)
@@ -229,7 +230,7 @@ def give_back_recorded(cfg: Config, state_dir: Path) -> list[str]:
                     done.append(f"cannot give {main.device} back: MQTT {cfg.mqtt.host}:{cfg.mqtt.port}: {plain(exc)}")
                     client = None
                     continue
-            device = MqttDevice(main, lambda t, p: True, _waiting_publisher(client))
+            device = MqttDevice(main, lambda t, p: True, partial(publish_and_wait, client, timeout_s=10.0))
         problem = device.send_now(own)
         device.close()
         if problem is None:
@@ -243,15 +244,3 @@ def give_back_recorded(cfg: Config, state_dir: Path) -> list[str]:
     if held:
         save_held(state_dir, held)
     return done
-
-
-def _waiting_publisher(client: Any) -> Callable[[str, str], bool]:
-    def publish(topic: str, payload: str) -> bool:
-        try:
-            info = client.publish(topic, payload, qos=1)
-            info.wait_for_publish(10.0)
-            return bool(info.is_published())
-        except (RuntimeError, ValueError):
-            return False
-
-    return publish
