@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +92,9 @@ def config_text(mosquitto: Mosquitto, tmp_path: Path) -> str:
     return CONFIG.format(state=tmp_path / "state", port=mosquitto.port, trv=TRV)
 
 
-def test_held_back_a_persons_change_kept_and_given_back_on_exit(
-    mosquitto: Mosquitto, trv: FakeTrv, tmp_path: Path
-) -> None:
+@contextmanager
+def held_back(mosquitto: Mosquitto, trv: FakeTrv, tmp_path: Path) -> Iterator[Service]:
+    """A running service whose first tick held the TRV back to target − 1.5; shut down on leaving."""
     svc = Service(parse_config(config_text(mosquitto, tmp_path)))
     svc.start()
     try:
@@ -103,6 +104,15 @@ def test_held_back_a_persons_change_kept_and_given_back_on_exit(
         snap = svc.tick()
         assert snap.extra["main_heating"]["office"]["stage"] == "held"
         wait_until(lambda: trv.setpoint == 19.5, 5, "TRV held back to target − 1.5")
+        yield svc
+    finally:
+        svc.shutdown()
+
+
+def test_held_back_a_persons_change_kept_and_given_back_on_exit(
+    mosquitto: Mosquitto, trv: FakeTrv, tmp_path: Path
+) -> None:
+    with held_back(mosquitto, trv, tmp_path) as svc:
         wait_until(lambda: svc.store.get("office", "setpoint").value == 19.5, 5)  # type: ignore[union-attr]
         snap = svc.tick()  # the TRV now reports 19.5 — heatctl's own write, not the user's wish
         assert snap.zones["office"].setpoint_c == 21.0
@@ -114,28 +124,17 @@ def test_held_back_a_persons_change_kept_and_given_back_on_exit(
         wait_until(lambda: trv.setpoint == 20.5, 5, "held back below the new target")
         held = json.loads((tmp_path / "state" / "main_heating.json").read_text())
         assert held["office"]["user_setpoint_c"] == 22.0 and held["office"]["steered"] is True
-    finally:
-        svc.shutdown()
     wait_until(lambda: trv.setpoint == 22.0, 5, f"given back: the person's setpoint, not heatctl's {trv.sets}")
     held = json.loads((tmp_path / "state" / "main_heating.json").read_text())
     assert held["office"]["steered"] is False
 
 
 def test_a_failsafe_gives_it_back_at_once(mosquitto: Mosquitto, trv: FakeTrv, tmp_path: Path) -> None:
-    svc = Service(parse_config(config_text(mosquitto, tmp_path)))
-    svc.start()
-    try:
-        wait_until(svc.link.connected.is_set, 10, "connected")  # type: ignore[union-attr]
-        trv.report()
-        wait_until(lambda: svc.store.get("office", "setpoint"), 5, "TRV state")
-        svc.tick()
-        wait_until(lambda: trv.setpoint == 19.5, 5, "held back")
+    with held_back(mosquitto, trv, tmp_path) as svc:
         svc.mode = "off"  # heatctl turned off: the house heats as it did before
         snap = svc.tick()
         assert snap.extra["main_heating"]["office"]["stage"] == "given back"
         wait_until(lambda: trv.setpoint == 21.0, 5, "given back")
-    finally:
-        svc.shutdown()
 
 
 def test_kill_9_then_restore_gives_the_users_setpoint_back(mosquitto: Mosquitto, trv: FakeTrv, tmp_path: Path) -> None:
@@ -260,18 +259,9 @@ def test_quiet_hours_cap_the_node(mosquitto: Mosquitto, probe: Any, tmp_path: Pa
 
 
 def test_boost_releases_the_main_heating_at_once(mosquitto: Mosquitto, trv: FakeTrv, tmp_path: Path) -> None:
-    svc = Service(parse_config(config_text(mosquitto, tmp_path)))
-    svc.start()
-    try:
-        wait_until(svc.link.connected.is_set, 10, "connected")  # type: ignore[union-attr]
-        trv.report()
-        wait_until(lambda: svc.store.get("office", "setpoint"), 5, "TRV state")
-        svc.tick()
-        wait_until(lambda: trv.setpoint == 19.5, 5, "held back")
+    with held_back(mosquitto, trv, tmp_path) as svc:
         svc.inbox.put(SetPreset("office", "boost"))
         snap = svc.tick()
         assert snap.extra["main_heating"]["office"]["stage"] == "released"
         wait_until(lambda: trv.setpoint == 21.0, 5, "the radiator helps at once")
         assert snap.gpus["gpu0"].level == 1.0
-    finally:
-        svc.shutdown()
