@@ -109,8 +109,9 @@ class BatchQueue:
 
     def start(self) -> None:
         """Load what was queued before a restart (in-flight requests were not recorded: they run again)."""
-        for req in self.store.queued_requests():
-            self._push(req)
+        with self._lock:
+            for req in self.store.queued_requests():
+                self._push(req)
         self._started.update(r["id"] for r in self.store.batches_in("in_progress") if r["completed"] + r["failed"] > 0)
         if self._left:
             _LOGGER.info("batch: %d request(s) of %d batch(es) queued", sum(self._left.values()), len(self._left))
@@ -139,10 +140,10 @@ class BatchQueue:
     # --- workers --------------------------------------------------------------------------
 
     def _push(self, req: QueuedRequest) -> None:
-        with self._lock:
-            heapq.heappush(self._heap, (req.expires_at, req.batch_seq, req.line, req))
-            self._left[req.batch_id] = self._left.get(req.batch_id, 0) + 1
-            self._deadline[req.batch_id] = req.expires_at
+        """(Under the lock.)"""
+        heapq.heappush(self._heap, (req.expires_at, req.batch_seq, req.line, req))
+        self._left[req.batch_id] = self._left.get(req.batch_id, 0) + 1
+        self._deadline[req.batch_id] = req.expires_at
 
     def has_work(self) -> bool:
         with self._lock:
@@ -362,11 +363,12 @@ class BatchQueue:
             _LOGGER.warning("batch %s failed validation: %s", batch_id, errors[0]["message"])
             self.store.fail_batch(batch_id, errors)
             return
-        self.store.accept_requests(batch_id, requests)
         row = self.store.batch_row(batch_id)
         assert row is not None
-        for line, custom_id, url, body in requests:
-            self._push(QueuedRequest(batch_id, line, custom_id, url, body, row["expires_at"], row["seq"]))
+        with self._lock:  # whoever sees the batch in_progress sees its requests queued
+            self.store.accept_requests(batch_id, requests)
+            for line, custom_id, url, body in requests:
+                self._push(QueuedRequest(batch_id, line, custom_id, url, body, row["expires_at"], row["seq"]))
         due = datetime.fromtimestamp(row["expires_at"], UTC).astimezone().isoformat(timespec="minutes")
         _LOGGER.info("batch %s: %d request(s) queued, due %s", batch_id, len(requests), due)
         self._notify()
