@@ -135,7 +135,8 @@ class TariffPeriodConfig(_DailySpan):
 
 
 class TariffConfig(_Strict):
-    """What electricity costs: fixed, or daily time-of-use periods (local time)."""
+    """What electricity costs: fixed, daily time-of-use periods (local time), or a price forecast
+    (a Home Assistant entity's attribute lists, or an MQTT topic with a JSON list of {start, price})."""
 
     price_per_kwh: Annotated[float, Field(ge=0)] | None = None
     periods: list[TariffPeriodConfig] | None = None
@@ -145,19 +146,75 @@ class TariffConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
-        if self.entity is not None or self.topic is not None:
-            raise ValueError(
-                "price forecasts from an entity or a topic come with the planner; give price_per_kwh or periods"
-            )
-        if (self.price_per_kwh is None) == (self.periods is None):
-            raise ValueError("give one of price_per_kwh or periods (with default_per_kwh)")
+        kinds = (self.price_per_kwh, self.periods, self.entity, self.topic)
+        if sum(k is not None for k in kinds) != 1:
+            raise ValueError("give one of price_per_kwh, periods (with default_per_kwh), entity or topic")
         return self
 
-    def price_at(self, minute: int) -> float:
-        """The price at ``minute`` of the local day."""
+    @property
+    def is_forecast(self) -> bool:
+        """Prices arrive from an entity or a topic (known only once they came)."""
+        return self.entity is not None or self.topic is not None
+
+    def price_at(self, minute: int) -> float | None:
+        """The price at ``minute`` of the local day; None for a forecast tariff (see the planner's signals)."""
         if self.price_per_kwh is not None:
             return self.price_per_kwh
-        return next((p.price_per_kwh for p in self.periods or [] if p.active(minute)), self.default_per_kwh)
+        if self.periods is None:
+            return None
+        return next((p.price_per_kwh for p in self.periods if p.active(minute)), self.default_per_kwh)
+
+
+class ForecastSourceConfig(_Strict):
+    """A forecast: a Home Assistant entity (its attribute lists, or ``weather.get_forecasts`` for a
+    weather entity) or an MQTT topic carrying a JSON list of points."""
+
+    entity: str | None = None
+    topic: str | None = None
+    poll_interval_s: Annotated[float, Field(ge=60)] = 900.0  # Home Assistant: how often to ask
+    stale_after_s: Annotated[float, Field(gt=0)] = 36 * 3600.0  # unused after this long without news
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if (self.entity is None) == (self.topic is None):
+            raise ValueError("give exactly one of 'entity' (Home Assistant) or 'topic' (MQTT)")
+        return self
+
+
+class PlannerConfig(_Strict):
+    """Prediction and planning: learn the room, look ahead, plan the heat (see README: Planner)."""
+
+    enabled: bool = True
+    objective: Literal["cost", "carbon", "energy"] = "cost"
+    horizon_h: Annotated[float, Field(ge=4, le=72)] = 36.0
+    step_min: Annotated[float, Field(ge=5, le=60)] = 15.0
+    comfort_tolerance_k: Annotated[float, Field(ge=0, le=2)] = 0.3
+    store_k: Annotated[float, Field(ge=0, le=5)] = 0.0
+    replan_min: Annotated[float, Field(ge=1, le=240)] = 15.0
+    refit_h: Annotated[float, Field(gt=0, le=48)] = 1.0
+    history_days: Annotated[float, Field(ge=2, le=60)] = 14.0
+
+
+class ScheduleEntryConfig(_Strict):
+    """From ``at`` on the given days (local time), the setpoint is ``setpoint_c``."""
+
+    days: str = "daily"  # mon-fri, sat,sun, daily, …
+    at: str
+    setpoint_c: Annotated[float, Field(ge=5, le=35)]
+
+    @field_validator("at")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        minute_of_day(value)
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        from heatctl.planner.schedule import parse_days
+
+        parse_days(value)
+        return value
 
 
 class QuietConfig(_DailySpan):
@@ -255,6 +312,7 @@ class ZoneConfig(_Strict):
     main_heating: MainHeatingConfig | None = None
     # Named targets for the zone's climate entity (HA presets); ``boost`` is always there.
     presets: dict[Literal["comfort", "eco", "away"], Annotated[float, Field(ge=5, le=30)]] = {}
+    schedule: list[ScheduleEntryConfig] | None = None  # for the planner; else learned from the setpoint history
 
     SOURCE_FIELDS: ClassVar[tuple[str, ...]] = (
         "temperature",
@@ -487,6 +545,10 @@ class Config(_Strict):
     batch_api: BatchApiConfig | None = None
     quiet: QuietConfig | None = None
     tariff: TariffConfig | None = None
+    planner: PlannerConfig | None = None
+    carbon: ForecastSourceConfig | None = None  # g CO2/kWh forecast, for objective: carbon
+    grid_power: SourceConfig | None = None  # live W, import > 0, export < 0: solar surplus
+    weather_forecast: ForecastSourceConfig | None = None
     work_value_per_unit: Annotated[float, Field(ge=0)] = 0.0  # for main_heating prefer: cheapest (planner)
     duty: DutyConfig = DutyConfig()
     zones: list[ZoneConfig] = Field(min_length=1)
@@ -521,6 +583,12 @@ class Config(_Strict):
                 raise ValueError(
                     f"zone {z.name}: main_heating prefer: cheapest needs a 'tariff:' (price_per_kwh or periods)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _planner_signals(self) -> Self:
+        if self.planner is not None and self.planner.objective == "carbon" and self.carbon is None:
+            raise ValueError("planner objective: carbon needs a 'carbon:' forecast (entity or topic)")
         return self
 
     @model_validator(mode="after")

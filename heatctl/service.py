@@ -13,6 +13,7 @@ part here. Network threads (paho, the Home Assistant poller) only put readings i
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import signal
 import threading
@@ -35,7 +36,7 @@ from heatctl.commands import (
 )
 from heatctl.config import Config, GpuConfig, OpenAIWorkloadConfig, ZoneConfig
 from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
-from heatctl.control.safety import ZoneInputs, fresh
+from heatctl.control.safety import ZoneInputs, fresh, zone_failsafe, zone_wants_no_heat
 from heatctl.errors import ConfigError, HeatctlError
 from heatctl.gpu.base import Gpu
 from heatctl.gpu.registry import open_gpu
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from heatctl.batch.api import BatchApiServer
     from heatctl.batch.queue import BatchQueue
     from heatctl.mainheat.steer import Held, ZoneMainHeating
+    from heatctl.planner.node import NodePlanner
     from heatctl.sources.homeassistant import HomeAssistantPoller
 
 _LOGGER = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class Service:
         self.main: dict[str, ZoneMainHeating] = {}  # zone → its main heating, when heatctl steers one
         self._held: dict[str, Held] = {}
         self.batch_api: BatchApiServer | None = None
+        self.planner: NodePlanner | None = None
         self.controller: NodeController | None = None
         self.snapshot: NodeSnapshot | None = None
         self.mode: str = cfg.mode
@@ -153,6 +156,8 @@ class Service:
         elif any(src.topic for z in self.cfg.zones for _, src in zone_sources(z)):
             _LOGGER.warning("sources read MQTT topics but there is no 'mqtt:' section: they will never report")
         self._open_main_heating()
+        if self.cfg.planner is not None:
+            self._open_planner()
         if self.cfg.homeassistant is not None:
             from heatctl.sources.homeassistant import HomeAssistantPoller
 
@@ -185,6 +190,34 @@ class Service:
         )
         self.batch_api = BatchApiServer(api, api_cfg.host, api_cfg.port)
         self.batch_api.start()
+
+    def _open_planner(self) -> None:
+        """Each zone's planner and the forecasts; the planner's thread starts last (it reads the link)."""
+        from heatctl.planner.node import NodePlanner
+
+        assert self.controller is not None
+        caps = {gid: a.model.caps for gid, a in self.controller.allocators.items()}
+        capacity = {z.name: sum(caps[g].max_limit_w for g in z.gpus) for z in self.cfg.zones}
+        floor = {z.name: sum(caps[g].idle_w for g in z.gpus) for z in self.cfg.zones}
+        link, mqtt_cfg = self.link, self.cfg.mqtt
+        plan_topic = f"{mqtt_cfg.base_topic}/{self.cfg.node_id}/plan" if mqtt_cfg is not None else None
+
+        def on_plan(document: dict[str, Any]) -> None:
+            if link is not None and plan_topic is not None:
+                link.publish(plan_topic, json.dumps(document), retain=True, qos=1)
+
+        factory = None
+        if self.cfg.homeassistant is not None:
+            from heatctl.sources.homeassistant import make_client
+
+            factory = make_client
+        self.planner = NodePlanner(
+            self.cfg, capacity, floor, self.state_dir, on_plan=on_plan, ha_client_factory=factory
+        )
+        if link is not None:
+            for topic, handler in self.planner.topic_handlers().items():
+                link.subscribe(topic, handler)
+        self.planner.start()
 
     def _open_main_heating(self) -> None:
         """Each zone's main heating, with what a previous run kept of the user's setpoint."""
@@ -264,6 +297,8 @@ class Service:
             act.stop()
         if self.batch_api is not None:
             self.batch_api.stop()
+        if self.planner is not None:
+            self.planner.stop()
         if self.batches is not None:
             self.batches.stop()
             self.batches.store.close()
@@ -312,7 +347,7 @@ class Service:
         out = self.controller.step(
             NodeInputs(
                 mode=self.mode,
-                zones=self._gpu_targets(zones),
+                zones=self._gpu_targets(self._planned(now_s, zones, states, metered_w)),
                 gpus=states,
                 max_power_w=self._cap_w,
                 work_due=self._work_due(),
@@ -358,6 +393,36 @@ class Service:
             zin = zones[name]
             main.observe(self.store.get(name, "main_setpoint"), zin.setpoint)
             out[name] = dataclasses.replace(zin, setpoint=main.target(zin.setpoint))
+        return out
+
+    def _planned(
+        self, now_s: float, zones: dict[str, ZoneInputs], states: dict[str, GpuState], metered_w: dict[str, float]
+    ) -> dict[str, ZoneInputs]:
+        """Each zone's readings to its planner; with an active plan, its room is the target, its heat the feed-forward."""
+        if self.planner is None:
+            return zones
+        out = dict(zones)
+        for zone in self.cfg.zones:
+            zin = zones[zone.name]
+            gpu_w = [states[g].power_w for g in zone.gpus if g in states]
+            heat_w = metered_w.get(zone.name, sum(w for w in gpu_w if w is not None) if gpu_w else None)
+            failsafe = zone_failsafe(now_s, zin, zone.control)
+            heating = self.mode == "heat" and not zone_wants_no_heat(zin) and self.presets[zone.name] != "boost"
+            main = self.main.get(zone.name)
+            main_helps = main is not None and main.cascade.stage not in ("held", "given back")
+            guidance = self.planner.record(
+                zone.name,
+                room_c=zin.temperature.value if zin.temperature is not None else None,
+                setpoint_c=zin.setpoint.value if zin.setpoint is not None else None,
+                heat_w=heat_w,
+                outdoor_c=zin.outdoor.value
+                if zin.outdoor is not None and fresh(zin.outdoor, now_s, zin.outdoor_stale_s)
+                else None,
+                valid=failsafe is None and heating and not main_helps and None not in gpu_w,
+            )
+            if guidance is not None and zin.setpoint is not None:
+                target = dataclasses.replace(zin.setpoint, value=guidance.target_c)
+                out[zone.name] = dataclasses.replace(zin, setpoint=target, feedforward_w=guidance.feedforward_w)
         return out
 
     def _gpu_targets(self, zones: dict[str, ZoneInputs]) -> dict[str, ZoneInputs]:
@@ -408,7 +473,13 @@ class Service:
         models = [self.controller.allocators[g].model for g in zone.gpus]
         per_kwh = [m.work_rate(m.efficient_cap_w) / m.efficient_cap_w * 3.6e6 for m in models if m.efficient_cap_w > 0]
         work_per_kwh = sum(per_kwh) / len(per_kwh) if per_kwh else 0.0
-        price = tariff.price_at(_local_minute())
+        price = (
+            tariff.price_at(_local_minute())
+            if not tariff.is_forecast
+            else (self.planner.price_now() if self.planner is not None else None)
+        )
+        if price is None:
+            return False
         return main_is_cheaper(main, price, work_per_kwh, self.cfg.work_value_per_unit)
 
     @staticmethod
@@ -532,7 +603,8 @@ class Service:
             | ({"influx": self.sinks[0].stats()} if self.sinks else {})
             | (self._batch_state() if self.batches is not None else {})
             | ({"main_heating": {n: m.status(self.clock()) for n, m in self.main.items()}} if self.main else {})
-            | {"presets": dict(self.presets), "quiet": self._cap_w != self.max_power_w},
+            | {"presets": dict(self.presets), "quiet": self._cap_w != self.max_power_w}
+            | ({"planner": self.planner.state()} if self.planner is not None else {}),
         )
 
     def _batch_state(self) -> dict[str, Any]:

@@ -162,7 +162,7 @@ class NodeController:
     def _demand(self, name: str, zin: ZoneInputs, now_s: float) -> ZoneDemand:
         assert zin.temperature is not None and zin.setpoint is not None  # zone_failsafe checked both
         outdoor = zin.outdoor.value if fresh(zin.outdoor, now_s, zin.outdoor_stale_s) and zin.outdoor else None
-        return self.zones[name].update(zin.temperature.value, zin.setpoint.value, outdoor)
+        return self.zones[name].update(zin.temperature.value, zin.setpoint.value, outdoor, zin.feedforward_w)
 
     def _gpu(self, gpu_id: str, now_s: float, target_w: float, state: GpuState) -> GpuCommand:
         alloc = self.allocators[gpu_id]

@@ -65,14 +65,25 @@ class ZoneController:
         if self._pid.auto_mode:
             self._pid.set_auto_mode(False)
 
-    def update(self, temperature_c: float, setpoint_c: float, outdoor_c: float | None = None) -> ZoneDemand:
-        """One control step; returns the heat demand."""
+    def update(
+        self,
+        temperature_c: float,
+        setpoint_c: float,
+        outdoor_c: float | None = None,
+        feedforward_w: float | None = None,
+    ) -> ZoneDemand:
+        """One control step; returns the heat demand. ``feedforward_w`` (the plan's heat) replaces
+        the outdoor feed-forward when given."""
         now_s = self._time_fn()
         not_due = self._last_s is not None and now_s - self._last_s < DUE_FRACTION * self._cfg.interval_s
         if self._pid.auto_mode and not_due and setpoint_c == self._last_setpoint_c:
             return replace(self._last, demand_w=min(self._last.demand_w, self.capacity_w))
         self._last_setpoint_c = setpoint_c
-        ff_w = self._feed_forward_w(setpoint_c, outdoor_c)
+        ff_w = (
+            min(max(feedforward_w, 0.0), self.capacity_w)
+            if feedforward_w is not None
+            else self._feed_forward_w(setpoint_c, outdoor_c)
+        )
         self._pid.setpoint = setpoint_c
         self._pid.output_limits = (-ff_w, self.capacity_w - ff_w)
         if not self._pid.auto_mode:

@@ -29,6 +29,8 @@ class ZoneInputs:
     temperature_stale_s: float = 900.0
     setpoint_stale_s: float = 900.0
     outdoor_stale_s: float = 3600.0
+    # The planner's word: the setpoint above is then the plan's target, and this its heat.
+    feedforward_w: float | None = None
 
 
 def fresh(reading: Reading | None, now_s: float, stale_after_s: float) -> bool:

@@ -64,5 +64,6 @@ CONTROLLERS: dict[str, type[NodeController]] = {
     "dutycycle": DutyCycleController,
     "main-only": MainOnlyController,
     "side-by-side": NodeController,  # heatctl as today, next to the main heating at the user's setpoint
+    "oracle": NodeController,  # tracks the LP solved with the true room, weather and schedule (sim/planning.py)
 }
 STEERS_MAIN_HEATING = frozenset({"heatctl"})  # the others leave the main heating at the user's setpoint

@@ -33,6 +33,7 @@ KPI_UNITS = {
     "work_per_kwh": "units/kWh",
     "limit_writes_per_h": "1/h",
     "cost": "currency",
+    "carbon_kg": "kg CO2",
     "main_kwh": "kWh",
     "gpu_heat_share": "share",
     "main_switches_per_day": "1/day",
@@ -88,6 +89,9 @@ def kpis(result: SimResult) -> dict[str, float]:
     # cooling down after a setback with the GPU idle.
     heating = added_w > 1.0
     price = s["price_per_kwh"][after]
+    # What came from the grid: the solar surplus (export the house had anyway) heats for free.
+    bought_w = np.maximum(gpu_w + backup_w - s["surplus_w"][after], 0.0)
+    carbon = s["carbon_g_per_kwh"][after]
     return (
         {
             "rms_error_k": float(np.sqrt(np.mean(err**2))) if err.size else math.nan,
@@ -105,8 +109,9 @@ def kpis(result: SimResult) -> dict[str, float]:
             "work_done": work_done,
             "work_per_kwh": work_done / energy_kwh if energy_kwh > 0 else math.nan,
             "limit_writes_per_h": float(np.count_nonzero(np.diff(limit) != 0) / hours),
-            "cost": float(((gpu_w + backup_w) * price).sum() * step_s / j_per_kwh)
-            if not np.isnan(price).any()
+            "cost": float((bought_w * price).sum() * step_s / j_per_kwh) if not np.isnan(price).any() else math.nan,
+            "carbon_kg": float((bought_w * carbon).sum() * step_s / j_per_kwh / 1000.0)
+            if not np.isnan(carbon).any()
             else math.nan,
         }
         | (result.batches.kpis(result.scenario.duration_h * 3600.0) if result.batches is not None else {})
@@ -174,12 +179,15 @@ def write_outputs(result: SimResult, summary: dict[str, float], out_dir: Path) -
         writer.writerow(COLUMNS)
         writer.writerows(zip(*(columns[c] for c in COLUMNS), strict=True))
     json_path = out_dir / "summary.json"
-    payload = {
+    payload: dict[str, Any] = {
         "scenario": result.scenario.name,
         "controller": result.controller,
         "duration_h": result.scenario.duration_h,
         "kpis": {k: (None if math.isnan(v) else v) for k, v in summary.items()},
     }
+    if result.model is not None or result.planner_status is not None:
+        payload["model"] = result.model.public() if result.model is not None else None
+        payload["planner"] = result.planner_status
     json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     plot_path = out_dir / "plot.png"
     plot(result, plot_path, summary)
@@ -229,6 +237,8 @@ def plot(result: SimResult, path: Path, summary: dict[str, float] | None = None,
             ls=":",
             label="main heating setpoint",
         )
+    if not np.isnan(s["plan_w"]).all():
+        ax_t.plot(hours, _bucket_mean(s["target_c"], size), color="tab:green", lw=0.8, ls="--", label="plan's room")
     ax_o = ax_t.twinx()
     ax_o.plot(hours, _bucket_mean(s["outdoor_c"], size), color="tab:blue", lw=0.8, alpha=0.6)
     ax_o.set_ylabel("outdoor °C", color="tab:blue")
@@ -240,6 +250,14 @@ def plot(result: SimResult, path: Path, summary: dict[str, float] | None = None,
     ax_t.legend(handles=handles, **outside)
     ax_p.plot(hours, _bucket_mean(s["gpu_power_w"], size), color="tab:orange", lw=0.8, label="GPU power (mean)")
     ax_p.plot(hours, _bucket_mean(s["power_limit_w"], size), color="black", lw=0.6, ls="--", label="power limit")
+    if not np.isnan(s["plan_w"]).all():
+        ax_p.plot(
+            hours, _bucket_mean(np.nan_to_num(s["plan_w"]), size), color="tab:green", lw=0.8, label="planned heat"
+        )
+    if not np.isnan(s["price_per_kwh"]).all():
+        ax_c = ax_p.twinx()
+        ax_c.step(hours, _bucket_mean(s["price_per_kwh"], size), where="mid", color="tab:gray", lw=0.6, alpha=0.7)
+        ax_c.set_ylabel("price/kWh", color="tab:gray")
     per_hour = max(1, round(3600.0 / result.scenario.step_s))
     hour_starts = _bucket_mean(s["time_s"], per_hour) / 3600.0 - 0.5
     for column, color, label in (

@@ -13,16 +13,18 @@ import numpy as np
 import numpy.typing as npt
 
 from heatctl.accounting import WANTED_BAND_K
-from heatctl.config import Config, GpuConfig, SourceConfig, ZoneConfig
+from heatctl.config import Config, GpuConfig, PlannerConfig, SourceConfig, ZoneConfig
 from heatctl.control.core import GpuState, NodeInputs
 from heatctl.control.efficiency import GpuCaps
 from heatctl.control.safety import Reading, ZoneInputs
 from heatctl.errors import ConfigError
 from heatctl.gpu.sim import SimGpuModel
 from heatctl.mainheat.cascade import Cascade, MainCommand, main_is_cheaper
+from heatctl.planner.model import RoomModel
 from heatctl.sim.baselines import CONTROLLERS, STEERS_MAIN_HEATING
 from heatctl.sim.batches import SimBatches
 from heatctl.sim.mainheat import MainHeaterPlant
+from heatctl.sim.planning import OraclePlanner, ScenarioSignals, SimPlanner, settings_for, zone_schedule
 from heatctl.sim.scenario import Scenario, Schedule
 from heatctl.sim.tariff import Tariff
 
@@ -44,6 +46,10 @@ COLUMNS = (
     "price_per_kwh",  # DESIGN's columns first, in their order; additions after them
     "main_w",
     "main_setpoint_c",
+    "plan_w",  # the planner's heat for now (NaN: no plan)
+    "target_c",  # what the zone loop aimed at: the plan's room, else the setpoint
+    "surplus_w",  # solar export the house had (0 without a solar series)
+    "carbon_g_per_kwh",
 )
 
 
@@ -67,6 +73,8 @@ class SimResult:
     idle_w: float
     batches: SimBatches | None = None
     main_switches: int | None = None  # the cascade's stage changes, when heatctl steered the main heating
+    model: RoomModel | None = None  # what the planner learned of the room by the end
+    planner_status: str | None = None
 
 
 def default_config() -> Config:
@@ -119,6 +127,15 @@ def simulate(
     main_cmd: MainCommand | None = None
     cheapest = cascade is not None and cascade.cfg.prefer == "cheapest"
     schedule = Schedule(scenario.schedule, scenario.start)
+    signals = ScenarioSignals(scenario, cfg, base_dir)
+    guide: SimPlanner | OraclePlanner | None = None
+    planner_cfg = cfg.planner if cfg.planner is not None and cfg.planner.enabled else None
+    if controller == "oracle":
+        settings = settings_for(cfg, zone, caps, planner_cfg or PlannerConfig())
+        guide = OraclePlanner(settings, signals, scenario=scenario, weather=weather, schedule=schedule, tariff=tariff)
+    elif controller == "heatctl" and planner_cfg is not None:
+        guide = SimPlanner(settings_for(cfg, zone, caps, planner_cfg), signals, zone_schedule(zone))
+    plan_w, target_c, gpu_w = math.nan, math.nan, 0.0
     windows = [e.span_s for e in scenario.events if e.window_open_min]
     mode_off = [e.span_s for e in scenario.events if e.mode_off_min]
     dropouts = [e.span_s for e in scenario.events if e.sensor_dropout_min]
@@ -152,8 +169,22 @@ def simulate(
             measured_c = round(room.air_c / resolution_k) * resolution_k if resolution_k else room.air_c
             temp_reading = Reading(value=measured_c, at_s=t, source=src)
         if t >= next_tick_s:
+            guidance = None
+            if guide is not None:
+                valid = not window_open and mode == "heat" and t - temp_reading.at_s < interval_s and not failsafe
+                guidance = guide.tick(
+                    t,
+                    room_c=temp_reading.value,
+                    setpoint_c=setpoint_c,
+                    heat_w=gpu_w,
+                    outdoor_c=outdoor_c,
+                    valid=valid,
+                )
+            aim_c = guidance.target_c if guidance is not None else setpoint_c
+            plan_w = guidance.feedforward_w if guidance is not None else math.nan
             # The GPUs' aim, as the service computes it: the cascade's, when it steers the main heating.
-            gpu_aim_c = cascade.gpu_target(setpoint_c, temp_reading.value) if cascade is not None else setpoint_c
+            gpu_aim_c = cascade.gpu_target(aim_c, temp_reading.value) if cascade is not None else aim_c
+            target_c = gpu_aim_c
             if batches is not None:
                 due = batches.due(t, _full_rate(ctrl, plant, gpu_ids))
                 work_due = dict.fromkeys(gpu_ids, due)
@@ -166,6 +197,7 @@ def simulate(
                         setpoint=Reading(value=gpu_aim_c, at_s=t),
                         window_open=Reading(value=1.0 if window_open else 0.0, at_s=t),
                         outdoor=Reading(value=outdoor_c, at_s=t),
+                        feedforward_w=guidance.feedforward_w if guidance is not None else None,
                         temperature_stale_s=zone.temperature.stale_after_s,
                         setpoint_stale_s=zone.setpoint.stale_after_s,
                     )
@@ -240,7 +272,11 @@ def simulate(
         )
         for name, value in zip(COLUMNS, row, strict=False):
             cols[name][k] = value
-        cols["price_per_kwh"][k] = tariff.at(t) if tariff is not None else math.nan
+        cols["price_per_kwh"][k] = signals.price_at(t) if tariff is not None or cfg.tariff is not None else math.nan
+        cols["plan_w"][k] = plan_w
+        cols["target_c"][k] = target_c
+        cols["surplus_w"][k] = signals.solar.at(t) if signals.solar is not None else 0.0
+        cols["carbon_g_per_kwh"][k] = signals.carbon.at(t) if signals.carbon is not None else math.nan
         cols["main_w"][k] = main_w
         cols["main_setpoint_c"][k] = main_sp
         modes.append(mode)
@@ -260,6 +296,10 @@ def simulate(
         idle_w=scenario.gpu.idle_w * len(gpu_ids),
         batches=batches,
         main_switches=cascade.switches_total if cascade is not None else None,
+        model=guide.model if isinstance(guide, SimPlanner) else None,
+        planner_status=f"{guide.planner.status}: {guide.planner.reason}".rstrip(": ")
+        if isinstance(guide, SimPlanner)
+        else None,
     )
 
 

@@ -173,6 +173,19 @@ class TariffConfig(_Strict):
         return self
 
 
+class SeriesCsvConfig(_Strict):
+    """A CSV of ``time`` (ISO 8601) and one value column, each value held until the next row."""
+
+    csv: str
+
+
+class ForecastErrorConfig(_Strict):
+    """The planner sees the scenario's weather with this error (growing with lead time over a day)."""
+
+    outdoor_error_k: Annotated[float, Field(ge=0)] = 1.0
+    seed: int = 7
+
+
 def _minute_of_day(text: str) -> int:
     h, m = text.split(":")
     return int(h) * 60 + int(m)
@@ -190,7 +203,10 @@ class Scenario(_Strict):
     backup_heater: BackupHeaterConfig | None = None
     sensor_resolution_k: Annotated[float, Field(ge=0)] = 0.1  # thermostats report in steps
     events: list[EventConfig] = []
-    tariff: TariffConfig | None = None  # for the cost KPI and the plot's footer
+    tariff: TariffConfig | None = None  # for the cost KPI, the planner and the plot's footer
+    carbon: SeriesCsvConfig | None = None  # time, g_per_kwh: the carbon_kg KPI, the planner's carbon objective
+    solar: SeriesCsvConfig | None = None  # time, surplus_w: export the house would send to the grid
+    forecast: ForecastErrorConfig | None = None  # the weather forecast the planner sees (else persistence)
     batches: list[BatchArrivalConfig] = []  # batch work with deadlines (the Batch API's queue)
     main_heating: MainHeatingPlantConfig | None = None  # steered through the config's zone main_heating
 
@@ -220,6 +236,14 @@ class Scenario(_Strict):
             return Tariff.periods(periods, t.default_per_kwh, self.start, self.duration_h * 3600.0)
         assert t.price_per_kwh is not None  # _one_kind
         return Tariff.fixed(t.price_per_kwh)
+
+    def build_series(self, base_dir: Path, kind: str) -> Tariff | None:
+        """The scenario's carbon (``g_per_kwh``) or solar (``surplus_w``) series, or None."""
+        source = self.carbon if kind == "carbon" else self.solar
+        if source is None:
+            return None
+        column = "g_per_kwh" if kind == "carbon" else "surplus_w"
+        return Tariff.from_csv(base_dir / source.csv, self.start, column=column, what=kind)
 
     def build_weather(self, base_dir: Path) -> Weather:
         w = self.weather

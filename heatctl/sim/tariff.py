@@ -7,6 +7,9 @@ import csv
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from heatctl.errors import ConfigError
 
 
@@ -40,27 +43,34 @@ class Tariff:
         return cls(times, prices)
 
     @classmethod
-    def from_csv(cls, path: Path, start: datetime) -> Tariff:
-        """Columns ``time`` (ISO 8601) and ``price_per_kwh``; each price holds until the next row."""
+    def from_csv(cls, path: Path, start: datetime, column: str = "price_per_kwh", what: str = "tariff") -> Tariff:
+        """Columns ``time`` (ISO 8601) and ``column``; each value holds until the next row.
+
+        Also the scenario's carbon intensity (``g_per_kwh``) and solar surplus (``surplus_w``).
+        """
         rows: list[tuple[float, float]] = []
         try:
             with path.open(newline="", encoding="utf-8") as fh:
                 for lineno, row in enumerate(csv.DictReader(fh), start=2):
                     try:
                         at = datetime.fromisoformat(row["time"]).replace(tzinfo=None)
-                        rows.append(((at - start.replace(tzinfo=None)).total_seconds(), float(row["price_per_kwh"])))
+                        rows.append(((at - start.replace(tzinfo=None)).total_seconds(), float(row[column])))
                     except (KeyError, TypeError, ValueError) as exc:
-                        raise ConfigError([f"{path}:{lineno}: need time (ISO 8601) and price_per_kwh: {exc}"]) from exc
+                        raise ConfigError([f"{path}:{lineno}: need time (ISO 8601) and {column}: {exc}"]) from exc
         except OSError as exc:
-            raise ConfigError([f"{path}: cannot read the tariff: {exc}"]) from exc
+            raise ConfigError([f"{path}: cannot read the {what}: {exc}"]) from exc
         if not rows:
-            raise ConfigError([f"{path}: no tariff rows"])
+            raise ConfigError([f"{path}: no {what} rows"])
         rows.sort()
         return cls([t for t, _ in rows], [p for _, p in rows])
 
     def at(self, t_s: float) -> float:
         i = bisect.bisect_right(self._times_s, t_s)
         return self._prices[max(i - 1, 0)]
+
+    def at_many(self, times_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        idx = np.searchsorted(np.asarray(self._times_s), times_s, side="right") - 1
+        return np.asarray(self._prices)[np.maximum(idx, 0)]
 
 
 def _within(minute: int, start: int, end: int) -> bool:

@@ -8,6 +8,9 @@ import math
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from heatctl.errors import ConfigError
 
 
@@ -60,3 +63,6 @@ class Weather:
         t0, t1 = ts[i - 1], ts[i]
         y0, y1 = self._temps_c[i - 1], self._temps_c[i]
         return y0 + (y1 - y0) * (t_s - t0) / (t1 - t0)
+
+    def at_many(self, times_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.asarray(np.interp(times_s, np.asarray(self._times_s), np.asarray(self._temps_c)), dtype=np.float64)

@@ -16,7 +16,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from heatctl.config import SourceConfig
 
 MAX_PAYLOAD_BYTES = 64 * 1024
-Role = Literal["temperature", "setpoint", "outdoor", "window", "mode", "power", "main_setpoint"]
+Role = Literal["temperature", "setpoint", "outdoor", "window", "mode", "power", "main_setpoint", "grid"]
 
 # What a plausible value looks like for each role, when the source gives no valid_range.
 DEFAULT_RANGES: dict[str, tuple[float, float]] = {
@@ -25,6 +25,7 @@ DEFAULT_RANGES: dict[str, tuple[float, float]] = {
     "main_setpoint": (4.0, 35.0),  # what the main heating itself reports (TRVs go down to 4–5 °C)
     "outdoor": (-60.0, 60.0),
     "power": (0.0, 10_000.0),
+    "grid": (-100_000.0, 100_000.0),  # the house's grid meter: import > 0, export < 0
 }
 # Thermostat modes that mean "this room wants heat when cold" (zigbee2mqtt system_mode, HA hvac_mode).
 HEATING_MODES = frozenset({"heat", "auto", "on", "heat_cool", "comfort", "eco", "manual", "schedule"})

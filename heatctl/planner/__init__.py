@@ -1,0 +1,1 @@
+"""Prediction and planning: the room model, forecasts, the heat plan."""

@@ -1,0 +1,144 @@
+"""What the planner remembers of a zone: one sample every ``SAMPLE_S``, a sliding window of days.
+
+Each sample keeps the room at its start, the mean heat and outdoor temperature during it, the
+setpoint, and whether every reading in it could be trusted (no gap, dropout, window, fail-safe
+or implausible value: the control loop says so with ``valid``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+SAMPLE_S = 300.0
+PLAUSIBLE_ROOM_C = (0.0, 40.0)
+PLAUSIBLE_HEAT_W = (0.0, 20_000.0)
+
+
+@dataclass(slots=True)
+class _Bin:
+    start_s: float
+    room_c: float
+    setpoint_c: float
+    heat_j: float = 0.0
+    outdoor_sum: float = 0.0
+    outdoor_n: int = 0
+    seen_s: float = 0.0
+    last_s: float = 0.0
+    valid: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Samples:
+    time_s: FloatArray
+    room_c: FloatArray
+    heat_w: FloatArray
+    outdoor_c: FloatArray  # NaN where unknown
+    setpoint_c: FloatArray
+    valid: npt.NDArray[np.bool_]
+
+
+class History:
+    """Samples of one zone; ``record`` is called at every control tick."""
+
+    def __init__(self, days: float, sample_s: float = SAMPLE_S) -> None:
+        self.sample_s = sample_s
+        self._rows: deque[tuple[float, float, float, float, float, bool]] = deque(
+            maxlen=max(round(days * 86400.0 / sample_s), 1)
+        )
+        self._bin: _Bin | None = None
+        self._samples: Samples | None = None  # cached until the next sample closes
+
+    def record(
+        self,
+        now_s: float,
+        *,
+        room_c: float | None,
+        setpoint_c: float | None,
+        heat_w: float | None,
+        outdoor_c: float | None,
+        valid: bool,
+    ) -> None:
+        b = self._bin
+        slot_s = math.floor(now_s / self.sample_s) * self.sample_s
+        if b is not None and slot_s != b.start_s:
+            self._close(b, slot_s)
+            b = None
+        ok = (
+            valid
+            and room_c is not None
+            and setpoint_c is not None
+            and heat_w is not None
+            and PLAUSIBLE_ROOM_C[0] <= room_c <= PLAUSIBLE_ROOM_C[1]
+            and PLAUSIBLE_HEAT_W[0] <= heat_w <= PLAUSIBLE_HEAT_W[1]
+        )
+        if b is None:
+            b = self._bin = _Bin(
+                start_s=slot_s,
+                room_c=room_c if room_c is not None else math.nan,
+                setpoint_c=setpoint_c if setpoint_c is not None else math.nan,
+                last_s=now_s,
+                valid=ok and now_s - slot_s < 0.5 * self.sample_s,  # a bin joined late has no room at its start
+            )
+        dt_s = min(now_s - b.last_s, self.sample_s)
+        b.last_s = now_s
+        if setpoint_c is not None:
+            b.setpoint_c = setpoint_c
+        b.valid &= ok
+        if heat_w is not None:
+            b.heat_j += heat_w * dt_s
+            b.seen_s += dt_s
+        if outdoor_c is not None:
+            b.outdoor_sum += outdoor_c
+            b.outdoor_n += 1
+
+    def _close(self, b: _Bin, next_start_s: float) -> None:
+        contiguous = next_start_s - b.start_s <= self.sample_s  # the next tick came in the next bin
+        covered = b.seen_s >= 0.5 * self.sample_s
+        heat_w = b.heat_j / b.seen_s if b.seen_s > 0 else math.nan
+        outdoor = b.outdoor_sum / b.outdoor_n if b.outdoor_n else math.nan
+        self._rows.append((b.start_s, b.room_c, heat_w, outdoor, b.setpoint_c, b.valid and contiguous and covered))
+        self._samples = None
+
+    def samples(self) -> Samples:
+        """The closed samples; a sample is fitted only if the next one follows it and gives its end."""
+        if self._samples is None:
+            self._samples = self._build()
+        return self._samples
+
+    def _build(self) -> Samples:
+        rows = list(self._rows)
+        if not rows:
+            empty = np.zeros(0)
+            return Samples(empty, empty, empty, empty, empty, np.zeros(0, dtype=bool))
+        arr = np.array([r[:5] for r in rows], dtype=float)
+        valid = np.array([r[5] for r in rows], dtype=bool)
+        time_s = arr[:, 0]
+        # Sample k is usable when sample k+1 starts one step later (it holds the room at k's end).
+        follows = np.zeros(len(rows), dtype=bool)
+        follows[:-1] = np.isclose(np.diff(time_s), self.sample_s) & valid[1:]
+        return Samples(time_s, arr[:, 1], arr[:, 2], arr[:, 3], arr[:, 4], valid & follows)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sample_s": self.sample_s,
+            "rows": [[round(x, 3) if isinstance(x, float) else x for x in r] for r in self._rows],
+        }
+
+    def load_json(self, data: dict[str, Any]) -> None:
+        if float(data.get("sample_s", 0)) != self.sample_s:
+            return
+        for r in data.get("rows", []):
+            t, room, heat, outdoor, sp, ok = r
+            self._rows.append((float(t), _f(room), _f(heat), _f(outdoor), _f(sp), bool(ok)))
+        self._samples = None
+
+
+def _f(x: Any) -> float:
+    return math.nan if x is None else float(x)

@@ -1,0 +1,343 @@
+"""The planner in the service: every zone's ``ZonePlanner``, the forecasts they share, and the
+thread that plans (and asks Home Assistant for forecasts) so the control loop never waits.
+
+Forecasts arrive on MQTT topics (the network thread parses and validates them) or from Home
+Assistant entities (this thread polls them). A bad or missing forecast is logged once and
+left out: the planner falls back to what it has (a known tariff, persistence of the weather),
+and without a trusted room model heatctl stays reactive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from heatctl.config import Config, ForecastSourceConfig, PlannerConfig, minute_of_day
+from heatctl.errors import plain
+from heatctl.planner.schedule import WeeklySchedule, parse_days
+from heatctl.planner.series import ForecastError, Series, parse_attributes, parse_payload
+from heatctl.planner.zone import Guidance, PlannerSettings, Signals, ZonePlanner
+
+_LOGGER = logging.getLogger(__name__)
+FloatArray = npt.NDArray[np.float64]
+PLAN_EVERY_S = 60.0  # the thread looks this often; each zone plans when its plan is due
+RANGES = {"price": (-10.0, 100.0), "carbon": (0.0, 5000.0), "outdoor": (-60.0, 60.0)}
+
+
+@dataclass(frozen=True, slots=True)
+class _Forecast:
+    series: Series
+    received_s: float
+
+
+@dataclass(slots=True)
+class _Latest:
+    room_c: float | None = None
+    setpoint_c: float | None = None
+
+
+def planner_settings(cfg: Config, zone_name: str, capacity_w: float, floor_w: float) -> PlannerSettings:
+    planner = cfg.planner or PlannerConfig()
+    zone = next(z for z in cfg.zones if z.name == zone_name)
+    if cfg.max_power_w is not None:
+        capacity_w = min(capacity_w, cfg.max_power_w)
+    return PlannerSettings(
+        objective=planner.objective,
+        horizon_h=planner.horizon_h,
+        step_min=planner.step_min,
+        comfort_tolerance_k=planner.comfort_tolerance_k,
+        store_k=planner.store_k,
+        replan_min=planner.replan_min,
+        refit_h=planner.refit_h,
+        history_days=planner.history_days,
+        max_room_c=zone.control.max_room_c,
+        capacity_w=capacity_w,
+        floor_w=floor_w,
+    )
+
+
+def weekly_schedule(cfg: Config, zone_name: str) -> WeeklySchedule | None:
+    zone = next(z for z in cfg.zones if z.name == zone_name)
+    if not zone.schedule:
+        return None
+    changes = [(parse_days(e.days), minute_of_day(e.at), e.setpoint_c) for e in zone.schedule]
+    return WeeklySchedule(changes, datetime.now().astimezone().tzinfo)
+
+
+def planner_path(state_dir: Path, zone: str) -> Path:
+    return state_dir / "planner" / f"{zone}.json"
+
+
+class NodePlanner:
+    def __init__(
+        self,
+        cfg: Config,
+        capacity_w: dict[str, float],
+        floor_w: dict[str, float],
+        state_dir: Path,
+        *,
+        wall_fn: Callable[[], float] = time.time,
+        on_plan: Callable[[dict[str, Any]], None] | None = None,
+        ha_client_factory: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._wall_fn = wall_fn
+        self._on_plan = on_plan
+        self._ha_client_factory = ha_client_factory
+        self.zones = {
+            z.name: ZonePlanner(
+                z.name,
+                planner_settings(cfg, z.name, capacity_w[z.name], floor_w[z.name]),
+                schedule=weekly_schedule(cfg, z.name),
+                tz=datetime.now().astimezone().tzinfo,
+                path=planner_path(state_dir, z.name),
+            )
+            for z in cfg.zones
+        }
+        self._latest = {name: _Latest() for name in self.zones}
+        self._forecasts: dict[str, _Forecast] = {}
+        self._problems: dict[str, str] = {}  # kind → last problem, logged once
+        self._grid_w: tuple[float, float] | None = None  # (W, received)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="planner", daemon=True)
+        self._last_polled_s: dict[str, float] = {}
+        self._published: dict[str, float] = {}
+
+    # --- sources --------------------------------------------------------------------------
+
+    def sources(self) -> dict[str, ForecastSourceConfig]:
+        """kind → the forecast source the config names (price, carbon, outdoor)."""
+        out: dict[str, ForecastSourceConfig] = {}
+        t = self.cfg.tariff
+        if t is not None and t.is_forecast:
+            out["price"] = ForecastSourceConfig(entity=t.entity, topic=t.topic)
+        if self.cfg.carbon is not None:
+            out["carbon"] = self.cfg.carbon
+        if self.cfg.weather_forecast is not None:
+            out["outdoor"] = self.cfg.weather_forecast
+        return out
+
+    def topic_handlers(self) -> dict[str, Callable[[str, bytes], None]]:
+        """MQTT topic → handler (run on the network thread)."""
+        handlers: dict[str, Callable[[str, bytes], None]] = {
+            src.topic: self._forecast_handler(kind) for kind, src in self.sources().items() if src.topic
+        }
+        grid = self.cfg.grid_power
+        if grid is not None and grid.topic is not None:
+            handlers[grid.topic] = self._grid_handler
+        return handlers
+
+    def _forecast_handler(self, kind: str) -> Callable[[str, bytes], None]:
+        def handle(topic: str, payload: bytes) -> None:
+            try:
+                series = parse_payload(payload, RANGES[kind])
+            except ForecastError as exc:
+                self._problem(kind, f"{topic}: {exc}")
+                return
+            self.put_forecast(kind, series)
+
+        return handle
+
+    def _grid_handler(self, topic: str, payload: bytes) -> None:
+        from heatctl.sources.extract import PayloadError, extract
+
+        assert self.cfg.grid_power is not None
+        try:
+            value = extract(payload, self.cfg.grid_power, "grid")
+        except PayloadError as exc:
+            self._problem("grid_power", f"{topic}: {exc}")
+            return
+        self.put_grid_w(value)
+
+    def put_forecast(self, kind: str, series: Series) -> None:
+        with self._lock:
+            self._forecasts[kind] = _Forecast(series, self._wall_fn())
+        if self._problems.pop(kind, None) is not None:
+            _LOGGER.info("planner: the %s forecast is back", kind)
+        for zone in self.zones.values():
+            zone.signals_changed()
+
+    def put_grid_w(self, watts: float) -> None:
+        with self._lock:
+            self._grid_w = (watts, self._wall_fn())
+
+    def _problem(self, kind: str, text: str) -> None:
+        if self._problems.get(kind) != text:
+            _LOGGER.warning("planner: %s forecast left out: %s", kind, text)
+        self._problems[kind] = text
+
+    def poll_homeassistant(self, client: Any) -> None:
+        """Ask Home Assistant for every entity forecast that is due (this thread)."""
+        now = self._wall_fn()
+        for kind, src in self.sources().items():
+            if src.entity is None or now - self._last_polled_s.get(kind, -1e18) < src.poll_interval_s:
+                continue
+            self._last_polled_s[kind] = now
+            try:
+                if src.entity.startswith("weather."):
+                    _, response = client.trigger_service_with_response(
+                        "weather", "get_forecasts", entity_id=src.entity, type="hourly"
+                    )
+                    series = parse_attributes(dict(response or {}), RANGES[kind])
+                else:
+                    state = client.get_state(entity_id=src.entity)
+                    series = parse_attributes(dict(state.attributes or {}), RANGES[kind])
+            except ForecastError as exc:
+                self._problem(kind, f"{src.entity}: {exc}")
+                continue
+            except Exception as exc:  # Home Assistant down: the forecast we have ages out
+                self._problem(kind, f"{src.entity}: {plain(exc)}")
+                continue
+            self.put_forecast(kind, series)
+
+    # --- what the planners see ------------------------------------------------------------
+
+    def signals(self) -> Signals:
+        now = self._wall_fn()
+        with self._lock:
+            fresh = {
+                kind: f.series
+                for kind, f in self._forecasts.items()
+                if now - f.received_s <= self.sources().get(kind, ForecastSourceConfig(topic="-")).stale_after_s
+            }
+            grid = self._grid_w
+        surplus = -grid[0] if grid is not None and now - grid[1] <= 300.0 and grid[0] < 0 else 0.0
+
+        def series_fn(kind: str) -> Callable[[FloatArray], FloatArray | None]:
+            series = fresh.get(kind)
+            return series.at if series is not None else (lambda t: None)
+
+        price = series_fn("price")
+        tariff = self.cfg.tariff
+        if tariff is not None and not tariff.is_forecast:
+            price = self._fixed_price
+        return Signals(price=price, carbon=series_fn("carbon"), outdoor=series_fn("outdoor"), surplus_w=surplus)
+
+    def _fixed_price(self, times_s: FloatArray) -> FloatArray:
+        tariff = self.cfg.tariff
+        assert tariff is not None
+        out = np.empty(len(times_s))
+        for i, t in enumerate(times_s):
+            moment = datetime.fromtimestamp(float(t)).astimezone()
+            out[i] = tariff.price_at(moment.hour * 60 + moment.minute) or 0.0
+        return out
+
+    def price_now(self) -> float | None:
+        value = self.signals().price(np.array([self._wall_fn()]))
+        return None if value is None or np.isnan(value[0]) else float(value[0])
+
+    # --- the control loop's side --------------------------------------------------------------
+
+    def record(
+        self,
+        zone: str,
+        *,
+        room_c: float | None,
+        setpoint_c: float | None,
+        heat_w: float | None,
+        outdoor_c: float | None,
+        valid: bool,
+    ) -> Guidance | None:
+        """This tick's readings; the plan's guidance for now (None: control reactively)."""
+        now = self._wall_fn()
+        planner = self.zones[zone]
+        planner.record(now, room_c=room_c, setpoint_c=setpoint_c, heat_w=heat_w, outdoor_c=outdoor_c, valid=valid)
+        latest = self._latest[zone]
+        latest.room_c, latest.setpoint_c = room_c, setpoint_c
+        if not valid or setpoint_c is None or not (self.cfg.planner and self.cfg.planner.enabled):
+            return None
+        return planner.guidance(now, setpoint_c)
+
+    def state(self) -> dict[str, Any]:
+        """The state's ``planner`` (status, reason, per zone) — worst zone first."""
+        zones = {
+            name: {
+                "status": p.status,
+                "reason": p.reason,
+                "model": p.model.public() if p.model is not None else None,
+                **self._plan_summary(p),
+            }
+            for name, p in self.zones.items()
+        }
+        order = {"fallback": 0, "learning": 1, "active": 2}
+        worst = min(zones.values(), key=lambda z: order.get(str(z["status"]), 0))
+        if not (self.cfg.planner and self.cfg.planner.enabled):
+            worst = {"status": "fallback", "reason": "planner disabled: learning only"}
+        return {"status": worst["status"], "reason": worst["reason"], "zones": zones}
+
+    def _plan_summary(self, p: ZonePlanner) -> dict[str, Any]:
+        plan = p.plan
+        if plan is None or p.status != "active":
+            return {"next_heat_start": None, "planned_kwh_24h": None, "planned_cost_24h": None}
+        now = self._wall_fn()
+        day = plan.starts_s < now + 86400.0
+        kwh = plan.heat_w[day] * plan.step_s / 3.6e6
+        start = plan.next_heat_start_s(now, p.settings.floor_w)
+        cost = float(np.nansum(kwh * plan.price[day])) if not np.isnan(plan.price[day]).all() else None
+        return {
+            "next_heat_start": datetime.fromtimestamp(start).astimezone().isoformat(timespec="minutes")
+            if start is not None
+            else None,
+            "planned_kwh_24h": round(float(kwh.sum()), 3),
+            "planned_cost_24h": round(cost, 3) if cost is not None else None,
+        }
+
+    # --- the thread -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10.0)
+        for p in self.zones.values():
+            try:
+                p.save()
+            except OSError as exc:
+                _LOGGER.error("zone %s: cannot keep what the planner learned: %s", p.zone, exc)
+
+    def run_once(self, client: Any = None) -> None:
+        """One round: forecasts from Home Assistant, then every zone's refit/plan when due."""
+        if client is not None:
+            self.poll_homeassistant(client)
+        signals = self.signals()
+        now = self._wall_fn()
+        for name, p in self.zones.items():
+            latest = self._latest[name]
+            before = p.plan
+            p.update(now, latest.room_c, latest.setpoint_c, signals)
+            if self._on_plan is not None and (p.plan is not before or self._published.get(name) != hash(p.status)):
+                self._published[name] = hash(p.status)
+                try:
+                    self._on_plan(p.document())
+                except Exception:
+                    _LOGGER.exception("publishing the plan failed")
+
+    def _run(self) -> None:
+        ha = self.cfg.homeassistant
+        wants_ha = ha is not None and any(s.entity for s in self.sources().values())
+        while not self._stop.is_set():
+            try:
+                if wants_ha and self._ha_client_factory is not None:
+                    try:
+                        with self._ha_client_factory(ha) as client:
+                            self.run_once(client)
+                    except Exception as exc:
+                        self._problem("homeassistant", plain(exc))
+                        self.run_once()
+                else:
+                    self.run_once()
+            except Exception:  # never let the planner's thread die: heatctl is reactive meanwhile
+                _LOGGER.exception("planner round failed")
+            self._stop.wait(PLAN_EVERY_S)

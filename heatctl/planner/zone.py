@@ -1,0 +1,463 @@
+"""One zone's planner: remember, learn the room, look ahead, plan; the reactive loop tracks the plan.
+
+Used the same way by the service (on a thread of its own) and by the simulator (inline, in
+virtual time): ``record`` at every control tick, ``update`` every few minutes, ``guidance``
+whenever the loop wants its target. Until the model is trusted, or when a plan fails, there is
+no guidance and heatctl controls reactively as before; ``status``/``reason`` say which.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from heatctl.planner.history import History
+from heatctl.planner.lp import LinearRoom, Outlook, PlanError, solve
+from heatctl.planner.model import RoomModel, fit_room
+from heatctl.planner.schedule import WeeklySchedule, learned_setpoints
+
+_LOGGER = logging.getLogger(__name__)
+FloatArray = npt.NDArray[np.float64]
+DEVIATION_REPLAN_K = 0.5  # the room this far from the plan: plan again now
+SLOW_SOLVE_S = 2.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlannerSettings:
+    """The planner's knobs (config ``planner:`` plus what the zone and the node say)."""
+
+    objective: str = "cost"
+    horizon_h: float = 36.0
+    step_min: float = 15.0
+    comfort_tolerance_k: float = 0.3
+    store_k: float = 0.0
+    replan_min: float = 15.0
+    refit_h: float = 1.0
+    history_days: float = 14.0
+    max_room_c: float = 26.0
+    capacity_w: float = 0.0
+    floor_w: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Signals:
+    """What the planner knows of the future, each a function of epoch times (None: not known)."""
+
+    price: Callable[[FloatArray], FloatArray | None] = lambda t: None
+    carbon: Callable[[FloatArray], FloatArray | None] = lambda t: None
+    outdoor: Callable[[FloatArray], FloatArray | None] = lambda t: None
+    cap_w: Callable[[FloatArray], FloatArray | None] = lambda t: None  # quiet hours, node caps
+    surplus_w: float = 0.0  # solar export now (W)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    created_s: float
+    step_s: float
+    starts_s: FloatArray
+    heat_w: FloatArray
+    room_now_c: float  # the room when it was made
+    room_c: FloatArray  # at each step's end
+    setpoint_c: FloatArray
+    price: FloatArray  # NaN where unknown
+    outdoor_c: FloatArray
+
+    def at(self, now_s: float) -> tuple[float, float] | None:
+        """(planned room now, planned heat now), or None outside the plan."""
+        k = int((now_s - self.starts_s[0]) // self.step_s)
+        if k < 0 or k >= len(self.starts_s):
+            return None
+        frac = (now_s - self.starts_s[k]) / self.step_s
+        room_start = self.room_c[k - 1] if k > 0 else self.room_now_c
+        return float(room_start + frac * (self.room_c[k] - room_start)), float(self.heat_w[k])
+
+    def next_heat_start_s(self, now_s: float, idle_w: float) -> float | None:
+        """When the plan next turns the heat up from (about) idle, or None."""
+        on = self.heat_w > idle_w + 20.0
+        for k in range(1, len(on)):
+            if on[k] and not on[k - 1] and self.starts_s[k] >= now_s:
+                return float(self.starts_s[k])
+        return float(self.starts_s[0]) if on.size and on[0] else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step_s": self.step_s,
+            "steps": [
+                {
+                    "start": datetime.fromtimestamp(float(t), UTC).isoformat(timespec="minutes"),
+                    "heat_w": round(float(q), 1),
+                    "room_c": round(float(r), 2),
+                    "setpoint_c": round(float(s), 2),
+                    "outdoor_c": None if math.isnan(o) else round(float(o), 1),
+                    "price": None if math.isnan(p) else round(float(p), 4),
+                }
+                for t, q, r, s, o, p in zip(
+                    self.starts_s, self.heat_w, self.room_c, self.setpoint_c, self.outdoor_c, self.price, strict=True
+                )
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Guidance:
+    """The plan's word to the reactive loop for now."""
+
+    target_c: float  # the PID's setpoint
+    feedforward_w: float  # the heat the plan expects
+
+
+@dataclass(slots=True)
+class _State:
+    model: RoomModel | None = None
+    plan: Plan | None = None
+    status: str = "learning"
+    reason: str = "learning the room: no data yet"
+    fitted_s: float = -math.inf
+    solve_ms: list[float] = field(default_factory=list)
+
+
+class ZonePlanner:
+    def __init__(
+        self,
+        zone: str,
+        settings: PlannerSettings,
+        *,
+        schedule: WeeklySchedule | None = None,
+        tz: tzinfo | None = None,
+        path: Path | None = None,
+        fixed_model: RoomModel | None = None,
+        mono_fn: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.zone = zone
+        self.settings = settings
+        self.history = History(settings.history_days)
+        self._schedule = schedule
+        self._tz = tz
+        self._path = path
+        self._fixed_model = fixed_model
+        self._mono_fn = mono_fn
+        self._lock = threading.Lock()
+        self._s = _State(model=fixed_model)
+        self._last_setpoint_c: float | None = None
+        self._signals_version = 0
+        self._planned_version = -1
+        if path is not None:
+            self._load(path)
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def record(
+        self,
+        now_s: float,
+        *,
+        room_c: float | None,
+        setpoint_c: float | None,
+        heat_w: float | None,
+        outdoor_c: float | None,
+        valid: bool,
+    ) -> None:
+        """One control tick's readings (epoch seconds)."""
+        with self._lock:
+            self.history.record(
+                now_s, room_c=room_c, setpoint_c=setpoint_c, heat_w=heat_w, outdoor_c=outdoor_c, valid=valid
+            )
+
+    def signals_changed(self) -> None:
+        """A forecast arrived: plan again at the next update."""
+        self._signals_version += 1
+
+    # --- the work -------------------------------------------------------------------------
+
+    def update(self, now_s: float, room_c: float | None, setpoint_c: float | None, signals: Signals) -> None:
+        """Refit when due, plan when due (or when something changed); never raises."""
+        try:
+            self._update(now_s, room_c, setpoint_c, signals)
+        except Exception as exc:  # a bug here must leave heatctl reactive, not stop it
+            _LOGGER.exception("zone %s: planning failed", self.zone)
+            self._set(None, "fallback", f"planning failed: {exc}")
+
+    def _update(self, now_s: float, room_c: float | None, setpoint_c: float | None, signals: Signals) -> None:
+        st = self.settings
+        if self._fixed_model is None and now_s - self._s.fitted_s >= st.refit_h * 3600.0:
+            self._refit(now_s)
+        model = self._s.model
+        if model is None or not model.trusted:
+            self._set(None, "learning", model.why_not if model else "learning the room: not enough data yet")
+            return
+        if room_c is None or setpoint_c is None:
+            self._set(None, "fallback", "no room temperature or setpoint")
+            return
+        if not self._plan_due(now_s, room_c, setpoint_c):
+            return
+        started = self._mono_fn()
+        try:
+            plan = self._plan(now_s, model, room_c, setpoint_c, signals)
+        except PlanError as exc:
+            self._set(None, "fallback", str(exc))
+            return
+        took_s = self._mono_fn() - started
+        self._s.solve_ms = [*self._s.solve_ms[-99:], took_s * 1000.0]
+        if took_s > SLOW_SOLVE_S:
+            self._set(None, "fallback", f"planning took {took_s:.1f} s (more than {SLOW_SOLVE_S:.0f} s)")
+            return
+        self._last_setpoint_c = setpoint_c
+        self._planned_version = self._signals_version
+        self._set(plan, "active", "")
+
+    def _plan_due(self, now_s: float, room_c: float, setpoint_c: float) -> bool:
+        plan = self._s.plan
+        if plan is None or self._s.status != "active":
+            return True
+        if now_s - plan.created_s >= self.settings.replan_min * 60.0 or self._signals_version != self._planned_version:
+            return True
+        if setpoint_c != self._last_setpoint_c:
+            return True
+        planned = plan.at(now_s)
+        return planned is None or abs(planned[0] - room_c) > DEVIATION_REPLAN_K
+
+    def _refit(self, now_s: float) -> None:
+        with self._lock:
+            s = self.history.samples()
+        self._s.fitted_s = now_s
+        if len(s.time_s) < 12:
+            return
+        outdoor = _filled(s.outdoor_c)
+        model = fit_room(s.room_c, s.heat_w, outdoor, s.valid, self.history.sample_s, previous=self._s.model)
+        if model is not None:
+            if model.trusted and not (self._s.model and self._s.model.trusted):
+                _LOGGER.info(
+                    "zone %s: room model trusted: heat loss %.1f W/K, time constant %.1f h, error %.2f K",
+                    self.zone,
+                    model.ua_w_per_k,
+                    model.tau_h,
+                    model.fit_rmse_k,
+                )
+            self._s.model = model
+        if self._path is not None:
+            self.save()
+
+    def _plan(self, now_s: float, model: RoomModel, room_c: float, setpoint_c: float, signals: Signals) -> Plan:
+        st = self.settings
+        step_s = st.step_min * 60.0
+        n = max(round(st.horizon_h * 3600.0 / step_s), 2)
+        starts = now_s + step_s * np.arange(n, dtype=np.float64)
+        mids = starts + step_s / 2
+        setpoints = self.setpoints(now_s, setpoint_c, mids)
+        outdoor = self._outdoor(now_s, mids, signals)
+        price = _or_nan(signals.price(mids), n)
+        weight = self._weight(price, signals, mids)
+        cap = signals.cap_w(mids)
+        cap_w = np.full(n, st.capacity_w) if cap is None else np.minimum(cap, st.capacity_w)
+        surplus = np.zeros(n)
+        surplus[0] = max(signals.surplus_w, 0.0)  # live export: only now is known
+        outlook = Outlook(setpoint_c=setpoints, outdoor_c=outdoor, weight=weight, cap_w=cap_w, surplus_w=surplus)
+        room = LinearRoom.from_model(model, room_c, self._envelope_now(model, room_c), step_s)
+        lp = solve(
+            room,
+            outlook,
+            step_s=step_s,
+            tolerance_k=st.comfort_tolerance_k,
+            store_k=st.store_k,
+            max_room_c=st.max_room_c,
+            floor_w=st.floor_w,
+        )
+        return Plan(
+            created_s=now_s,
+            step_s=step_s,
+            starts_s=starts,
+            heat_w=lp.heat_w,
+            room_now_c=room_c,
+            room_c=lp.room_c,
+            setpoint_c=setpoints,
+            price=price,
+            outdoor_c=outdoor,
+        )
+
+    def _envelope_now(self, model: RoomModel, room_c: float) -> float:
+        """The envelope's temperature now, from the remembered air and outdoor temperatures."""
+        with self._lock:
+            s = self.history.samples()
+        if len(s.time_s) < 2:
+            return room_c
+        air = _filled(s.room_c)
+        return float(model.envelope_c(air, _filled(s.outdoor_c), self.history.sample_s)[-1])
+
+    def setpoints(self, now_s: float, setpoint_c: float, times_s: FloatArray) -> FloatArray:
+        """The configured schedule, else the learned one (the setpoint now holds until its next change)."""
+        if self._schedule is not None:
+            ahead = self._schedule.at(times_s)
+            scheduled_now = self._schedule.at(np.array([now_s]))[0]
+            if abs(scheduled_now - setpoint_c) > 0.05:  # overruled by a person: until the next change
+                changes = np.flatnonzero(np.abs(np.diff(np.concatenate([[scheduled_now], ahead]))) > 0.05)
+                ahead[: int(changes[0]) if changes.size else len(ahead)] = setpoint_c
+            return ahead
+        with self._lock:
+            s = self.history.samples()
+        return learned_setpoints(s.time_s, s.setpoint_c, now_s, setpoint_c, times_s)
+
+    def _outdoor(self, now_s: float, times_s: FloatArray, signals: Signals) -> FloatArray:
+        """The forecast where there is one; else persistence plus the daily cycle seen in the history."""
+        forecast = signals.outdoor(times_s)
+        with self._lock:
+            s = self.history.samples()
+        known = ~np.isnan(s.outdoor_c)
+        if not known.any():
+            fallback = np.zeros(len(times_s))  # no outdoor source: the model learned without one
+        else:
+            hours = ((s.time_s[known] % 86400.0) // 3600.0).astype(int)
+            values = s.outdoor_c[known]
+            daily = values - np.mean(values)
+            cycle = np.array([daily[hours == h].mean() if (hours == h).any() else 0.0 for h in range(24)])
+            hour_now = int((now_s % 86400.0) // 3600.0)
+            now_c = float(values[-1])
+            fallback = now_c + cycle[((times_s % 86400.0) // 3600.0).astype(int)] - cycle[hour_now]
+        if forecast is None:
+            return fallback
+        return np.where(np.isnan(forecast), fallback, forecast)
+
+    def _weight(self, price: FloatArray, signals: Signals, times_s: FloatArray) -> FloatArray:
+        objective = self.settings.objective
+        if objective == "carbon":
+            carbon = signals.carbon(times_s)
+            if carbon is not None and not np.isnan(carbon).all():
+                return _hold(carbon)
+        elif objective == "cost" and not np.isnan(price).all():
+            return _hold(price)
+        return np.ones(len(times_s))
+
+    # --- what the loop and the user see ---------------------------------------------------
+
+    def guidance(self, now_s: float, setpoint_c: float) -> Guidance | None:
+        """The target and feed-forward for now; None: control reactively."""
+        with self._lock:
+            plan, status = self._s.plan, self._s.status
+        if plan is None or status != "active":
+            return None
+        return guidance_from(plan, now_s, setpoint_c, self.settings)
+
+    @property
+    def status(self) -> str:
+        return self._s.status
+
+    @property
+    def reason(self) -> str:
+        return self._s.reason
+
+    @property
+    def model(self) -> RoomModel | None:
+        return self._s.model
+
+    @property
+    def plan(self) -> Plan | None:
+        return self._s.plan
+
+    @property
+    def solve_ms(self) -> list[float]:
+        return list(self._s.solve_ms)
+
+    def _set(self, plan: Plan | None, status: str, reason: str) -> None:
+        if (status, reason) != (self._s.status, self._s.reason) and status != "active":
+            _LOGGER.info("zone %s: planner %s: %s", self.zone, status, reason)
+        with self._lock:
+            if plan is not None or status != "active":
+                self._s.plan = plan
+            self._s.status, self._s.reason = status, reason
+        if plan is not None and self._path is not None:
+            self._write_plan()
+
+    # --- state_dir --------------------------------------------------------------------------
+
+    def save(self) -> None:
+        assert self._path is not None
+        with self._lock:
+            data = {
+                "zone": self.zone,
+                "model": self._s.model.to_json() if self._s.model else None,
+                "history": self.history.to_json(),
+            }
+        _write_atomic(self._path, json.dumps(data))
+
+    def _write_plan(self) -> None:
+        assert self._path is not None
+        _write_atomic(self._path.with_suffix(".plan.json"), json.dumps(self.document()))
+
+    def document(self) -> dict[str, Any]:
+        """The plan as MQTT and ``heatctl plan`` show it."""
+        plan = self._s.plan
+        return {
+            "created": datetime.fromtimestamp(plan.created_s if plan else time.time(), UTC).isoformat(
+                timespec="seconds"
+            ),
+            "zone": self.zone,
+            "status": self._s.status,
+            "reason": self._s.reason,
+            "model": self._s.model.public() if self._s.model else None,
+            **(plan.to_json() if plan is not None and self._s.status == "active" else {"steps": []}),
+        }
+
+    def _load(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            _LOGGER.warning("zone %s: cannot read the planner's memory %s (%s); learning afresh", self.zone, path, exc)
+            return
+        try:
+            if data.get("model") and self._fixed_model is None:
+                self._s.model = RoomModel.from_json(data["model"])
+            self.history.load_json(data.get("history") or {})
+        except (TypeError, ValueError, KeyError) as exc:
+            _LOGGER.warning("zone %s: the planner's memory %s is damaged (%s); learning afresh", self.zone, path, exc)
+            self._s.model = self._fixed_model
+            self.history = History(self.settings.history_days)
+
+
+def guidance_from(plan: Plan, now_s: float, setpoint_c: float, st: PlannerSettings) -> Guidance | None:
+    """The plan now as the loop's target (never below setpoint − tolerance nor above max_room_c)."""
+    planned = plan.at(now_s)
+    if planned is None:
+        return None
+    room_c, heat_w = planned
+    target = min(max(room_c, setpoint_c - st.comfort_tolerance_k), st.max_room_c)
+    return Guidance(target_c=target, feedforward_w=heat_w)
+
+
+def _filled(values: FloatArray) -> FloatArray:
+    """NaNs filled with the last known value (the first known before it); zeros if none is known."""
+    known = ~np.isnan(values)
+    if not known.any():
+        return np.zeros(len(values))
+    idx = np.where(known, np.arange(len(values)), 0)
+    np.maximum.accumulate(idx, out=idx)
+    out = values[idx]
+    first = int(np.argmax(known))
+    out[:first] = values[first]
+    return out
+
+
+def _hold(values: FloatArray) -> FloatArray:
+    """A forecast that ends early: its last value holds (and a gap at the start takes the first)."""
+    return _filled(np.asarray(values, dtype=float))
+
+
+def _or_nan(values: FloatArray | None, n: int) -> FloatArray:
+    return np.full(n, np.nan) if values is None else np.asarray(values, dtype=float)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

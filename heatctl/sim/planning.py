@@ -1,0 +1,234 @@
+"""The planner in the simulator: the service's ``ZonePlanner`` fed what the service would see, and
+the ``oracle``: the same LP with the true room, weather and schedule over the whole run."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from heatctl.config import Config, PlannerConfig, ZoneConfig
+from heatctl.control.efficiency import GpuCaps
+from heatctl.planner.lp import LinearRoom, Outlook, solve
+from heatctl.planner.model import RoomModel
+from heatctl.planner.schedule import WeeklySchedule, parse_days
+from heatctl.planner.zone import Guidance, Plan, PlannerSettings, Signals, ZonePlanner, guidance_from
+from heatctl.sim.scenario import Room1R1CConfig, Scenario, Schedule
+from heatctl.sim.tariff import Tariff
+from heatctl.sim.weather import Weather
+
+FloatArray = npt.NDArray[np.float64]
+ORACLE_CHUNK_D = 14.0  # the oracle's LP, in pieces this long (each looking two days further)
+
+
+def settings_for(cfg: Config, zone: ZoneConfig, caps: dict[str, GpuCaps], planner: PlannerConfig) -> PlannerSettings:
+    capacity_w = sum(caps[g].max_limit_w for g in zone.gpus)
+    if cfg.max_power_w is not None:
+        capacity_w = min(capacity_w, cfg.max_power_w)
+    return PlannerSettings(
+        objective=planner.objective,
+        horizon_h=planner.horizon_h,
+        step_min=planner.step_min,
+        comfort_tolerance_k=planner.comfort_tolerance_k,
+        store_k=planner.store_k,
+        replan_min=planner.replan_min,
+        refit_h=planner.refit_h,
+        history_days=planner.history_days,
+        max_room_c=zone.control.max_room_c,
+        capacity_w=capacity_w,
+        floor_w=sum(caps[g].idle_w for g in zone.gpus),
+    )
+
+
+def zone_schedule(zone: ZoneConfig, tz: object = UTC) -> WeeklySchedule | None:
+    if not zone.schedule:
+        return None
+    changes = [
+        (parse_days(e.days), int(e.at[:2]) * 60 + int(e.at[-2:]), e.setpoint_c)
+        for e in zone.schedule  # "H:MM" or "HH:MM"
+    ]
+    return WeeklySchedule(changes, tz)  # type: ignore[arg-type]
+
+
+class ScenarioSignals:
+    """The scenario's future as the planner may see it: prices and carbon (day-ahead, known),
+    the weather through the forecast error (or not at all), the solar surplus only now."""
+
+    def __init__(self, scenario: Scenario, cfg: Config, base_dir: Path) -> None:
+        self.start_epoch_s = (
+            scenario.start.replace(tzinfo=UTC).timestamp()
+            if scenario.start.tzinfo is None
+            else scenario.start.timestamp()
+        )
+        self.tariff = scenario.build_tariff(base_dir)
+        self.carbon = scenario.build_series(base_dir, "carbon")
+        self.solar = scenario.build_series(base_dir, "solar")
+        self.weather = scenario.build_weather(base_dir)
+        self._cfg_tariff = cfg.tariff
+        self._forecast = scenario.forecast
+        if scenario.forecast is not None:
+            hours = int(scenario.duration_h) + 24 * 4
+            rng = np.random.default_rng(scenario.forecast.seed)
+            z = np.zeros(hours)
+            for i in range(1, hours):  # a slowly wandering error, unit variance
+                z[i] = 0.95 * z[i - 1] + math.sqrt(1 - 0.95**2) * rng.standard_normal()
+            self._noise = z
+
+    def epoch(self, t_s: float) -> float:
+        return self.start_epoch_s + t_s
+
+    def price_at(self, t_s: float) -> float:
+        value = self.price(np.array([self.epoch(t_s)]))
+        return float(value[0]) if value is not None else math.nan
+
+    def price(self, times: FloatArray) -> FloatArray | None:
+        if self.tariff is not None:
+            return self.tariff.at_many(times - self.start_epoch_s)
+        t = self._cfg_tariff
+        if t is None or t.is_forecast:
+            return None
+        minutes = ((times % 86400.0) // 60.0).astype(int)
+        return np.array([t.price_at(int(m)) or 0.0 for m in minutes])
+
+    def carbon_at(self, times: FloatArray) -> FloatArray | None:
+        return self.carbon.at_many(times - self.start_epoch_s) if self.carbon is not None else None
+
+    def outdoor_seen(self, now_s: float) -> object:
+        """The weather forecast as the planner sees it at ``now_s`` (epoch), or None."""
+        if self._forecast is None:
+            return lambda times: None
+        error_k = self._forecast.outdoor_error_k
+
+        def forecast(times: FloatArray) -> FloatArray:
+            t = times - self.start_epoch_s
+            lead = np.clip((times - now_s) / 86400.0, 0.0, 1.0)
+            idx = np.clip((t // 3600.0).astype(int), 0, len(self._noise) - 1)
+            return np.asarray(self.weather.at_many(t) + error_k * lead * self._noise[idx], dtype=np.float64)
+
+        return forecast
+
+    def signals(self, now_s: float, t_s: float) -> Signals:
+        return Signals(
+            price=self.price,
+            carbon=self.carbon_at,
+            outdoor=self.outdoor_seen(now_s),  # type: ignore[arg-type]
+            surplus_w=self.solar.at(t_s) if self.solar is not None else 0.0,
+        )
+
+
+class SimPlanner:
+    """The service's planner, fed at each controller tick."""
+
+    def __init__(self, settings: PlannerSettings, signals: ScenarioSignals, schedule: WeeklySchedule | None) -> None:
+        self.settings = settings
+        self.signals = signals
+        self.planner = ZonePlanner("sim", settings, schedule=schedule, tz=UTC)
+
+    def tick(
+        self, t_s: float, *, room_c: float, setpoint_c: float, heat_w: float, outdoor_c: float, valid: bool
+    ) -> Guidance | None:
+        now = self.signals.epoch(t_s)
+        self.planner.record(now, room_c=room_c, setpoint_c=setpoint_c, heat_w=heat_w, outdoor_c=outdoor_c, valid=valid)
+        self.planner.update(now, room_c, setpoint_c, self.signals.signals(now, t_s))
+        return self.planner.guidance(now, setpoint_c) if valid else None
+
+    @property
+    def model(self) -> RoomModel | None:
+        return self.planner.model
+
+
+class OraclePlanner:
+    """The LP over the whole run with the true room, weather, schedule and prices; the loop tracks it."""
+
+    def __init__(
+        self,
+        settings: PlannerSettings,
+        signals: ScenarioSignals,
+        *,
+        scenario: Scenario,
+        weather: Weather,
+        schedule: Schedule,
+        tariff: Tariff | None,
+    ) -> None:
+        self.settings = settings
+        step_s = settings.step_min * 60.0
+        total = math.ceil(scenario.duration_h * 3600.0 / step_s)
+        chunk = max(round(ORACLE_CHUNK_D * 86400.0 / step_s), 1)
+        look = round(2 * 86400.0 / step_s)
+        room = _true_room(scenario, step_s)
+        heat, rooms = np.zeros(total), np.zeros(total)
+        weight_all = None
+        for a in range(0, total, chunk):
+            n = min(chunk, total - a) + look
+            t = (a + np.arange(n, dtype=np.float64)) * step_s
+            mids = t + step_s / 2
+            setpoints = np.array([schedule.at(x) for x in mids])
+            price = tariff.at_many(mids) if tariff is not None else None
+            carbon = signals.carbon_at(mids + signals.start_epoch_s)
+            weight_all = _weight(settings.objective, price, carbon, n)
+            cap = np.full(n, settings.capacity_w)
+            surplus = signals.solar.at_many(mids) if signals.solar is not None else np.zeros(n)
+            outlook = Outlook(
+                setpoint_c=setpoints, outdoor_c=weather.at_many(mids), weight=weight_all, cap_w=cap, surplus_w=surplus
+            )
+            lp = solve(
+                room,
+                outlook,
+                step_s=step_s,
+                tolerance_k=settings.comfort_tolerance_k,
+                store_k=settings.store_k,
+                max_room_c=settings.max_room_c,
+                floor_w=settings.floor_w,
+                time_limit_s=120.0,
+            )
+            keep = min(chunk, total - a)
+            heat[a : a + keep], rooms[a : a + keep] = lp.heat_w[:keep], lp.room_c[:keep]
+            room = LinearRoom(a=room.a, bq=room.bq, bo=room.bo, e=room.e, x0=lp.states[keep - 1])
+        self.plan = Plan(
+            created_s=0.0,
+            step_s=step_s,
+            starts_s=np.arange(total, dtype=np.float64) * step_s,
+            heat_w=heat,
+            room_now_c=scenario.room.initial_c,
+            room_c=rooms,
+            setpoint_c=np.full(total, math.nan),
+            price=np.full(total, math.nan),
+            outdoor_c=np.full(total, math.nan),
+        )
+
+    def tick(self, t_s: float, *, setpoint_c: float, valid: bool, **_: float) -> Guidance | None:
+        return guidance_from(self.plan, t_s, setpoint_c, self.settings) if valid else None
+
+
+def _weight(objective: str, price: FloatArray | None, carbon: FloatArray | None, n: int) -> FloatArray:
+    if objective == "cost" and price is not None:
+        return price
+    if objective == "carbon" and carbon is not None:
+        return carbon
+    return np.ones(n)
+
+
+def _true_room(scenario: Scenario, step_s: float) -> LinearRoom:
+    r = scenario.room
+    if isinstance(r, Room1R1CConfig):
+        model = RoomModel.one_node(
+            ua_w_per_k=1.0 / r.r_k_per_w, tau_h=r.c_j_per_k * r.r_k_per_w / 3600.0, gains_w=r.gains_w
+        )
+        return LinearRoom.from_model(model, r.initial_c, r.initial_c, step_s)
+    return LinearRoom.two_node(
+        ci_j_per_k=r.ci_j_per_k,
+        ce_j_per_k=r.ce_j_per_k,
+        rie_k_per_w=r.rie_k_per_w,
+        rea_k_per_w=r.rea_k_per_w,
+        gains_w=r.gains_w,
+        air_c=r.initial_c,
+        envelope_c=r.initial_c,
+        step_s=step_s,
+    )
+
+
+def start_epoch(start: datetime) -> float:
+    return start.replace(tzinfo=UTC).timestamp() if start.tzinfo is None else start.timestamp()
