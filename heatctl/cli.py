@@ -111,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", required=True, type=Path, help="the service's YAML config file")
     status.add_argument("--follow", "-f", action="store_true", help="keep printing every new state until Ctrl-C")
 
+    model = command("model", "what the planner learned of each room (from state_dir)")
+    model.add_argument("-c", "--config", required=True, type=Path, help="the service's YAML config file")
+    plan = command("plan", "the planner's current plan for each zone (from state_dir)")
+    plan.add_argument("-c", "--config", required=True, type=Path, help="the service's YAML config file")
+    plan.add_argument("--plot", type=Path, default=None, help="also draw it into this PNG file")
+
     restore = command("restore", "restore GPU power limits and resume workloads a killed run left behind")
     restore.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
 
@@ -153,6 +159,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         "status": _status,
         "init": _init,
         "restore": lambda a: _restore(a.config),
+        "model": _model,
+        "plan": _plan,
         "run": _run,
         "demo": _demo,
     }
@@ -210,6 +218,26 @@ def _demo(args: argparse.Namespace) -> int:
     from heatctl.demo import run_demo
 
     return run_demo(speed=args.speed, port=args.port, duration_s=args.duration)
+
+
+def _model(args: argparse.Namespace) -> int:
+    from heatctl.config import load_config
+    from heatctl.planner.show import model_text
+
+    print(model_text(load_config(args.config)))
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from heatctl.config import load_config
+    from heatctl.planner.show import plan_documents, plan_text, plot_plans
+
+    docs = plan_documents(load_config(args.config))
+    print("\n\n".join(plan_text(d) for d in docs))
+    if args.plot is not None:
+        plot_plans(docs, args.plot)
+        print(f"wrote {args.plot}")
+    return EXIT_OK
 
 
 def _restore(path: Path) -> int:

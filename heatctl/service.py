@@ -152,11 +152,13 @@ class Service:
                 self.link.on_connect(lambda: ask_for_readings(link, requests))
             bind_commands(self.cfg, self.link, self.inbox, lambda: self._capacity_w)
             self.outputs = MqttOutputs(self.cfg, self.link, state_dir=self.state_dir, node_capacity_w=self._capacity_w)
+            if self.cfg.planner is not None:
+                self._open_planner()  # its forecast topics are subscribed on connect
             self.link.start()
         elif any(src.topic for z in self.cfg.zones for _, src in zone_sources(z)):
             _LOGGER.warning("sources read MQTT topics but there is no 'mqtt:' section: they will never report")
         self._open_main_heating()
-        if self.cfg.planner is not None:
+        if self.cfg.planner is not None and self.planner is None:
             self._open_planner()
         if self.cfg.homeassistant is not None:
             from heatctl.sources.homeassistant import HomeAssistantPoller
@@ -398,7 +400,7 @@ class Service:
     def _planned(
         self, now_s: float, zones: dict[str, ZoneInputs], states: dict[str, GpuState], metered_w: dict[str, float]
     ) -> dict[str, ZoneInputs]:
-        """Each zone's readings to its planner; with an active plan, its room is the target, its heat the feed-forward."""
+        """Readings to each zone's planner; with an active plan, its room is the target, its heat the feed-forward."""
         if self.planner is None:
             return zones
         out = dict(zones)

@@ -70,7 +70,7 @@ class History:
         if b is not None and slot_s != b.start_s:
             self._close(b, slot_s)
             b = None
-        ok = (
+        ok = bool(
             valid
             and room_c is not None
             and setpoint_c is not None
@@ -103,7 +103,8 @@ class History:
         covered = b.seen_s >= 0.5 * self.sample_s
         heat_w = b.heat_j / b.seen_s if b.seen_s > 0 else math.nan
         outdoor = b.outdoor_sum / b.outdoor_n if b.outdoor_n else math.nan
-        self._rows.append((b.start_s, b.room_c, heat_w, outdoor, b.setpoint_c, b.valid and contiguous and covered))
+        ok = bool(b.valid and contiguous and covered)
+        self._rows.append((b.start_s, b.room_c, heat_w, outdoor, b.setpoint_c, ok))
         self._samples = None
 
     def samples(self) -> Samples:

@@ -28,7 +28,7 @@ from heatctl.planner.model import RoomModel
 
 FloatArray = npt.NDArray[np.float64]
 PREHEAT_LOOKAHEAD_H = 12.0
-SETPOINT_PENALTY = 0.2  # per K below the setpoint per step (within the tolerance): weight-kWh
+SETPOINT_PENALTY = 2.0  # per K below the setpoint per step (within the tolerance): weight-kWh
 COMFORT_PENALTY = 50.0  # per K below setpoint − tolerance, or above the upper bound, per step
 FREE_HEAT_WEIGHT = 1e-4  # solar surplus is almost free: used, but not wasted
 

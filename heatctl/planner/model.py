@@ -32,6 +32,7 @@ from scipy.signal import lfilter
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
+GAINS_SCALE_W = 2000.0  # the prior on gains: this many W cost as much as 1 K on every sample
 WINDOW_H = 6.0  # how far ahead each fitted prediction runs from a measured start
 TRUST_DATA_H = 24.0  # valid hours needed before the model is used
 TRUST_RMSE_K = 0.3  # and at most this error over the windows
@@ -168,12 +169,18 @@ def fit_room(
         return None
     heat_spread_w = float(np.ptp(heat_w[valid])) if valid.any() else 0.0
     heat = np.nan_to_num(heat_w)
+    prior_weight = math.sqrt(fitted.sum())
 
     def residuals(x: FloatArray) -> FloatArray:
         pred = _air_predictions(x, room_c=room_c, heat_w=heat, outdoor_c=outdoor_c, starts=starts, sample_s=sample_s)
-        return (pred - room_c)[fitted]
+        # A weak prior: gains trade off against heat loss when the weather barely changes; keep them small.
+        return np.append((pred - room_c)[fitted], prior_weight * x[4] / GAINS_SCALE_W)
 
-    guesses = [np.array([*np.log([3e5 * f, 3e6 * f, 0.005 / f, 0.06 / f]), 10.0]) for f in (0.3, 1.0, 3.0)]
+    guesses = [
+        np.array([*np.log([3e5 * f, 3e6 * f * g, 0.005 / f, 0.06 / f]), 10.0])
+        for f in (0.3, 1.0, 3.0)
+        for g in (0.3, 3.0)
+    ]
     if previous is not None and previous.ci_j_per_k > 0:
         p = previous
         guesses.insert(0, np.array([*np.log([p.ci_j_per_k, p.ce_j_per_k, p.rie_k_per_w, p.rea_k_per_w]), p.gains_w]))
@@ -193,7 +200,7 @@ def fit_room(
     ci, ce, rie, rea = (math.exp(v) for v in best.x[:4])
     ua = 1.0 / (rie + rea)
     tau_h = (ci + ce) / ua / 3600.0
-    rmse = float(np.sqrt(np.mean(best.fun**2)))
+    rmse = float(np.sqrt(np.mean(best.fun[:-1] ** 2)))
     why = _why_not_trusted(ua, tau_h, rmse, data_h, heat_spread_w)
     return RoomModel(
         ua_w_per_k=ua,

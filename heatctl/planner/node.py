@@ -112,6 +112,7 @@ class NodePlanner:
         self._thread = threading.Thread(target=self._run, name="planner", daemon=True)
         self._last_polled_s: dict[str, float] = {}
         self._published: dict[str, float] = {}
+        self._round = threading.Lock()  # one planning round at a time (the thread, or a test)
 
     # --- sources --------------------------------------------------------------------------
 
@@ -309,6 +310,10 @@ class NodePlanner:
 
     def run_once(self, client: Any = None) -> None:
         """One round: forecasts from Home Assistant, then every zone's refit/plan when due."""
+        with self._round:
+            self._run_once(client)
+
+    def _run_once(self, client: Any) -> None:
         if client is not None:
             self.poll_homeassistant(client)
         signals = self.signals()

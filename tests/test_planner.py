@@ -1,0 +1,255 @@
+"""The planner's parts: the room fit, the LP, forecasts in their many forms, the schedule, the fallback."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heatctl.planner.history import History
+from heatctl.planner.lp import LinearRoom, Outlook, solve
+from heatctl.planner.model import RoomModel, fit_room
+from heatctl.planner.schedule import WeeklySchedule, learned_setpoints, parse_days
+from heatctl.planner.series import ForecastError, parse_attributes, parse_payload
+from heatctl.planner.zone import PlannerSettings, Signals, ZonePlanner
+from heatctl.sim.room import Room2R2C
+
+T0 = 1_767_571_200.0  # 2026-01-05 00:00 UTC, a Monday
+STEP = 300.0
+
+
+def two_node_run(days: float, *, ua_scale: float = 1.0, c_scale: float = 1.0, seed: int = 1) -> dict[str, np.ndarray]:
+    """A 2R2C room under a GPU heating in bursts, sampled every 5 min as heatctl's history keeps it."""
+    room = Room2R2C(
+        ci_j_per_k=2.5e5 * c_scale,
+        ce_j_per_k=2.0e6 * c_scale,
+        rie_k_per_w=0.006 / ua_scale,
+        rea_k_per_w=0.07 / ua_scale,
+        initial_c=19.0,
+    )
+    rng = np.random.default_rng(seed)
+    n = round(days * 86400 / STEP)
+    t = np.arange(n) * STEP
+    outdoor = 5 + 3 * np.sin(2 * np.pi * t / 86400) + np.cumsum(rng.normal(0, 0.05, n))
+    heat = np.where((t // 7200) % 3 == 0, 280.0, np.where((t // 3600) % 2 == 0, 150.0, 20.0))
+    measured = np.zeros(n)
+    for k in range(n):
+        measured[k] = round(room.air_c, 1)
+        for _ in range(30):  # 10 s inside each 5-min sample
+            room.step(10.0, heat[k], outdoor[k])
+    return {"t": t, "room": measured, "heat": heat, "outdoor": outdoor}
+
+
+# A heavy, well-insulated room (R ×2, C ×2: a time constant of ~8 days) is not identified in three
+# days yet: see the issue's closing note.
+@pytest.mark.parametrize(("ua_scale", "c_scale"), [(1.0, 1.0), (2.0, 0.5)])
+def test_the_fit_finds_the_rooms_heat_loss_within_15_percent_after_three_days(ua_scale: float, c_scale: float) -> None:
+    run = two_node_run(3.0, ua_scale=ua_scale, c_scale=c_scale)
+    model = fit_room(run["room"], run["heat"], run["outdoor"], np.ones(len(run["t"]), bool), STEP)
+    assert model is not None and model.trusted, model
+    true_ua = ua_scale / (0.006 + 0.07)
+    assert abs(model.ua_w_per_k - true_ua) / true_ua <= 0.15
+    assert model.fit_rmse_k <= 0.3
+
+
+def test_bad_samples_are_left_out_of_the_fit() -> None:
+    run = two_node_run(3.0)
+    valid = np.ones(len(run["t"]), bool)
+    poisoned = run["room"].copy()
+    poisoned[300:400] = 5.0  # a window open: the room plunges
+    valid[300:400] = False
+    masked = fit_room(poisoned, run["heat"], run["outdoor"], valid, STEP)
+    unmasked = fit_room(poisoned, run["heat"], run["outdoor"], np.ones(len(valid), bool), STEP)
+    assert masked is not None and unmasked is not None
+    true_ua = 1 / (0.006 + 0.07)
+    assert abs(masked.ua_w_per_k - true_ua) / true_ua < 0.15
+    assert not unmasked.trusted  # had the plunge been fitted, the model would not be used
+
+
+def test_too_little_data_is_not_trusted() -> None:
+    run = two_node_run(0.5)
+    model = fit_room(run["room"], run["heat"], run["outdoor"], np.ones(len(run["t"]), bool), STEP)
+    assert model is not None and not model.trusted and "learning the room" in model.why_not
+
+
+def outlook(n: int, setpoints: np.ndarray, price: np.ndarray, cap_w: float = 300.0, outdoor_c: float = 5.0) -> Outlook:
+    return Outlook(
+        setpoint_c=setpoints,
+        outdoor_c=np.full(n, outdoor_c),
+        weight=price,
+        cap_w=np.full(n, cap_w),
+        surplus_w=np.zeros(n),
+    )
+
+
+MODEL = RoomModel.one_node(ua_w_per_k=14.0, tau_h=20.0)
+
+
+def test_the_plan_starts_early_to_be_warm_when_the_setpoint_rises() -> None:
+    n, step = 96, 900.0
+    hours = np.arange(n) * step / 3600
+    sp = np.where(hours >= 6, 21.0, 18.0)
+    plan = solve(
+        LinearRoom.from_model(MODEL, 18.0, 18.0, step),
+        outlook(n, sp, np.ones(n), cap_w=600.0, outdoor_c=10.0),
+        step_s=step,
+        tolerance_k=0.3,
+        store_k=0.0,
+        max_room_c=26.0,
+    )
+    at_six = int(6 * 3600 / step)
+    assert plan.room_c[at_six] >= 21.0 - 0.3 - 1e-6  # warm in the first step at 21 °C
+    holding_18_w = 14.0 * (18.0 - 10.0)
+    assert plan.heat_w[:4].max() <= holding_18_w + 1.0  # at midnight only what holds 18 °C
+    assert plan.heat_w[at_six - 4 : at_six].min() > 500.0  # and hard in the hour before six
+
+
+def test_cheap_hours_store_heat_up_to_store_k_and_never_above_max_room() -> None:
+    n, step = 96, 900.0
+    hours = np.arange(n) * step / 3600
+    price = np.where((hours % 24) < 6, 0.05, 0.40)
+    room = LinearRoom.from_model(MODEL, 21.0, 21.0, step)
+    ahead = outlook(n, np.full(n, 21.0), price)
+    flat = solve(room, ahead, step_s=step, tolerance_k=0.3, max_room_c=21.5, store_k=0.0)
+    store = solve(room, ahead, step_s=step, tolerance_k=0.3, max_room_c=21.5, store_k=1.0)
+    cost = lambda p: float((p.heat_w * price).sum())  # noqa: E731
+    assert cost(store) < cost(flat)
+    assert store.room_c.max() <= 21.5 + 1e-6  # max_room_c wins over store_k
+    assert store.heat_w[:24].mean() > flat.heat_w[:24].mean()  # heat bought at night
+
+
+def test_a_warm_start_is_a_plan_not_an_infeasible_program() -> None:
+    n, step = 48, 900.0
+    plan = solve(
+        LinearRoom.from_model(MODEL, 24.0, 24.0, step),
+        outlook(n, np.full(n, 20.0), np.ones(n)),
+        step_s=step,
+        tolerance_k=0.3,
+        store_k=0.0,
+        max_room_c=23.0,
+    )
+    cooling = plan.room_c > 20.0 + 1e-6
+    assert plan.heat_w[cooling].max() < 1.0  # no heat while the room is above the setpoint
+    assert np.all(np.diff(plan.room_c[cooling]) < 0) and plan.room_c.min() >= 20.0 - 1e-6
+
+
+@pytest.mark.parametrize(
+    ("payload", "first"),
+    [
+        (b'[{"start": "2026-01-05T00:00:00Z", "price": 0.2}, {"start": "2026-01-05T01:00:00Z", "price": 0.3}]', 0.2),
+        (json.dumps({"raw_today": [{"start": "2026-01-05T00:00:00+00:00", "end": "x", "value": 0.11}]}).encode(), 0.11),
+        (json.dumps({"today": [{"startsAt": "2026-01-05T00:00:00Z", "total": 0.31}], "tomorrow": []}).encode(), 0.31),
+        (json.dumps({"rates": [{"start": "2026-01-05T00:00:00Z", "value_inc_vat": 0.25}]}).encode(), 0.25),
+    ],
+)
+def test_price_forecasts_in_the_forms_integrations_publish(payload: bytes, first: float) -> None:
+    series = parse_payload(payload, (-10, 100))
+    assert series.at(np.array([T0 + 60.0]))[0] == pytest.approx(first)
+
+
+def test_the_weather_services_answer_is_a_forecast() -> None:
+    response = {"weather.home": {"forecast": [{"datetime": "2026-01-05T00:00:00+00:00", "temperature": -2.5}]}}
+    assert parse_attributes(response, (-60, 60)).at(np.array([T0]))[0] == -2.5
+
+
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        (b"not json", "not JSON"),
+        (b'[{"start": "yesterday", "price": 1}]', "not an ISO 8601 time"),
+        (b'[{"start": "2026-01-05T00:00:00Z", "price": 1e9}]', "outside"),
+        (b'[{"when": 1, "price": 1}]', "needs a start"),
+        (b'{"state": 3}', "no forecast list"),
+        (b"[]", "empty"),
+    ],
+)
+def test_a_broken_forecast_is_refused_with_its_reason(payload: bytes, says: str) -> None:
+    with pytest.raises(ForecastError, match=says):
+        parse_payload(payload, (-10, 100))
+
+
+def test_schedules_configured_and_learned() -> None:
+    assert parse_days("mon-fri") == frozenset(range(5)) and parse_days("sat,sun") == frozenset({5, 6})
+    with pytest.raises(ValueError, match="days are mon"):
+        parse_days("someday")
+    from datetime import UTC
+
+    weekly = WeeklySchedule([(parse_days("mon-fri"), 6 * 60 + 30, 21.0), (parse_days("daily"), 23 * 60, 18.0)], UTC)
+    monday_7 = T0 + 7 * 3600
+    saturday_7 = T0 + 5 * 86400 + 7 * 3600
+    assert list(weekly.at(np.array([T0 + 3600, monday_7, saturday_7]))) == [18.0, 21.0, 18.0]
+    # Learned: two days of a 06:00–23:00 pattern, then asked for tomorrow morning.
+    hist_t = T0 + np.arange(0, 2 * 86400, STEP)
+    hist_sp = np.where(((hist_t - T0) % 86400 >= 6 * 3600) & ((hist_t - T0) % 86400 < 23 * 3600), 21.0, 18.0)
+    now = T0 + 2 * 86400 + 3600  # 01:00 on day 3
+    ahead = learned_setpoints(hist_t, hist_sp, now, 18.0, np.array([now + 3600, now + 6 * 3600, now + 23 * 3600]))
+    assert list(ahead) == [18.0, 21.0, 18.0]
+    # A person turned it up at 01:00: that holds until the pattern's next change.
+    ahead = learned_setpoints(hist_t, hist_sp, now, 22.0, np.array([now + 3600, now + 6 * 3600]))
+    assert list(ahead) == [22.0, 21.0]
+
+
+def fed_planner(tmp_path: Path, days: float) -> ZonePlanner:
+    run = two_node_run(days)
+    planner = ZonePlanner("office", PlannerSettings(capacity_w=300.0, floor_w=20.0), path=tmp_path / "office.json")
+    for k, t in enumerate(run["t"]):
+        for sub in (0.0, 100.0, 200.0):
+            planner.record(
+                T0 + t + sub,
+                room_c=float(run["room"][k]),
+                setpoint_c=21.0,
+                heat_w=float(run["heat"][k]),
+                outdoor_c=float(run["outdoor"][k]),
+                valid=True,
+            )
+    return planner
+
+
+def test_until_the_model_is_trusted_there_is_no_guidance_and_the_state_says_learning(tmp_path: Path) -> None:
+    planner = fed_planner(tmp_path, 0.5)
+    now = T0 + 0.5 * 86400
+    planner.update(now, 20.0, 21.0, Signals())
+    assert planner.status == "learning" and "learning the room" in planner.reason
+    assert planner.guidance(now, 21.0) is None
+
+
+def test_a_trusted_model_plans_survives_a_restart_and_a_failing_solver_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    planner = fed_planner(tmp_path, 3.0)
+    now = T0 + 3 * 86400
+    planner.update(now, 20.5, 21.0, Signals(price=lambda t: np.full(len(t), 0.3)))
+    assert planner.status == "active", planner.reason
+    guidance = planner.guidance(now + 60, 21.0)
+    assert guidance is not None and 20.7 <= guidance.target_c <= 21.5 and guidance.feedforward_w > 0
+    doc = planner.document()
+    assert doc["status"] == "active" and doc["steps"][0]["price"] == 0.3 and len(doc["steps"]) == 144
+    again = ZonePlanner("office", PlannerSettings(capacity_w=300.0), path=tmp_path / "office.json")
+    assert again.model is not None and again.model.trusted and len(again.history.samples().time_s) > 800
+
+    from heatctl.planner import zone as zone_module
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise zone_module.PlanError("the solver gave no plan: infeasible")
+
+    monkeypatch.setattr(zone_module, "solve", broken)
+    planner.update(now + 3600, 20.5, 21.5, Signals())  # a new setpoint: plan again, and fail
+    assert planner.status == "fallback" and "infeasible" in planner.reason
+    assert planner.guidance(now + 3600, 21.5) is None
+
+
+def test_the_history_marks_gaps_and_bad_readings() -> None:
+    history = History(days=2)
+    for i in range(10):
+        history.record(T0 + i * 60, room_c=20.0, setpoint_c=21.0, heat_w=100.0, outdoor_c=None, valid=True)
+    history.record(T0 + 3600, room_c=20.0, setpoint_c=21.0, heat_w=100.0, outdoor_c=None, valid=True)  # a gap
+    for i in range(1, 10):
+        history.record(T0 + 3600 + i * 60, room_c=99.0, setpoint_c=21.0, heat_w=100.0, outdoor_c=None, valid=True)
+    history.record(T0 + 7200, room_c=20.0, setpoint_c=21.0, heat_w=100.0, outdoor_c=None, valid=True)
+    s = history.samples()
+    # A sample before a gap, one across it, one with an implausible room; the last one waits for its end.
+    assert len(s.time_s) == 4 and not s.valid.any()
+    assert math.isnan(s.outdoor_c[0])
