@@ -30,6 +30,10 @@ DESIGN_COLUMNS = [
     "price_per_kwh",  # added after DESIGN's columns
     "main_w",
     "main_setpoint_c",
+    "plan_w",
+    "target_c",
+    "surplus_w",
+    "carbon_g_per_kwh",
 ]
 DESIGN_KPIS = {
     "rms_error_k",
