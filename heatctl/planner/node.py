@@ -14,14 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from heatctl.config import Config, ForecastSourceConfig, PlannerConfig, minute_of_day
+from heatctl.config import Config, ForecastSourceConfig, PlannerConfig, ZoneConfig, minute_of_day
 from heatctl.errors import plain
 from heatctl.planner.schedule import WeeklySchedule, parse_days
 from heatctl.planner.series import ForecastError, Series, parse_attributes, parse_payload
@@ -45,11 +45,12 @@ class _Latest:
     setpoint_c: float | None = None
 
 
-def planner_settings(cfg: Config, zone_name: str, capacity_w: float, floor_w: float) -> PlannerSettings:
-    planner = cfg.planner or PlannerConfig()
-    zone = next(z for z in cfg.zones if z.name == zone_name)
-    if cfg.max_power_w is not None:
-        capacity_w = min(capacity_w, cfg.max_power_w)
+def planner_settings(
+    planner: PlannerConfig, zone: ZoneConfig, *, capacity_w: float, floor_w: float, max_power_w: float | None
+) -> PlannerSettings:
+    """The zone's planner knobs: the config's, within its GPUs' capacity and the node's cap (service and simulator)."""
+    if max_power_w is not None:
+        capacity_w = min(capacity_w, max_power_w)
     return PlannerSettings(
         objective=planner.objective,
         horizon_h=planner.horizon_h,
@@ -65,12 +66,12 @@ def planner_settings(cfg: Config, zone_name: str, capacity_w: float, floor_w: fl
     )
 
 
-def weekly_schedule(cfg: Config, zone_name: str) -> WeeklySchedule | None:
-    zone = next(z for z in cfg.zones if z.name == zone_name)
+def weekly_schedule(zone: ZoneConfig, tz: tzinfo | None) -> WeeklySchedule | None:
+    """The zone's configured schedule in ``tz``, or None (the planner then learns it)."""
     if not zone.schedule:
         return None
     changes = [(parse_days(e.days), minute_of_day(e.at), e.setpoint_c) for e in zone.schedule]
-    return WeeklySchedule(changes, datetime.now().astimezone().tzinfo)
+    return WeeklySchedule(changes, tz)
 
 
 def planner_path(state_dir: Path, zone: str) -> Path:
@@ -93,12 +94,16 @@ class NodePlanner:
         self._wall_fn = wall_fn
         self._on_plan = on_plan
         self._ha_client_factory = ha_client_factory
+        planner = cfg.planner or PlannerConfig()
+        tz = datetime.now().astimezone().tzinfo
         self.zones = {
             z.name: ZonePlanner(
                 z.name,
-                planner_settings(cfg, z.name, capacity_w[z.name], floor_w[z.name]),
-                schedule=weekly_schedule(cfg, z.name),
-                tz=datetime.now().astimezone().tzinfo,
+                planner_settings(
+                    planner, z, capacity_w=capacity_w[z.name], floor_w=floor_w[z.name], max_power_w=cfg.max_power_w
+                ),
+                schedule=weekly_schedule(z, tz),
+                tz=tz,
                 path=planner_path(state_dir, z.name),
             )
             for z in cfg.zones
@@ -113,11 +118,15 @@ class NodePlanner:
         self._last_polled_s: dict[str, float] = {}
         self._published: dict[str, float] = {}
         self._round = threading.Lock()  # one planning round at a time (the thread, or a test)
+        self._sources = self._configured_sources()
 
     # --- sources --------------------------------------------------------------------------
 
     def sources(self) -> dict[str, ForecastSourceConfig]:
         """kind → the forecast source the config names (price, carbon, outdoor)."""
+        return self._sources
+
+    def _configured_sources(self) -> dict[str, ForecastSourceConfig]:
         out: dict[str, ForecastSourceConfig] = {}
         t = self.cfg.tariff
         if t is not None and t.is_forecast:

@@ -256,7 +256,7 @@ class ZonePlanner:
         setpoints = self.setpoints(now_s, setpoint_c, mids)
         outdoor = self._outdoor(now_s, mids, signals)
         price = _or_nan(signals.price(mids), n)
-        weight = self._weight(price, signals, mids)
+        weight = objective_weight(self.settings.objective, price, signals.carbon(mids), n)
         cap = signals.cap_w(mids)
         cap_w = np.full(n, st.capacity_w) if cap is None else np.minimum(cap, st.capacity_w)
         surplus = np.zeros(n)
@@ -325,16 +325,6 @@ class ZonePlanner:
         if forecast is None:
             return fallback
         return np.where(np.isnan(forecast), fallback, forecast)
-
-    def _weight(self, price: FloatArray, signals: Signals, times_s: FloatArray) -> FloatArray:
-        objective = self.settings.objective
-        if objective == "carbon":
-            carbon = signals.carbon(times_s)
-            if carbon is not None and not np.isnan(carbon).all():
-                return _hold(carbon)
-        elif objective == "cost" and not np.isnan(price).all():
-            return _hold(price)
-        return np.ones(len(times_s))
 
     # --- what the loop and the user see ---------------------------------------------------
 
@@ -422,6 +412,14 @@ class ZonePlanner:
             _LOGGER.warning("zone %s: the planner's memory %s is damaged (%s); learning afresh", self.zone, path, exc)
             self._s.model = self._fixed_model
             self.history = History(self.settings.history_days)
+
+
+def objective_weight(objective: str, price: FloatArray | None, carbon: FloatArray | None, n: int) -> FloatArray:
+    """Per step, what a kWh weighs: its price, its carbon, or 1 (energy, or the signal is unknown)."""
+    chosen = price if objective == "cost" else carbon if objective == "carbon" else None
+    if chosen is None or np.isnan(chosen).all():
+        return np.ones(n)
+    return _hold(chosen)
 
 
 def guidance_from(plan: Plan, now_s: float, setpoint_c: float, st: PlannerSettings) -> Guidance | None:

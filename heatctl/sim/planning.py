@@ -14,43 +14,31 @@ from heatctl.config import Config, PlannerConfig, ZoneConfig
 from heatctl.control.efficiency import GpuCaps
 from heatctl.planner.lp import LinearRoom, Outlook, solve
 from heatctl.planner.model import RoomModel
-from heatctl.planner.schedule import WeeklySchedule, parse_days
-from heatctl.planner.zone import Guidance, Plan, PlannerSettings, Signals, ZonePlanner, guidance_from
+from heatctl.planner.node import planner_settings
+from heatctl.planner.schedule import WeeklySchedule
+from heatctl.planner.zone import (
+    Guidance,
+    Plan,
+    PlannerSettings,
+    Signals,
+    ZonePlanner,
+    guidance_from,
+    objective_weight,
+)
 from heatctl.sim.scenario import Room1R1CConfig, Scenario, Schedule
-from heatctl.sim.tariff import Tariff
-from heatctl.sim.weather import Weather
 
 FloatArray = npt.NDArray[np.float64]
 ORACLE_CHUNK_D = 14.0  # the oracle's LP, in pieces this long (each looking two days further)
 
 
 def settings_for(cfg: Config, zone: ZoneConfig, caps: dict[str, GpuCaps], planner: PlannerConfig) -> PlannerSettings:
-    capacity_w = sum(caps[g].max_limit_w for g in zone.gpus)
-    if cfg.max_power_w is not None:
-        capacity_w = min(capacity_w, cfg.max_power_w)
-    return PlannerSettings(
-        objective=planner.objective,
-        horizon_h=planner.horizon_h,
-        step_min=planner.step_min,
-        comfort_tolerance_k=planner.comfort_tolerance_k,
-        store_k=planner.store_k,
-        replan_min=planner.replan_min,
-        refit_h=planner.refit_h,
-        history_days=planner.history_days,
-        max_room_c=zone.control.max_room_c,
-        capacity_w=capacity_w,
+    return planner_settings(
+        planner,
+        zone,
+        capacity_w=sum(caps[g].max_limit_w for g in zone.gpus),
         floor_w=sum(caps[g].idle_w for g in zone.gpus),
+        max_power_w=cfg.max_power_w,
     )
-
-
-def zone_schedule(zone: ZoneConfig, tz: object = UTC) -> WeeklySchedule | None:
-    if not zone.schedule:
-        return None
-    changes = [
-        (parse_days(e.days), int(e.at[:2]) * 60 + int(e.at[-2:]), e.setpoint_c)
-        for e in zone.schedule  # "H:MM" or "HH:MM"
-    ]
-    return WeeklySchedule(changes, tz)  # type: ignore[arg-type]
 
 
 class ScenarioSignals:
@@ -58,11 +46,7 @@ class ScenarioSignals:
     the weather through the forecast error (or not at all), the solar surplus only now."""
 
     def __init__(self, scenario: Scenario, cfg: Config, base_dir: Path) -> None:
-        self.start_epoch_s = (
-            scenario.start.replace(tzinfo=UTC).timestamp()
-            if scenario.start.tzinfo is None
-            else scenario.start.timestamp()
-        )
+        self.start_epoch_s = start_epoch(scenario.start)
         self.tariff = scenario.build_tariff(base_dir)
         self.carbon = scenario.build_series(base_dir, "carbon")
         self.solar = scenario.build_series(base_dir, "solar")
@@ -149,9 +133,7 @@ class OraclePlanner:
         signals: ScenarioSignals,
         *,
         scenario: Scenario,
-        weather: Weather,
         schedule: Schedule,
-        tariff: Tariff | None,
     ) -> None:
         self.settings = settings
         step_s = settings.step_min * 60.0
@@ -160,7 +142,7 @@ class OraclePlanner:
         look = round(2 * 86400.0 / step_s)
         room = _true_room(scenario, step_s)
         heat, rooms = np.zeros(total), np.zeros(total)
-        weight_all = None
+        weather, tariff = signals.weather, signals.tariff  # the scenario's own, unlike the planner's view
         for a in range(0, total, chunk):
             n = min(chunk, total - a) + look
             t = (a + np.arange(n, dtype=np.float64)) * step_s
@@ -168,11 +150,11 @@ class OraclePlanner:
             setpoints = np.array([schedule.at(x) for x in mids])
             price = tariff.at_many(mids) if tariff is not None else None
             carbon = signals.carbon_at(mids + signals.start_epoch_s)
-            weight_all = _weight(settings.objective, price, carbon, n)
+            weight = objective_weight(settings.objective, price, carbon, n)
             cap = np.full(n, settings.capacity_w)
             surplus = signals.solar.at_many(mids) if signals.solar is not None else np.zeros(n)
             outlook = Outlook(
-                setpoint_c=setpoints, outdoor_c=weather.at_many(mids), weight=weight_all, cap_w=cap, surplus_w=surplus
+                setpoint_c=setpoints, outdoor_c=weather.at_many(mids), weight=weight, cap_w=cap, surplus_w=surplus
             )
             lp = solve(
                 room,
@@ -201,14 +183,6 @@ class OraclePlanner:
 
     def tick(self, t_s: float, *, setpoint_c: float, valid: bool, **_: float) -> Guidance | None:
         return guidance_from(self.plan, t_s, setpoint_c, self.settings) if valid else None
-
-
-def _weight(objective: str, price: FloatArray | None, carbon: FloatArray | None, n: int) -> FloatArray:
-    if objective == "cost" and price is not None:
-        return price
-    if objective == "carbon" and carbon is not None:
-        return carbon
-    return np.ones(n)
 
 
 def _true_room(scenario: Scenario, step_s: float) -> LinearRoom:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,12 @@ from heatctl.errors import ConfigError
 from heatctl.gpu.sim import SimGpuModel
 from heatctl.mainheat.cascade import Cascade, MainCommand, main_is_cheaper
 from heatctl.planner.model import RoomModel
+from heatctl.planner.node import weekly_schedule
 from heatctl.sim.baselines import CONTROLLERS, STEERS_MAIN_HEATING
 from heatctl.sim.batches import SimBatches
 from heatctl.sim.mainheat import MainHeaterPlant
-from heatctl.sim.planning import OraclePlanner, ScenarioSignals, SimPlanner, settings_for, zone_schedule
+from heatctl.sim.planning import OraclePlanner, ScenarioSignals, SimPlanner, settings_for
 from heatctl.sim.scenario import Scenario, Schedule
-from heatctl.sim.tariff import Tariff
 
 FloatArray = npt.NDArray[np.float64]
 COLUMNS = (
@@ -114,8 +114,8 @@ def simulate(
     ctrl = CONTROLLERS[controller](cfg, caps, time_fn=clock)
 
     room = scenario.room.build()
-    weather = scenario.build_weather(base_dir)
-    tariff = scenario.build_tariff(base_dir)
+    signals = ScenarioSignals(scenario, cfg, base_dir)  # reads the weather, tariff, carbon and solar files once
+    weather = signals.weather
     batches = scenario.build_batches()
     work_due: dict[str, float] = {}
     main_plant = MainHeaterPlant(scenario.main_heating) if scenario.main_heating is not None else None
@@ -127,14 +127,13 @@ def simulate(
     main_cmd: MainCommand | None = None
     cheapest = cascade is not None and cascade.cfg.prefer == "cheapest"
     schedule = Schedule(scenario.schedule, scenario.start)
-    signals = ScenarioSignals(scenario, cfg, base_dir)
     guide: SimPlanner | OraclePlanner | None = None
     planner_cfg = cfg.planner if cfg.planner is not None and cfg.planner.enabled else None
     if controller == "oracle":
         settings = settings_for(cfg, zone, caps, planner_cfg or PlannerConfig())
-        guide = OraclePlanner(settings, signals, scenario=scenario, weather=weather, schedule=schedule, tariff=tariff)
+        guide = OraclePlanner(settings, signals, scenario=scenario, schedule=schedule)
     elif controller == "heatctl" and planner_cfg is not None:
-        guide = SimPlanner(settings_for(cfg, zone, caps, planner_cfg), signals, zone_schedule(zone))
+        guide = SimPlanner(settings_for(cfg, zone, caps, planner_cfg), signals, weekly_schedule(zone, UTC))
     plan_w, target_c, gpu_w = math.nan, math.nan, 0.0
     windows = [e.span_s for e in scenario.events if e.window_open_min]
     mode_off = [e.span_s for e in scenario.events if e.mode_off_min]
@@ -215,7 +214,7 @@ def simulate(
                 main_cmd = cascade.update(
                     t,
                     main_cheaper=cheapest
-                    and (price := _price(cfg, tariff, scenario, t)) is not None
+                    and not math.isnan(price := signals.price_at(t))
                     and main_is_cheaper(
                         cascade.cfg, price, _work_per_kwh(ctrl, plant, gpu_ids), cfg.work_value_per_unit
                     ),
@@ -272,7 +271,7 @@ def simulate(
         )
         for name, value in zip(COLUMNS, row, strict=False):
             cols[name][k] = value
-        cols["price_per_kwh"][k] = signals.price_at(t) if tariff is not None or cfg.tariff is not None else math.nan
+        cols["price_per_kwh"][k] = signals.price_at(t)
         cols["plan_w"][k] = plan_w
         cols["target_c"][k] = target_c
         cols["surplus_w"][k] = signals.solar.at(t) if signals.solar is not None else 0.0
@@ -301,16 +300,6 @@ def simulate(
         if isinstance(guide, SimPlanner)
         else None,
     )
-
-
-def _price(cfg: Config, tariff: Tariff | None, scenario: Scenario, t: float) -> float | None:
-    """The price now: the scenario's tariff, else the config's (in the scenario's local time)."""
-    if tariff is not None:
-        return tariff.at(t)
-    if cfg.tariff is not None:
-        moment = scenario.start + timedelta(seconds=t)
-        return cfg.tariff.price_at(moment.hour * 60 + moment.minute)
-    return None
 
 
 def _work_per_kwh(ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]) -> float:
