@@ -393,6 +393,11 @@ class HomeAssistant:
             "  unit_system: metric\n  time_zone: UTC\n  country: NL\n  currency: EUR\n"
             f"http:\n  server_host: 127.0.0.1\n  server_port: {self.port}\n"
             "api:\nconfig:\nlogger:\n  default: warning\n"
+            # A real weather entity whose hourly forecast a test sets through sensor.test_hourly_forecast.
+            "weather:\n  - platform: template\n    name: Forecast home\n"
+            "    condition_template: cloudy\n"
+            '    temperature_template: "{{ 5 }}"\n    humidity_template: "{{ 80 }}"\n'
+            "    forecast_hourly_template: \"{{ state_attr('sensor.test_hourly_forecast', 'forecast') or [] }}\"\n"
         )
 
     def start(self) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from heatctl.config import parse_config
+from heatctl.planner.model import RoomModel
 from heatctl.publish.influx import snapshot_lines
 from heatctl.service import Service
 from tests.conftest import MINIMAL_YAML, ROOT
@@ -30,14 +31,20 @@ def test_dashboard_uses_a_datasource_variable_and_only_fields_heatctl_writes(tmp
     uids = set(re.findall(r'"uid": "([^"]*)"', text))
     assert uids == {"${datasource}"}, uids  # no hard-coded datasource uids
     # A zone with main heating (a setpoint topic on a broker that is not there) writes its fields too.
+    # So does a planner with a trusted model (what it learned, and the plan for now).
     main = "    main_heating: {topic: heating/office/setpoint/set}\n"
-    text = MINIMAL_YAML.replace("    gpus: [gpu0]\n", main + "    gpus: [gpu0]\n")
+    text = MINIMAL_YAML.replace("    gpus: [gpu0]\n", main + "    gpus: [gpu0]\n") + "planner: {objective: energy}\n"
+    model = RoomModel.one_node(ua_w_per_k=14.0, tau_h=20.0).to_json() | {"data_h": 72.0, "fit_rmse_k": 0.1}
+    (tmp_path / "planner").mkdir()
+    (tmp_path / "planner" / "office.json").write_text(json.dumps({"zone": "office", "model": model, "history": {}}))
     svc = Service(parse_config(text + f"mqtt: {{port: {free_port()}}}\nstate_dir: {tmp_path}\n"))
     svc.start()
     svc.store.put("office", "temperature", 20.0, "t")
     svc.store.put("office", "setpoint", 21.0, "t")
     try:
         svc.tick()
+        assert svc.planner is not None
+        svc.planner.run_once()
         lines = snapshot_lines(svc.tick(), "n", {}, 1)
     finally:
         svc.shutdown()
@@ -60,6 +67,8 @@ def test_dashboard_uses_a_datasource_variable_and_only_fields_heatctl_writes(tmp
         "reused",
         "reuse factor",
         "main heating",
+        "plan",
+        "learned",
     ):
         assert needed in titles
 

@@ -326,3 +326,91 @@ def test_kill_9_then_restore_gives_a_home_assistant_climate_entity_back(
     assert "zone living: climate.radiator given back at 21.0" in restored.stdout
     wait_until(lambda: radiator.echo() == 21.0, 15, "given back by restore")
     radiator.close()
+
+
+def planner_config(ha: HomeAssistant, state_dir: Path) -> str:
+    return f"""
+node_id: ha-planner
+state_dir: {state_dir}
+mqtt: {{host: 127.0.0.1, port: {ha.broker_port}}}
+homeassistant: {{url: "{ha.url}", token: "{ha.token}"}}
+planner: {{objective: cost, horizon_h: 24}}
+tariff: {{entity: sensor.nordpool_kwh_nl_eur}}
+weather_forecast: {{entity: weather.forecast_home}}
+zones:
+  - name: office
+    temperature: {{topic: ha-planner/t}}
+    setpoint: {{topic: ha-planner/sp}}
+    gpus: [gpu0]
+gpus: [{{id: gpu0, backend: sim, workload: {{type: sim}}}}]
+"""
+
+
+def test_the_planner_takes_prices_and_the_weather_forecast_from_home_assistant(
+    homeassistant: HomeAssistant, tmp_path: Path
+) -> None:
+    """A Nord Pool-style price entity and a real weather entity (``weather.get_forecasts``) feed the
+    plan; what the planner learned and plans shows up as Home Assistant entities."""
+    from datetime import UTC, datetime, timedelta
+
+    from heatctl.planner.model import RoomModel
+
+    ha = homeassistant
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+    def price(h: int) -> float:
+        return 0.05 if h % 24 < 6 else 0.35
+
+    raw = [
+        {"start": (hour + timedelta(hours=h)).isoformat(), "end": (hour + timedelta(hours=h + 1)).isoformat()}
+        | {"value": price(h)}
+        for h in range(-2, 36)
+    ]
+    nordpool = {"unit_of_measurement": "EUR/kWh", "raw_today": raw[:24], "raw_tomorrow": raw[24:]}
+    ha.post("/api/states/sensor.nordpool_kwh_nl_eur", {"state": "0.05", "attributes": nordpool})
+    hourly = [
+        {"datetime": (hour + timedelta(hours=h)).isoformat(), "temperature": 8.0 + 0.25 * h, "condition": "cloudy"}
+        for h in range(0, 36)
+    ]
+    ha.post("/api/states/sensor.test_hourly_forecast", {"state": "ok", "attributes": {"forecast": hourly}})
+    state = tmp_path / "state"
+    (state / "planner").mkdir(parents=True)
+    model = RoomModel.one_node(ua_w_per_k=14.0, tau_h=20.0).to_json() | {"data_h": 72.0, "fit_rmse_k": 0.1}
+    (state / "planner" / "office.json").write_text(json.dumps({"zone": "office", "model": model, "history": {}}))
+
+    svc = Service(parse_config(planner_config(ha, state)))
+    probe = Probe(ha.broker_port, ("heatctl/ha-planner/plan",))
+    svc.start()
+    try:
+        planner = svc.planner
+        assert planner is not None
+        wait_until(svc.link.connected.is_set, 10, "connected")  # type: ignore[union-attr]
+        probe.publish("ha-planner/t", "20.0")
+        probe.publish("ha-planner/sp", "21.0")
+        wait_until(lambda: svc.store.get("office", "setpoint") is not None, 10, "readings")
+        wait_until(lambda: planner.price_now() is not None, 30, "the price entity read")
+        svc.tick()
+        planner.run_once()  # plan now rather than at the thread's next round
+        plans = lambda: [json.loads(p) for p in probe.on("heatctl/ha-planner/plan")]  # noqa: E731
+        plan = wait_until(lambda: next((d for d in reversed(plans()) if d["status"] == "active"), None), 10, "a plan")
+        steps = plan["steps"]
+        assert {s["price"] for s in steps} == {0.05, 0.35}
+        cheap = [s["heat_w"] for s in steps if s["price"] == 0.05]
+        dear = [s["heat_w"] for s in steps if s["price"] == 0.35]
+        assert sum(cheap) / len(cheap) > sum(dear) / len(dear)  # the heat is made while it is cheap
+        for s in steps[:72]:  # the weather entity's hourly forecast, as HA gave it, for each step's middle
+            h = int((datetime.fromisoformat(s["start"]) + timedelta(minutes=7.5) - hour).total_seconds() // 3600)
+            assert s["outdoor_c"] == pytest.approx(hourly[h]["temperature"], abs=0.06), s
+        svc.tick()  # the state with the plan: Home Assistant's entities follow
+        node = "sensor.heatctl_ha_planner"
+        wait_until(lambda: (s := ha.state(f"{node}_planner_status")) and s["state"] == "active", 30, "planner entity")
+        assert float(ha.state(f"{node}_office_planned_kwh_24h")["state"]) > 0  # type: ignore[index]
+        assert float(ha.state(f"{node}_office_heat_loss")["state"]) == 14.0  # type: ignore[index]
+        assert ha.state(f"{node}_office_heat_loss")["attributes"]["unit_of_measurement"] == "W/K"  # type: ignore[index]
+        assert ha.state("binary_sensor.heatctl_ha_planner_office_model_trusted")["state"] == "on"  # type: ignore[index]
+        start = ha.state(f"{node}_office_next_heat_start")
+        assert start is not None and start["attributes"]["device_class"] == "timestamp"
+        assert datetime.fromisoformat(start["state"]) >= hour
+    finally:
+        svc.shutdown()
+        probe.close()

@@ -190,6 +190,10 @@ def test_schedules_configured_and_learned() -> None:
     # A person turned it up at 01:00: that holds until the pattern's next change.
     ahead = learned_setpoints(hist_t, hist_sp, now, 22.0, np.array([now + 3600, now + 6 * 3600]))
     assert list(ahead) == [22.0, 21.0]
+    # What Home Assistant shows as the next setpoint change: Monday 06:30, then 23:00.
+    planner = ZonePlanner("office", PlannerSettings(capacity_w=300.0), schedule=weekly, tz=UTC)
+    assert planner.next_setpoint_change(T0 + 3600, 18.0) == (T0 + 6.5 * 3600, 21.0)
+    assert planner.next_setpoint_change(T0 + 8 * 3600, 21.0) == (T0 + 23 * 3600, 18.0)
 
 
 def fed_planner(tmp_path: Path, days: float) -> ZonePlanner:

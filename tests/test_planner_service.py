@@ -12,6 +12,8 @@ import pytest
 from heatctl.cli import main
 from heatctl.config import parse_config
 from heatctl.planner.model import RoomModel
+from heatctl.publish.discovery import discovery_messages
+from heatctl.publish.influx import snapshot_lines
 from heatctl.service import Service
 from tests.services import Mosquitto, Probe, wait_until
 
@@ -72,6 +74,13 @@ def test_the_service_plans_with_a_forecast_from_mqtt_and_publishes_the_plan(
         assert planner["status"] == "active", planner
         zone = planner["zones"]["office"]
         assert zone["model"]["trusted"] and zone["planned_kwh_24h"] > 0 and zone["planned_cost_24h"] > 0
+        assert zone["target_c"] >= 21.0 - 0.3 and zone["plan_w"] is not None  # what the loop is told now
+        point = next(p for p in snapshot_lines(snap, "planny", {}, 0) if p.startswith("zone,"))
+        assert "planner_status=2" in point and "model_ua_w_per_k=14" in point and "plan_w=" in point
+        sensors = discovery_messages(cfg, node_max_w=300.0)
+        for object_id in ("office_next_heat_start", "office_planned_kwh_24h", "office_heat_loss", "planner_status"):
+            assert f"homeassistant/sensor/planny/{object_id}/config" in sensors, object_id
+        assert "homeassistant/binary_sensor/planny/office_model_trusted/config" in sensors
 
         def active_plan() -> dict | None:
             plans = [json.loads(p) for p in probe.on("heatctl/planny/plan")]

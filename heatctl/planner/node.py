@@ -26,6 +26,7 @@ from heatctl.errors import plain
 from heatctl.planner.schedule import WeeklySchedule, parse_days
 from heatctl.planner.series import ForecastError, Series, parse_attributes, parse_payload
 from heatctl.planner.zone import Guidance, PlannerSettings, Signals, ZonePlanner
+from heatctl.sources.homeassistant import hourly_forecast
 
 _LOGGER = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
@@ -43,6 +44,7 @@ class _Forecast:
 class _Latest:
     room_c: float | None = None
     setpoint_c: float | None = None
+    guidance: Guidance | None = None  # what the loop was told this tick (None: reactive)
 
 
 def planner_settings(
@@ -195,10 +197,9 @@ class NodePlanner:
             self._last_polled_s[kind] = now
             try:
                 if src.entity.startswith("weather."):
-                    _, response = client.trigger_service_with_response(
-                        "weather", "get_forecasts", entity_id=src.entity, type="hourly"
-                    )
-                    series = parse_attributes(dict(response or {}), RANGES[kind])
+                    assert self.cfg.homeassistant is not None
+                    response = hourly_forecast(client, self.cfg.homeassistant, src.entity)
+                    series = parse_attributes(response, RANGES[kind])
                 else:
                     state = client.get_state(entity_id=src.entity)
                     series = parse_attributes(dict(state.attributes or {}), RANGES[kind])
@@ -264,9 +265,10 @@ class NodePlanner:
         planner.record(now, room_c=room_c, setpoint_c=setpoint_c, heat_w=heat_w, outdoor_c=outdoor_c, valid=valid)
         latest = self._latest[zone]
         latest.room_c, latest.setpoint_c = room_c, setpoint_c
-        if not valid or setpoint_c is None or not (self.cfg.planner and self.cfg.planner.enabled):
-            return None
-        return planner.guidance(now, setpoint_c)
+        latest.guidance = None
+        if valid and setpoint_c is not None and self.cfg.planner and self.cfg.planner.enabled:
+            latest.guidance = planner.guidance(now, setpoint_c)
+        return latest.guidance
 
     def state(self) -> dict[str, Any]:
         """The state's ``planner`` (status, reason, per zone) — worst zone first."""
@@ -276,6 +278,8 @@ class NodePlanner:
                 "reason": p.reason,
                 "model": p.model.public() if p.model is not None else None,
                 **self._plan_summary(p),
+                **self._next_change(name, p),
+                **self._guidance(name),
             }
             for name, p in self.zones.items()
         }
@@ -284,6 +288,19 @@ class NodePlanner:
         if not (self.cfg.planner and self.cfg.planner.enabled):
             worst = {"status": "fallback", "reason": "planner disabled: learning only"}
         return {"status": worst["status"], "reason": worst["reason"], "zones": zones}
+
+    def _guidance(self, name: str) -> dict[str, Any]:
+        g = self._latest[name].guidance
+        if g is None:
+            return {"target_c": None, "plan_w": None}
+        return {"target_c": round(g.target_c, 2), "plan_w": round(g.feedforward_w, 1)}
+
+    def _next_change(self, name: str, p: ZonePlanner) -> dict[str, Any]:
+        setpoint_c = self._latest[name].setpoint_c
+        change = p.next_setpoint_change(self._wall_fn(), setpoint_c) if setpoint_c is not None else None
+        if change is None:
+            return {"next_setpoint_change": None, "next_setpoint_c": None}
+        return {"next_setpoint_change": _local_iso(change[0]), "next_setpoint_c": round(change[1], 1)}
 
     def _plan_summary(self, p: ZonePlanner) -> dict[str, Any]:
         plan = p.plan
@@ -295,9 +312,7 @@ class NodePlanner:
         start = plan.next_heat_start_s(now, p.settings.floor_w)
         cost = float(np.nansum(kwh * plan.price[day])) if not np.isnan(plan.price[day]).all() else None
         return {
-            "next_heat_start": datetime.fromtimestamp(start).astimezone().isoformat(timespec="minutes")
-            if start is not None
-            else None,
+            "next_heat_start": _local_iso(start) if start is not None else None,
             "planned_kwh_24h": round(float(kwh.sum()), 3),
             "planned_cost_24h": round(cost, 3) if cost is not None else None,
         }
@@ -355,3 +370,7 @@ class NodePlanner:
             except Exception:  # never let the planner's thread die: heatctl is reactive meanwhile
                 _LOGGER.exception("planner round failed")
             self._stop.wait(PLAN_EVERY_S)
+
+
+def _local_iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s).astimezone().isoformat(timespec="minutes")

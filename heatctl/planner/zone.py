@@ -31,6 +31,7 @@ _LOGGER = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 DEVIATION_REPLAN_K = 0.5  # the room this far from the plan: plan again now
 SLOW_SOLVE_S = 2.0
+NEXT_CHANGE_STEP_S = 300.0  # how finely the next setpoint change is looked for
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -327,6 +328,16 @@ class ZonePlanner:
         return np.where(np.isnan(forecast), fallback, forecast)
 
     # --- what the loop and the user see ---------------------------------------------------
+
+    def next_setpoint_change(self, now_s: float, setpoint_c: float) -> tuple[float, float] | None:
+        """(when, setpoint) of the next change within two days, from the schedule or the learned one."""
+        times = now_s + NEXT_CHANGE_STEP_S * np.arange(1, round(2 * 86400.0 / NEXT_CHANGE_STEP_S) + 1, dtype=np.float64)
+        ahead = self.setpoints(now_s, setpoint_c, times)
+        changed = np.flatnonzero(np.abs(ahead - setpoint_c) > 0.05)
+        if not changed.size:
+            return None
+        i = int(changed[0])
+        return float(times[i]), float(ahead[i])
 
     def guidance(self, now_s: float, setpoint_c: float) -> Guidance | None:
         """The target and feed-forward for now; None: control reactively."""

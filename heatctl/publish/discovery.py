@@ -9,6 +9,7 @@ from heatctl.commands import preset_names
 from heatctl.config import Config, work_unit
 
 Messages = dict[str, dict[str, Any]]  # discovery topic → config payload
+TIMESTAMP: dict[str, Any] = {"device_class": "timestamp", "state_class": None}
 
 
 def _sensor(
@@ -105,6 +106,9 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
                     "json_attributes_template": f"{{{{ {m} | tojson }}}}",
                 },
             )
+        if cfg.planner is not None:
+            for key, payload in _planner_sensors(zone.name).items():
+                add("binary_sensor" if key.endswith("_trusted") else "sensor", key, payload)
         for key, payload in _sensor(
             f"{zone.name}_demand_w",
             f"{zone.name} heat demand",
@@ -226,6 +230,18 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
         }
         for key, payload in batch_sensors.items():
             add("sensor", key, payload)
+    if cfg.planner is not None:
+        add(
+            "sensor",
+            "planner_status",
+            {
+                "name": "Planner",
+                "value_template": "{{ value_json.planner.status }}",
+                "icon": "mdi:calendar-clock",
+                "json_attributes_topic": state,
+                "json_attributes_template": "{{ {'reason': value_json.planner.reason} | tojson }}",
+            },
+        )
     add(
         "switch",
         "heating",
@@ -262,6 +278,59 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
         },
     )
     return messages
+
+
+def _planner_sensors(zone: str) -> dict[str, dict[str, Any]]:
+    """Per zone: what the planner learned of the room and what it plans (None until it knows)."""
+    p = f"value_json.planner.zones.{zone}"
+
+    def model(field: str) -> str:
+        return f"{{{{ {p}.model.{field} if {p}.model else none }}}}"
+
+    return {
+        **_sensor(f"{zone}_next_heat_start", f"{zone} next heat start", f"{{{{ {p}.next_heat_start }}}}", **TIMESTAMP),
+        **_sensor(
+            f"{zone}_planned_kwh_24h",
+            f"{zone} planned energy 24 h",
+            f"{{{{ {p}.planned_kwh_24h }}}}",
+            unit="kWh",
+            state_class=None,
+            icon="mdi:lightning-bolt-outline",
+            precision=2,
+        ),
+        **_sensor(
+            f"{zone}_planned_cost_24h",
+            f"{zone} planned cost 24 h",
+            f"{{{{ {p}.planned_cost_24h }}}}",
+            state_class=None,
+            icon="mdi:cash-clock",
+            precision=2,
+        ),
+        **_sensor(
+            f"{zone}_next_setpoint_change",
+            f"{zone} next setpoint change",
+            f"{{{{ {p}.next_setpoint_change }}}}",
+            **TIMESTAMP,
+        ),
+        **_sensor(
+            f"{zone}_next_setpoint_c",
+            f"{zone} next setpoint",
+            f"{{{{ {p}.next_setpoint_c }}}}",
+            unit="°C",
+            device_class="temperature",
+            state_class=None,
+            precision=1,
+        ),
+        **_sensor(f"{zone}_heat_loss", f"{zone} heat loss", model("ua_w_per_k"), unit="W/K", icon="mdi:home-export"),
+        **_sensor(f"{zone}_time_constant", f"{zone} time constant", model("tau_h"), unit="h", icon="mdi:timer-sand"),
+        **_sensor(f"{zone}_model_error", f"{zone} model error", model("fit_rmse_k"), unit="K", precision=2),
+        **_sensor(f"{zone}_model_data", f"{zone} model data", model("data_h"), unit="h", icon="mdi:database-clock"),
+        f"{zone}_model_trusted": {
+            "name": f"{zone} model trusted",
+            "value_template": f"{{{{ 'ON' if {p}.model and {p}.model.trusted else 'OFF' }}}}",
+            "icon": "mdi:check-decagram",
+        },
+    }
 
 
 def removal_topics(previous: list[str], current: Messages) -> list[str]:

@@ -42,6 +42,7 @@ def line(measurement: str, tags: dict[str, str], fields: dict[str, float | None]
 
 
 STAGES = {"given back": 0.0, "held": 1.0, "released": 2.0}
+PLANNER_STATUS = {"fallback": 0.0, "learning": 1.0, "active": 2.0}
 
 
 def snapshot_lines(snap: NodeSnapshot, node: str, extra_tags: dict[str, str], time_ns: int) -> list[str]:
@@ -49,8 +50,11 @@ def snapshot_lines(snap: NodeSnapshot, node: str, extra_tags: dict[str, str], ti
     base = {**extra_tags, "node": node}
     out: list[str | None] = []
     main = snap.extra.get("main_heating") or {}
+    planned = (snap.extra.get("planner") or {}).get("zones", {})
     for name, z in snap.zones.items():
         stage = main.get(name)
+        plan = planned.get(name) or {}
+        model = plan.get("model") or {}
         out.append(
             line(
                 "zone",
@@ -67,6 +71,15 @@ def snapshot_lines(snap: NodeSnapshot, node: str, extra_tags: dict[str, str], ti
                     "main_stage": STAGES.get(stage["stage"]) if stage else None,
                     "main_setpoint_c": stage.get("setpoint_c") if stage else None,
                     "main_on": (1.0 if stage["on"] else 0.0) if stage and stage.get("on") is not None else None,
+                    # the planner: 0 fallback, 1 learning, 2 active; the plan for now; what it learned
+                    "planner_status": PLANNER_STATUS.get(plan["status"]) if plan else None,
+                    "plan_w": plan.get("plan_w"),
+                    "target_c": plan.get("target_c"),
+                    "model_ua_w_per_k": model.get("ua_w_per_k"),
+                    "model_tau_h": model.get("tau_h"),
+                    "model_rmse_k": model.get("fit_rmse_k"),
+                    "model_data_h": model.get("data_h"),
+                    "model_trusted": (1.0 if model["trusted"] else 0.0) if model else None,
                 },
                 time_ns,
             )

@@ -63,6 +63,33 @@ def make_client(cfg: HomeAssistantConfig, timeout_s: float = 10.0) -> Any:
     )
 
 
+def hourly_forecast(client: Any, cfg: HomeAssistantConfig, entity: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """``weather.get_forecasts`` (hourly) for one entity: its service response.
+
+    Home Assistant's REST API returns service responses only since 2024.8; older cores answer
+    such a call with an error, so the WebSocket API (2023.9 on) is asked then.
+    """
+    try:
+        _, response = client.trigger_service_with_response("weather", "get_forecasts", entity_id=entity, type="hourly")
+        return dict(response or {})
+    except Exception as rest_error:
+        try:
+            return _forecast_over_websocket(cfg, entity, timeout_s)
+        except Exception as ws_error:
+            raise ws_error from rest_error
+
+
+def _forecast_over_websocket(cfg: HomeAssistantConfig, entity: str, timeout_s: float) -> dict[str, Any]:
+    from homeassistant_api import WebsocketClient
+    from niquests import Session
+
+    session = Session(timeout=timeout_s, verify=cfg.verify_ssl)
+    url = cfg.url.rstrip("/") + "/api/websocket"
+    with WebsocketClient(url, cfg.token.get_secret_value(), session=session) as ws:
+        response = ws.trigger_service_with_response("weather", "get_forecasts", entity_id=entity, type="hourly")
+    return dict(response or {})
+
+
 class HomeAssistantPoller:
     """Polls every entity source; a slow or absent Home Assistant only delays its own thread.
 
