@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from heatctl.config import Config  # noqa: E402
-from heatctl.sim.report import kpis  # noqa: E402
+from heatctl.sim.report import kpis, kpis_since  # noqa: E402
 from heatctl.sim.runner import SimResult, simulate  # noqa: E402
 from heatctl.sim.scenario import Scenario  # noqa: E402
 
@@ -102,7 +102,7 @@ def main() -> int:
     for name, weather in FORTNIGHTS.items():
         scen = scenario(weather, args.step_s)
         runs = {c: simulate(scen, cfg, controller=c) for c in ("main-only", "side-by-side", "heatctl")}
-        week = {c: second_week_kpis(r) for c, r in runs.items()}
+        week = {c: kpis_since(r, 7 * 86400.0) for c, r in runs.items()}
         idle_w = scen.gpu.idle_w
         # What the room needed each hour (main-only: all of it came from the radiator and the idle GPU) and
         # what the GPU could have given of it.
@@ -151,22 +151,6 @@ def main() -> int:
             print(f"  {'PASS' if passed else 'FAIL'}  {label}")
             ok &= passed
     return 0 if ok else 1
-
-
-def second_week_kpis(result: SimResult) -> dict[str, float]:
-    """KPIs over the second week only (the first is warm-up and, later, learning)."""
-    s = result.series
-    keep = s["time_s"] >= 7 * 86400.0
-    trimmed = SimResult(
-        scenario=result.scenario.model_copy(update={"duration_h": 7 * 24}),
-        controller=result.controller,
-        series={k: v[keep] - (7 * 86400.0 if k == "time_s" else 0.0) for k, v in s.items()},
-        mode=[m for m, k in zip(result.mode, keep, strict=True) if k],
-        failsafe=[f for f, k in zip(result.failsafe, keep, strict=True) if k],
-        idle_w=result.idle_w,
-        main_switches=result.main_switches,
-    )
-    return kpis(trimmed)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 GAINS_SCALE_W = 2000.0  # the prior on gains: this many W cost as much as 1 K on every sample
+ENVELOPE_OFFSET_K = 10.0  # how far the walls may have been off their steady state when the data began
 WINDOW_H = 6.0  # how far ahead each fitted prediction runs from a measured start
 TRUST_DATA_H = 24.0  # valid hours needed before the model is used
 TRUST_RMSE_K = 0.3  # and at most this error over the windows
@@ -112,13 +113,18 @@ def window_starts(valid: BoolArray, window_n: int) -> npt.NDArray[np.int64]:
 
 
 def _envelope(
-    parts: tuple[float, float, float, float], air_c: FloatArray, outdoor_c: FloatArray, sample_s: float
+    parts: tuple[float, float, float, float],
+    air_c: FloatArray,
+    outdoor_c: FloatArray,
+    sample_s: float,
+    offset_k: float = 0.0,
 ) -> FloatArray:
+    """The envelope, starting ``offset_k`` off its steady state with the first sample (e.g. still warm)."""
     _, ce, rie, rea = parts
     gie, gea = 1.0 / rie, 1.0 / rea
     ae = math.exp(-sample_s * (gie + gea) / ce)
     drive = (gie * air_c + gea * outdoor_c) / (gie + gea)
-    te, _ = lfilter([0.0, 1.0 - ae], [1.0, -ae], drive, zi=[ae * drive[0]])
+    te, _ = lfilter([0.0, 1.0 - ae], [1.0, -ae], drive, zi=[drive[0] + offset_k])
     return np.asarray(te)
 
 
@@ -130,9 +136,12 @@ def _air_predictions(
     outdoor_c: FloatArray,
     starts: npt.NDArray[np.int64],
     sample_s: float,
+    drive_c: FloatArray | None = None,
 ) -> FloatArray:
+    """Each sample's room as predicted from its window's start; the walls driven by ``drive_c`` (else the room)."""
     ci, ce, rie, rea = (math.exp(v) for v in x[:4])
-    te = _envelope((ci, ce, rie, rea), room_c, outdoor_c, sample_s)
+    air = room_c if drive_c is None else drive_c
+    te = _envelope((ci, ce, rie, rea), air, outdoor_c, sample_s, offset_k=float(x[5]) if len(x) > 5 else 0.0)
     a = math.exp(-sample_s / (ci * rie))
     u = te + (heat_w + x[4]) * rie
     # y[k] = a·y[k−1] + (1 − a)·u[k−1]: the zero-state response; T[s+j] = a^j T[s] + y[s+j] − a^j y[s].
@@ -141,6 +150,48 @@ def _air_predictions(
     s = np.maximum(starts, 0)
     decay = a ** (idx - s).astype(np.float64)
     return np.asarray(decay * room_c[s] + y - decay * y[s])
+
+
+def prediction_rmse_k(
+    model: RoomModel,
+    room_c: FloatArray,
+    heat_w: FloatArray,
+    outdoor_c: FloatArray,
+    *,
+    valid: BoolArray,
+    sample_s: float,
+) -> float:
+    """The model's error predicting the room up to ``WINDOW_H`` ahead from measured starts (NaN: nothing to predict).
+
+    For data the model was not fitted to: how well it would have planned.
+    """
+    starts = window_starts(valid, max(round(WINDOW_H * 3600.0 / sample_s), 2))
+    predicted = (starts >= 0) & (np.arange(len(valid)) > starts)
+    if not predicted.any() or model.ci_j_per_k <= 0:
+        return math.nan
+    x = np.array([*np.log([model.ci_j_per_k, model.ce_j_per_k, model.rie_k_per_w, model.rea_k_per_w]), model.gains_w])
+    drive = held_where_invalid(room_c, np.isfinite(room_c))
+    pred = _air_predictions(
+        x,
+        room_c=room_c,
+        heat_w=np.nan_to_num(heat_w),
+        outdoor_c=outdoor_c,
+        starts=starts,
+        sample_s=sample_s,
+        drive_c=drive,
+    )
+    return float(np.sqrt(np.mean((pred - room_c)[predicted] ** 2)))
+
+
+def held_where_invalid(values: FloatArray, valid: BoolArray) -> FloatArray:
+    """Invalid samples replaced by the last valid one (the first valid one before it)."""
+    good = valid & np.isfinite(values)
+    if not good.any():
+        return np.nan_to_num(values)
+    idx = np.where(good, np.arange(len(values)), -1)
+    last = np.maximum.accumulate(idx)
+    last[last < 0] = int(np.flatnonzero(good)[0])
+    return np.asarray(values[last], dtype=np.float64)
 
 
 LOWER = np.log([1e4, 1e4, 1e-4, 1e-4])
@@ -170,27 +221,33 @@ def fit_room(
     heat_spread_w = float(np.ptp(heat_w[valid])) if valid.any() else 0.0
     heat = np.nan_to_num(heat_w)
     prior_weight = math.sqrt(fitted.sum())
+    drive = held_where_invalid(room_c, valid)  # an open window or a dropout must not drive the walls
 
     def residuals(x: FloatArray) -> FloatArray:
-        pred = _air_predictions(x, room_c=room_c, heat_w=heat, outdoor_c=outdoor_c, starts=starts, sample_s=sample_s)
+        pred = _air_predictions(
+            x, room_c=room_c, heat_w=heat, outdoor_c=outdoor_c, starts=starts, sample_s=sample_s, drive_c=drive
+        )
         # A weak prior: gains trade off against heat loss when the weather barely changes; keep them small.
         return np.append((pred - room_c)[fitted], prior_weight * x[4] / GAINS_SCALE_W)
 
     guesses = [
-        np.array([*np.log([3e5 * f, 3e6 * f * g, 0.005 / f, 0.06 / f]), 10.0])
+        np.array([*np.log([3e5 * f, 3e6 * f * g, 0.005 / f, 0.06 / f]), 10.0, 0.0])
         for f in (0.3, 1.0, 3.0)
         for g in (0.3, 3.0)
     ]
     if previous is not None and previous.ci_j_per_k > 0:
         p = previous
-        guesses.insert(0, np.array([*np.log([p.ci_j_per_k, p.ce_j_per_k, p.rie_k_per_w, p.rea_k_per_w]), p.gains_w]))
-    lower, upper = [*LOWER, 0.0], [*UPPER, 5000.0]  # gains are heat: never negative
+        guesses.insert(
+            0, np.array([*np.log([p.ci_j_per_k, p.ce_j_per_k, p.rie_k_per_w, p.rea_k_per_w]), p.gains_w, 0.0])
+        )
+    # Gains are heat: never negative. The last: how far the walls were off their steady state when the data began.
+    lower, upper = [*LOWER, 0.0, -ENVELOPE_OFFSET_K], [*UPPER, 5000.0, ENVELOPE_OFFSET_K]
     best = None
     # A trusted model starts from where it was (the room changes slowly); else from several rooms.
     for guess in guesses[:1] if previous is not None and previous.trusted else guesses:
         x0 = np.clip(guess, np.array(lower) + 1e-6, np.array(upper) - 1e-6)
         try:
-            res = least_squares(residuals, x0, bounds=(lower, upper), x_scale=[1, 1, 1, 1, 50.0], max_nfev=100)
+            res = least_squares(residuals, x0, bounds=(lower, upper), x_scale=[1, 1, 1, 1, 50.0, 1.0], max_nfev=100)
         except (ValueError, FloatingPointError):
             continue
         if best is None or res.cost < best.cost:

@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from heatctl.planner.history import History
 from heatctl.planner.lp import LinearRoom, Outlook, PlanError, solve
-from heatctl.planner.model import RoomModel, fit_room
+from heatctl.planner.model import RoomModel, fit_room, held_where_invalid
 from heatctl.planner.schedule import WeeklySchedule, learned_setpoints
 
 _LOGGER = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ class ZonePlanner:
             s = self.history.samples()
         if len(s.time_s) < 2:
             return room_c
-        air = _filled(s.room_c)
+        air = held_where_invalid(s.room_c, s.valid)  # an open window does not drive the walls
         return float(model.envelope_c(air, _filled(s.outdoor_c), self.history.sample_s)[-1])
 
     def setpoints(self, now_s: float, setpoint_c: float, times_s: FloatArray) -> FloatArray:

@@ -66,6 +66,22 @@ def steady_mask(result: SimResult) -> BoolArray:
     return mask
 
 
+def kpis_since(result: SimResult, start_s: float) -> dict[str, float]:
+    """KPIs from ``start_s`` on (e.g. the second week: the first is warm-up and learning)."""
+    s = result.series
+    keep = s["time_s"] >= start_s
+    trimmed = SimResult(
+        scenario=result.scenario.model_copy(update={"duration_h": result.scenario.duration_h - start_s / 3600.0}),
+        controller=result.controller,
+        series={k: v[keep] - (start_s if k == "time_s" else 0.0) for k, v in s.items()},
+        mode=[m for m, k in zip(result.mode, keep, strict=True) if k],
+        failsafe=[f for f, k in zip(result.failsafe, keep, strict=True) if k],
+        idle_w=result.idle_w,
+        main_switches=result.main_switches,
+    )
+    return kpis(trimmed)
+
+
 def kpis(result: SimResult) -> dict[str, float]:
     s = result.series
     step_s = result.scenario.step_s
