@@ -86,10 +86,14 @@ class Counters:
         )
 
 
-def heat_wanted(zone: ZoneInputs) -> bool:
-    """Whether heat made now is heat the room wants (its thermostat says so, within the band)."""
+def heat_wanted(zone: ZoneInputs, plan_target_c: float | None = None) -> bool:
+    """Whether heat made now is heat the room wants: its thermostat says so, within the band, or the
+    planner warms it ahead of a setpoint rise (``plan_target_c``, the target the heat was made for)."""
     t, sp = zone.temperature, zone.setpoint
-    return t is not None and sp is not None and t.value <= sp.value + WANTED_BAND_K
+    if t is None or sp is None:
+        return False
+    wanted_c = max(sp.value, plan_target_c) if plan_target_c is not None else sp.value
+    return t.value <= wanted_c + WANTED_BAND_K
 
 
 class EnergyMeter:

@@ -258,3 +258,15 @@ def test_the_history_marks_gaps_and_bad_readings() -> None:
     # A sample before a gap, one across it, one with an implausible room; the last one waits for its end.
     assert len(s.time_s) == 4 and not s.valid.any()
     assert math.isnan(s.outdoor_c[0])
+
+
+def test_heat_made_ahead_of_a_setpoint_rise_is_wanted_heat() -> None:
+    """Warming at 05:30 for the 06:00 setpoint is heat someone wants: it counts as reused (ERF stays honest)."""
+    from heatctl.accounting import heat_wanted
+    from heatctl.control.core import ZoneInputs
+    from heatctl.sources.store import Reading
+
+    zone = ZoneInputs(temperature=Reading(value=20.0, at_s=0.0), setpoint=Reading(value=18.0, at_s=0.0))
+    assert not heat_wanted(zone)  # 2 K above the night setpoint, with no plan: not wanted
+    assert heat_wanted(zone, plan_target_c=20.8)  # the plan's target for the coming 21 °C
+    assert not heat_wanted(zone, plan_target_c=17.7)  # a plan below the setpoint wants no more than it

@@ -94,7 +94,9 @@ def kpis(result: SimResult) -> dict[str, float]:
     added_w = np.maximum(gpu_w - result.idle_w, 0.0)
     energy_kwh = float(gpu_w.sum() * step_s / j_per_kwh)
     added_kwh = float(added_w.sum() * step_s / j_per_kwh)
-    reused_kwh = float(added_w[room <= sp + 0.5].sum() * step_s / j_per_kwh)
+    # Heat is wanted up to the setpoint, or up to the plan's target when it warms ahead of a setpoint rise.
+    wanted_c = np.fmax(sp, s["target_c"][after])
+    reused_kwh = float(added_w[room <= wanted_c + 0.5].sum() * step_s / j_per_kwh)
     work_done = float(s["work_rate"][after].sum() * step_s)
     limit = s["power_limit_w"][after]
     hours = max(after.sum() * step_s / 3600.0, 1e-9)
@@ -116,7 +118,7 @@ def kpis(result: SimResult) -> dict[str, float]:
             "occupied_hours": float(occupied.sum() * step_s / 3600.0),
             "max_overshoot_k": float(max(err.max(), 0.0)) if err.size else math.nan,
             "discomfort_kh": float(np.maximum(sp - 0.5 - room, 0).sum() * step_s / 3600.0),
-            "overheat_kh": float((np.maximum(room - sp - OVERHEAT_BAND_K, 0) * heating).sum() * step_s / 3600.0),
+            "overheat_kh": float((np.maximum(room - wanted_c - OVERHEAT_BAND_K, 0) * heating).sum() * step_s / 3600.0),
             "energy_kwh": energy_kwh,
             "backup_kwh": float(backup_w.sum() * step_s / j_per_kwh),
             "added_kwh": added_kwh,
