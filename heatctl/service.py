@@ -109,7 +109,6 @@ class Service:
         self.snapshot: NodeSnapshot | None = None
         self.mode: str = cfg.mode
         self.zone_modes = {z.name: "heat" for z in cfg.zones}
-        self._plan_target_c: dict[str, float] = {}  # the planner's target at the last tick, per zone
         self.presets = {z.name: "none" for z in cfg.zones}  # the climate entity's preset (boost ends by itself)
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
         self.max_power_w: float | None = cfg.max_power_w
@@ -423,9 +422,7 @@ class Service:
                 else None,
                 valid=failsafe is None and heating and not main_helps and None not in gpu_w,
             )
-            self._plan_target_c.pop(zone.name, None)
             if guidance is not None and zin.setpoint is not None:
-                self._plan_target_c[zone.name] = guidance.target_c
                 target = dataclasses.replace(zin.setpoint, value=guidance.target_c)
                 out[zone.name] = dataclasses.replace(zin, setpoint=target, feedforward_w=guidance.feedforward_w)
         return out
@@ -579,7 +576,8 @@ class Service:
         idle_w = self.controller.allocators[gid].model.caps.idle_w
         energy_j = self._meters[gid].joules(r.energy_j, r.power_w, dt_s)
         work = (obs.work_rate or 0.0) * dt_s
-        wanted = heat_wanted(zone, self._plan_target_c.get(self._zone_of[gid]))
+        plan_target_c = self.planner.target_c(self._zone_of[gid]) if self.planner is not None else None
+        wanted = heat_wanted(zone, plan_target_c)  # the heat since the last tick was made for its target
         self.counters.add(gid, energy_j, energy_j - idle_w * dt_s, wanted, work)
         if self.batches is not None:
             self.batches.charge(gid, energy_j, wanted)

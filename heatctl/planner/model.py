@@ -165,11 +165,10 @@ def prediction_rmse_k(
 
     For data the model was not fitted to: how well it would have planned.
     """
-    starts = window_starts(valid, max(round(WINDOW_H * 3600.0 / sample_s), 2))
-    predicted = (starts >= 0) & (np.arange(len(valid)) > starts)
+    starts, predicted = _windows(valid, sample_s)
     if not predicted.any() or model.ci_j_per_k <= 0:
         return math.nan
-    x = np.array([*np.log([model.ci_j_per_k, model.ce_j_per_k, model.rie_k_per_w, model.rea_k_per_w]), model.gains_w])
+    x = _params(model)
     drive = held_where_invalid(room_c, np.isfinite(room_c))
     pred = _air_predictions(
         x,
@@ -181,6 +180,18 @@ def prediction_rmse_k(
         drive_c=drive,
     )
     return float(np.sqrt(np.mean((pred - room_c)[predicted] ** 2)))
+
+
+def _windows(valid: BoolArray, sample_s: float) -> tuple[npt.NDArray[np.int64], BoolArray]:
+    """Each sample's window start, and which samples are predicted (a window's first is given, not predicted)."""
+    starts = window_starts(valid, max(round(WINDOW_H * 3600.0 / sample_s), 2))
+    return starts, (starts >= 0) & (np.arange(len(valid)) > starts)
+
+
+def _params(model: RoomModel) -> FloatArray:
+    """The fit's parameter vector for a model: log Ci, Ce, Rie, Rea; gains; the walls' offset (0: steady)."""
+    m = model
+    return np.array([*np.log([m.ci_j_per_k, m.ce_j_per_k, m.rie_k_per_w, m.rea_k_per_w]), m.gains_w, 0.0])
 
 
 def held_where_invalid(values: FloatArray, valid: BoolArray) -> FloatArray:
@@ -212,9 +223,7 @@ def fit_room(
     ``room_c[k]`` is the room at the start of sample ``k``; ``valid[k]`` says sample ``k`` and
     the step after it may be fitted.
     """
-    window_n = max(round(WINDOW_H * 3600.0 / sample_s), 2)
-    starts = window_starts(valid, window_n)
-    fitted = (starts >= 0) & (np.arange(len(valid)) > starts)  # the window's first sample is given, not predicted
+    starts, fitted = _windows(valid, sample_s)
     data_h = float(valid.sum() * sample_s / 3600.0)
     if fitted.sum() < 12:
         return None
@@ -236,10 +245,7 @@ def fit_room(
         for g in (0.3, 3.0)
     ]
     if previous is not None and previous.ci_j_per_k > 0:
-        p = previous
-        guesses.insert(
-            0, np.array([*np.log([p.ci_j_per_k, p.ce_j_per_k, p.rie_k_per_w, p.rea_k_per_w]), p.gains_w, 0.0])
-        )
+        guesses.insert(0, _params(previous))
     # Gains are heat: never negative. The last: how far the walls were off their steady state when the data began.
     lower, upper = [*LOWER, 0.0, -ENVELOPE_OFFSET_K], [*UPPER, 5000.0, ENVELOPE_OFFSET_K]
     best = None

@@ -198,7 +198,7 @@ class NodePlanner:
             try:
                 if src.entity.startswith("weather."):
                     assert self.cfg.homeassistant is not None
-                    response = hourly_forecast(client, self.cfg.homeassistant, src.entity)
+                    response = hourly_forecast(self.cfg.homeassistant, src.entity)
                     series = parse_attributes(response, RANGES[kind])
                 else:
                     state = client.get_state(entity_id=src.entity)
@@ -269,6 +269,11 @@ class NodePlanner:
         if valid and setpoint_c is not None and self.cfg.planner and self.cfg.planner.enabled:
             latest.guidance = planner.guidance(now, setpoint_c)
         return latest.guidance
+
+    def target_c(self, zone: str) -> float | None:
+        """The target the loop was given at the last tick (None: it controlled reactively)."""
+        guidance = self._latest[zone].guidance
+        return guidance.target_c if guidance is not None else None
 
     def state(self) -> dict[str, Any]:
         """The state's ``planner`` (status, reason, per zone) — worst zone first."""

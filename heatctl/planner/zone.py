@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from heatctl.planner.history import History
-from heatctl.planner.lp import LinearRoom, Outlook, PlanError, solve
+from heatctl.planner.lp import LinearRoom, LpPlan, Outlook, PlanError, solve
 from heatctl.planner.model import RoomModel, fit_room, held_where_invalid
 from heatctl.planner.schedule import WeeklySchedule, learned_setpoints
 
@@ -49,6 +49,19 @@ class PlannerSettings:
     max_room_c: float = 26.0
     capacity_w: float = 0.0
     floor_w: float = 0.0
+
+    def solve(self, room: LinearRoom, outlook: Outlook, *, time_limit_s: float = 5.0) -> LpPlan:
+        """The LP with these settings: the planner's and the oracle's, so both solve the same problem."""
+        return solve(
+            room,
+            outlook,
+            step_s=self.step_min * 60.0,
+            tolerance_k=self.comfort_tolerance_k,
+            store_k=self.store_k,
+            max_room_c=self.max_room_c,
+            floor_w=self.floor_w,
+            time_limit_s=time_limit_s,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,15 +277,7 @@ class ZonePlanner:
         surplus[0] = max(signals.surplus_w, 0.0)  # live export: only now is known
         outlook = Outlook(setpoint_c=setpoints, outdoor_c=outdoor, weight=weight, cap_w=cap_w, surplus_w=surplus)
         room = LinearRoom.from_model(model, room_c, self._envelope_now(model, room_c), step_s)
-        lp = solve(
-            room,
-            outlook,
-            step_s=step_s,
-            tolerance_k=st.comfort_tolerance_k,
-            store_k=st.store_k,
-            max_room_c=st.max_room_c,
-            floor_w=st.floor_w,
-        )
+        lp = st.solve(room, outlook)
         return Plan(
             created_s=now_s,
             step_s=step_s,

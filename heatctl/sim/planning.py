@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from heatctl.config import Config, PlannerConfig, ZoneConfig
 from heatctl.control.efficiency import GpuCaps
-from heatctl.planner.lp import LinearRoom, Outlook, solve
+from heatctl.planner.lp import LinearRoom, Outlook
 from heatctl.planner.model import RoomModel
 from heatctl.planner.node import planner_settings
 from heatctl.planner.schedule import WeeklySchedule
@@ -156,16 +156,7 @@ class OraclePlanner:
             outlook = Outlook(
                 setpoint_c=setpoints, outdoor_c=weather.at_many(mids), weight=weight, cap_w=cap, surplus_w=surplus
             )
-            lp = solve(
-                room,
-                outlook,
-                step_s=step_s,
-                tolerance_k=settings.comfort_tolerance_k,
-                store_k=settings.store_k,
-                max_room_c=settings.max_room_c,
-                floor_w=settings.floor_w,
-                time_limit_s=120.0,
-            )
+            lp = settings.solve(room, outlook, time_limit_s=120.0)
             keep = min(chunk, total - a)
             heat[a : a + keep], rooms[a : a + keep] = lp.heat_w[:keep], lp.room_c[:keep]
             room = LinearRoom(a=room.a, bq=room.bq, bo=room.bo, e=room.e, x0=lp.states[keep - 1])

@@ -63,23 +63,12 @@ def make_client(cfg: HomeAssistantConfig, timeout_s: float = 10.0) -> Any:
     )
 
 
-def hourly_forecast(client: Any, cfg: HomeAssistantConfig, entity: str, timeout_s: float = 10.0) -> dict[str, Any]:
+def hourly_forecast(cfg: HomeAssistantConfig, entity: str, timeout_s: float = 10.0) -> dict[str, Any]:
     """``weather.get_forecasts`` (hourly) for one entity: its service response.
 
-    Home Assistant's REST API returns service responses only since 2024.8; older cores answer
-    such a call with an error, so the WebSocket API (2023.9 on) is asked then.
+    Asked over the WebSocket API: the REST API returns service responses only from Home Assistant
+    2024.8 on, the WebSocket API from 2023.9 (before ``get_forecasts`` itself).
     """
-    try:
-        _, response = client.trigger_service_with_response("weather", "get_forecasts", entity_id=entity, type="hourly")
-        return dict(response or {})
-    except Exception as rest_error:
-        try:
-            return _forecast_over_websocket(cfg, entity, timeout_s)
-        except Exception as ws_error:
-            raise ws_error from rest_error
-
-
-def _forecast_over_websocket(cfg: HomeAssistantConfig, entity: str, timeout_s: float) -> dict[str, Any]:
     from homeassistant_api import WebsocketClient
     from niquests import Session
 
