@@ -18,6 +18,21 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 
+def heatctl(
+    *args: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m heatctl ARGS`` as a user runs it: its exit code and what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "heatctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from heatctl import __version__
 from tests.conftest import SCENARIOS
+from tests.services import heatctl
 
 DESIGN_COLUMNS = [
     "time_s",
@@ -49,21 +48,6 @@ DESIGN_KPIS = {
     "work_per_kwh",
     "limit_writes_per_h",
 }
-
-
-def heatctl(
-    *args: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python -m heatctl ARGS`` as a user runs it: its exit code and what it printed."""
-    return subprocess.run(
-        [sys.executable, "-m", "heatctl", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=env,
-        check=False,
-    )
 
 
 def test_version() -> None:

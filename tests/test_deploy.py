@@ -18,7 +18,7 @@ from heatctl.planner.model import RoomModel
 from heatctl.publish.influx import snapshot_lines
 from heatctl.service import Service
 from tests.conftest import MINIMAL_YAML, ROOT
-from tests.services import FakeNvml, Mosquitto, Probe, free_port
+from tests.services import FakeNvml, Mosquitto, Probe, free_port, heatctl
 
 DEPLOY = ROOT / "deploy"
 
@@ -133,13 +133,7 @@ def test_restore_command_after_a_crash_resumes_workload_and_limit(fake_nvml: Fak
             )
             + f"state_dir: {state}\nmqtt: null\n"
         )
-        proc = subprocess.run(
-            [sys.executable, "-m", "heatctl", "restore", "-c", str(cfg)],
-            env=fake_nvml.env(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        proc = heatctl("restore", "-c", str(cfg), env=fake_nvml.env())
         assert proc.returncode == 0, proc.stderr
         assert f"workload {paused.pid} resumed" in proc.stdout and "restored 450 W" in proc.stdout
         assert fake_nvml.limit_w() == 450.0
@@ -164,14 +158,7 @@ def test_check_reports_every_part(fake_nvml: FakeNvml, mosquitto: Mosquitto, pro
         + f"state_dir: {tmp_path / 's'}\nmqtt: {{host: 127.0.0.1, port: {mosquitto.port}}}\n"
         + "influxdb: {url: 'http://127.0.0.1:9', bucket: b}\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "heatctl", "check", "-c", str(cfg)],
-        env=fake_nvml.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = heatctl("check", "-c", str(cfg), env=fake_nvml.env(), timeout=60)
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
     expected_ok = ["config", "state_dir", "mqtt", "office.temperature", "office.setpoint", "gpu gpu0 "]
@@ -192,13 +179,7 @@ def test_check_reports_every_part(fake_nvml: FakeNvml, mosquitto: Mosquitto, pro
 def test_log_formats(fmt: str) -> None:
     from tests.services import free_port
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "heatctl", "--log-format", fmt, "demo", "--duration", "2", "--port", str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = heatctl("--log-format", fmt, "demo", "--duration", "2", "--port", str(free_port()), timeout=60)
     assert proc.returncode == 0, proc.stderr
     logged = [ln for ln in proc.stderr.splitlines() if ln.startswith("{")]
     if fmt == "json":

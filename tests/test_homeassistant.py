@@ -18,7 +18,7 @@ import pytest
 from heatctl.config import parse_config
 from heatctl.service import Service
 from heatctl.sources.homeassistant import probe_homeassistant
-from tests.services import FakeNvml, HomeAssistant, Probe, free_port, wait_until
+from tests.services import FakeNvml, HomeAssistant, Probe, free_port, heatctl, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.homeassistant]
 CLIMATE = "climate.heatctl_ha_heater_office_climate"
@@ -173,7 +173,6 @@ def test_home_assistant_down_never_blocks_control(homeassistant: HomeAssistant, 
 def test_init_from_home_assistant_writes_a_config_that_check_passes(
     homeassistant: HomeAssistant, fake_nvml: FakeNvml, tmp_path: Path
 ) -> None:
-    import sys
 
     ha = homeassistant
     ha.post(
@@ -184,28 +183,14 @@ def test_init_from_home_assistant_writes_a_config_that_check_passes(
     ha.post("/api/states/weather.home", {"state": "cloudy", "attributes": {"temperature": 6.5}})
     env = {**fake_nvml.env(), "HEATCTL_STATE_DIR": str(tmp_path / "state")}
     out = tmp_path / "heatctl.yaml"
-    init = subprocess.run(
-        [sys.executable, "-m", "heatctl", "init", "--ha", ha.url, "--ha-token", ha.token, "--yes", "--out", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    init = heatctl("init", "--ha", ha.url, "--ha-token", ha.token, "--yes", "--out", str(out), env=env, timeout=60)
     assert init.returncode == 0, init.stderr
     text = out.read_text()
     # --yes takes the first thermostat Home Assistant lists (other tests may have made some too).
     assert 'temperature: {entity: "climate.' in text
     assert "weather." in text and "binary_sensor.study_window" in text  # the first weather entity HA lists
     assert ha.token not in text and ha.token in (tmp_path / "secrets.yaml").read_text()  # the token is a secret
-    check = subprocess.run(
-        [sys.executable, "-m", "heatctl", "check", "-c", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    check = heatctl("check", "-c", str(out), env=env, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "temperature" in check.stdout and "°C" in check.stdout, check.stdout
 
@@ -315,13 +300,7 @@ def test_kill_9_then_restore_gives_a_home_assistant_climate_entity_back(
         finally:
             proc.kill()
             proc.wait(10)
-    restored = subprocess.run(
-        [sys.executable, "-m", "heatctl", "restore", "-c", str(cfg_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    restored = heatctl("restore", "-c", str(cfg_path), timeout=60)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert "zone living: climate.radiator given back at 21.0" in restored.stdout
     wait_until(lambda: radiator.echo() == 21.0, 15, "given back by restore")

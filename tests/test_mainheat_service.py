@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from heatctl.commands import SetPreset
 from heatctl.config import parse_config
 from heatctl.service import Service
-from tests.services import Mosquitto, wait_until
+from tests.services import Mosquitto, heatctl, wait_until
 
 pytestmark = pytest.mark.integration
 TRV = "zigbee2mqtt/office_trv"
@@ -153,23 +153,11 @@ def test_kill_9_then_restore_gives_the_users_setpoint_back(mosquitto: Mosquitto,
     cfg = parse_config(cfg_path.read_text())
     row = check_main_heating(cfg, cfg.zones[0])
     assert row.ok and row.warn and "HELD BACK" in row.detail and f"writes {TRV}/set" in row.detail
-    restored = subprocess.run(
-        [sys.executable, "-m", "heatctl", "restore", "-c", str(cfg_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    restored = heatctl("restore", "-c", str(cfg_path), timeout=60)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert "zone office: zigbee2mqtt/office_trv given back at 21.0" in restored.stdout
     wait_until(lambda: trv.setpoint == 21.0, 5, "given back by restore")
-    again = subprocess.run(
-        [sys.executable, "-m", "heatctl", "restore", "-c", str(cfg_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    again = heatctl("restore", "-c", str(cfg_path), timeout=60)
     assert "nothing left behind" in again.stdout
 
 
