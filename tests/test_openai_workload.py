@@ -151,7 +151,8 @@ def test_resume_after_restart_neither_redoes_nor_loses(
     second = workload(made, tinyllm, spool)
     second.start()
     second.set_level(1.0)
-    wait_until(lambda: len(results(spool)) == 12, 120, "the rest done")
+    # A result is written before it is counted (durable first): wait until nothing is in flight.
+    wait_until(lambda: len(results(spool)) == 12 and second.counters.in_flight == 0, 120, "the rest done")
     ids = Counter(r["id"] for r in results(spool))
     assert set(ids.values()) == {1} and len(ids) == 12
     assert second.counters.done == 12 - len(done_before)
