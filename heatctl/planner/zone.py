@@ -109,7 +109,7 @@ class Plan:
             "step_s": self.step_s,
             "steps": [
                 {
-                    "start": datetime.fromtimestamp(float(t), UTC).isoformat(timespec="minutes"),
+                    "start": datetime.fromtimestamp(float(t), UTC).isoformat(timespec="seconds"),
                     "heat_w": round(float(q), 1),
                     "room_c": round(float(r), 2),
                     "setpoint_c": round(float(s), 2),
