@@ -214,7 +214,13 @@ class Service:
 
             factory = make_client
         self.planner = NodePlanner(
-            self.cfg, capacity, floor, self.state_dir, on_plan=on_plan, ha_client_factory=factory
+            self.cfg,
+            capacity,
+            floor,
+            self.state_dir,
+            on_plan=on_plan,
+            ha_client_factory=factory,
+            work_fn=self._work_for_plan,
         )
         if link is not None:
             for topic, handler in self.planner.topic_handlers().items():
@@ -462,6 +468,7 @@ class Service:
                 capacity_w=zout.capacity_w,
                 failsafe=failsafe,
                 main_cheaper=self._main_cheaper(main.zone),
+                shortfall_in_s=self.planner.shortfall_in_s(name) if self.planner is not None else None,
             )
             main.apply(cmd)
 
@@ -519,6 +526,20 @@ class Service:
             return {}
         due = self.batches.due_level(self.batches.store.now())
         return {gid: due for gid, act in self.actuators.items() if act.workload.kind == "openai"} if due else {}
+
+    def _work_for_plan(self, zone_name: str) -> tuple[tuple[float, float], ...]:
+        """The batch work due, as heat the zone's GPUs make running it: (deadline, J above idle) each."""
+        if self.batches is None or self.controller is None:
+            return ()
+        runners = [g for g, act in self.actuators.items() if act.workload.kind == "openai"]
+        zone = next(z for z in self.cfg.zones if z.name == zone_name)
+        models = [
+            self.controller.allocators[g].model for g in zone.gpus if g in runners and g in self.controller.allocators
+        ]
+        heat_w = sum(m.efficient_cap_w - m.caps.idle_w for m in models)  # every runner busy, at its efficient cap
+        if heat_w <= 0:
+            return ()
+        return tuple((deadline_s, work_s * heat_w) for deadline_s, work_s in self.batches.open_work())
 
     def _work_starved(self, out: NodeOutput) -> bool:
         """Heat is wanted in a zone, and none of its GPUs has work to make it with."""

@@ -24,6 +24,7 @@ def step(c: Cascade, t: float, room: float, target: float = 21.0, demand: float 
         demand_w=demand,
         capacity_w=CAP_W,
         failsafe=kw.get("failsafe"),
+        shortfall_in_s=kw.get("shortfall_in_s"),
     )
 
 
@@ -51,6 +52,19 @@ def test_a_big_deficit_releases_within_minutes_a_small_one_waits() -> None:
     assert big_cmd.stage == RELEASED  # 3 K behind: 3 × 4.5 min > 0.3 × 20 min
     assert small_cmd.stage == HELD
     assert step(small, 400, 20.65, demand=CAP_W * 0.5).stage == HELD  # the GPUs have headroom: no release
+
+
+def test_a_shortfall_the_plan_foresees_releases_the_main_heating_before_the_room_is_cold() -> None:
+    c = Cascade(MainHeatingConfig(trv="t"))  # engage_after_min 20
+    assert step(c, 0, 21.0, shortfall_in_s=2 * 3600.0).stage == HELD  # hours away: the GPUs go on alone
+    cmd = step(c, 60, 21.0, shortfall_in_s=15 * 60.0)  # on target now, behind in 15 min whatever the GPUs do
+    assert cmd.stage == RELEASED and cmd.setpoint_c == 21.0 and "the plan" in cmd.reason
+    for t in range(120, 60 * 60, 60):  # warm from the GPUs alone, but the plan still sees the shortfall
+        cmd = step(c, t, 21.4, demand=100.0, shortfall_in_s=10 * 60.0)
+    assert cmd.stage == RELEASED and "the plan" in cmd.reason
+    for t in range(3600, 3600 + 32 * 60, 60):  # the plan no longer sees one: held back after hold_after_min
+        cmd = step(c, t, 21.4, demand=100.0)
+    assert cmd.stage == HELD
 
 
 def test_any_failsafe_gives_the_users_setpoint_back_and_good_inputs_take_it_again() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from heatctl.planner.history import History
-from heatctl.planner.lp import LinearRoom, Outlook, solve
+from heatctl.planner.lp import LinearRoom, LpSolver, Outlook, solve
 from heatctl.planner.model import RoomModel, fit_room
 from heatctl.planner.schedule import WeeklySchedule, learned_setpoints, parse_days
 from heatctl.planner.series import ForecastError, parse_attributes, parse_payload
@@ -122,6 +122,56 @@ def test_cheap_hours_store_heat_up_to_store_k_and_never_above_max_room() -> None
     assert store.heat_w[:24].mean() > flat.heat_w[:24].mean()  # heat bought at night
 
 
+def test_a_kept_solver_starts_from_its_last_plan_and_finds_the_same_answer() -> None:
+    """Rolling plans (the room moved on, the outlook an hour later, prices and setpoints shifted):
+    the warm-started solver agrees with a cold solve every time, and a new room model is taken up."""
+    n, step = 144, 900.0
+    solver = LpSolver()
+    kw = {"step_s": step, "tolerance_k": 0.3, "store_k": 1.0, "max_room_c": 26.0, "floor_w": 20.0}
+    room_c, model = 19.0, MODEL
+    for k in range(12):
+        hours = (4 * k + np.arange(n)) * step / 3600 % 24
+        ahead = outlook(n, np.where((hours >= 6) & (hours < 23), 21.0, 18.0), np.where(hours < 7, 0.2, 0.3))
+        if k == 8:
+            model = RoomModel.one_node(ua_w_per_k=20.0, tau_h=12.0)  # refitted: another room
+        room = LinearRoom.from_model(model, room_c, room_c, step)
+        warm, cold = solver.solve(room, ahead, **kw), solve(room, ahead, **kw)
+        assert warm.objective == pytest.approx(cold.objective, rel=1e-6, abs=1e-9)
+        assert np.allclose(warm.room_c, cold.room_c, atol=1e-4)
+        room_c = float(warm.room_c[3]) + 0.05  # an hour on, a little off the plan
+    assert (cold.heat_w > 0).any()
+
+
+def test_work_with_a_deadline_makes_its_heat_where_the_room_wants_it_before_the_deadline() -> None:
+    n, step = 48, 900.0
+    hours = np.arange(n) * step / 3600
+    sp = np.where((hours >= 4) & (hours < 8), 21.0, 18.0)
+    room = LinearRoom.from_model(MODEL, 18.0, 18.0, step)
+    kw = {"step_s": step, "tolerance_k": 0.3, "store_k": 1.0, "max_room_c": 26.0, "floor_w": 20.0}
+    free = solve(room, outlook(n, sp, np.ones(n)), **kw)
+    idle = 20.0 * 32
+    made = lambda p, end: float(p.heat_w[:end].sum())  # noqa: E731  # W·steps
+
+    # Due at 08:00, as much heat as the warm hours need anyway: no extra heat, none at a cold time.
+    need = made(free, 32) - idle
+    anyway = solve(room, Outlook(**{**vars_of(outlook(n, sp, np.ones(n))), "work": ((32, need),)}), **kw)
+    assert made(anyway, 32) >= idle + need - 1.0
+    assert float(anyway.heat_w.sum()) == pytest.approx(float(free.heat_w.sum()), rel=0.01)
+
+    # Due at 03:00, before heat is wanted: made then and kept in the room (store_k), not beyond it.
+    early = solve(room, Outlook(**{**vars_of(outlook(n, sp, np.ones(n))), "work": ((12, 1500.0),)}), **kw)
+    assert made(early, 12) >= 20.0 * 12 + 1500.0 - 1.0
+    assert early.room_c.max() <= 21.0 + 1.0 + 1e-6
+
+    # More than the GPUs can make in time: a plan all the same, flat out until the deadline.
+    short = solve(room, Outlook(**{**vars_of(outlook(n, sp, np.ones(n))), "work": ((4, 1e5),)}), **kw)
+    assert np.allclose(short.heat_w[:4], 300.0)
+
+
+def vars_of(o: Outlook) -> dict[str, object]:
+    return {f: getattr(o, f) for f in ("setpoint_c", "outdoor_c", "weight", "cap_w", "surplus_w", "work")}
+
+
 def test_a_warm_start_is_a_plan_not_an_infeasible_program() -> None:
     n, step = 48, 900.0
     plan = solve(
@@ -197,19 +247,23 @@ def test_schedules_configured_and_learned() -> None:
     assert planner.next_setpoint_change(T0 + 8 * 3600, 21.0) == (T0 + 23 * 3600, 18.0)
 
 
-def fed_planner(tmp_path: Path, days: float) -> ZonePlanner:
-    run = two_node_run(days)
-    planner = ZonePlanner("office", PlannerSettings(capacity_w=300.0, floor_w=20.0), path=tmp_path / "office.json")
-    for k, t in enumerate(run["t"]):
+def feed(planner: ZonePlanner, run: dict[str, np.ndarray], start_h: float, end_h: float) -> None:
+    """The run's samples from ``start_h`` to ``end_h``, as control ticks within each 5-min sample."""
+    for k in range(round(start_h * 3600 / STEP), round(end_h * 3600 / STEP)):
         for sub in (0.0, 100.0, 200.0):
             planner.record(
-                T0 + t + sub,
+                T0 + run["t"][k] + sub,
                 room_c=float(run["room"][k]),
                 setpoint_c=21.0,
                 heat_w=float(run["heat"][k]),
                 outdoor_c=float(run["outdoor"][k]),
                 valid=True,
             )
+
+
+def fed_planner(tmp_path: Path, days: float) -> ZonePlanner:
+    planner = ZonePlanner("office", PlannerSettings(capacity_w=300.0, floor_w=20.0), path=tmp_path / "office.json")
+    feed(planner, two_node_run(days), 0.0, days * 24)
     return planner
 
 
@@ -240,7 +294,7 @@ def test_a_trusted_model_plans_survives_a_restart_and_a_failing_solver_falls_bac
     def broken(*args: object, **kwargs: object) -> None:
         raise zone_module.PlanError("the solver gave no plan: infeasible")
 
-    monkeypatch.setattr(zone_module, "solve", broken)
+    monkeypatch.setattr(zone_module.LpSolver, "solve", broken)
     planner.update(now + 3600, 20.5, 21.5, Signals())  # a new setpoint: plan again, and fail
     assert planner.status == "fallback" and "infeasible" in planner.reason
     assert planner.guidance(now + 3600, 21.5) is None
@@ -270,3 +324,54 @@ def test_heat_made_ahead_of_a_setpoint_rise_is_wanted_heat() -> None:
     assert not heat_wanted(zone)  # 2 K above the night setpoint, with no plan: not wanted
     assert heat_wanted(zone, plan_target_c=20.8)  # the plan's target for the coming 21 °C
     assert not heat_wanted(zone, plan_target_c=17.7)  # a plan below the setpoint wants no more than it
+
+
+def test_a_trusted_model_is_refitted_daily_or_at_once_when_the_room_stops_matching_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from heatctl.planner import zone as zone_module
+
+    fits: list[float] = []
+    real_fit = zone_module.fit_room
+    monkeypatch.setattr(zone_module, "fit_room", lambda *a, **k: fits.append(1.0) or real_fit(*a, **k))
+    same, other = two_node_run(5.0), two_node_run(5.0, ua_scale=2.0)
+    planner = ZonePlanner("office", PlannerSettings(capacity_w=300.0, floor_w=20.0))
+    feed(planner, same, 0.0, 72.0)
+    planner.update(T0 + 72 * 3600, 20.5, 21.0, Signals())
+    assert len(fits) == 1 and planner.model is not None and planner.model.trusted
+    for hour in range(73, 96):  # the room goes on as the model knows it: checked hourly, not refitted
+        feed(planner, same, hour - 1, hour)
+        planner.update(T0 + hour * 3600, 20.5, 21.0, Signals())
+    assert len(fits) == 1
+    feed(planner, same, 95, 96.5)
+    planner.update(T0 + 96.5 * 3600, 20.5, 21.0, Signals())
+    assert len(fits) == 2  # a day on: refitted
+    feed(planner, other, 96.5, 97.5)  # insulated overnight: the model stops matching; refitted at the next check
+    planner.update(T0 + 97.5 * 3600, 20.5, 21.0, Signals())
+    assert len(fits) == 3
+
+
+def test_a_plan_whose_premises_hold_is_kept_and_renewed_every_two_hours() -> None:
+    planner = ZonePlanner("office", PlannerSettings(capacity_w=300.0, floor_w=20.0), fixed_model=MODEL)
+    now = T0
+    planner.update(now, 20.0, 21.0, Signals())
+    first = planner.plan
+    assert first is not None and planner.status == "active"
+    on_plan = lambda t: first.at(t)[0]  # noqa: E731  # the room just where the plan said
+    planner.update(now + 20 * 60, on_plan(now + 20 * 60), 21.0, Signals())
+    assert planner.plan is first  # replan_min passed, nothing moved
+    planner.update(now + 30 * 60, on_plan(now + 30 * 60) - 0.2, 21.0, Signals())
+    second = planner.plan
+    assert second is not first  # drifted 0.2 K by the next replan_min
+    planner.update(now + 31 * 60, second.at(now + 31 * 60)[0], 21.5, Signals())
+    third = planner.plan
+    assert third is not second  # the setpoint moved: at once
+    planner.update(now + 40 * 60, third.at(now + 40 * 60)[0], 21.5, Signals())
+    planner.signals_changed()
+    planner.update(now + 41 * 60, third.at(now + 41 * 60)[0], 21.5, Signals())
+    fourth = planner.plan
+    assert fourth is not third  # a forecast arrived: at once
+    planner.update(now + 100 * 60, fourth.at(now + 100 * 60)[0], 21.5, Signals())
+    assert planner.plan is fourth  # ... but not before it is two hours old
+    planner.update(now + 162 * 60, fourth.at(now + 162 * 60)[0], 21.5, Signals())
+    assert planner.plan is not fourth  # two hours old: renewed though nothing moved

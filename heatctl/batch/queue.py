@@ -244,12 +244,20 @@ class BatchQueue:
 
     # --- deadlines ------------------------------------------------------------------------
 
+    def _open_by_deadline(self) -> list[tuple[float, str]]:
+        return sorted(
+            (d, bid) for bid, d in self._deadline.items() if self._left.get(bid, 0) > 0 and bid not in self._closed
+        )
+
+    def open_work(self) -> list[tuple[float, float]]:
+        """(deadline, seconds of work left with every slot busy at the efficient cap), earliest first."""
+        with self._lock:
+            return [(d, self._left[bid] * self.s_per_request / self.slots) for d, bid in self._open_by_deadline()]
+
     def due_level(self, now_wall_s: float) -> float:
         """1 while some batch must run now to meet its deadline, else 0."""
         with self._lock:
-            open_batches = sorted(
-                (d, bid) for bid, d in self._deadline.items() if self._left.get(bid, 0) > 0 and bid not in self._closed
-            )
+            open_batches = self._open_by_deadline()
             work = [(d, self._left[bid] * self.s_per_request / self.slots) for d, bid in open_batches]
             for _, batch_id in open_batches[: at_risk(now_wall_s, work)]:
                 if batch_id not in self._urgent:

@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+RERANK_EVERY = 20  # samples that each moved little still re-rank the caps this often
+
 # Typical shape of GPU throughput versus power cap, as fractions of (max cap, max work):
 # most work per joule well below the maximum cap (+10–30 % work per kWh at 60–80 %).
 GENERIC_SHAPE: tuple[tuple[float, float], ...] = (
@@ -76,6 +78,7 @@ class EfficiencyModel:
         self._scale = 1.0
         self._learn_rate = learn_rate
         self.samples = 0
+        self._unranked = 0  # samples since the caps were last ranked
         self._efficient_cap_w = self._best_cap()
 
     def _rate(self, i: int) -> float:
@@ -100,6 +103,7 @@ class EfficiencyModel:
             return
         i = min(round((power_w - self.caps.min_limit_w) / self._bin_w), len(self._caps_w) - 1)
         prior_here = interpolate(self._prior, power_w)
+        scale, rate = self._scale, self._rate(i)
         if prior_here > 0:
             ratio = work_rate / prior_here
             self._scale = ratio if self.samples == 0 else self._scale + self._learn_rate * (ratio - self._scale)
@@ -107,7 +111,11 @@ class EfficiencyModel:
         self._learned[i] = work_rate if n == 0 else self._learned[i] + self._learn_rate * (work_rate - self._learned[i])
         self._counts[i] = n + 1
         self.samples += 1
-        self._efficient_cap_w = self._best_cap()
+        self._unranked += 1
+        settled = n > self.MIN_SAMPLES and _close(self._scale, scale) and _close(self._rate(i), rate)
+        if not settled or self._unranked >= RERANK_EVERY:  # a sample that confirms what is known moves no cap
+            self._efficient_cap_w = self._best_cap()
+            self._unranked = 0
 
     def _best_cap(self) -> float:
         """The cap with the most work per watt above idle (the first of equals); runs after every sample."""
@@ -118,3 +126,7 @@ class EfficiencyModel:
             if per_watt > best:
                 best_i, best = i, per_watt
         return self._caps_w[best_i]
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-3 * max(abs(a), abs(b), 1e-9)

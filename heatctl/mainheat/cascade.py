@@ -5,11 +5,14 @@
 - ``released`` (stage 2): the GPUs are at capacity and the room has been more than
   ``engage_k`` below the target for ``engage_after_min`` — sooner the further behind it is
   (the deficit beyond ``engage_k``, integrated, reaches ``engage_k × engage_after_min``): a
-  morning setpoint step releases it within minutes. The main heating gets the target (an
+  morning setpoint step releases it within minutes. With the planner, also when its plan (the
+  GPUs flat out, the room as learned) has the room fall behind within ``engage_after_min``: the
+  main heating starts before the room is cold, not after. The main heating gets the target (an
   on/off heater is switched around it with ``hysteresis_k`` and minimum on/off times); the
   GPUs run flat out (their target is ``PUSH_K`` above) and the main heating fills the rest.
 - back to ``held`` once the GPUs have had headroom for ``hold_after_min``: the room stayed
-  ``SPARE_K`` above the target, above the main heating's band, from the GPUs' heat alone.
+  ``SPARE_K`` above the target, above the main heating's band, from the GPUs' heat alone (and
+  the plan, if any, foresees no shortfall within ``engage_after_min``).
 - ``given back``: any fail-safe (stale inputs, heatctl off, a GPU lost, a window): the main
   heating gets the user's own setpoint, as if heatctl were not there.
 
@@ -81,10 +84,12 @@ class Cascade:
         capacity_w: float,
         failsafe: str | None,
         main_cheaper: bool = False,
+        shortfall_in_s: float | None = None,
     ) -> MainCommand:
         """One tick: the stage and the main heating's command. ``user_c`` is what a give-back restores.
 
         ``main_cheaper``: with ``prefer: cheapest``, the main heating's heat costs less now.
+        ``shortfall_in_s``: the planner expects the room to fall behind in this long, the GPUs flat out.
         """
         if failsafe or room_c is None or target_c is None:
             self.stage = GIVEN_BACK
@@ -112,9 +117,13 @@ class Cascade:
             else:
                 self._deficit_ks += (target_c - room_c) * dt_s  # the whole deficit: 0.3 K behind counts 0.3
             enough_ks = self.cfg.engage_k * self.cfg.engage_after_min * 60
+            lead_s = self.cfg.engage_after_min * 60
             if self._behind_since is not None and self._deficit_ks >= enough_ks:
                 self._switch(now_s, RELEASED)
                 reason = f"GPUs at capacity and the room {target_c - room_c:.1f} K behind for {waited_s / 60:.0f} min"
+            elif shortfall_in_s is not None and shortfall_in_s <= lead_s:
+                self._switch(now_s, RELEASED)
+                reason = f"the plan: the room falls behind in {shortfall_in_s / 60:.0f} min even with the GPUs flat out"
             else:
                 reason = reason or ("GPUs at capacity, waiting" if self._behind_since is not None else "GPUs hold it")
         else:
@@ -124,9 +133,12 @@ class Cascade:
             free_s = now_s - self._headroom_since if self._headroom_since is not None else 0.0
             # Hold back only with room in the budget for the release that may follow.
             budget = self.switches_today(now_s) < self.cfg.max_switches_per_day - 1
-            if self._headroom_since is not None and free_s >= self.cfg.hold_after_min * 60 and budget:
+            foreseen = shortfall_in_s is not None and shortfall_in_s <= self.cfg.engage_after_min * 60
+            if self._headroom_since is not None and free_s >= self.cfg.hold_after_min * 60 and budget and not foreseen:
                 self._switch(now_s, HELD)
                 reason = f"GPUs had headroom for {free_s / 60:.0f} min"
+            elif foreseen:
+                reason = "the plan: the GPUs alone fall behind soon"
             elif not budget:
                 reason = f"{self.cfg.max_switches_per_day} stage switches today: staying released"
             else:

@@ -8,7 +8,6 @@ or implausible value: the control loop says so with ``valid``).
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 SAMPLE_S = 300.0
+COLUMNS = ("time_s", "room_c", "heat_w", "outdoor_c", "setpoint_c", "valid")
 PLAUSIBLE_ROOM_C = (0.0, 40.0)
 PLAUSIBLE_HEAT_W = (0.0, 20_000.0)
 
@@ -43,15 +43,21 @@ class Samples:
     setpoint_c: FloatArray
     valid: npt.NDArray[np.bool_]
 
+    def since(self, start_s: float) -> Samples:
+        """The samples from ``start_s`` on."""
+        i = int(np.searchsorted(self.time_s, start_s))
+        return Samples(
+            self.time_s[i:], self.room_c[i:], self.heat_w[i:], self.outdoor_c[i:], self.setpoint_c[i:], self.valid[i:]
+        )
+
 
 class History:
     """Samples of one zone; ``record`` is called at every control tick."""
 
     def __init__(self, days: float, sample_s: float = SAMPLE_S) -> None:
         self.sample_s = sample_s
-        self._rows: deque[tuple[float, float, float, float, float, bool]] = deque(
-            maxlen=max(round(days * 86400.0 / sample_s), 1)
-        )
+        self._max_rows = max(round(days * 86400.0 / sample_s), 1)
+        self._rows = np.zeros((0, len(COLUMNS)))  # one row per closed sample, in COLUMNS' order
         self._bin: _Bin | None = None
         self._samples: Samples | None = None  # cached until the next sample closes
 
@@ -104,7 +110,10 @@ class History:
         heat_w = b.heat_j / b.seen_s if b.seen_s > 0 else math.nan
         outdoor = b.outdoor_sum / b.outdoor_n if b.outdoor_n else math.nan
         ok = bool(b.valid and contiguous and covered)
-        self._rows.append((b.start_s, b.room_c, heat_w, outdoor, b.setpoint_c, ok))
+        self._append(np.array([[b.start_s, b.room_c, heat_w, outdoor, b.setpoint_c, float(ok)]]))
+
+    def _append(self, rows: FloatArray) -> None:
+        self._rows = np.concatenate([self._rows, rows])[-self._max_rows :]
         self._samples = None
 
     def samples(self) -> Samples:
@@ -114,31 +123,32 @@ class History:
         return self._samples
 
     def _build(self) -> Samples:
-        rows = list(self._rows)
-        if not rows:
-            empty = np.zeros(0)
-            return Samples(empty, empty, empty, empty, empty, np.zeros(0, dtype=bool))
-        arr = np.array([r[:5] for r in rows], dtype=float)
-        valid = np.array([r[5] for r in rows], dtype=bool)
-        time_s = arr[:, 0]
+        rows = self._rows
+        time_s, valid = rows[:, 0].copy(), rows[:, 5] > 0.5
         # Sample k is usable when sample k+1 starts one step later (it holds the room at k's end).
         follows = np.zeros(len(rows), dtype=bool)
         follows[:-1] = np.isclose(np.diff(time_s), self.sample_s) & valid[1:]
-        return Samples(time_s, arr[:, 1], arr[:, 2], arr[:, 3], arr[:, 4], valid & follows)
+        return Samples(
+            time_s, rows[:, 1].copy(), rows[:, 2].copy(), rows[:, 3].copy(), rows[:, 4].copy(), valid & follows
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "sample_s": self.sample_s,
-            "rows": [[round(x, 3) if isinstance(x, float) else x for x in r] for r in self._rows],
+            "rows": [
+                [*(None if math.isnan(x) else round(float(x), 3) for x in r[:5]), bool(r[5] > 0.5)] for r in self._rows
+            ],
         }
 
     def load_json(self, data: dict[str, Any]) -> None:
         if float(data.get("sample_s", 0)) != self.sample_s:
             return
-        for r in data.get("rows", []):
-            t, room, heat, outdoor, sp, ok = r
-            self._rows.append((float(t), _f(room), _f(heat), _f(outdoor), _f(sp), bool(ok)))
-        self._samples = None
+        rows = [
+            [float(t), _f(room), _f(heat), _f(outdoor), _f(sp), float(bool(ok))]
+            for t, room, heat, outdoor, sp, ok in data.get("rows", [])
+        ]
+        if rows:
+            self._append(np.array(rows, dtype=float))
 
 
 def _f(x: Any) -> float:

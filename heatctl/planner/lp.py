@@ -1,4 +1,4 @@
-"""The heat plan as a linear program, solved by HiGHS (through ``scipy.optimize.linprog``).
+"""The heat plan as a linear program, solved by HiGHS (``highspy``, warm-started from the last plan).
 
 Per step ``k`` of the horizon: heat bought ``q_k`` (within the GPUs' capacity) and free heat
 ``f_k`` (solar export, up to the surplus), the room's state after the step (a linear model:
@@ -9,20 +9,27 @@ of the next ``PREHEAT_LOOKAHEAD_H`` (so optimum start is allowed) and never abov
 ``max_room_c``; an overshoot it cannot avoid (a warm start) is a heavily priced slack, never
 an infeasible program.
 
-Objective: Σ weight_k · kWh_k (price, carbon or 1) + comfort penalties. Weights are scaled to a
-mean of 1, so the penalties mean the same whatever the currency or unit.
+Work with a deadline (batches) asks for heat: before each deadline, the heat its work makes at the
+GPUs' efficient cap is made, as a soft constraint — so the plan puts it where the room wants heat
+(or heat may be stored) rather than leaving it to the deadline rule, which runs it wanted or not.
+
+Objective: Σ weight_k · kWh_k (price, carbon or 1) + comfort penalties + work's heat not made in
+time. Weights are scaled to a mean of 1, so the penalties mean the same whatever the currency or unit.
 """
 
 from __future__ import annotations
 
-import math
+import os
+import sys
+import threading
 from dataclasses import dataclass
 
+import highspy
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.linalg import expm
-from scipy.optimize import linprog
 
 from heatctl.planner.model import RoomModel
 
@@ -31,6 +38,7 @@ PREHEAT_LOOKAHEAD_H = 12.0
 SETPOINT_PENALTY = 2.0  # per K below the setpoint per step (within the tolerance): weight-kWh
 COMFORT_PENALTY = 50.0  # per K below setpoint − tolerance, or above the upper bound, per step
 FREE_HEAT_WEIGHT = 1e-4  # solar surplus is almost free: used, but not wasted
+WORK_SHORT_PENALTY = 10.0  # per kWh of work's heat not made before its deadline: met unless comfort pays
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +97,16 @@ class Outlook:
     weight: FloatArray  # price, carbon intensity or 1 per kWh
     cap_w: FloatArray  # the most heat the GPUs may give in each step
     surplus_w: FloatArray  # free heat available (solar export)
+    # Work with a deadline: (steps before the deadline, heat in W·steps above the GPUs' idle that the
+    # work makes at their efficient cap), earliest first. Its heat is made before then if comfort allows.
+    work: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LpPlan:
     heat_w: FloatArray  # per step
     room_c: FloatArray  # at the end of each step
+    upper_c: FloatArray  # the most the room may be at each step's end (above it only when it cannot help it)
     states: FloatArray  # every state at the end of each step (n_steps × n)
     objective: float
 
@@ -103,7 +115,58 @@ class PlanError(Exception):
     """The solver failed or gave no plan."""
 
 
-def solve(
+@dataclass(frozen=True, slots=True)
+class _Bounds:
+    """What changes from plan to plan (HiGHS's form: min cost·v, col_lo ≤ v ≤ col_hi, row_lo ≤ A v ≤ row_hi)."""
+
+    cost: FloatArray
+    col_lo: FloatArray
+    col_hi: FloatArray
+    row_lo: FloatArray
+    row_hi: FloatArray
+    upper_c: FloatArray
+
+
+# Variables, in blocks of n_steps: q (heat bought), f (free heat), d (soft), s (hard below), u (above),
+# then x (n_steps × n_x), then one shortfall per deadline of work. Rows: the dynamics (n_steps × n_x),
+# comfort below, above, heat, then one per deadline: the heat made before it.
+N_BLOCKS = 5
+
+
+def _matrix(room: LinearRoom, n_steps: int, work_ends: tuple[int, ...] = ()) -> sp.csc_matrix:
+    """The rows: x_{k+1} − A x_k − bq (q_k + f_k) (dynamics); T + d + s (comfort below); T − u (above); q + f (heat);
+    Σ_{k < end} (q_k + f_k) + w (the heat made before each deadline, w what falls short)."""
+    n_x = len(room.x0)
+    q0, f0, d0, s0, u0, x0 = (i * n_steps for i in range(N_BLOCKS + 1))
+    k = np.arange(n_steps)
+    ones = np.ones(n_steps)
+    rows, cols, vals = [], [], []
+    for i in range(n_x):
+        r = k * n_x + i
+        rows += [r, r, r]
+        cols += [x0 + k * n_x + i, q0 + k, f0 + k]
+        vals += [ones, np.full(n_steps, -room.bq[i]), np.full(n_steps, -room.bq[i])]
+        for j in range(n_x):
+            rows.append(r[1:])
+            cols.append(x0 + (k[1:] - 1) * n_x + j)
+            vals.append(np.full(n_steps - 1, -room.a[i, j]))
+    n_eq, room_col = n_steps * n_x, x0 + k * n_x
+    below, above, heat = n_eq + k, n_eq + n_steps + k, n_eq + 2 * n_steps + k
+    rows += [below, below, below, above, above, heat, heat]
+    cols += [room_col, d0 + k, s0 + k, room_col, u0 + k, q0 + k, f0 + k]
+    vals += [ones, ones, ones, ones, -ones, ones, ones]
+    n_rows, n_cols = n_eq + 3 * n_steps, x0 + n_steps * n_x
+    for j, end in enumerate(work_ends):
+        made = np.arange(end)
+        row = np.full(2 * end + 1, n_rows + j)
+        rows.append(row)
+        cols.append(np.concatenate([q0 + made, f0 + made, [n_cols + j]]))
+        vals.append(np.ones(2 * end + 1))
+    shape = (n_rows + len(work_ends), n_cols + len(work_ends))
+    return sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+
+
+def _bounds(
     room: LinearRoom,
     outlook: Outlook,
     *,
@@ -111,22 +174,19 @@ def solve(
     tolerance_k: float,
     store_k: float,
     max_room_c: float,
-    floor_w: float = 0.0,
-    time_limit_s: float = 5.0,
-) -> LpPlan:
-    """The cheapest heat that keeps the room comfortable over the horizon."""
+    floor_w: float,
+) -> _Bounds:
     n_steps, n_x = len(outlook.setpoint_c), len(room.x0)
     sp_c = np.asarray(outlook.setpoint_c, dtype=float)
     lookahead = max(round(PREHEAT_LOOKAHEAD_H * 3600.0 / step_s), 1)
-    ahead_c = np.array([sp_c[k : k + lookahead].max() for k in range(n_steps)])
+    padded = np.concatenate([sp_c, np.full(lookahead - 1, -np.inf)])
+    ahead_c = sliding_window_view(padded, lookahead).max(axis=1)  # the highest setpoint of the next hours
     upper_c = np.minimum(ahead_c + store_k, max_room_c)
     weight = np.asarray(outlook.weight, dtype=float)
     scale = float(np.mean(np.abs(weight))) or 1.0
     kwh_per_w = step_s / 3.6e6
-
-    # Variables, in blocks of n_steps: q, f, d (soft), s (hard below), u (above), then x (n_steps × n_x).
-    q0, f0, d0, s0, u0, x0 = (i * n_steps for i in range(6))
-    n_vars = x0 + n_steps * n_x
+    q0, f0, d0, s0, u0, x0 = (i * n_steps for i in range(N_BLOCKS + 1))
+    n_vars = x0 + n_steps * n_x + len(outlook.work)
     cost = np.zeros(n_vars)
     cost[q0:f0] = weight / scale * kwh_per_w
     cost[f0:d0] = FREE_HEAT_WEIGHT * kwh_per_w
@@ -134,78 +194,126 @@ def solve(
     cost[s0:u0] = COMFORT_PENALTY
     cost[u0:x0] = COMFORT_PENALTY
     cap_w = np.maximum(np.asarray(outlook.cap_w, dtype=float), 0.0)
-    floor = np.minimum(floor_w, cap_w)
-    bounds = np.zeros((n_vars, 2))
-    bounds[q0:f0] = np.column_stack([np.zeros(n_steps), cap_w])
-    bounds[f0:d0] = np.column_stack([np.zeros(n_steps), np.maximum(outlook.surplus_w, 0.0)])
-    bounds[d0:s0] = np.column_stack([np.zeros(n_steps), np.full(n_steps, tolerance_k)])
-    bounds[s0:x0, 1] = np.inf
-    bounds[x0:, 0], bounds[x0:, 1] = -np.inf, np.inf
-
-    k = np.arange(n_steps)
-    # Dynamics: x_{k+1} − A x_k − bq (q_k + f_k) = bo·To_k + e   (x_0 given)
-    rows, cols, vals = [], [], []
-    for i in range(n_x):
-        r = k * n_x + i
-        rows += [r, r, r]
-        cols += [x0 + k * n_x + i, q0 + k, f0 + k]
-        vals += [np.ones(n_steps), np.full(n_steps, -room.bq[i]), np.full(n_steps, -room.bq[i])]
-        for j in range(n_x):
-            if room.a[i, j] != 0.0:
-                rows.append(r[1:])
-                cols.append(x0 + (k[1:] - 1) * n_x + j)
-                vals.append(np.full(n_steps - 1, -room.a[i, j]))
-    a_eq = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_steps * n_x, n_vars)
-    )
+    col_lo, col_hi = np.zeros(n_vars), np.full(n_vars, np.inf)
+    col_hi[q0:f0] = cap_w
+    col_hi[f0:d0] = np.maximum(outlook.surplus_w, 0.0)
+    col_hi[d0:s0] = tolerance_k
+    col_lo[x0 : x0 + n_steps * n_x] = -np.inf
+    cost[x0 + n_steps * n_x :] = WORK_SHORT_PENALTY * kwh_per_w  # heat for work not made in time: the deadline
+    # rule runs it then, wanted or not
+    # Dynamics = bo·To_k + e (x_0 given); comfort; heat between the floor (the GPUs idle at it whatever
+    # the plan says) and the capacity.
     b_eq = (np.outer(outlook.outdoor_c, room.bo) + room.e).reshape(-1)
     b_eq[:n_x] += room.a @ room.x0
-    # Comfort: −T − d − s ≤ −sp ; T − u ≤ upper
-    room_col = x0 + k * n_x
-    a_ub = sp.csr_matrix(
-        (
-            np.concatenate(
-                [-np.ones(n_steps), -np.ones(n_steps), -np.ones(n_steps), np.ones(n_steps), -np.ones(n_steps)]
-            ),
-            (
-                np.concatenate([k, k, k, n_steps + k, n_steps + k]),
-                np.concatenate([room_col, d0 + k, s0 + k, room_col, u0 + k]),
-            ),
-        ),
-        shape=(2 * n_steps, n_vars),
-    )
-    b_ub = np.concatenate([-sp_c, upper_c])
-    # Floor: the GPUs idle at floor_w whatever the plan says; paid and free heat together reach it.
-    if floor.any():
-        a_floor = sp.csr_matrix(
-            (-np.ones(2 * n_steps), (np.concatenate([k, k]), np.concatenate([q0 + k, f0 + k]))), shape=(n_steps, n_vars)
+    floor = np.minimum(floor_w, cap_w)
+    idle_before = np.concatenate([[0.0], np.cumsum(floor)])
+    need, made = [], 0.0
+    for end, heat in outlook.work:  # cumulative: what is due before a deadline includes all due earlier
+        made += heat
+        need.append(idle_before[end] + made)
+    row_lo = np.concatenate([b_eq, sp_c, np.full(n_steps, -np.inf), floor, need])
+    row_hi = np.concatenate([b_eq, np.full(n_steps, np.inf), upper_c, cap_w, np.full(len(need), np.inf)])
+    return _Bounds(cost, col_lo, col_hi, row_lo, row_hi, upper_c)
+
+
+class LpSolver:
+    """HiGHS kept from plan to plan: while the room model and the horizon stay the same, only the
+    outlook's numbers change and the next plan starts from the last one's basis (a few times faster)."""
+
+    def __init__(self) -> None:
+        self._highs: highspy.Highs | None = None
+        self._key: tuple[bytes, int, tuple[int, ...]] | None = None
+
+    def solve(
+        self,
+        room: LinearRoom,
+        outlook: Outlook,
+        *,
+        step_s: float,
+        tolerance_k: float,
+        store_k: float,
+        max_room_c: float,
+        floor_w: float = 0.0,
+        time_limit_s: float = 5.0,
+    ) -> LpPlan:
+        """The cheapest heat that keeps the room comfortable over the horizon."""
+        n_steps, n_x = len(outlook.setpoint_c), len(room.x0)
+        b = _bounds(
+            room,
+            outlook,
+            step_s=step_s,
+            tolerance_k=tolerance_k,
+            store_k=store_k,
+            max_room_c=max_room_c,
+            floor_w=floor_w,
         )
-        a_ub = sp.vstack([a_ub, a_floor], format="csr")
-        b_ub = np.concatenate([b_ub, -floor])
-    # Paid and free heat together stay within the capacity.
-    a_cap = sp.csr_matrix(
-        (np.ones(2 * n_steps), (np.concatenate([k, k]), np.concatenate([q0 + k, f0 + k]))), shape=(n_steps, n_vars)
-    )
-    a_ub = sp.vstack([a_ub, a_cap], format="csr")
-    b_ub = np.concatenate([b_ub, cap_w])
-    res = linprog(
-        cost,
-        A_ub=a_ub,
-        b_ub=b_ub,
-        A_eq=a_eq,
-        b_eq=b_eq,
-        bounds=bounds,
-        method="highs",
-        options={"time_limit": time_limit_s, "presolve": True},
-    )
-    if res.status != 0 or res.x is None:
-        raise PlanError(f"the solver gave no plan: {res.message}")
-    x = res.x
-    heat_w = x[q0:f0] + x[f0:d0]
-    states = x[x0:].reshape(n_steps, n_x)
-    room_c = states[:, 0]
-    if not (np.all(np.isfinite(heat_w)) and np.all(np.isfinite(room_c))):
-        raise PlanError("the solver's plan is not finite")
-    return LpPlan(
-        heat_w=heat_w, room_c=room_c, states=states, objective=float(res.fun) if math.isfinite(res.fun) else math.nan
-    )
+        work_ends = tuple(end for end, _ in outlook.work)
+        key = (room.a.tobytes() + room.bq.tobytes(), n_steps, work_ends)
+        h = self._highs
+        if h is None or key != self._key:
+            h = self._highs = _new_highs()
+            h.passModel(_lp(_matrix(room, n_steps, work_ends), b))
+            self._key = key
+        else:
+            cols, rows = np.arange(len(b.cost), dtype=np.int32), np.arange(len(b.row_lo), dtype=np.int32)
+            h.changeColsCost(len(cols), cols, b.cost)
+            h.changeColsBounds(len(cols), cols, b.col_lo, b.col_hi)
+            h.changeRowsBounds(len(rows), rows, b.row_lo, b.row_hi)
+        h.setOptionValue("time_limit", float(time_limit_s))
+        h.run()
+        status = h.getModelStatus()
+        if status != highspy.HighsModelStatus.kOptimal:
+            self._highs = None  # afresh next time
+            raise PlanError(f"the solver gave no plan: {h.modelStatusToString(status)}")
+        x = np.asarray(h.getSolution().col_value)
+        heat_w = x[:n_steps] + x[n_steps : 2 * n_steps]
+        states = x[N_BLOCKS * n_steps : (N_BLOCKS + n_x) * n_steps].reshape(n_steps, n_x)
+        room_c = states[:, 0]
+        if not (np.all(np.isfinite(heat_w)) and np.all(np.isfinite(room_c))):
+            self._highs = None
+            raise PlanError("the solver's plan is not finite")
+        objective = float(h.getInfo().objective_function_value)
+        return LpPlan(heat_w=heat_w, room_c=room_c, upper_c=b.upper_c, states=states, objective=objective)
+
+
+_banner_lock = threading.Lock()
+_banner = {"silenced": False}
+
+
+def _new_highs() -> highspy.Highs:
+    """A silent HiGHS. Its first construction in a process prints a copyright banner on the C
+    stdout (before any option can be set), which would land in ``heatctl plan``'s output: that
+    one goes to /dev/null."""
+    with _banner_lock:
+        if _banner["silenced"]:
+            h = highspy.Highs()
+        else:
+            sys.stdout.flush()
+            saved = os.dup(1)
+            try:
+                with open(os.devnull, "w") as null:
+                    os.dup2(null.fileno(), 1)
+                    h = highspy.Highs()
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+            _banner["silenced"] = True
+    h.setOptionValue("output_flag", False)
+    return h
+
+
+def _lp(a: sp.csc_matrix, b: _Bounds) -> highspy.HighsLp:
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = a.shape[1], a.shape[0]
+    lp.col_cost_, lp.col_lower_, lp.col_upper_ = b.cost, b.col_lo, b.col_hi
+    lp.row_lower_, lp.row_upper_ = b.row_lo, b.row_hi
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = a.indptr
+    lp.a_matrix_.index_ = a.indices
+    lp.a_matrix_.value_ = a.data
+    return lp
+
+
+def solve(room: LinearRoom, outlook: Outlook, **settings: float) -> LpPlan:
+    """One plan, solved cold (``settings``: those of ``LpSolver.solve``)."""
+    return LpSolver().solve(room, outlook, **settings)

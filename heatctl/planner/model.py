@@ -160,12 +160,16 @@ def prediction_rmse_k(
     *,
     valid: BoolArray,
     sample_s: float,
+    judged: BoolArray | None = None,
 ) -> float:
-    """The model's error predicting the room up to ``WINDOW_H`` ahead from measured starts (NaN: nothing to predict).
+    """The model's error predicting the room up to ``WINDOW_H`` ahead from measured starts, over the
+    ``judged`` samples (default: all; NaN: nothing to predict).
 
     For data the model was not fitted to: how well it would have planned.
     """
     starts, predicted = _windows(valid, sample_s)
+    if judged is not None:
+        predicted &= judged
     if not predicted.any() or model.ci_j_per_k <= 0:
         return math.nan
     x = _params(model)

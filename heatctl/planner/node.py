@@ -9,6 +9,7 @@ and without a trusted room model heatctl stays reactive.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -91,8 +92,10 @@ class NodePlanner:
         wall_fn: Callable[[], float] = time.time,
         on_plan: Callable[[dict[str, Any]], None] | None = None,
         ha_client_factory: Callable[[Any], Any] | None = None,
+        work_fn: Callable[[str], tuple[tuple[float, float], ...]] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._work_fn = work_fn  # zone → batch work due there: (deadline, heat J above idle)
         self._wall_fn = wall_fn
         self._on_plan = on_plan
         self._ha_client_factory = ha_client_factory
@@ -270,6 +273,10 @@ class NodePlanner:
             latest.guidance = planner.guidance(now, setpoint_c)
         return latest.guidance
 
+    def shortfall_in_s(self, zone: str) -> float | None:
+        """How long until the zone's plan expects its room to fall behind with the GPUs flat out (None: never)."""
+        return self.zones[zone].shortfall_in_s(self._wall_fn())
+
     def target_c(self, zone: str) -> float | None:
         """The target the loop was given at the last tick (None: it controlled reactively)."""
         guidance = self._latest[zone].guidance
@@ -350,13 +357,23 @@ class NodePlanner:
         for name, p in self.zones.items():
             latest = self._latest[name]
             before = p.plan
-            p.update(now, latest.room_c, latest.setpoint_c, signals)
+            zone_signals = dataclasses.replace(signals, work=self._work(name))
+            p.update(now, latest.room_c, latest.setpoint_c, zone_signals)
             if self._on_plan is not None and (p.plan is not before or self._published.get(name) != hash(p.status)):
                 self._published[name] = hash(p.status)
                 try:
                     self._on_plan(p.document())
                 except Exception:
                     _LOGGER.exception("publishing the plan failed")
+
+    def _work(self, zone: str) -> tuple[tuple[float, float], ...]:
+        if self._work_fn is None:
+            return ()
+        try:
+            return self._work_fn(zone)
+        except Exception:  # the batches' bookkeeping must not stop the plan
+            _LOGGER.exception("reading the batch work due failed")
+            return ()
 
     def _run(self) -> None:
         ha = self.cfg.homeassistant

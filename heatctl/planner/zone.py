@@ -23,14 +23,20 @@ import numpy as np
 import numpy.typing as npt
 
 from heatctl.planner.history import History
-from heatctl.planner.lp import LinearRoom, LpPlan, Outlook, PlanError, solve
-from heatctl.planner.model import RoomModel, fit_room, held_where_invalid
+from heatctl.planner.lp import LinearRoom, LpPlan, LpSolver, Outlook, PlanError
+from heatctl.planner.model import RoomModel, fit_room, held_where_invalid, prediction_rmse_k
 from heatctl.planner.schedule import WeeklySchedule, learned_setpoints
 
 _LOGGER = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 DEVIATION_REPLAN_K = 0.5  # the room this far from the plan: plan again now
+DRIFT_REPLAN_K = 0.1  # this far, at the next replan_min
+MAX_PLAN_AGE_MIN = 120.0  # a plan whose premises all hold is still renewed this often (the horizon moves on)
 SLOW_SOLVE_S = 2.0
+FIT_DAYS = 7.0  # the room is fitted to this much of the remembered history (the schedule learns from all of it)
+TRUSTED_REFIT_H = 24.0  # a trusted model is refitted this often ...
+DRIFT_MIN_K = 0.1  # ... or when its error on new data passes twice its fit error, and at least this
+SHORTFALL_MARGIN_K = 0.05  # a planned room this far below the tolerance is a shortfall, not rounding
 NEXT_CHANGE_STEP_S = 300.0  # how finely the next setpoint change is looked for
 
 
@@ -50,9 +56,12 @@ class PlannerSettings:
     capacity_w: float = 0.0
     floor_w: float = 0.0
 
-    def solve(self, room: LinearRoom, outlook: Outlook, *, time_limit_s: float = 5.0) -> LpPlan:
-        """The LP with these settings: the planner's and the oracle's, so both solve the same problem."""
-        return solve(
+    def solve(
+        self, room: LinearRoom, outlook: Outlook, *, time_limit_s: float = 5.0, solver: LpSolver | None = None
+    ) -> LpPlan:
+        """The LP with these settings: the planner's and the oracle's, so both solve the same problem
+        (``solver``: one kept from the last plan, to start from its answer)."""
+        return (solver or LpSolver()).solve(
             room,
             outlook,
             step_s=self.step_min * 60.0,
@@ -73,6 +82,8 @@ class Signals:
     outdoor: Callable[[FloatArray], FloatArray | None] = lambda t: None
     cap_w: Callable[[FloatArray], FloatArray | None] = lambda t: None  # quiet hours, node caps
     surplus_w: float = 0.0  # solar export now (W)
+    # Batch work due: (deadline, epoch s; heat in J above idle its work makes at the efficient cap).
+    work: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +97,7 @@ class Plan:
     setpoint_c: FloatArray
     price: FloatArray  # NaN where unknown
     outdoor_c: FloatArray
+    upper_c: FloatArray | None = None  # the most the plan wants the room at (setpoint ahead + store_k)
 
     def at(self, now_s: float) -> tuple[float, float] | None:
         """(planned room now, planned heat now), or None outside the plan."""
@@ -95,6 +107,15 @@ class Plan:
         frac = (now_s - self.starts_s[k]) / self.step_s
         room_start = self.room_c[k - 1] if k > 0 else self.room_now_c
         return float(room_start + frac * (self.room_c[k] - room_start)), float(self.heat_w[k])
+
+    def shortfall_in_s(self, now_s: float, tolerance_k: float) -> float | None:
+        """How long until the planned room falls below setpoint − ``tolerance_k`` though the GPUs do
+        all they can (the plan keeps the room comfortable whenever it can); None: it never does."""
+        ends = self.starts_s + self.step_s
+        short = (self.room_c < self.setpoint_c - tolerance_k - SHORTFALL_MARGIN_K) & (ends >= now_s)
+        if not short.any():
+            return None
+        return max(float(ends[int(np.argmax(short))]) - now_s, 0.0)
 
     def next_heat_start_s(self, now_s: float, idle_w: float) -> float | None:
         """When the plan next turns the heat up from (about) idle, or None."""
@@ -138,6 +159,7 @@ class _State:
     status: str = "learning"
     reason: str = "learning the room: no data yet"
     fitted_s: float = -math.inf
+    checked_s: float = -math.inf
     solve_ms: list[float] = field(default_factory=list)
 
 
@@ -166,6 +188,9 @@ class ZonePlanner:
         self._last_setpoint_c: float | None = None
         self._signals_version = 0
         self._planned_version = -1
+        self._solver = LpSolver()
+        self._planned_model: RoomModel | None = None
+        self._planned_deadlines: set[float] = set()
         if path is not None:
             self._load(path)
 
@@ -202,8 +227,7 @@ class ZonePlanner:
             self._set(None, "fallback", f"planning failed: {exc}")
 
     def _update(self, now_s: float, room_c: float | None, setpoint_c: float | None, signals: Signals) -> None:
-        st = self.settings
-        if self._fixed_model is None and now_s - self._s.fitted_s >= st.refit_h * 3600.0:
+        if self._fixed_model is None and self._refit_due(now_s):
             self._refit(now_s)
         model = self._s.model
         if model is None or not model.trusted:
@@ -212,7 +236,7 @@ class ZonePlanner:
         if room_c is None or setpoint_c is None:
             self._set(None, "fallback", "no room temperature or setpoint")
             return
-        if not self._plan_due(now_s, room_c, setpoint_c):
+        if not self._plan_due(now_s, room_c, setpoint_c, signals.work):
             return
         started = self._mono_fn()
         try:
@@ -227,22 +251,58 @@ class ZonePlanner:
             return
         self._last_setpoint_c = setpoint_c
         self._planned_version = self._signals_version
+        self._planned_model = model
+        self._planned_deadlines = {d for d, _ in signals.work}
         self._set(plan, "active", "")
 
-    def _plan_due(self, now_s: float, room_c: float, setpoint_c: float) -> bool:
+    def _plan_due(self, now_s: float, room_c: float, setpoint_c: float, work: tuple[tuple[float, float], ...]) -> bool:
+        """At once when what the plan rests on changed (a forecast, the setpoint, the model, work due,
+        the room far off the plan); every ``replan_min`` when the room has drifted from it; at least
+        every ``MAX_PLAN_AGE_MIN``."""
         plan = self._s.plan
-        if plan is None or self._s.status != "active":
+        if plan is None or self._s.status != "active" or self._s.model is not self._planned_model:
             return True
-        if now_s - plan.created_s >= self.settings.replan_min * 60.0 or self._signals_version != self._planned_version:
+        if self._signals_version != self._planned_version or setpoint_c != self._last_setpoint_c:
             return True
-        if setpoint_c != self._last_setpoint_c:
+        if {d for d, _ in work} != self._planned_deadlines:  # a batch came or went
             return True
         planned = plan.at(now_s)
-        return planned is None or abs(planned[0] - room_c) > DEVIATION_REPLAN_K
+        if planned is None:
+            return True
+        off_k = abs(planned[0] - room_c)
+        age_s = now_s - plan.created_s
+        return (
+            off_k > DEVIATION_REPLAN_K
+            or (age_s >= self.settings.replan_min * 60.0 and off_k > DRIFT_REPLAN_K)
+            or age_s >= max(MAX_PLAN_AGE_MIN, self.settings.replan_min) * 60.0
+        )
+
+    def _refit_due(self, now_s: float) -> bool:
+        """While learning, every ``refit_h``. Once trusted, the room changes slowly: daily, or at once
+        when the model's error on the data since its fit has grown past twice its fit error."""
+        every_s = self.settings.refit_h * 3600.0
+        if now_s - self._s.checked_s < every_s:
+            return False
+        self._s.checked_s = now_s
+        model = self._s.model
+        if model is None or not model.trusted or now_s - self._s.fitted_s >= max(TRUSTED_REFIT_H * 3600.0, every_s):
+            return True
+        with self._lock:
+            s = self.history.samples().since(now_s - FIT_DAYS * 86400.0)
+        error_k = prediction_rmse_k(
+            model,
+            s.room_c,
+            s.heat_w,
+            _filled(s.outdoor_c),
+            valid=s.valid,
+            sample_s=self.history.sample_s,
+            judged=s.time_s >= self._s.fitted_s,
+        )
+        return error_k > max(2.0 * model.fit_rmse_k, DRIFT_MIN_K)
 
     def _refit(self, now_s: float) -> None:
         with self._lock:
-            s = self.history.samples()
+            s = self.history.samples().since(now_s - FIT_DAYS * 86400.0)
         self._s.fitted_s = now_s
         if len(s.time_s) < 12:
             return
@@ -275,9 +335,12 @@ class ZonePlanner:
         cap_w = np.full(n, st.capacity_w) if cap is None else np.minimum(cap, st.capacity_w)
         surplus = np.zeros(n)
         surplus[0] = max(signals.surplus_w, 0.0)  # live export: only now is known
-        outlook = Outlook(setpoint_c=setpoints, outdoor_c=outdoor, weight=weight, cap_w=cap_w, surplus_w=surplus)
+        work = work_steps(signals.work, now_s, step_s, n)
+        outlook = Outlook(
+            setpoint_c=setpoints, outdoor_c=outdoor, weight=weight, cap_w=cap_w, surplus_w=surplus, work=work
+        )
         room = LinearRoom.from_model(model, room_c, self._envelope_now(model, room_c), step_s)
-        lp = st.solve(room, outlook)
+        lp = st.solve(room, outlook, solver=self._solver)
         return Plan(
             created_s=now_s,
             step_s=step_s,
@@ -288,6 +351,7 @@ class ZonePlanner:
             setpoint_c=setpoints,
             price=price,
             outdoor_c=outdoor,
+            upper_c=lp.upper_c,
         )
 
     def _envelope_now(self, model: RoomModel, room_c: float) -> float:
@@ -323,8 +387,9 @@ class ZonePlanner:
         else:
             hours = ((s.time_s[known] % 86400.0) // 3600.0).astype(int)
             values = s.outdoor_c[known]
-            daily = values - np.mean(values)
-            cycle = np.array([daily[hours == h].mean() if (hours == h).any() else 0.0 for h in range(24)])
+            seen = np.bincount(hours, minlength=24)
+            sums = np.bincount(hours, weights=values - np.mean(values), minlength=24)
+            cycle = np.divide(sums, seen, out=np.zeros(24), where=seen > 0)  # the mean of each hour of the day
             hour_now = int((now_s % 86400.0) // 3600.0)
             now_c = float(values[-1])
             fallback = now_c + cycle[((times_s % 86400.0) // 3600.0).astype(int)] - cycle[hour_now]
@@ -351,6 +416,14 @@ class ZonePlanner:
         if plan is None or status != "active":
             return None
         return guidance_from(plan, now_s, setpoint_c, self.settings)
+
+    def shortfall_in_s(self, now_s: float) -> float | None:
+        """How long until the active plan expects the room to fall behind, the GPUs flat out (None: it does not)."""
+        with self._lock:
+            plan, status = self._s.plan, self._s.status
+        if plan is None or status != "active":
+            return None
+        return plan.shortfall_in_s(now_s, self.settings.comfort_tolerance_k)
 
     @property
     def status(self) -> str:
@@ -438,13 +511,38 @@ def objective_weight(objective: str, price: FloatArray | None, carbon: FloatArra
     return _hold(chosen)
 
 
+def work_steps(
+    work: tuple[tuple[float, float], ...], now_s: float, step_s: float, n_steps: int
+) -> tuple[tuple[int, float], ...]:
+    """Work due as the LP takes it: (whole steps before the deadline, heat in W·steps). A deadline past
+    the horizon asks for its share of the heat (the horizon's part of its time left); one within the
+    first step is the deadline rule's alone."""
+    by_end: dict[int, float] = {}
+    for deadline_s, heat_j in sorted(work):
+        left_s = deadline_s - now_s
+        end = int(left_s // step_s)
+        if end < 1 or heat_j <= 0:
+            continue
+        share = 1.0
+        if end > n_steps:
+            share, end = n_steps * step_s / left_s, n_steps
+        by_end[end] = by_end.get(end, 0.0) + share * heat_j / step_s
+    return tuple(sorted(by_end.items()))
+
+
 def guidance_from(plan: Plan, now_s: float, setpoint_c: float, st: PlannerSettings) -> Guidance | None:
-    """The plan now as the loop's target (never below setpoint − tolerance nor above max_room_c)."""
+    """The plan now as the loop's target (never below setpoint − tolerance, nor above what the plan
+    wants the room at: the setpoint ahead + ``store_k``, at most ``max_room_c``)."""
     planned = plan.at(now_s)
     if planned is None:
         return None
     room_c, heat_w = planned
-    target = min(max(room_c, setpoint_c - st.comfort_tolerance_k), st.max_room_c)
+    top_c = st.max_room_c
+    if plan.upper_c is not None:  # an overshoot the plan only accepts (work due, a warm start) is no target
+        top_c = min(
+            top_c, float(plan.upper_c[min(int((now_s - plan.starts_s[0]) // plan.step_s), len(plan.upper_c) - 1)])
+        )
+    target = min(max(room_c, setpoint_c - st.comfort_tolerance_k), top_c)
     return Guidance(target_c=target, feedforward_w=heat_w)
 
 

@@ -3,7 +3,9 @@ the ``oracle``: the same LP with the true room, weather and schedule over the wh
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from heatctl.config import Config, PlannerConfig, ZoneConfig
 from heatctl.control.efficiency import GpuCaps
 from heatctl.planner.lp import LinearRoom, Outlook
 from heatctl.planner.model import RoomModel
-from heatctl.planner.node import planner_settings
+from heatctl.planner.node import PLAN_EVERY_S, planner_settings
 from heatctl.planner.schedule import WeeklySchedule
 from heatctl.planner.zone import (
     Guidance,
@@ -110,14 +112,33 @@ class SimPlanner:
         self.settings = settings
         self.signals = signals
         self.planner = ZonePlanner("sim", settings, schedule=schedule, tz=UTC)
+        self._next_update_s = 0.0
 
     def tick(
-        self, t_s: float, *, room_c: float, setpoint_c: float, heat_w: float, outdoor_c: float, valid: bool
+        self,
+        t_s: float,
+        *,
+        room_c: float,
+        setpoint_c: float,
+        heat_w: float,
+        outdoor_c: float,
+        valid: bool,
+        work_fn: Callable[[], tuple[tuple[float, float], ...]] | None = None,
     ) -> Guidance | None:
+        """``work_fn``: the batch work due, (deadline in run seconds, heat J above idle), when asked."""
         now = self.signals.epoch(t_s)
         self.planner.record(now, room_c=room_c, setpoint_c=setpoint_c, heat_w=heat_w, outdoor_c=outdoor_c, valid=valid)
-        self.planner.update(now, room_c, setpoint_c, self.signals.signals(now, t_s))
+        if t_s >= self._next_update_s:  # as often as the service's planner thread looks
+            signals = self.signals.signals(now, t_s)
+            if work_fn is not None:
+                work = tuple((self.signals.epoch(d), j) for d, j in work_fn())
+                signals = dataclasses.replace(signals, work=work)
+            self.planner.update(now, room_c, setpoint_c, signals)
+            self._next_update_s = t_s + PLAN_EVERY_S
         return self.planner.guidance(now, setpoint_c) if valid else None
+
+    def shortfall_in_s(self, t_s: float) -> float | None:
+        return self.planner.shortfall_in_s(self.signals.epoch(t_s))
 
     @property
     def model(self) -> RoomModel | None:

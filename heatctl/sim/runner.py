@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from heatctl.control.efficiency import GpuCaps
 from heatctl.control.safety import Reading, ZoneInputs
 from heatctl.errors import ConfigError
 from heatctl.gpu.sim import SimGpuModel
-from heatctl.mainheat.cascade import Cascade, MainCommand, main_is_cheaper
+from heatctl.mainheat.cascade import GIVEN_BACK, HELD, Cascade, MainCommand, main_is_cheaper
 from heatctl.planner.model import RoomModel
 from heatctl.planner.node import weekly_schedule
 from heatctl.sim.baselines import CONTROLLERS, STEERS_MAIN_HEATING
@@ -134,7 +135,7 @@ def simulate(
         guide = OraclePlanner(settings, signals, scenario=scenario, schedule=schedule)
     elif controller == "heatctl" and planner_cfg is not None:
         guide = SimPlanner(settings_for(cfg, zone, caps, planner_cfg), signals, weekly_schedule(zone, UTC))
-    plan_w, target_c, gpu_w = math.nan, math.nan, 0.0
+    plan_w, target_c, plan_target_c, gpu_w = math.nan, math.nan, math.nan, 0.0
     windows = [e.span_s for e in scenario.events if e.window_open_min]
     mode_off = [e.span_s for e in scenario.events if e.mode_off_min]
     dropouts = [e.span_s for e in scenario.events if e.sensor_dropout_min]
@@ -171,15 +172,24 @@ def simulate(
             guidance = None
             if guide is not None:
                 valid = not window_open and mode == "heat" and t - temp_reading.at_s < interval_s and not failsafe
-                guidance = guide.tick(
-                    t,
-                    room_c=temp_reading.value,
-                    setpoint_c=setpoint_c,
-                    heat_w=gpu_w,
-                    outdoor_c=outdoor_c,
-                    valid=valid,
-                )
+                # As the service: only heat of its own is learned from, not the main heating's.
+                valid = valid and (cascade is None or cascade.stage in (HELD, GIVEN_BACK))
+                if isinstance(guide, SimPlanner):
+                    guidance = guide.tick(
+                        t,
+                        room_c=temp_reading.value,
+                        setpoint_c=setpoint_c,
+                        heat_w=gpu_w,
+                        outdoor_c=outdoor_c,
+                        valid=valid,
+                        work_fn=functools.partial(_work_heat, batches, t, ctrl, plant, gpu_ids)
+                        if batches is not None
+                        else None,
+                    )
+                else:
+                    guidance = guide.tick(t, setpoint_c=setpoint_c, valid=valid)
             aim_c = guidance.target_c if guidance is not None else setpoint_c
+            plan_target_c = aim_c
             plan_w = guidance.feedforward_w if guidance is not None else math.nan
             # The GPUs' aim, as the service computes it: the cascade's, when it steers the main heating.
             gpu_aim_c = cascade.gpu_target(aim_c, temp_reading.value) if cascade is not None else aim_c
@@ -224,6 +234,7 @@ def simulate(
                     demand_w=zout.demand_w,
                     capacity_w=zout.capacity_w,
                     failsafe=zout.failsafe or (None if mode == "heat" else "heatctl off"),
+                    shortfall_in_s=guide.shortfall_in_s(t) if isinstance(guide, SimPlanner) else None,
                 )
             next_tick_s += interval_s
             if next_tick_s <= t:
@@ -254,7 +265,8 @@ def simulate(
                 main_sp, enabled = (setpoint_c, True) if main_cmd.on else (math.nan, False)
             main_w = main_plant.power_w(t, room.air_c, main_sp if enabled else None, enabled)
         if batches is not None:
-            wanted = room.air_c <= setpoint_c + WANTED_BAND_K
+            # As the service counts it: heat made for the plan's target (optimum start) is wanted heat.
+            wanted = room.air_c <= max(setpoint_c, plan_target_c) + WANTED_BAND_K
             batches.run(t, step_s, work_rate * step_s, gpu_w * step_s, heat_wanted=wanted)
         row = (
             t,
@@ -271,11 +283,8 @@ def simulate(
         )
         for name, value in zip(COLUMNS, row, strict=False):
             cols[name][k] = value
-        cols["price_per_kwh"][k] = signals.price_at(t)
         cols["plan_w"][k] = plan_w
         cols["target_c"][k] = target_c
-        cols["surplus_w"][k] = signals.solar.at(t) if signals.solar is not None else 0.0
-        cols["carbon_g_per_kwh"][k] = signals.carbon.at(t) if signals.carbon is not None else math.nan
         cols["main_w"][k] = main_w
         cols["main_setpoint_c"][k] = main_sp
         modes.append(mode)
@@ -284,6 +293,7 @@ def simulate(
         room.step(step_s, gpu_w + backup_w + main_w + scenario.room.gains_w - window_w, outdoor_c)
         if progress is not None and k % report_every == 0:
             progress(k / n)
+    _signal_columns(cols, signals)
     if progress is not None:
         progress(1.0)
     return SimResult(
@@ -300,6 +310,29 @@ def simulate(
         if isinstance(guide, SimPlanner)
         else None,
     )
+
+
+def _signal_columns(cols: dict[str, npt.NDArray[np.float64]], signals: ScenarioSignals) -> None:
+    """The price, solar surplus and carbon at each step: functions of time alone, filled at once."""
+    t = cols["time_s"]
+    price = signals.price(t + signals.start_epoch_s)
+    cols["price_per_kwh"][:] = price if price is not None else math.nan
+    cols["surplus_w"][:] = signals.solar.at_many(t) if signals.solar is not None else 0.0
+    cols["carbon_g_per_kwh"][:] = signals.carbon.at_many(t) if signals.carbon is not None else math.nan
+
+
+def _work_heat(
+    batches: SimBatches, t: float, ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]
+) -> tuple[tuple[float, float], ...]:
+    """The open batches as the planner sees them: (deadline, heat J above idle their work makes)."""
+    allocators = getattr(ctrl, "allocators", {})
+    full_rate = _full_rate(ctrl, plant, gpu_ids)
+    heat_w = sum(
+        plant.power_w(allocators[g].model.efficient_cap_w, 1.0) - plant.cfg.idle_w for g in gpu_ids if g in allocators
+    )
+    if full_rate <= 0 or heat_w <= 0:
+        return ()
+    return tuple((b.deadline_s, b.left / full_rate * heat_w) for b in batches.open_at(t))
 
 
 def _work_per_kwh(ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]) -> float:
