@@ -12,7 +12,8 @@ window; with heat wanted, ≥ 95 % of batch energy is reused heat.
 
 ``--parts planner``: night batches (23:00, due 05:30) in the setback fortnight, reacting and
 with the planner, whose plan makes the work's heat before each deadline where the room wants
-it: the share of batch energy reused as heat, second week.
+it, and with a planner "blind" to the work (the deadline rule alone runs it): the share of
+batch energy reused as heat, second week.
 """
 
 from __future__ import annotations
@@ -100,18 +101,30 @@ def with_the_planner(work_h: float) -> bool:
     model = SimGpuModel(base.gpu)
     efficient_w = max(base.gpu.work_at_w, key=lambda p: p[1] / max(model.power_w(p[0], 1.0), 1e-9))[0]
     work = work_h * 3600.0 * model.work_rate(efficient_w, 1.0)
-    # Every night at 23:00 a batch due at 05:30, half an hour before the 06:00 setpoint rise.
-    batches = [{"at_h": 23.0, "requests": 50, "work_per_request": work / 50, "window_h": 6.5, "every_h": 24.0}]
-    scen = base.model_copy(update={"batches": Scenario.model_validate({"batches": batches}).batches})
+    # Every night at 23:00 a batch due at 03:00, before a reacting loop or an optimum start heats.
+    batches = [{"at_h": 23.0, "requests": 50, "work_per_request": work / 50, "window_h": 4.0, "every_h": 24.0}]
+    scen = base.model_copy(update={"batches": Scenario.model_validate({"duration_h": 1, "batches": batches}).batches})
     zone = {"name": "room", "temperature": {"topic": "t"}, "setpoint": {"topic": "s"}, "gpus": ["gpu0"]}
     runs = {}
-    for label, planner in (("reacting", None), ("planner", {"objective": "energy"})):
+    import heatctl.sim.runner as runner_module
+
+    work_heat = runner_module._work_heat
+    for label, planner in (
+        ("reacting", None),
+        ("planner", {"objective": "energy"}),
+        ("blind", {"objective": "energy"}),
+    ):
         cfg = Config.model_validate(
             {"mqtt": None, "zones": [zone], "gpus": [{"id": "gpu0", "backend": "sim"}]}
             | ({"planner": planner} if planner else {})
         )
-        runs[label] = simulate(scen, cfg, base_dir=setback.parent)
-    print(f"\nnight batches ({work_h:g} h of work, 23:00 → 05:30) in the setback fortnight, second week:")
+        if label == "blind":  # the planner, not told of the work: the deadline rule alone runs it
+            runner_module._work_heat = lambda *_: ()  # type: ignore[assignment]
+        try:
+            runs[label] = simulate(scen, cfg, base_dir=setback.parent)
+        finally:
+            runner_module._work_heat = work_heat
+    print(f"\nnight batches ({work_h:g} h of work, 23:00 → 03:00) in the setback fortnight, second week:")
     print(f"  {'':<10}{'on time':>9}{'batch kWh':>11}{'reused':>8}{'discomfort K·h':>16}{'energy kWh':>12}")
     shares = {}
     for label, result in runs.items():
@@ -130,9 +143,9 @@ def with_the_planner(work_h: float) -> bool:
         for b in (r.batches.batches if r.batches else [])
         if b.deadline_s <= base.duration_h * 3600.0
     )
-    better = shares["planner"] > shares["reacting"]
+    better = shares["planner"] > max(shares["reacting"], shares["blind"])
     print(f"  {'PASS' if on_time else 'FAIL'}  every batch in its window")
-    print(f"  {'PASS' if better else 'FAIL'}  the planner reuses more of the batch energy as heat")
+    print(f"  {'PASS' if better else 'FAIL'}  with the work in its plan, more of the batch energy is reused heat")
     return on_time and better
 
 

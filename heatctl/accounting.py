@@ -16,6 +16,7 @@ from heatctl.control.safety import ZoneInputs
 
 J_PER_KWH = 3.6e6
 WANTED_BAND_K = 0.5  # heat counts as reused while the room is at most this far above its setpoint
+PLAN_WARMING_W = 20.0  # a plan heating this far above the GPUs' idle warms the room for its target
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,7 +89,8 @@ class Counters:
 
 def heat_wanted(zone: ZoneInputs, plan_target_c: float | None = None) -> bool:
     """Whether heat made now is heat the room wants: its thermostat says so, within the band, or the
-    planner warms it ahead of a setpoint rise (``plan_target_c``, the target the heat was made for)."""
+    planner warms it ahead of a setpoint rise (``plan_target_c``, the target its plan heats for; None
+    while the plan lets the room coast — heat run then for a deadline is not wanted)."""
     t, sp = zone.temperature, zone.setpoint
     if t is None or sp is None:
         return False

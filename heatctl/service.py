@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from heatctl.accounting import Counters, EnergyMeter, heat_wanted
 from heatctl.actuation import GpuActuator, Observation
+from heatctl.batch.queue import work_for_plan
 from heatctl.clock import Clock, RealClock
 from heatctl.commands import (
     CommandInbox,
@@ -524,22 +525,36 @@ class Service:
         """Batch runners that must run now for a deadline, whatever the room wants."""
         if self.batches is None:
             return {}
-        due = self.batches.due_level(self.batches.store.now())
-        return {gid: due for gid, act in self.actuators.items() if act.workload.kind == "openai"} if due else {}
+        runners = self._runners()
+        zones = {self._zone_of[g] for g in runners}
+        planned = self.planner is not None and bool(zones) and all(self.planner.zones[z].covers_work() for z in zones)
+        speedup = self._full_speedup(runners) if planned else None
+        due = self.batches.due_level(self.batches.store.now(), full_speedup=speedup)
+        return dict.fromkeys(runners, due) if due else {}
+
+    def _runners(self) -> list[str]:
+        """The GPUs that run batch work (openai workload)."""
+        return [g for g, act in self.actuators.items() if act.workload.kind == "openai" and g in self._zone_of]
+
+    def _full_speedup(self, gpus: list[str]) -> float:
+        """How much faster the GPUs work at full power than at their efficient caps (as learned)."""
+        assert self.controller is not None
+        models = [self.controller.allocators[g].model for g in gpus if g in self.controller.allocators]
+        efficient = sum(m.work_rate(m.efficient_cap_w) for m in models)
+        full = sum(m.work_rate(m.caps.max_limit_w) for m in models)
+        return max(full / efficient, 1.0) if efficient > 0 else 1.0
 
     def _work_for_plan(self, zone_name: str) -> tuple[tuple[float, float], ...]:
-        """The batch work due, as heat the zone's GPUs make running it: (deadline, J above idle) each."""
+        """The batch work due, as heat the zone's GPUs make running it flat out: (due by, J above idle) each."""
         if self.batches is None or self.controller is None:
             return ()
-        runners = [g for g, act in self.actuators.items() if act.workload.kind == "openai"]
-        zone = next(z for z in self.cfg.zones if z.name == zone_name)
-        models = [
-            self.controller.allocators[g].model for g in zone.gpus if g in runners and g in self.controller.allocators
-        ]
-        heat_w = sum(m.efficient_cap_w - m.caps.idle_w for m in models)  # every runner busy, at its efficient cap
+        runners = self._runners()
+        allocators = self.controller.allocators
+        models = [allocators[g].model for g in runners if self._zone_of[g] == zone_name and g in allocators]
+        heat_w = sum(m.caps.max_limit_w - m.caps.idle_w for m in models)  # the zone's runners flat out
         if heat_w <= 0:
             return ()
-        return tuple((deadline_s, work_s * heat_w) for deadline_s, work_s in self.batches.open_work())
+        return work_for_plan(self.batches.open_work(), full_speedup=self._full_speedup(runners), full_heat_w=heat_w)
 
     def _work_starved(self, out: NodeOutput) -> bool:
         """Heat is wanted in a zone, and none of its GPUs has work to make it with."""
@@ -597,7 +612,7 @@ class Service:
         idle_w = self.controller.allocators[gid].model.caps.idle_w
         energy_j = self._meters[gid].joules(r.energy_j, r.power_w, dt_s)
         work = (obs.work_rate or 0.0) * dt_s
-        plan_target_c = self.planner.target_c(self._zone_of[gid]) if self.planner is not None else None
+        plan_target_c = self.planner.warming_c(self._zone_of[gid]) if self.planner is not None else None
         wanted = heat_wanted(zone, plan_target_c)  # the heat since the last tick was made for its target
         self.counters.add(gid, energy_j, energy_j - idle_w * dt_s, wanted, work)
         if self.batches is not None:

@@ -12,6 +12,7 @@ import openai
 import pytest
 from pydantic import SecretStr
 
+from heatctl.batch.queue import MARGIN_S
 from heatctl.config import parse_config
 from heatctl.publish.influx import snapshot_lines
 from heatctl.service import Service
@@ -41,10 +42,10 @@ def chat_lines(n: int, prefix: str = "q", max_tokens: int = 8) -> bytes:
 class Node:
     """A running service ticked by the test, and an SDK client pointed at it."""
 
-    def __init__(self, tmp_path: Path, mosquitto: Mosquitto, tinyllm: TinyLLM, **api: Any) -> None:
+    def __init__(self, tmp_path: Path, mosquitto: Mosquitto, tinyllm: TinyLLM, extra: str = "", **api: Any) -> None:
         self.port = free_port()
         settings = {"listen": f"127.0.0.1:{self.port}", "token": TOKEN, **api}
-        self.cfg = parse_config(f"""
+        self.cfg = parse_config(f"""{extra}
 node_id: batchy
 state_dir: {tmp_path / "state"}
 mqtt: {{host: 127.0.0.1, port: {mosquitto.port}}}
@@ -380,3 +381,36 @@ def test_an_address_in_use_is_reported_and_control_goes_on(node: Node, probe: Pr
         snap = svc.tick()
         assert snap.failsafe is None and snap.gpus["gpu0"].level == 1.0
         assert str(snap.extra["batch_api"]).startswith("error:")
+
+
+def test_with_the_planner_a_batch_becomes_heat_in_the_plan_and_the_deadline_rule_waits(
+    tmp_path: Path, mosquitto: Mosquitto, tinyllm: TinyLLM, probe: Probe
+) -> None:
+    """The service tells the planner the work due (as heat, flat out); a plan that makes it before
+    the deadline covers it, and the deadline rule leaves the timing to the plan."""
+    from heatctl.planner.model import RoomModel
+
+    planner_dir = tmp_path / "state" / "planner"
+    planner_dir.mkdir(parents=True)
+    model = RoomModel.one_node(ua_w_per_k=14.0, tau_h=20.0).to_json() | {"data_h": 72.0, "fit_rmse_k": 0.1}
+    (planner_dir / "office.json").write_text(json.dumps({"zone": "office", "model": model, "history": {}}))
+    node = Node(tmp_path, mosquitto, tinyllm, extra="planner: {objective: energy, horizon_h: 24}")
+    try:
+        svc = node.start()
+        assert svc.planner is not None and svc.batches is not None
+        node.room(probe, 22.0, 20.0)  # warm: no heat wanted now, none sent to the batch
+        svc.batches.set_heat_wanted(False)
+        f = node.client.files.create(file=("w.jsonl", chat_lines(30)), purpose="batch")
+        batch = node.client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        wait_until(lambda: svc.batches is not None and svc.batches.open_work(), 10, "the batch queued")
+        svc.tick()
+        work = svc._work_for_plan("office")
+        assert len(work) == 1 and work[0][1] > 0  # due by its deadline less the margin, as heat
+        assert work[0][0] == pytest.approx(batch.expires_at - MARGIN_S, abs=2)
+        svc.planner.run_once()
+        zone = svc.planner.zones["office"]
+        assert zone.status == "active" and zone.plan is not None and zone.plan.work_heat > 0
+        assert zone.covers_work()  # a day to make it in
+        assert svc._work_due() == {}  # the plan runs it: the rule waits
+    finally:
+        node.stop()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from heatctl.batch.queue import MARGIN_S, SAFETY, BatchQueue, parse_requests
+from heatctl.batch.queue import FLAT_OUT, MARGIN_S, SAFETY, BatchQueue, at_risk, parse_requests, work_for_plan
 from heatctl.batch.store import BatchStore
 from heatctl.config import BatchApiConfig, parse_config
 from heatctl.control.core import NodeController, NodeInputs
@@ -201,6 +201,23 @@ def test_a_deadline_at_risk_makes_work_due_until_the_batch_is_done(tmp_path: Pat
     assert done is not None and done["status"] == "completed"
 
 
+def test_a_plan_that_makes_the_works_heat_lets_the_rule_wait_until_it_only_just_fits_flat_out(
+    tmp_path: Path,
+) -> None:
+    wall = Wall()
+    store, queue = new_queue(tmp_path, wall, slots=2)
+    queue.s_per_request = 60.0
+    submit(store, queue, [line(f"r{i}") for i in range(40)], window_s=6 * 3600)  # 20 min at the efficient cap
+    deadline = wall.t + 6 * 3600
+    wall.t = deadline - (10 * 60 + MARGIN_S) - 60  # full power (2× the work rate) does it in 10 min
+    assert at_risk(wall.t, [(deadline, 20 * 60.0)]) == 1  # unplanned, the rule would run it by now
+    assert queue.due_level(wall.t, full_speedup=2.0) == 0.0  # the plan runs it: wait
+    wall.t += 61
+    assert queue.due_level(wall.t, full_speedup=2.0) == FLAT_OUT  # it only just fits: flat out, now
+    # What the planner is told: due by the deadline less the margin, the heat of the work at full power.
+    assert work_for_plan([(7200.0, 600.0)], full_speedup=2.0, full_heat_w=280.0) == ((7200.0 - MARGIN_S, 84000.0),)
+
+
 def test_energy_is_shared_by_running_time_among_the_batches_on_that_gpu(tmp_path: Path) -> None:
     wall = Wall()
     store, queue = new_queue(tmp_path, wall)
@@ -243,7 +260,13 @@ def warm_room(now_s: float) -> ZoneInputs:
 
 @pytest.mark.parametrize(
     ("mode", "due", "max_power_w", "expect_level"),
-    [("heat", 0.0, None, 0.0), ("heat", 1.0, None, 1.0), ("off", 1.0, None, 0.0), ("heat", 1.0, 0.0001, 0.0)],
+    [
+        ("heat", 0.0, None, 0.0),
+        ("heat", 1.0, None, 1.0),
+        ("off", 1.0, None, 0.0),
+        ("heat", 1.0, 0.0001, 0.0),
+        ("heat", FLAT_OUT, None, 1.0),
+    ],
 )
 def test_due_work_runs_at_the_efficient_cap_in_a_warm_room_but_not_when_off(
     mode: str, due: float, max_power_w: float | None, expect_level: float
@@ -263,8 +286,9 @@ def test_due_work_runs_at_the_efficient_cap_in_a_warm_room_but_not_when_off(
     cmd = out.gpus["gpu0"]
     assert out.zones["office"].demand_w == 0.0  # the room wants nothing
     assert cmd.level == pytest.approx(expect_level)
-    if expect_level:
-        assert cmd.power_limit_w == pytest.approx(ctl.allocators["gpu0"].model.efficient_cap_w)
+    if expect_level:  # at the efficient cap; flat out for the planner's rule
+        full = due == FLAT_OUT
+        assert cmd.power_limit_w == pytest.approx(300.0 if full else ctl.allocators["gpu0"].model.efficient_cap_w)
 
 
 def test_the_simulator_keeps_deadlines_in_a_warm_room_and_reuses_heat_in_a_cold_one() -> None:

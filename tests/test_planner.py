@@ -375,3 +375,18 @@ def test_a_plan_whose_premises_hold_is_kept_and_renewed_every_two_hours() -> Non
     assert planner.plan is fourth  # ... but not before it is two hours old
     planner.update(now + 162 * 60, fourth.at(now + 162 * 60)[0], 21.5, Signals())
     assert planner.plan is not fourth  # two hours old: renewed though nothing moved
+
+
+def test_the_zone_plans_the_heat_of_work_due_and_says_whether_it_covers_it() -> None:
+    st = PlannerSettings(capacity_w=300.0, floor_w=20.0, store_k=0.0)
+    planner = ZonePlanner("office", st, fixed_model=MODEL)
+    due_s = T0 + 4 * 3600
+    planner.update(T0, 18.0, 18.0, Signals(work=((due_s, 280.0 * 3600),)))  # an hour flat out within 4 h
+    plan = planner.plan
+    assert plan is not None and planner.covers_work()
+    before = plan.starts_s + plan.step_s <= due_s
+    assert float(((plan.heat_w - 20.0) * plan.step_s)[before].sum()) >= 280.0 * 3600 - 1.0
+    too_much = ZonePlanner("office", st, fixed_model=MODEL)
+    too_much.update(T0, 18.0, 18.0, Signals(work=((due_s, 280.0 * 6 * 3600),)))  # 6 h of work in 4 h
+    assert too_much.status == "active" and not too_much.covers_work()  # a plan, and the rule's to keep
+    assert not ZonePlanner("office", st, fixed_model=MODEL).covers_work()  # no plan, no cover

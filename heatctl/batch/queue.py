@@ -34,6 +34,8 @@ _LOGGER = logging.getLogger(__name__)
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 DEFAULT_S_PER_REQUEST = 30.0  # until a request has been timed here
 SAFETY = 1.5  # the work left is taken as this much longer than measured ...
+PLANNED_SAFETY = 1.0  # ... or as measured, while the planner makes the work's heat in time
+FLAT_OUT = 2.0  # the due level that runs the GPUs at full power (the planner's deadline rule)
 MARGIN_S = 900.0  # ... plus this, when deciding whether a deadline is at risk
 MAINTAIN_S = 1.0
 EWMA = 0.2
@@ -254,12 +256,16 @@ class BatchQueue:
         with self._lock:
             return [(d, self._left[bid] * self.s_per_request / self.slots) for d, bid in self._open_by_deadline()]
 
-    def due_level(self, now_wall_s: float) -> float:
-        """1 while some batch must run now to meet its deadline, else 0."""
+    def due_level(self, now_wall_s: float, *, full_speedup: float | None = None) -> float:
+        """1 while some batch must run now to meet its deadline, else 0. ``full_speedup``: the plan
+        makes the work's heat in time at full power, this much faster than the efficient cap; the
+        rule then waits until the work only just fits at full power, and asks for it (``FLAT_OUT``)."""
+        planned = full_speedup is not None
+        speedup = full_speedup or 1.0
         with self._lock:
             open_batches = self._open_by_deadline()
-            work = [(d, self._left[bid] * self.s_per_request / self.slots) for d, bid in open_batches]
-            for _, batch_id in open_batches[: at_risk(now_wall_s, work)]:
+            work = [(d, self._left[bid] * self.s_per_request / self.slots / speedup) for d, bid in open_batches]
+            for _, batch_id in open_batches[: at_risk(now_wall_s, work, planned=planned)]:
                 if batch_id not in self._urgent:
                     self._urgent.add(batch_id)
                     _LOGGER.info(
@@ -269,7 +275,7 @@ class BatchQueue:
                         (self._deadline[batch_id] - now_wall_s) / 3600,
                     )
             self._urgent = {b for b in self._urgent if self._left.get(b, 0) > 0 and b not in self._closed}
-            return 1.0 if self._urgent else 0.0
+            return (FLAT_OUT if planned else 1.0) if self._urgent else 0.0
 
     def summary(self) -> BatchSummary:
         with self._lock:
@@ -382,14 +388,27 @@ class BatchQueue:
         self._notify()
 
 
-def at_risk(now_s: float, batches: Sequence[tuple[float, float]]) -> int:
+def work_for_plan(
+    work: Sequence[tuple[float, float]], *, full_speedup: float, full_heat_w: float
+) -> tuple[tuple[float, float], ...]:
+    """The work due as the planner takes it: (deadline less ``MARGIN_S``, heat in J its work makes at
+    full power), from (deadline, seconds at the efficient cap). Making that heat before then, at any
+    power up to full, does the work: work per joule only grows below full power."""
+    return tuple((d - MARGIN_S, need_s / full_speedup * full_heat_w) for d, need_s in work)
+
+
+def at_risk(now_s: float, batches: Sequence[tuple[float, float]], *, planned: bool = False) -> int:
     """How many of the batches (deadline, seconds of work at full rate; earliest deadline first)
     must run now: all up to the last one whose work, with everything due before it, no longer
-    fits in its time left with ``SAFETY`` and ``MARGIN_S`` to spare. Used by the service and the simulator."""
+    fits in its time left with ``SAFETY`` and ``MARGIN_S`` to spare. ``planned``: the planner's
+    plan makes the work's heat before the deadlines, where the room wants it; the rule then
+    waits until the work only just fits (``PLANNED_SAFETY``) and is the plan's safety net.
+    Used by the service and the simulator."""
+    safety = PLANNED_SAFETY if planned else SAFETY
     work_s, count = 0.0, 0
     for i, (deadline_s, need_s) in enumerate(batches):
         work_s += need_s
-        if work_s * SAFETY + MARGIN_S >= deadline_s - now_s:
+        if work_s * safety + MARGIN_S >= deadline_s - now_s:
             count = i + 1
     return count
 

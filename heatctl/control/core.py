@@ -34,8 +34,9 @@ class NodeInputs:
     gpus: Mapping[str, GpuState] = field(default_factory=dict)
     max_power_w: float | None = None  # None: no node cap; 0 means no heat at all
     # GPU → share of its work that must run now whatever the room wants (a batch deadline): it
-    # runs at least that at the most efficient cap, unless mode is off, the zone is in
-    # fail-safe (stale inputs, window, too warm) or the GPU is faulted. Safety stays last.
+    # runs at least that at the most efficient cap (1), or up to flat out (2: a deadline the
+    # planner's plan was to meet at full power), unless mode is off, the zone is in fail-safe
+    # (stale inputs, window, too warm) or the GPU is faulted. Safety stays last.
     work_due: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -154,7 +155,10 @@ class NodeController:
     def _due_w(self, gpu_id: str, due: float, max_power_w: float | None) -> float:
         """The target that runs ``due`` of the GPU's work at its most efficient cap (within the node cap)."""
         caps = self.allocators[gpu_id].model.caps
-        due_w = caps.idle_w + min(due, 1.0) * (self.allocators[gpu_id].model.efficient_cap_w - caps.idle_w)
+        efficient_w = self.allocators[gpu_id].model.efficient_cap_w
+        due_w = caps.idle_w + min(due, 1.0) * (efficient_w - caps.idle_w)
+        if due > 1.0:  # flat out: the plan's timing
+            due_w = efficient_w + min(due - 1.0, 1.0) * (self._max_w[gpu_id] - efficient_w)
         if max_power_w is not None:
             due_w = min(due_w, max_power_w * self._max_w[gpu_id] / sum(self._max_w.values()))
         return due_w

@@ -107,6 +107,7 @@ class LpPlan:
     heat_w: FloatArray  # per step
     room_c: FloatArray  # at the end of each step
     upper_c: FloatArray  # the most the room may be at each step's end (above it only when it cannot help it)
+    work_short: float = 0.0  # heat for work (W·steps) the plan cannot make before its deadlines
     states: FloatArray  # every state at the end of each step (n_steps × n)
     objective: float
 
@@ -273,7 +274,10 @@ class LpSolver:
             self._highs = None
             raise PlanError("the solver's plan is not finite")
         objective = float(h.getInfo().objective_function_value)
-        return LpPlan(heat_w=heat_w, room_c=room_c, upper_c=b.upper_c, states=states, objective=objective)
+        work_short = float(x[(N_BLOCKS + n_x) * n_steps :].sum())
+        return LpPlan(
+            heat_w=heat_w, room_c=room_c, upper_c=b.upper_c, states=states, objective=objective, work_short=work_short
+        )
 
 
 _banner_lock = threading.Lock()

@@ -282,6 +282,11 @@ class NodePlanner:
         guidance = self._latest[zone].guidance
         return guidance.target_c if guidance is not None else None
 
+    def warming_c(self, zone: str) -> float | None:
+        """The target the plan heats for at the last tick (None: reactive, or the plan lets the room coast)."""
+        guidance = self._latest[zone].guidance
+        return guidance.target_c if guidance is not None and guidance.warming else None
+
     def state(self) -> dict[str, Any]:
         """The state's ``planner`` (status, reason, per zone) — worst zone first."""
         zones = {

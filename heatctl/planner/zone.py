@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from heatctl.accounting import PLAN_WARMING_W
 from heatctl.planner.history import History
 from heatctl.planner.lp import LinearRoom, LpPlan, LpSolver, Outlook, PlanError
 from heatctl.planner.model import RoomModel, fit_room, held_where_invalid, prediction_rmse_k
@@ -36,6 +37,7 @@ SLOW_SOLVE_S = 2.0
 FIT_DAYS = 7.0  # the room is fitted to this much of the remembered history (the schedule learns from all of it)
 TRUSTED_REFIT_H = 24.0  # a trusted model is refitted this often ...
 DRIFT_MIN_K = 0.1  # ... or when its error on new data passes twice its fit error, and at least this
+WORK_COVERED_SHARE = 0.01  # a plan short of at most this share of the work's heat covers the work
 SHORTFALL_MARGIN_K = 0.05  # a planned room this far below the tolerance is a shortfall, not rounding
 NEXT_CHANGE_STEP_S = 300.0  # how finely the next setpoint change is looked for
 
@@ -98,6 +100,13 @@ class Plan:
     price: FloatArray  # NaN where unknown
     outdoor_c: FloatArray
     upper_c: FloatArray | None = None  # the most the plan wants the room at (setpoint ahead + store_k)
+    work_heat: float = 0.0  # heat for batch work due (W·steps) the plan makes before the deadlines ...
+    work_short: float = 0.0  # ... and what it cannot
+
+    @property
+    def covers_work(self) -> bool:
+        """The plan makes all the heat the work due needs before its deadlines."""
+        return self.work_heat > 0 and self.work_short <= WORK_COVERED_SHARE * self.work_heat
 
     def at(self, now_s: float) -> tuple[float, float] | None:
         """(planned room now, planned heat now), or None outside the plan."""
@@ -150,6 +159,7 @@ class Guidance:
 
     target_c: float  # the PID's setpoint
     feedforward_w: float  # the heat the plan expects
+    warming: bool = False  # the plan heats now (above idle): heat made for the target is wanted heat
 
 
 @dataclass(slots=True)
@@ -352,6 +362,8 @@ class ZonePlanner:
             price=price,
             outdoor_c=outdoor,
             upper_c=lp.upper_c,
+            work_heat=sum(heat for _, heat in work),
+            work_short=lp.work_short,
         )
 
     def _envelope_now(self, model: RoomModel, room_c: float) -> float:
@@ -424,6 +436,12 @@ class ZonePlanner:
         if plan is None or status != "active":
             return None
         return plan.shortfall_in_s(now_s, self.settings.comfort_tolerance_k)
+
+    def covers_work(self) -> bool:
+        """The active plan makes the heat of all the batch work due before its deadlines."""
+        with self._lock:
+            plan, status = self._s.plan, self._s.status
+        return plan is not None and status == "active" and plan.covers_work
 
     @property
     def status(self) -> str:
@@ -543,7 +561,7 @@ def guidance_from(plan: Plan, now_s: float, setpoint_c: float, st: PlannerSettin
             top_c, float(plan.upper_c[min(int((now_s - plan.starts_s[0]) // plan.step_s), len(plan.upper_c) - 1)])
         )
     target = min(max(room_c, setpoint_c - st.comfort_tolerance_k), top_c)
-    return Guidance(target_c=target, feedforward_w=heat_w)
+    return Guidance(target_c=target, feedforward_w=heat_w, warming=heat_w > st.floor_w + PLAN_WARMING_W)
 
 
 def _filled(values: FloatArray) -> FloatArray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from heatctl.batch.queue import at_risk
+from heatctl.batch.queue import FLAT_OUT, at_risk
 
 
 @dataclass(slots=True)
@@ -37,11 +37,15 @@ class SimBatches:
         """Arrived, not finished, earliest deadline first."""
         return sorted((b for b in self.batches if b.arrival_s <= t and b.done_s is None), key=lambda b: b.deadline_s)
 
-    def due(self, t: float, full_rate: float) -> float:
-        """1 while a deadline needs the GPU now (``full_rate``: work per second at the efficient cap)."""
-        open_now = self.open_at(t)
-        work = [(b.deadline_s, b.left / max(full_rate, 1e-9)) for b in open_now]
-        return 1.0 if at_risk(t, work) else 0.0
+    def due(self, t: float, full_rate: float, *, flat_rate: float | None = None) -> float:
+        """1 while a deadline needs the GPU now (``full_rate``: work per second at the efficient cap).
+        ``flat_rate``: the plan makes the work's heat in time at full power, this much work per
+        second: the service's planned rule (``BatchQueue.due_level``)."""
+        rate = flat_rate if flat_rate is not None else full_rate
+        work = [(b.deadline_s, b.left / max(rate, 1e-9)) for b in self.open_at(t)]
+        if not at_risk(t, work, planned=flat_rate is not None):
+            return 0.0
+        return FLAT_OUT if flat_rate is not None else 1.0
 
     def run(self, t: float, step_s: float, work: float, energy_j: float, *, heat_wanted: bool) -> float:
         """Pay the step's work into the open batches; the share of the work they took."""

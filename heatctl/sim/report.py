@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from heatctl.accounting import PLAN_WARMING_W
 from heatctl.sim.runner import COLUMNS, FloatArray, SimResult
 
 BoolArray = npt.NDArray[np.bool_]
@@ -94,8 +95,10 @@ def kpis(result: SimResult) -> dict[str, float]:
     added_w = np.maximum(gpu_w - result.idle_w, 0.0)
     energy_kwh = float(gpu_w.sum() * step_s / j_per_kwh)
     added_kwh = float(added_w.sum() * step_s / j_per_kwh)
-    # Heat is wanted up to the setpoint, or up to the plan's target when it warms ahead of a setpoint rise.
-    wanted_c = np.fmax(sp, s["target_c"][after])
+    # Heat is wanted up to the setpoint, or up to the plan's target while the plan heats (ahead of a
+    # setpoint rise, or storing cheap heat) — not while it lets the room coast.
+    warming = s["plan_w"][after] > result.idle_w + PLAN_WARMING_W
+    wanted_c = np.where(warming, np.fmax(sp, s["target_c"][after]), sp)
     reused_kwh = float(added_w[room <= wanted_c + 0.5].sum() * step_s / j_per_kwh)
     work_done = float(s["work_rate"][after].sum() * step_s)
     limit = s["power_limit_w"][after]

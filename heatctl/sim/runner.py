@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from heatctl.accounting import WANTED_BAND_K
+from heatctl.batch.queue import work_for_plan
 from heatctl.config import Config, GpuConfig, PlannerConfig, SourceConfig, ZoneConfig
 from heatctl.control.core import GpuState, NodeInputs
 from heatctl.control.efficiency import GpuCaps
@@ -189,13 +190,15 @@ def simulate(
                 else:
                     guidance = guide.tick(t, setpoint_c=setpoint_c, valid=valid)
             aim_c = guidance.target_c if guidance is not None else setpoint_c
-            plan_target_c = aim_c
+            plan_target_c = guidance.target_c if guidance is not None and guidance.warming else setpoint_c
             plan_w = guidance.feedforward_w if guidance is not None else math.nan
             # The GPUs' aim, as the service computes it: the cascade's, when it steers the main heating.
             gpu_aim_c = cascade.gpu_target(aim_c, temp_reading.value) if cascade is not None else aim_c
             target_c = gpu_aim_c
             if batches is not None:
-                due = batches.due(t, _full_rate(ctrl, plant, gpu_ids))
+                planned = isinstance(guide, SimPlanner) and guide.planner.covers_work()
+                flat_rate = sum(plant.work_rate(plant.cfg.max_limit_w, 1.0) for _ in gpu_ids) if planned else None
+                due = batches.due(t, _full_rate(ctrl, plant, gpu_ids), flat_rate=flat_rate)
                 work_due = dict.fromkeys(gpu_ids, due)
             inputs = NodeInputs(
                 mode=mode,
@@ -324,15 +327,14 @@ def _signal_columns(cols: dict[str, npt.NDArray[np.float64]], signals: ScenarioS
 def _work_heat(
     batches: SimBatches, t: float, ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]
 ) -> tuple[tuple[float, float], ...]:
-    """The open batches as the planner sees them: (deadline, heat J above idle their work makes)."""
-    allocators = getattr(ctrl, "allocators", {})
-    full_rate = _full_rate(ctrl, plant, gpu_ids)
-    heat_w = sum(
-        plant.power_w(allocators[g].model.efficient_cap_w, 1.0) - plant.cfg.idle_w for g in gpu_ids if g in allocators
-    )
-    if full_rate <= 0 or heat_w <= 0:
+    """The open batches as the planner sees them (as the service's ``_work_for_plan``)."""
+    efficient_rate = _full_rate(ctrl, plant, gpu_ids)
+    flat_rate = sum(plant.work_rate(plant.cfg.max_limit_w, 1.0) for _ in gpu_ids)
+    heat_w = sum(plant.power_w(plant.cfg.max_limit_w, 1.0) - plant.cfg.idle_w for _ in gpu_ids)
+    if efficient_rate <= 0 or flat_rate <= 0 or heat_w <= 0:
         return ()
-    return tuple((b.deadline_s, b.left / full_rate * heat_w) for b in batches.open_at(t))
+    work = [(b.deadline_s, b.left / efficient_rate) for b in batches.open_at(t)]
+    return work_for_plan(work, full_speedup=flat_rate / efficient_rate, full_heat_w=heat_w)
 
 
 def _work_per_kwh(ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]) -> float:
