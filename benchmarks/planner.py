@@ -13,8 +13,10 @@ Parts (each prints its figures and PASS/FAIL against the issue's targets):
 - ``learning``: five rooms (the light room, C ×0.5 and ×2, R ×0.5 and ×2), three days of the setback
   schedule under reactive control; then the learned heat loss against the true one (±15 %) and the
   6-hour-ahead prediction RMSE on the fourth day, which the model never saw (≤ 0.3 K).
-- ``lp``: one plan, 48 h in 15-min steps, solved 100 times: p50/p99/max (target p99 ≤ 50 ms).
-- ``year``: a one-year simulation with the planner (step 30 s): wall time (target < 2 min).
+- ``lp``: one plan, 48 h in 15-min steps, solved 100 times from nothing, and 100 times rolling an
+  hour on with the solver kept (as the service does): p50/p99/max (target p99 ≤ 50 ms).
+- ``year``: a one-year simulation with the planner (step 30 s): wall time (target < 2 min), and
+  the same year without the planner for scale (the machines are shared and their speed varies).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from heatctl.config import Config  # noqa: E402
 from heatctl.planner.history import History  # noqa: E402
-from heatctl.planner.lp import LinearRoom, Outlook, solve  # noqa: E402
+from heatctl.planner.lp import LinearRoom, LpSolver, Outlook, solve  # noqa: E402
 from heatctl.planner.model import prediction_rmse_k  # noqa: E402
 from heatctl.sim.report import kpis_since  # noqa: E402
 from heatctl.sim.runner import simulate  # noqa: E402
@@ -200,40 +202,62 @@ def learning(workers: int) -> bool:
 def lp(repeat: int = 100) -> bool:
     print("\none plan: 48 h in 15-min steps (two-state room, time-of-use prices, a setback schedule):")
     step_s, n = 900.0, 192
-    hours = (np.arange(n) * step_s / 3600.0) % 24
-    outlook = Outlook(
-        setpoint_c=np.where((hours >= 6) & (hours < 23), 21.0, 18.0),
-        outdoor_c=5.0 + 3.0 * np.sin(2 * np.pi * (hours - 9) / 24),
-        weight=np.where((hours >= 7) & (hours < 23), 0.32, 0.21),
-        cap_w=np.full(n, 300.0),
-        surplus_w=np.zeros(n),
-    )
-    room = LinearRoom.two_node(
-        ci_j_per_k=2.5e5, ce_j_per_k=2.0e6, rie_k_per_w=0.006, rea_k_per_w=0.07, gains_w=0.0,
-        air_c=19.0, envelope_c=17.0, step_s=step_s,
-    )  # fmt: skip
-    took = []
-    for _ in range(repeat):
+
+    def outlook(k0: int) -> Outlook:
+        hours = ((k0 + np.arange(n)) * step_s / 3600.0) % 24
+        return Outlook(
+            setpoint_c=np.where((hours >= 6) & (hours < 23), 21.0, 18.0),
+            outdoor_c=5.0 + 3.0 * np.sin(2 * np.pi * (hours - 9) / 24),
+            weight=np.where((hours >= 7) & (hours < 23), 0.32, 0.21),
+            cap_w=np.full(n, 300.0),
+            surplus_w=np.zeros(n),
+        )
+
+    def room(air_c: float, envelope_c: float) -> LinearRoom:
+        return LinearRoom.two_node(
+            ci_j_per_k=2.5e5, ce_j_per_k=2.0e6, rie_k_per_w=0.006, rea_k_per_w=0.07, gains_w=0.0,
+            air_c=air_c, envelope_c=envelope_c, step_s=step_s,
+        )  # fmt: skip
+
+    settings = {"step_s": step_s, "tolerance_k": 0.3, "store_k": 1.0, "max_room_c": 26.0, "floor_w": 20.0}
+    cold, warm = [], []
+    for _ in range(repeat):  # each from nothing, as the first plan after a start
         t0 = time.perf_counter()
-        solve(room, outlook, step_s=step_s, tolerance_k=0.3, store_k=1.0, max_room_c=26.0, floor_w=20.0)
-        took.append((time.perf_counter() - t0) * 1000.0)
-    took.sort()
-    p99 = took[min(len(took) - 1, round(0.99 * (len(took) - 1)))]
-    print(f"  {repeat} solves: p50 {statistics.median(took):.1f} ms, p99 {p99:.1f} ms, max {took[-1]:.1f} ms")
-    return check("p99 ≤ 50 ms", p99 <= 50.0)
+        solve(room(19.0, 17.0), outlook(0), **settings)
+        cold.append((time.perf_counter() - t0) * 1000.0)
+    solver, state = LpSolver(), (19.0, 17.0)
+    for k in range(repeat):  # the service's way: the solver kept, the next plan an hour on from the room planned
+        t0 = time.perf_counter()
+        plan = solver.solve(room(*state), outlook(4 * k), **settings)
+        warm.append((time.perf_counter() - t0) * 1000.0)
+        state = (float(plan.states[3][0]) + 0.05, float(plan.states[3][1]))
+    ok = True
+    for label, took in (("from nothing", cold), ("kept solver, rolling", warm[1:])):
+        took.sort()
+        p99 = took[min(len(took) - 1, round(0.99 * (len(took) - 1)))]
+        print(
+            f"  {label}: {len(took)} solves, p50 {statistics.median(took):.1f} ms, "
+            f"p99 {p99:.1f} ms, max {took[-1]:.1f} ms"
+        )
+        ok &= check(f"{label}: p99 ≤ 50 ms", p99 <= 50.0)
+    return ok
 
 
 def year() -> bool:
-    print("\na year with the planner (setback schedule, light room, step 30 s):")
+    print("\na year with the planner (setback schedule, light room, step 30 s), and without it for scale:")
     base = load_scenario(PLANNER / "setback-fortnight.yaml")
     scen = base.model_copy(update={"duration_h": 365 * 24.0})
+    t0 = time.perf_counter()
+    simulate(scen, config(None), base_dir=PLANNER)
+    reactive_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = simulate(scen, config({"objective": "energy"}), base_dir=PLANNER)
     wall = time.perf_counter() - t0
     k = kpis_since(result, WEEK_S)
     print(
-        f"  {wall:.0f} s wall for {len(result.series['time_s']):,} steps; after the first week: "
-        f"discomfort {k['discomfort_kh']:.1f} K·h, energy {k['energy_kwh']:.0f} kWh; planner {result.planner_status}"
+        f"  {wall:.0f} s wall for {len(result.series['time_s']):,} steps ({reactive_s:.0f} s without the planner, "
+        f"{wall / reactive_s:.2f}×); after the first week: discomfort {k['discomfort_kh']:.1f} K·h, "
+        f"energy {k['energy_kwh']:.0f} kWh; planner {result.planner_status}"
     )
     return check("one year under 2 minutes", wall < 120.0)
 

@@ -35,6 +35,7 @@ BoolArray = npt.NDArray[np.bool_]
 GAINS_SCALE_W = 2000.0  # the prior on gains: this many W cost as much as 1 K on every sample
 ENVELOPE_OFFSET_K = 10.0  # how far the walls may have been off their steady state when the data began
 WINDOW_H = 6.0  # how far ahead each fitted prediction runs from a measured start
+WARM_TOL = 1e-5  # the fit's tolerances when it starts from the last model
 TRUST_DATA_H = 24.0  # valid hours needed before the model is used
 TRUST_RMSE_K = 0.3  # and at most this error over the windows
 MIN_HEAT_SPREAD_W = 20.0  # the heat must have varied, or UA and G cannot be told apart
@@ -253,11 +254,21 @@ def fit_room(
     # Gains are heat: never negative. The last: how far the walls were off their steady state when the data began.
     lower, upper = [*LOWER, 0.0, -ENVELOPE_OFFSET_K], [*UPPER, 5000.0, ENVELOPE_OFFSET_K]
     best = None
-    # A trusted model starts from where it was (the room changes slowly); else from several rooms.
-    for guess in guesses[:1] if previous is not None and previous.trusted else guesses:
+    # A trusted model starts from where it was (the room changes slowly), and so does one still short
+    # of the data it needs to be trusted (it is refitted every hour anyway); else from several rooms.
+    warm = previous is not None and (previous.trusted or data_h < TRUST_DATA_H)
+    for guess in guesses[:1] if warm else guesses:
         x0 = np.clip(guess, np.array(lower) + 1e-6, np.array(upper) - 1e-6)
         try:
-            res = least_squares(residuals, x0, bounds=(lower, upper), x_scale=[1, 1, 1, 1, 50.0, 1.0], max_nfev=100)
+            res = least_squares(
+                residuals,
+                x0,
+                bounds=(lower, upper),
+                x_scale=[1, 1, 1, 1, 50.0, 1.0],
+                max_nfev=100,
+                ftol=WARM_TOL if warm else 1e-8,  # from where it was, a near-optimum is enough
+                xtol=WARM_TOL if warm else 1e-8,
+            )
         except (ValueError, FloatingPointError):
             continue
         if best is None or res.cost < best.cost:

@@ -163,10 +163,10 @@ def simulate(
         clock.now_s = t
         outdoor_c = weather.at(t)
         setpoint_c = schedule.at(t)
-        window_open = any(a <= t < b for a, b in windows)
-        extra_level = sum(lvl for a, b, lvl in interactive if a <= t < b)
-        mode = "off" if any(a <= t < b for a, b in mode_off) else "heat"
-        if not any(a <= t < b for a, b in dropouts):
+        window_open = bool(windows) and any(a <= t < b for a, b in windows)
+        extra_level = sum(lvl for a, b, lvl in interactive if a <= t < b) if interactive else 0.0
+        mode = "off" if mode_off and any(a <= t < b for a, b in mode_off) else "heat"
+        if not (dropouts and any(a <= t < b for a, b in dropouts)):
             measured_c = round(room.air_c / resolution_k) * resolution_k if resolution_k else room.air_c
             temp_reading = Reading(value=measured_c, at_s=t, source=src)
         if t >= next_tick_s:
