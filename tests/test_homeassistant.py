@@ -282,8 +282,12 @@ def test_a_home_assistant_climate_entity_is_held_back_and_given_back(
     finally:
         svc.shutdown()
     wait_until(lambda: radiator.echo() == 21.0, 15, "given back on exit")
-    state = homeassistant.state("climate.radiator")
-    assert state is not None and state["attributes"]["temperature"] == 21.0
+
+    def home_assistant_shows_21() -> bool:  # HA takes the device's report a moment after the device has it
+        state = homeassistant.state("climate.radiator")
+        return state is not None and state["attributes"]["temperature"] == 21.0
+
+    wait_until(home_assistant_shows_21, 10, "Home Assistant shows the user's 21 °C again")
     radiator.close()
 
 
