@@ -390,3 +390,15 @@ def test_the_zone_plans_the_heat_of_work_due_and_says_whether_it_covers_it() -> 
     too_much.update(T0, 18.0, 18.0, Signals(work=((due_s, 280.0 * 6 * 3600),)))  # 6 h of work in 4 h
     assert too_much.status == "active" and not too_much.covers_work()  # a plan, and the rule's to keep
     assert not ZonePlanner("office", st, fixed_model=MODEL).covers_work()  # no plan, no cover
+
+
+def test_where_the_plan_lets_the_room_coast_the_loop_is_not_told_to_hold_it_up() -> None:
+    planner = ZonePlanner("office", PlannerSettings(capacity_w=300.0, floor_w=20.0), fixed_model=MODEL)
+    planner.update(T0, 21.0, 18.0, Signals())  # the setpoint just fell: the plan coasts at idle
+    coasting = planner.guidance(T0 + 60, 18.0)
+    assert coasting is not None and not coasting.warming and coasting.feedforward_w <= 20.0 + 1e-6
+    assert coasting.target_c == 18.0  # not the planned 20.9 °C on the way down: the loop idles
+    warm = ZonePlanner("office", PlannerSettings(capacity_w=300.0, floor_w=20.0), fixed_model=MODEL)
+    warm.update(T0, 18.0, 21.0, Signals())  # below a raised setpoint: the plan heats
+    heating = warm.guidance(T0 + 60, 21.0)
+    assert heating is not None and heating.warming and heating.target_c > 18.0

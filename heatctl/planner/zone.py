@@ -550,7 +550,8 @@ def work_steps(
 
 def guidance_from(plan: Plan, now_s: float, setpoint_c: float, st: PlannerSettings) -> Guidance | None:
     """The plan now as the loop's target (never below setpoint − tolerance, nor above what the plan
-    wants the room at: the setpoint ahead + ``store_k``, at most ``max_room_c``)."""
+    wants the room at: the setpoint ahead + ``store_k``, at most ``max_room_c``; while the plan
+    lets the room coast, not above the setpoint)."""
     planned = plan.at(now_s)
     if planned is None:
         return None
@@ -560,8 +561,11 @@ def guidance_from(plan: Plan, now_s: float, setpoint_c: float, st: PlannerSettin
         top_c = min(
             top_c, float(plan.upper_c[min(int((now_s - plan.starts_s[0]) // plan.step_s), len(plan.upper_c) - 1)])
         )
+    warming = heat_w > st.floor_w + PLAN_WARMING_W
+    if not warming:  # the plan lets the room coast: the loop does not hold it up on the way down
+        top_c = min(top_c, setpoint_c)
     target = min(max(room_c, setpoint_c - st.comfort_tolerance_k), top_c)
-    return Guidance(target_c=target, feedforward_w=heat_w, warming=heat_w > st.floor_w + PLAN_WARMING_W)
+    return Guidance(target_c=target, feedforward_w=heat_w, warming=warming)
 
 
 def _filled(values: FloatArray) -> FloatArray:
