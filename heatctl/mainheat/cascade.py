@@ -103,6 +103,8 @@ class Cascade:
         if self.stage == GIVEN_BACK:
             self.stage, reason = HELD, "inputs good: the GPUs go first"
         cheaper = main_cheaper and self.cfg.prefer == "cheapest"
+        # The plan (GPUs flat out) has the room fall behind soon: release now, do not hold back.
+        foreseen = shortfall_in_s is not None and shortfall_in_s <= self.cfg.engage_after_min * 60
         if cheaper != (self.stage == MAIN_FIRST):
             self._switch(now_s, MAIN_FIRST if cheaper else HELD)
             reason = "its heat costs less than the GPUs' now" if cheaper else "the GPUs' heat costs less now"
@@ -117,13 +119,13 @@ class Cascade:
             else:
                 self._deficit_ks += (target_c - room_c) * dt_s  # the whole deficit: 0.3 K behind counts 0.3
             enough_ks = self.cfg.engage_k * self.cfg.engage_after_min * 60
-            lead_s = self.cfg.engage_after_min * 60
             if self._behind_since is not None and self._deficit_ks >= enough_ks:
                 self._switch(now_s, RELEASED)
                 reason = f"GPUs at capacity and the room {target_c - room_c:.1f} K behind for {waited_s / 60:.0f} min"
-            elif shortfall_in_s is not None and shortfall_in_s <= lead_s:
+            elif foreseen:
                 self._switch(now_s, RELEASED)
-                reason = f"the plan: the room falls behind in {shortfall_in_s / 60:.0f} min even with the GPUs flat out"
+                behind_min = (shortfall_in_s or 0.0) / 60
+                reason = f"the plan: the room falls behind in {behind_min:.0f} min even with the GPUs flat out"
             else:
                 reason = reason or ("GPUs at capacity, waiting" if self._behind_since is not None else "GPUs hold it")
         else:
@@ -133,7 +135,6 @@ class Cascade:
             free_s = now_s - self._headroom_since if self._headroom_since is not None else 0.0
             # Hold back only with room in the budget for the release that may follow.
             budget = self.switches_today(now_s) < self.cfg.max_switches_per_day - 1
-            foreseen = shortfall_in_s is not None and shortfall_in_s <= self.cfg.engage_after_min * 60
             if self._headroom_since is not None and free_s >= self.cfg.hold_after_min * 60 and budget and not foreseen:
                 self._switch(now_s, HELD)
                 reason = f"GPUs had headroom for {free_s / 60:.0f} min"

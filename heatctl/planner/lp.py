@@ -9,8 +9,8 @@ of the next ``PREHEAT_LOOKAHEAD_H`` (so optimum start is allowed) and never abov
 ``max_room_c``; an overshoot it cannot avoid (a warm start) is a heavily priced slack, never
 an infeasible program.
 
-Work with a deadline (batches) asks for heat: before each deadline, the heat its work makes at the
-GPUs' efficient cap is made, as a soft constraint — so the plan puts it where the room wants heat
+Work with a deadline (batches) asks for heat: before each deadline, the heat its work makes with
+the GPUs at full power is made, as a soft constraint — so the plan puts it where the room wants heat
 (or heat may be stored) rather than leaving it to the deadline rule, which runs it wanted or not.
 
 Objective: Σ weight_k · kWh_k (price, carbon or 1) + comfort penalties + work's heat not made in
@@ -98,7 +98,7 @@ class Outlook:
     cap_w: FloatArray  # the most heat the GPUs may give in each step
     surplus_w: FloatArray  # free heat available (solar export)
     # Work with a deadline: (steps before the deadline, heat in W·steps above the GPUs' idle that the
-    # work makes at their efficient cap), earliest first. Its heat is made before then if comfort allows.
+    # work makes at full power), earliest first. Its heat is made before then if comfort allows.
     work: tuple[tuple[int, float], ...] = ()
 
 
@@ -200,8 +200,8 @@ def _bounds(
     col_hi[f0:d0] = np.maximum(outlook.surplus_w, 0.0)
     col_hi[d0:s0] = tolerance_k
     col_lo[x0 : x0 + n_steps * n_x] = -np.inf
-    cost[x0 + n_steps * n_x :] = WORK_SHORT_PENALTY * kwh_per_w  # heat for work not made in time: the deadline
-    # rule runs it then, wanted or not
+    # Heat for work not made in time: the deadline rule runs it then, wanted or not.
+    cost[x0 + n_steps * n_x :] = WORK_SHORT_PENALTY * kwh_per_w
     # Dynamics = bo·To_k + e (x_0 given); comfort; heat between the floor (the GPUs idle at it whatever
     # the plan says) and the capacity.
     b_eq = (np.outer(outlook.outdoor_c, room.bo) + room.e).reshape(-1)

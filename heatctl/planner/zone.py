@@ -84,7 +84,7 @@ class Signals:
     outdoor: Callable[[FloatArray], FloatArray | None] = lambda t: None
     cap_w: Callable[[FloatArray], FloatArray | None] = lambda t: None  # quiet hours, node caps
     surplus_w: float = 0.0  # solar export now (W)
-    # Batch work due: (deadline, epoch s; heat in J above idle its work makes at the efficient cap).
+    # Batch work due: (due by, epoch s; heat in J above idle its work makes at full power).
     work: tuple[tuple[float, float], ...] = ()
 
 
@@ -108,10 +108,15 @@ class Plan:
         """The plan makes all the heat the work due needs before its deadlines."""
         return self.work_heat > 0 and self.work_short <= WORK_COVERED_SHARE * self.work_heat
 
+    def step_at(self, now_s: float) -> int | None:
+        """The step that holds ``now_s``, or None outside the plan."""
+        k = int((now_s - self.starts_s[0]) // self.step_s)
+        return k if 0 <= k < len(self.starts_s) else None
+
     def at(self, now_s: float) -> tuple[float, float] | None:
         """(planned room now, planned heat now), or None outside the plan."""
-        k = int((now_s - self.starts_s[0]) // self.step_s)
-        if k < 0 or k >= len(self.starts_s):
+        k = self.step_at(now_s)
+        if k is None:
             return None
         frac = (now_s - self.starts_s[k]) / self.step_s
         room_start = self.room_c[k - 1] if k > 0 else self.room_now_c
@@ -421,27 +426,26 @@ class ZonePlanner:
         i = int(changed[0])
         return float(times[i]), float(ahead[i])
 
-    def guidance(self, now_s: float, setpoint_c: float) -> Guidance | None:
-        """The target and feed-forward for now; None: control reactively."""
+    def _active_plan(self) -> Plan | None:
+        """The plan the loop follows now (None: it controls reactively)."""
         with self._lock:
             plan, status = self._s.plan, self._s.status
-        if plan is None or status != "active":
-            return None
-        return guidance_from(plan, now_s, setpoint_c, self.settings)
+        return plan if status == "active" else None
+
+    def guidance(self, now_s: float, setpoint_c: float) -> Guidance | None:
+        """The target and feed-forward for now; None: control reactively."""
+        plan = self._active_plan()
+        return guidance_from(plan, now_s, setpoint_c, self.settings) if plan is not None else None
 
     def shortfall_in_s(self, now_s: float) -> float | None:
         """How long until the active plan expects the room to fall behind, the GPUs flat out (None: it does not)."""
-        with self._lock:
-            plan, status = self._s.plan, self._s.status
-        if plan is None or status != "active":
-            return None
-        return plan.shortfall_in_s(now_s, self.settings.comfort_tolerance_k)
+        plan = self._active_plan()
+        return plan.shortfall_in_s(now_s, self.settings.comfort_tolerance_k) if plan is not None else None
 
     def covers_work(self) -> bool:
         """The active plan makes the heat of all the batch work due before its deadlines."""
-        with self._lock:
-            plan, status = self._s.plan, self._s.status
-        return plan is not None and status == "active" and plan.covers_work
+        plan = self._active_plan()
+        return plan is not None and plan.covers_work
 
     @property
     def status(self) -> str:
@@ -552,15 +556,14 @@ def guidance_from(plan: Plan, now_s: float, setpoint_c: float, st: PlannerSettin
     """The plan now as the loop's target (never below setpoint − tolerance, nor above what the plan
     wants the room at: the setpoint ahead + ``store_k``, at most ``max_room_c``; while the plan
     lets the room coast, not above the setpoint)."""
+    k = plan.step_at(now_s)
     planned = plan.at(now_s)
-    if planned is None:
+    if k is None or planned is None:
         return None
     room_c, heat_w = planned
     top_c = st.max_room_c
     if plan.upper_c is not None:  # an overshoot the plan only accepts (work due, a warm start) is no target
-        top_c = min(
-            top_c, float(plan.upper_c[min(int((now_s - plan.starts_s[0]) // plan.step_s), len(plan.upper_c) - 1)])
-        )
+        top_c = min(top_c, float(plan.upper_c[k]))
     warming = heat_w > st.floor_w + PLAN_WARMING_W
     if not warming:  # the plan lets the room coast: the loop does not hold it up on the way down
         top_c = min(top_c, setpoint_c)

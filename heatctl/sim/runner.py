@@ -197,7 +197,7 @@ def simulate(
             target_c = gpu_aim_c
             if batches is not None:
                 planned = isinstance(guide, SimPlanner) and guide.planner.covers_work()
-                flat_rate = sum(plant.work_rate(plant.cfg.max_limit_w, 1.0) for _ in gpu_ids) if planned else None
+                flat_rate = _flat_rate(plant, gpu_ids) if planned else None
                 due = batches.due(t, _full_rate(ctrl, plant, gpu_ids), flat_rate=flat_rate)
                 work_due = dict.fromkeys(gpu_ids, due)
             inputs = NodeInputs(
@@ -329,12 +329,17 @@ def _work_heat(
 ) -> tuple[tuple[float, float], ...]:
     """The open batches as the planner sees them (as the service's ``_work_for_plan``)."""
     efficient_rate = _full_rate(ctrl, plant, gpu_ids)
-    flat_rate = sum(plant.work_rate(plant.cfg.max_limit_w, 1.0) for _ in gpu_ids)
+    flat_rate = _flat_rate(plant, gpu_ids)
     heat_w = sum(plant.power_w(plant.cfg.max_limit_w, 1.0) - plant.cfg.idle_w for _ in gpu_ids)
     if efficient_rate <= 0 or flat_rate <= 0 or heat_w <= 0:
         return ()
     work = [(b.deadline_s, b.left / efficient_rate) for b in batches.open_at(t)]
     return work_for_plan(work, full_speedup=flat_rate / efficient_rate, full_heat_w=heat_w)
+
+
+def _flat_rate(plant: SimGpuModel, gpu_ids: list[str]) -> float:
+    """Work per second of all the zone's GPUs at full power."""
+    return sum(plant.work_rate(plant.cfg.max_limit_w, 1.0) for _ in gpu_ids)
 
 
 def _work_per_kwh(ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]) -> float:
