@@ -368,8 +368,9 @@ def test_the_planner_takes_prices_and_the_weather_forecast_from_home_assistant(
         planner = svc.planner
         assert planner is not None
         wait_until(svc.link.connected.is_set, 10, "connected")  # type: ignore[union-attr]
-        probe.publish("ha-planner/t", "20.0")
-        probe.publish("ha-planner/sp", "21.0")
+        # Retained, as thermostats publish their state: the service may subscribe a moment after connecting.
+        probe.publish("ha-planner/t", "20.0", retain=True)
+        probe.publish("ha-planner/sp", "21.0", retain=True)
         wait_until(lambda: svc.store.get("office", "setpoint") is not None, 10, "readings")
         wait_until(lambda: planner.price_now() is not None, 30, "the price entity read")
         svc.tick()

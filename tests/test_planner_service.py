@@ -62,9 +62,10 @@ def test_the_service_plans_with_a_forecast_from_mqtt_and_publishes_the_plan(
     try:
         assert svc.planner is not None
         wait_until(svc.link.connected.is_set, 10, "connected")  # type: ignore[union-attr]
-        probe.publish("room/t", "20.0")
-        probe.publish("room/sp", "21.0")
-        probe.publish("energy/prices", prices())
+        # Retained, as thermostats publish their state: the service may subscribe a moment after connecting.
+        probe.publish("room/t", "20.0", retain=True)
+        probe.publish("room/sp", "21.0", retain=True)
+        probe.publish("energy/prices", prices(), retain=True)
         wait_until(lambda: svc.store.get("office", "setpoint") is not None, 5, "readings")
         wait_until(lambda: svc.planner.price_now() is not None, 5, "the price forecast")  # type: ignore[union-attr]
         svc.tick()
