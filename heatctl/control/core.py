@@ -108,14 +108,13 @@ class NodeController:
         )
         self.thermal[gpu_id] = ThermalGuard(g.max_temp_c, caps.idle_w, caps.max_limit_w)
         self._max_w[gpu_id] = caps.max_limit_w
+        self._healthy_caps_w: dict[str, float] | None = None  # the zones' capacities without faults, once known
 
     def step(self, inputs: NodeInputs) -> NodeOutput:
         now_s = self._time_fn()
         faulted = {gid: s.fault for gid, s in inputs.gpus.items() if s.fault and gid in self.allocators}
         reasons = [f"{gid}: {fault}" for gid, fault in faulted.items()]
-        zone_caps_w = {
-            name: sum(self._max_w[g] for g in z.gpus if g not in faulted) for name, z in self._zones_cfg.items()
-        }
+        zone_caps_w = self._zone_caps_w(faulted)
         failsafes: dict[str, str | None] = {}
         held: dict[str, bool] = {}
         for name, zcfg in self._zones_cfg.items():
@@ -151,6 +150,15 @@ class NodeController:
         gpus = {gid: self._gpu(gid, now_s, w, inputs.gpus.get(gid, NO_STATE)) for gid, w in targets_w.items()}
         self._last = gpus
         return NodeOutput(mode=inputs.mode, failsafe="; ".join(reasons) or None, zones=zones, gpus=gpus)
+
+    def _zone_caps_w(self, faulted: Mapping[str, str]) -> dict[str, float]:
+        """Each zone's capacity: the top limits of its GPUs that are not faulted."""
+        if not faulted and self._healthy_caps_w is not None:
+            return self._healthy_caps_w
+        caps_w = {name: sum(self._max_w[g] for g in z.gpus if g not in faulted) for name, z in self._zones_cfg.items()}
+        if not faulted:
+            self._healthy_caps_w = caps_w
+        return caps_w
 
     def _due_w(self, gpu_id: str, due: float, max_power_w: float | None) -> float:
         """The target that runs ``due`` of the GPU's work at its most efficient cap (within the node cap)."""

@@ -29,16 +29,29 @@ class GpuCaps:
     max_limit_w: float
 
 
+class Curve:
+    """Piecewise-linear through sorted points, flat beyond the ends."""
+
+    __slots__ = ("xs", "ys")
+
+    def __init__(self, points: Sequence[tuple[float, float]]) -> None:
+        self.xs = [float(p[0]) for p in points]
+        self.ys = [float(p[1]) for p in points]
+
+    def __call__(self, x: float) -> float:
+        xs, ys = self.xs, self.ys
+        i = bisect.bisect_left(xs, x)
+        if i == 0:
+            return ys[0]
+        if i == len(xs):
+            return ys[-1]
+        x0, y0 = xs[i - 1], ys[i - 1]
+        return y0 + (ys[i] - y0) * (x - x0) / (xs[i] - x0)
+
+
 def interpolate(points: Sequence[tuple[float, float]], x: float) -> float:
     """Piecewise-linear through sorted points, flat beyond the ends."""
-    xs = [p[0] for p in points]
-    i = bisect.bisect_left(xs, x)
-    if i == 0:
-        return points[0][1]
-    if i == len(points):
-        return points[-1][1]
-    (x0, y0), (x1, y1) = points[i - 1], points[i]
-    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return Curve(points)(x)
 
 
 class EfficiencyModel:
@@ -68,11 +81,11 @@ class EfficiencyModel:
         # Below the first point, work falls linearly to zero at idle power.
         if points[0][0] > caps.idle_w:
             points.insert(0, (caps.idle_w, 0.0))
-        self._prior = points
+        self._prior = Curve(points)
         n_bins = max(1, round((caps.max_limit_w - caps.min_limit_w) / bin_w))
         self._bin_w = (caps.max_limit_w - caps.min_limit_w) / n_bins
         self._caps_w = [caps.min_limit_w + i * self._bin_w for i in range(n_bins + 1)]
-        self._prior_rates = [interpolate(points, c) for c in self._caps_w]
+        self._prior_rates = [self._prior(c) for c in self._caps_w]
         self._learned = [0.0] * len(self._caps_w)
         self._counts = [0] * len(self._caps_w)
         self._scale = 1.0
@@ -89,7 +102,7 @@ class EfficiencyModel:
     def work_rate(self, cap_w: float) -> float:
         """Expected work per second at full level under this cap."""
         if cap_w < self.caps.min_limit_w:
-            return interpolate(self._prior, cap_w) * self._scale
+            return self._prior(cap_w) * self._scale
         rates = [self._rate(i) for i in range(len(self._caps_w))]
         return interpolate(list(zip(self._caps_w, rates, strict=True)), cap_w)
 
@@ -102,7 +115,7 @@ class EfficiencyModel:
         if not self.caps.min_limit_w <= power_w <= self.caps.max_limit_w + self._bin_w or work_rate < 0:
             return
         i = min(round((power_w - self.caps.min_limit_w) / self._bin_w), len(self._caps_w) - 1)
-        prior_here = interpolate(self._prior, power_w)
+        prior_here = self._prior(power_w)
         scale, rate = self._scale, self._rate(i)
         if prior_here > 0:
             ratio = work_rate / prior_here

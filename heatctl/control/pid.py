@@ -53,6 +53,7 @@ class ZoneController:
         self._last_s: float | None = None
         self._last_setpoint_c: float | None = None
         self._last: ZoneDemand = HELD
+        self._limits: tuple[float, float] | None = None
 
     @property
     def integral_w(self) -> float:
@@ -85,7 +86,9 @@ class ZoneController:
             else self._feed_forward_w(setpoint_c, outdoor_c)
         )
         self._pid.setpoint = setpoint_c
-        self._pid.output_limits = (-ff_w, self.capacity_w - ff_w)
+        limits = (-ff_w, self.capacity_w - ff_w)
+        if limits != self._limits:  # simple-pid clamps its state on every set: only when they move
+            self._pid.output_limits = self._limits = limits
         if not self._pid.auto_mode:
             self._pid.set_auto_mode(True, last_output=self._held_integral_w)
             self._last_s = None

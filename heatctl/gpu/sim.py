@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from heatctl.config import SimGpuConfig
-from heatctl.control.efficiency import interpolate
+from heatctl.control.efficiency import Curve
 from heatctl.gpu.base import GpuReading
 
 
@@ -26,7 +26,7 @@ class SimGpuModel:
         points = sorted((float(w), float(r)) for w, r in cfg.work_at_w)
         if points[0][0] > cfg.idle_w:
             points.insert(0, (cfg.idle_w, 0.0))
-        self._points = points
+        self._work = Curve(points)  # work rate at each busy draw
 
     def busy_w(self, limit_w: float) -> float:
         """Draw while busy under this cap."""
@@ -41,7 +41,7 @@ class SimGpuModel:
         demand = level + extra_level
         if demand <= 0.0:
             return 0.0
-        return min(demand, 1.0) * level / demand * interpolate(self._points, self.busy_w(limit_w))
+        return min(demand, 1.0) * level / demand * self._work(self.busy_w(limit_w))
 
 
 class SimGpu:

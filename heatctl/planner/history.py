@@ -57,7 +57,10 @@ class History:
     def __init__(self, days: float, sample_s: float = SAMPLE_S) -> None:
         self.sample_s = sample_s
         self._max_rows = max(round(days * 86400.0 / sample_s), 1)
-        self._rows = np.zeros((0, len(COLUMNS)))  # one row per closed sample, in COLUMNS' order
+        # One row per closed sample, in COLUMNS' order: the last ``_max_rows`` of the first ``_n`` rows of a
+        # buffer twice that long (rows are appended in place; when it is full the window moves to its start).
+        self._buf = np.zeros((2 * self._max_rows, len(COLUMNS)))
+        self._n = 0
         self._bin: _Bin | None = None
         self._samples: Samples | None = None  # cached until the next sample closes
 
@@ -72,9 +75,8 @@ class History:
         valid: bool,
     ) -> None:
         b = self._bin
-        slot_s = math.floor(now_s / self.sample_s) * self.sample_s
-        if b is not None and slot_s != b.start_s:
-            self._close(b, slot_s)
+        if b is not None and not b.start_s <= now_s < b.start_s + self.sample_s:
+            self._close(b, math.floor(now_s / self.sample_s) * self.sample_s)
             b = None
         ok = bool(
             valid
@@ -85,6 +87,7 @@ class History:
             and PLAUSIBLE_HEAT_W[0] <= heat_w <= PLAUSIBLE_HEAT_W[1]
         )
         if b is None:
+            slot_s = math.floor(now_s / self.sample_s) * self.sample_s
             b = self._bin = _Bin(
                 start_s=slot_s,
                 room_c=room_c if room_c is not None else math.nan,
@@ -112,8 +115,19 @@ class History:
         ok = bool(b.valid and contiguous and covered)
         self._append(np.array([[b.start_s, b.room_c, heat_w, outdoor, b.setpoint_c, float(ok)]]))
 
+    @property
+    def _rows(self) -> FloatArray:
+        return self._buf[max(self._n - self._max_rows, 0) : self._n]
+
     def _append(self, rows: FloatArray) -> None:
-        self._rows = np.concatenate([self._rows, rows])[-self._max_rows :]
+        rows = rows[-self._max_rows :]
+        if self._n + len(rows) > len(self._buf):  # full: the rows still in the window after these move to the start
+            keep = self._max_rows - len(rows)
+            kept = self._rows[len(self._rows) - keep :].copy() if keep > 0 else self._rows[:0]
+            self._buf[: len(kept)] = kept
+            self._n = len(kept)
+        self._buf[self._n : self._n + len(rows)] = rows
+        self._n += len(rows)
         self._samples = None
 
     def samples(self) -> Samples:
@@ -127,7 +141,7 @@ class History:
         time_s, valid = rows[:, 0].copy(), rows[:, 5] > 0.5
         # Sample k is usable when sample k+1 starts one step later (it holds the room at k's end).
         follows = np.zeros(len(rows), dtype=bool)
-        follows[:-1] = np.isclose(np.diff(time_s), self.sample_s) & valid[1:]
+        follows[:-1] = (np.abs(np.diff(time_s) - self.sample_s) <= 1e-5 * self.sample_s) & valid[1:]
         return Samples(
             time_s, rows[:, 1].copy(), rows[:, 2].copy(), rows[:, 3].copy(), rows[:, 4].copy(), valid & follows
         )

@@ -219,11 +219,13 @@ def _bounds(
 
 class LpSolver:
     """HiGHS kept from plan to plan: while the room model and the horizon stay the same, only the
-    outlook's numbers change and the next plan starts from the last one's basis (a few times faster)."""
+    outlook's numbers change and the next plan starts from the last one's basis (a few times faster);
+    a refitted room model starts from that basis too."""
 
     def __init__(self) -> None:
         self._highs: highspy.Highs | None = None
         self._key: tuple[bytes, int, tuple[int, ...]] | None = None
+        self._last: _Bounds | None = None  # what HiGHS holds now
 
     def solve(
         self,
@@ -252,14 +254,25 @@ class LpSolver:
         key = (room.a.tobytes() + room.bq.tobytes(), n_steps, work_ends)
         h = self._highs
         if h is None or key != self._key:
-            h = self._highs = _new_highs()
+            # A refitted room changes the matrix, not its shape: the last answer's basis is still a good start.
+            same_shape = h is not None and self._key is not None and self._key[1:] == key[1:]
+            basis = h.getBasis() if h is not None and same_shape else None
+            if h is None:
+                h = self._highs = _new_highs()
             h.passModel(_lp(_matrix(room, n_steps, work_ends), b))
+            if basis is not None:
+                h.setBasis(basis)
             self._key = key
-        else:
-            cols, rows = np.arange(len(b.cost), dtype=np.int32), np.arange(len(b.row_lo), dtype=np.int32)
-            h.changeColsCost(len(cols), cols, b.cost)
-            h.changeColsBounds(len(cols), cols, b.col_lo, b.col_hi)
-            h.changeRowsBounds(len(rows), rows, b.row_lo, b.row_hi)
+        else:  # only what moved since the last plan
+            assert self._last is not None
+            last = self._last
+            cols = np.flatnonzero(b.cost != last.cost).astype(np.int32)
+            h.changeColsCost(len(cols), cols, b.cost[cols])
+            cols = np.flatnonzero((b.col_lo != last.col_lo) | (b.col_hi != last.col_hi)).astype(np.int32)
+            h.changeColsBounds(len(cols), cols, b.col_lo[cols], b.col_hi[cols])
+            rows = np.flatnonzero((b.row_lo != last.row_lo) | (b.row_hi != last.row_hi)).astype(np.int32)
+            h.changeRowsBounds(len(rows), rows, b.row_lo[rows], b.row_hi[rows])
+        self._last = b
         h.setOptionValue("time_limit", float(time_limit_s))
         h.run()
         status = h.getModelStatus()

@@ -135,7 +135,7 @@ def _air_predictions(
     room_c: FloatArray,
     heat_w: FloatArray,
     outdoor_c: FloatArray,
-    starts: npt.NDArray[np.int64],
+    windows: Windows,
     sample_s: float,
     drive_c: FloatArray | None = None,
 ) -> FloatArray:
@@ -147,10 +147,25 @@ def _air_predictions(
     u = te + (heat_w + x[4]) * rie
     # y[k] = a·y[k−1] + (1 − a)·u[k−1]: the zero-state response; T[s+j] = a^j T[s] + y[s+j] − a^j y[s].
     y = lfilter([0.0, 1.0 - a], [1.0, -a], u)
-    idx = np.arange(len(u))
-    s = np.maximum(starts, 0)
-    decay = a ** (idx - s).astype(np.float64)
-    return np.asarray(decay * room_c[s] + y - decay * y[s])
+    decay = a**windows.lag
+    return np.asarray(decay * room_c[windows.start] + y - decay * y[windows.start])
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """The prediction windows over a run of samples: which samples are predicted, and from where."""
+
+    predicted: BoolArray  # predicted from a measured start (not a window's first sample, not invalid)
+    start: npt.NDArray[np.int64]  # each sample's window start (0 where it has none)
+    lag: FloatArray  # samples since that start
+
+
+def _windows(valid: BoolArray, sample_s: float) -> Windows:
+    """The windows: one starts every ``WINDOW_H`` and again after every invalid sample."""
+    starts = window_starts(valid, max(round(WINDOW_H * 3600.0 / sample_s), 2))
+    idx = np.arange(len(valid))
+    start = np.maximum(starts, 0)
+    return Windows(predicted=(starts >= 0) & (idx > starts), start=start, lag=(idx - start).astype(np.float64))
 
 
 def prediction_rmse_k(
@@ -168,9 +183,8 @@ def prediction_rmse_k(
 
     For data the model was not fitted to: how well it would have planned.
     """
-    starts, predicted = _windows(valid, sample_s)
-    if judged is not None:
-        predicted &= judged
+    windows = _windows(valid, sample_s)
+    predicted = windows.predicted & judged if judged is not None else windows.predicted
     if not predicted.any() or model.ci_j_per_k <= 0:
         return math.nan
     x = _params(model)
@@ -180,17 +194,11 @@ def prediction_rmse_k(
         room_c=room_c,
         heat_w=np.nan_to_num(heat_w),
         outdoor_c=outdoor_c,
-        starts=starts,
+        windows=windows,
         sample_s=sample_s,
         drive_c=drive,
     )
     return float(np.sqrt(np.mean((pred - room_c)[predicted] ** 2)))
-
-
-def _windows(valid: BoolArray, sample_s: float) -> tuple[npt.NDArray[np.int64], BoolArray]:
-    """Each sample's window start, and which samples are predicted (a window's first is given, not predicted)."""
-    starts = window_starts(valid, max(round(WINDOW_H * 3600.0 / sample_s), 2))
-    return starts, (starts >= 0) & (np.arange(len(valid)) > starts)
 
 
 def _params(model: RoomModel) -> FloatArray:
@@ -228,7 +236,8 @@ def fit_room(
     ``room_c[k]`` is the room at the start of sample ``k``; ``valid[k]`` says sample ``k`` and
     the step after it may be fitted.
     """
-    starts, fitted = _windows(valid, sample_s)
+    windows = _windows(valid, sample_s)
+    fitted = windows.predicted
     data_h = float(valid.sum() * sample_s / 3600.0)
     if fitted.sum() < 12:
         return None
@@ -239,7 +248,7 @@ def fit_room(
 
     def residuals(x: FloatArray) -> FloatArray:
         pred = _air_predictions(
-            x, room_c=room_c, heat_w=heat, outdoor_c=outdoor_c, starts=starts, sample_s=sample_s, drive_c=drive
+            x, room_c=room_c, heat_w=heat, outdoor_c=outdoor_c, windows=windows, sample_s=sample_s, drive_c=drive
         )
         # A weak prior: gains trade off against heat loss when the weather barely changes; keep them small.
         return np.append((pred - room_c)[fitted], prior_weight * x[4] / GAINS_SCALE_W)

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -110,17 +110,19 @@ class Plan:
 
     def step_at(self, now_s: float) -> int | None:
         """The step that holds ``now_s``, or None outside the plan."""
-        k = int((now_s - self.starts_s[0]) // self.step_s)
+        k = int((now_s - self.starts_s.item(0)) // self.step_s)
         return k if 0 <= k < len(self.starts_s) else None
 
     def at(self, now_s: float) -> tuple[float, float] | None:
         """(planned room now, planned heat now), or None outside the plan."""
         k = self.step_at(now_s)
-        if k is None:
-            return None
-        frac = (now_s - self.starts_s[k]) / self.step_s
-        room_start = self.room_c[k - 1] if k > 0 else self.room_now_c
-        return float(room_start + frac * (self.room_c[k] - room_start)), float(self.heat_w[k])
+        return self.at_step(k, now_s) if k is not None else None
+
+    def at_step(self, k: int, now_s: float) -> tuple[float, float]:
+        """(planned room, planned heat) at ``now_s`` within step ``k``."""
+        frac = (now_s - self.starts_s.item(k)) / self.step_s
+        room_start = self.room_c.item(k - 1) if k > 0 else self.room_now_c
+        return room_start + frac * (self.room_c.item(k) - room_start), self.heat_w.item(k)
 
     def shortfall_in_s(self, now_s: float, tolerance_k: float) -> float | None:
         """How long until the planned room falls below setpoint − ``tolerance_k`` though the GPUs do
@@ -204,6 +206,7 @@ class ZonePlanner:
         self._signals_version = 0
         self._planned_version = -1
         self._solver = LpSolver()
+        self._linear: tuple[RoomModel, float, LinearRoom] | None = None  # the last model, discretised
         self._planned_model: RoomModel | None = None
         self._planned_deadlines: set[float] = set()
         if path is not None:
@@ -354,7 +357,7 @@ class ZonePlanner:
         outlook = Outlook(
             setpoint_c=setpoints, outdoor_c=outdoor, weight=weight, cap_w=cap_w, surplus_w=surplus, work=work
         )
-        room = LinearRoom.from_model(model, room_c, self._envelope_now(model, room_c), step_s)
+        room = self._linear_room(model, step_s, room_c)
         lp = st.solve(room, outlook, solver=self._solver)
         return Plan(
             created_s=now_s,
@@ -370,6 +373,16 @@ class ZonePlanner:
             work_heat=sum(heat for _, heat in work),
             work_short=lp.work_short,
         )
+
+    def _linear_room(self, model: RoomModel, step_s: float, room_c: float) -> LinearRoom:
+        """The model over one step, from the room now (discretised once per model)."""
+        x0 = np.array([room_c, self._envelope_now(model, room_c)])
+        cached = self._linear
+        if cached is not None and cached[0] is model and cached[1] == step_s:
+            return replace(cached[2], x0=x0)
+        room = LinearRoom.from_model(model, room_c, float(x0[1]), step_s)
+        self._linear = (model, step_s, room)
+        return room
 
     def _envelope_now(self, model: RoomModel, room_c: float) -> float:
         """The envelope's temperature now, from the remembered air and outdoor temperatures."""
@@ -557,13 +570,12 @@ def guidance_from(plan: Plan, now_s: float, setpoint_c: float, st: PlannerSettin
     wants the room at: the setpoint ahead + ``store_k``, at most ``max_room_c``; while the plan
     lets the room coast, not above the setpoint)."""
     k = plan.step_at(now_s)
-    planned = plan.at(now_s)
-    if k is None or planned is None:
+    if k is None:
         return None
-    room_c, heat_w = planned
+    room_c, heat_w = plan.at_step(k, now_s)
     top_c = st.max_room_c
     if plan.upper_c is not None:  # an overshoot the plan only accepts (work due, a warm start) is no target
-        top_c = min(top_c, float(plan.upper_c[k]))
+        top_c = min(top_c, plan.upper_c.item(k))
     warming = heat_w > st.floor_w + PLAN_WARMING_W
     if not warming:  # the plan lets the room coast: the loop does not hold it up on the way down
         top_c = min(top_c, setpoint_c)

@@ -54,6 +54,17 @@ COLUMNS = (
     "carbon_g_per_kwh",
 )
 
+STEP_COLUMNS = (  # the numeric columns the loop writes at each step
+    *COLUMNS[:11],
+    "main_w",
+    "main_setpoint_c",
+    "plan_w",
+    "target_c",
+)
+
+# The window sensor's two states (the loop reads its value, not its age).
+WINDOW_OPEN, WINDOW_SHUT = Reading(value=1.0, at_s=0.0), Reading(value=0.0, at_s=0.0)
+
 
 class FakeClock:
     """Virtual time, injected into the controller."""
@@ -137,18 +148,26 @@ def simulate(
     elif controller == "heatctl" and planner_cfg is not None:
         guide = SimPlanner(settings_for(cfg, zone, caps, planner_cfg), signals, weekly_schedule(zone, UTC))
     plan_w, target_c, plan_target_c, gpu_w = math.nan, math.nan, math.nan, 0.0
-    windows = [e.span_s for e in scenario.events if e.window_open_min]
-    mode_off = [e.span_s for e in scenario.events if e.mode_off_min]
-    dropouts = [e.span_s for e in scenario.events if e.sensor_dropout_min]
-    interactive = [(*e.span_s, e.interactive_level) for e in scenario.events if e.interactive_min]
     backup = scenario.backup_heater
     step_s = scenario.step_s
     n = round(scenario.duration_h * 3600.0 / step_s)
+    # What depends on time alone, for every step at once (as Python lists: read one value a step).
+    times = np.arange(n, dtype=np.float64) * step_s
+    outdoor_at = weather.at_many(times).tolist()
+    setpoint_at = schedule.at_many(times).tolist()
+    window_at = _during(times, [e.span_s for e in scenario.events if e.window_open_min]).tolist()
+    off_at = _during(times, [e.span_s for e in scenario.events if e.mode_off_min]).tolist()
+    dropout_at = _during(times, [e.span_s for e in scenario.events if e.sensor_dropout_min]).tolist()
+    extra_at = np.zeros(n)
+    for e in scenario.events:
+        if e.interactive_min:
+            extra_at += e.interactive_level * _during(times, [e.span_s])
+    extra_level_at = extra_at.tolist()
     interval_s = zone.control.interval_s
     src = zone.temperature.origin
     resolution_k = scenario.sensor_resolution_k
 
-    cols = {c: np.zeros(n) for c in COLUMNS if c not in ("mode", "failsafe")}
+    table = np.zeros((n, len(STEP_COLUMNS)))  # a row a step: one write
     modes: list[str] = []
     failsafes: list[str] = []
     limits = {g: caps[g].max_limit_w for g in gpu_ids}
@@ -161,12 +180,12 @@ def simulate(
     for k in range(n):
         t = k * step_s
         clock.now_s = t
-        outdoor_c = weather.at(t)
-        setpoint_c = schedule.at(t)
-        window_open = bool(windows) and any(a <= t < b for a, b in windows)
-        extra_level = sum(lvl for a, b, lvl in interactive if a <= t < b) if interactive else 0.0
-        mode = "off" if mode_off and any(a <= t < b for a, b in mode_off) else "heat"
-        if not (dropouts and any(a <= t < b for a, b in dropouts)):
+        outdoor_c = outdoor_at[k]
+        setpoint_c = setpoint_at[k]
+        window_open = window_at[k]
+        extra_level = extra_level_at[k]
+        mode = "off" if off_at[k] else "heat"
+        if not dropout_at[k]:
             measured_c = round(room.air_c / resolution_k) * resolution_k if resolution_k else room.air_c
             temp_reading = Reading(value=measured_c, at_s=t, source=src)
         if t >= next_tick_s:
@@ -207,7 +226,7 @@ def simulate(
                     zone.name: ZoneInputs(
                         temperature=temp_reading,
                         setpoint=Reading(value=gpu_aim_c, at_s=t),
-                        window_open=Reading(value=1.0 if window_open else 0.0, at_s=t),
+                        window_open=WINDOW_OPEN if window_open else WINDOW_SHUT,
                         outdoor=Reading(value=outdoor_c, at_s=t),
                         feedforward_w=guidance.feedforward_w if guidance is not None else None,
                         temperature_stale_s=zone.temperature.stale_after_s,
@@ -271,7 +290,7 @@ def simulate(
             # As the service counts it: heat made for the plan's target (optimum start) is wanted heat.
             wanted = room.air_c <= max(setpoint_c, plan_target_c) + WANTED_BAND_K
             batches.run(t, step_s, work_rate * step_s, gpu_w * step_s, heat_wanted=wanted)
-        row = (
+        table[k] = (  # in STEP_COLUMNS' order
             t,
             room.air_c,
             setpoint_c,
@@ -283,19 +302,18 @@ def simulate(
             work_rate,
             work_done,
             backup_w,
+            main_w,
+            main_sp,
+            plan_w,
+            target_c,
         )
-        for name, value in zip(COLUMNS, row, strict=False):
-            cols[name][k] = value
-        cols["plan_w"][k] = plan_w
-        cols["target_c"][k] = target_c
-        cols["main_w"][k] = main_w
-        cols["main_setpoint_c"][k] = main_sp
         modes.append(mode)
         failsafes.append(failsafe)
         window_w = scenario.room.window_ua_w_per_k * (room.air_c - outdoor_c) if window_open else 0.0
         room.step(step_s, gpu_w + backup_w + main_w + scenario.room.gains_w - window_w, outdoor_c)
         if progress is not None and k % report_every == 0:
             progress(k / n)
+    cols = {c: np.ascontiguousarray(table[:, i]) for i, c in enumerate(STEP_COLUMNS)}
     _signal_columns(cols, signals)
     if progress is not None:
         progress(1.0)
@@ -315,13 +333,21 @@ def simulate(
     )
 
 
+def _during(times: FloatArray, spans: list[tuple[float, float]]) -> npt.NDArray[np.bool_]:
+    """Whether each time falls in one of the spans [start, end)."""
+    inside = np.zeros(len(times), dtype=bool)
+    for start_s, end_s in spans:
+        inside |= (times >= start_s) & (times < end_s)
+    return inside
+
+
 def _signal_columns(cols: dict[str, npt.NDArray[np.float64]], signals: ScenarioSignals) -> None:
     """The price, solar surplus and carbon at each step: functions of time alone, filled at once."""
     t = cols["time_s"]
     price = signals.price(t + signals.start_epoch_s)
-    cols["price_per_kwh"][:] = price if price is not None else math.nan
-    cols["surplus_w"][:] = signals.solar.at_many(t) if signals.solar is not None else 0.0
-    cols["carbon_g_per_kwh"][:] = signals.carbon.at_many(t) if signals.carbon is not None else math.nan
+    cols["price_per_kwh"] = price if price is not None else np.full(len(t), math.nan)
+    cols["surplus_w"] = signals.solar.at_many(t) if signals.solar is not None else np.zeros(len(t))
+    cols["carbon_g_per_kwh"] = signals.carbon.at_many(t) if signals.carbon is not None else np.full(len(t), math.nan)
 
 
 def _work_heat(

@@ -7,6 +7,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from heatctl.config import SimGpuConfig, load_model
@@ -266,6 +268,14 @@ class Schedule:
     def __init__(self, entries: list[ScheduleEntry], start: datetime) -> None:
         self._entries = sorted((e.minute_of_day, e.setpoint_c) for e in entries)
         self._start_min = start.hour * 60 + start.minute + start.second / 60.0
+
+    def at_many(self, times_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The setpoint at each time (as ``at``)."""
+        at_min = np.array([m for m, _ in self._entries], dtype=float)
+        setpoints = np.array([sp for _, sp in self._entries], dtype=float)
+        minute = (self._start_min + times_s / 60.0) % 1440.0
+        # the last entry at or before the minute; before the first one, yesterday's last
+        return np.asarray(setpoints[np.searchsorted(at_min, minute, side="right") - 1], dtype=np.float64)
 
     def at(self, t_s: float) -> float:
         minute = (self._start_min + t_s / 60.0) % 1440.0
