@@ -36,6 +36,7 @@ GAINS_SCALE_W = 2000.0  # the prior on gains: this many W cost as much as 1 K on
 ENVELOPE_OFFSET_K = 10.0  # how far the walls may have been off their steady state when the data began
 WINDOW_H = 6.0  # how far ahead each fitted prediction runs from a measured start
 WARM_TOL = 1e-5  # the fit's tolerances when it starts from the last model
+WARM_DIFF_STEP = 1e-6  # and its finite-difference step, relative to each parameter
 TRUST_DATA_H = 24.0  # valid hours needed before the model is used
 TRUST_RMSE_K = 0.3  # and at most this error over the windows
 MIN_HEAT_SPREAD_W = 20.0  # the heat must have varied, or UA and G cannot be told apart
@@ -274,6 +275,9 @@ def fit_room(
                 x0,
                 bounds=(lower, upper),
                 x_scale=[1, 1, 1, 1, 50.0, 1.0],
+                # From where it was, steps coarser than scipy's √eps: the residuals come out of recursive
+                # filters whose rounding makes tinier differences noisy, and the fit needs fewer iterations.
+                diff_step=WARM_DIFF_STEP if warm else None,
                 max_nfev=100,
                 ftol=WARM_TOL if warm else 1e-8,  # from where it was, a near-optimum is enough
                 xtol=WARM_TOL if warm else 1e-8,
