@@ -173,6 +173,7 @@ def simulate(
     limits = {g: caps[g].max_limit_w for g in gpu_ids}
     levels = dict.fromkeys(gpu_ids, 0.0)
     states = {g: GpuState() for g in gpu_ids}
+    drives: dict[str, tuple[float, float, float]] = {}  # each GPU's (limit, level, others' level) of its state
     temp_reading = Reading(value=room.air_c, at_s=0.0, source=src)
     demand_w, failsafe, backup_on, work_done = 0.0, "", False, 0.0
     next_tick_s = 0.0
@@ -263,11 +264,12 @@ def simulate(
                 next_tick_s = t + interval_s
         gpu_w = work_rate = 0.0
         for g in gpu_ids:
-            p = plant.power_w(limits[g], levels[g], extra_level)
-            r = plant.work_rate(limits[g], levels[g], extra_level)
-            states[g] = GpuState(power_w=p, work_rate=r, temperature_c=30.0 + 0.15 * p)
-            gpu_w += p
-            work_rate += r
+            drive = (limits[g], levels[g], extra_level)
+            if drive != drives.get(g):  # the plant's steady state: worked out when what drives it moves
+                p, r = plant.power_w(*drive), plant.work_rate(*drive)
+                states[g], drives[g] = GpuState(power_w=p, work_rate=r, temperature_c=30.0 + 0.15 * p), drive
+            gpu_w += states[g].power_w or 0.0
+            work_rate += states[g].work_rate or 0.0
         backup_w = 0.0
         if backup is not None:
             target_c = setpoint_c + backup.setpoint_offset_k
