@@ -131,7 +131,7 @@ class EfficiencyModel:
             self._unranked = 0
 
     def _best_cap(self) -> float:
-        """The cap with the most work per watt above idle (the first of equals); runs after every sample."""
+        """The cap with the most work per watt above idle (the first of equals)."""
         idle_w = self.caps.idle_w
         best_i, best = 0, -math.inf
         for i, cap_w in enumerate(self._caps_w):

@@ -376,13 +376,11 @@ class ZonePlanner:
 
     def _linear_room(self, model: RoomModel, step_s: float, room_c: float) -> LinearRoom:
         """The model over one step, from the room now (discretised once per model)."""
-        x0 = np.array([room_c, self._envelope_now(model, room_c)])
+        envelope_c = self._envelope_now(model, room_c)
         cached = self._linear
-        if cached is not None and cached[0] is model and cached[1] == step_s:
-            return replace(cached[2], x0=x0)
-        room = LinearRoom.from_model(model, room_c, float(x0[1]), step_s)
-        self._linear = (model, step_s, room)
-        return room
+        if cached is None or cached[0] is not model or cached[1] != step_s:
+            cached = self._linear = (model, step_s, LinearRoom.from_model(model, room_c, envelope_c, step_s))
+        return replace(cached[2], x0=np.array([room_c, envelope_c]))
 
     def _envelope_now(self, model: RoomModel, room_c: float) -> float:
         """The envelope's temperature now, from the remembered air and outdoor temperatures."""

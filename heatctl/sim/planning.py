@@ -168,7 +168,7 @@ class OraclePlanner:
             n = min(chunk, total - a) + look
             t = (a + np.arange(n, dtype=np.float64)) * step_s
             mids = t + step_s / 2
-            setpoints = np.array([schedule.at(x) for x in mids])
+            setpoints = schedule.at_many(mids)
             price = tariff.at_many(mids) if tariff is not None else None
             carbon = signals.carbon_at(mids + signals.start_epoch_s)
             weight = objective_weight(settings.objective, price, carbon, n)

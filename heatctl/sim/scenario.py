@@ -266,24 +266,19 @@ class Schedule:
     """The daily setpoint schedule as a function of virtual time."""
 
     def __init__(self, entries: list[ScheduleEntry], start: datetime) -> None:
-        self._entries = sorted((e.minute_of_day, e.setpoint_c) for e in entries)
+        entries_sorted = sorted((e.minute_of_day, e.setpoint_c) for e in entries)
+        self._at_min = np.array([m for m, _ in entries_sorted], dtype=np.float64)
+        self._setpoints_c = np.array([sp for _, sp in entries_sorted], dtype=np.float64)
         self._start_min = start.hour * 60 + start.minute + start.second / 60.0
 
     def at_many(self, times_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """The setpoint at each time (as ``at``)."""
-        at_min = np.array([m for m, _ in self._entries], dtype=float)
-        setpoints = np.array([sp for _, sp in self._entries], dtype=float)
+        """The setpoint at each time: the last entry at or before its minute of the day (before the
+        first entry, yesterday's last)."""
         minute = (self._start_min + times_s / 60.0) % 1440.0
-        # the last entry at or before the minute; before the first one, yesterday's last
-        return np.asarray(setpoints[np.searchsorted(at_min, minute, side="right") - 1], dtype=np.float64)
+        return np.asarray(self._setpoints_c[np.searchsorted(self._at_min, minute, side="right") - 1], dtype=np.float64)
 
     def at(self, t_s: float) -> float:
-        minute = (self._start_min + t_s / 60.0) % 1440.0
-        current = self._entries[-1][1]  # before the first entry: yesterday's last one
-        for at_min, setpoint_c in self._entries:
-            if at_min <= minute:
-                current = setpoint_c
-        return current
+        return float(self.at_many(np.array([t_s]))[0])
 
 
 def default_scenario_path() -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import csv
 import math
 from datetime import datetime
@@ -16,8 +15,8 @@ from heatctl.errors import ConfigError
 
 class Weather:
     def __init__(self, times_s: list[float], temps_c: list[float]) -> None:
-        self._times_s = times_s
-        self._temps_c = temps_c
+        self._times_s = np.asarray(times_s, dtype=np.float64)
+        self._temps_c = np.asarray(temps_c, dtype=np.float64)
 
     @classmethod
     def constant(cls, temp_c: float) -> Weather:
@@ -54,15 +53,8 @@ class Weather:
         return cls([times[i] for i in order], [temps[i] for i in order])
 
     def at(self, t_s: float) -> float:
-        ts = self._times_s
-        i = bisect.bisect_right(ts, t_s)
-        if i == 0:
-            return self._temps_c[0]
-        if i == len(ts):
-            return self._temps_c[-1]
-        t0, t1 = ts[i - 1], ts[i]
-        y0, y1 = self._temps_c[i - 1], self._temps_c[i]
-        return y0 + (y1 - y0) * (t_s - t0) / (t1 - t0)
+        return float(self.at_many(np.array([t_s]))[0])
 
     def at_many(self, times_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        return np.asarray(np.interp(times_s, np.asarray(self._times_s), np.asarray(self._temps_c)), dtype=np.float64)
+        """Interpolated between the rows; flat beyond the ends."""
+        return np.asarray(np.interp(times_s, self._times_s, self._temps_c), dtype=np.float64)
