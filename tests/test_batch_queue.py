@@ -235,9 +235,18 @@ def test_energy_is_shared_by_running_time_among_the_batches_on_that_gpu(tmp_path
     queue.maintain()
     batch_a, batch_b = store.get_batch(a), store.get_batch(b)
     assert batch_a is not None and batch_b is not None
-    assert batch_a["heat"]["energy_kwh"] == pytest.approx(4000 / 3.6e6, abs=1e-6)
-    assert batch_b["heat"]["energy_kwh"] == pytest.approx(3000 / 3.6e6, abs=1e-6)
+    assert batch_a["heat"]["energy_kwh"] == pytest.approx(4000 / 3.6e6, rel=1e-6)
+    assert batch_b["heat"]["energy_kwh"] == pytest.approx(3000 / 3.6e6, rel=1e-6)
     assert batch_a["heat"]["heat_reused_share"] == 0.75
+    c = submit(store, queue, [line("c0")], window_s=600)
+    c0 = queue.take("gpu0")
+    assert c0 is not None and c0.batch_id == c
+    wall.t += 0.05
+    queue.complete(c0, True, {"custom_id": "c0"}, 1, 0.05)
+    queue.charge("gpu0", 1.5, wanted=True)  # c0, a1, b0 ran the same 50 ms: half a joule each, still counted
+    queue.maintain()
+    batch_c = store.get_batch(c)
+    assert batch_c is not None and batch_c["heat"]["energy_kwh"] == pytest.approx(0.5 / 3.6e6, rel=1e-3)
 
 
 CFG = """
