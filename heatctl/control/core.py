@@ -92,6 +92,7 @@ class NodeController:
         self.allocators: dict[str, Allocator] = {}
         self.thermal: dict[str, ThermalGuard] = {}
         self._max_w: dict[str, float] = {}  # each GPU's top limit, kept with its allocator
+        self._healthy_caps_w: dict[str, float] | None = None  # the zones' capacities without faults, once known
         for g in cfg.gpus:
             model = models[g.id] if models and g.id in models else EfficiencyModel(caps[g.id], g.work_at_w)
             self.set_caps(g.id, caps[g.id], model=model)
@@ -108,7 +109,7 @@ class NodeController:
         )
         self.thermal[gpu_id] = ThermalGuard(g.max_temp_c, caps.idle_w, caps.max_limit_w)
         self._max_w[gpu_id] = caps.max_limit_w
-        self._healthy_caps_w: dict[str, float] | None = None  # the zones' capacities without faults, once known
+        self._healthy_caps_w = None  # a top limit may have moved: the zones' capacities are worked out again
 
     def step(self, inputs: NodeInputs) -> NodeOutput:
         now_s = self._time_fn()
