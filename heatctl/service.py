@@ -17,6 +17,7 @@ import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from heatctl.accounting import Counters, EnergyMeter, heat_wanted
 from heatctl.actuation import GpuActuator, Observation
 from heatctl.batch.queue import work_for_plan
-from heatctl.clock import Clock, RealClock
+from heatctl.clock import Clock, RealClock, local_minute
 from heatctl.commands import (
     CommandInbox,
     SetMaxPower,
@@ -35,9 +36,10 @@ from heatctl.commands import (
     SetZoneMode,
     bind_commands,
 )
-from heatctl.config import Config, GpuConfig, OpenAIWorkloadConfig, ZoneConfig
-from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
-from heatctl.control.safety import ZoneInputs, fresh, zone_failsafe, zone_wants_no_heat
+from heatctl.config import Config, GpuConfig, OpenAIWorkloadConfig
+from heatctl.control.core import GpuState, NodeController, NodeOutput
+from heatctl.control.policy import TickDecision, TickInputs, TickPolicy
+from heatctl.control.safety import ZoneInputs, fresh
 from heatctl.errors import ConfigError, HeatctlError
 from heatctl.gpu.base import Gpu
 from heatctl.gpu.registry import open_gpu
@@ -85,8 +87,10 @@ class Service:
         gpus: dict[str, Gpu] | None = None,
         sinks: list[Sink] | None = None,
         on_tick: Callable[[NodeSnapshot], None] | None = None,
+        wall_fn: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
+        self._wall_fn = wall_fn  # epoch seconds: the time of day (quiet hours, tariff periods)
         self._on_tick = on_tick
         self.clock: Clock = clock or RealClock()
         self.state_dir = cfg.resolved_state_dir()
@@ -110,10 +114,10 @@ class Service:
         self.snapshot: NodeSnapshot | None = None
         self.mode: str = cfg.mode
         self.zone_modes = {z.name: "heat" for z in cfg.zones}
-        self.presets = {z.name: "none" for z in cfg.zones}  # the climate entity's preset (boost ends by itself)
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
         self.max_power_w: float | None = cfg.max_power_w
-        self._cap_w: float | None = cfg.max_power_w  # this tick's node cap: max_power_w, lower in quiet hours
+        self.policy: TickPolicy | None = None  # every decision of a tick (after start)
+        self._decision: TickDecision | None = None  # the last tick's
         self.counters = Counters()
         self._capacity_w = 0.0
         self._transitions = Transitions(cfg.zones, self.store)
@@ -166,6 +170,15 @@ class Service:
 
             self.poller = HomeAssistantPoller(self.cfg, self.store)
             self.poller.start()
+        self.policy = TickPolicy(
+            self.cfg,
+            self.controller,
+            cascades={name: m.cascade for name, m in self.main.items()},
+            planner=self.planner,
+            work=self.batches,
+            runners=self._runners(),
+            time_fn=self.clock,
+        )
         if self.cfg.influxdb is not None:
             from heatctl.publish.influx import InfluxSink
 
@@ -222,6 +235,7 @@ class Service:
             on_plan=on_plan,
             ha_client_factory=factory,
             work_fn=self._work_for_plan,
+            max_power_fn=lambda: self.max_power_w,
         )
         if link is not None:
             for topic, handler in self.planner.topic_handlers().items():
@@ -325,13 +339,12 @@ class Service:
     # --- one tick -----------------------------------------------------------------------
 
     def tick(self) -> NodeSnapshot:
-        assert self.controller is not None  # after start()
+        assert self.controller is not None and self.policy is not None  # after start()
         self._apply_commands()
         now_s = self.clock()
         dt_s = 0.0 if self._last_tick_s is None else now_s - self._last_tick_s
         self._last_tick_s = now_s
         zones = self._main_targets({z: self.store.zone_inputs(z, self.zone_modes[z]) for z in self.zone_modes})
-        self._end_presets(zones)
         metered_w = self._metered_w(now_s)
         observed = {gid: act.observe(metered=self._zone_of[gid] in metered_w) for gid, act in self.actuators.items()}
         if any(act.just_opened for act in self.actuators.values()):
@@ -352,19 +365,11 @@ class Service:
         }
         for gid, obs in observed.items():
             self._account(gid, obs, dt_s, zones[self._zone_of[gid]])
-        self._cap_w = self._quiet_w()
-        out = self.controller.step(
-            NodeInputs(
-                mode=self.mode,
-                zones=self._gpu_targets(self._planned(now_s, zones, states, metered_w)),
-                gpus=states,
-                max_power_w=self._cap_w,
-                work_due=self._work_due(),
-            )
-        )
-        if self.main:
-            self._steer_main(now_s, zones, out, {g: s.fault for g, s in states.items() if s.fault})
-        out = self._user_targets(out, zones)
+        decision = self.policy.decide(self._tick_inputs(zones, states, metered_w))
+        self._decision = decision
+        for name, main_cmd in decision.main.items():
+            self.main[name].apply(main_cmd)
+        out = decision.node
         if self.batches is not None:
             self.batches.set_heat_wanted(any(z.demand_w > 0 for z in out.zones.values()))
         for gid, cmd in out.gpus.items():
@@ -387,6 +392,36 @@ class Service:
         self.ticks += 1
         return snap
 
+    def _tick_inputs(
+        self, zones: dict[str, ZoneInputs], states: dict[str, GpuState], metered_w: dict[str, float]
+    ) -> TickInputs:
+        """What the policy decides from: the readings, the GPUs, the commanded cap, the time of day."""
+        heat_w: dict[str, float | None] = {}
+        for zone in self.cfg.zones:
+            gpu_w = [states[g].power_w for g in zone.gpus if g in states]
+            measured = [w for w in gpu_w if w is not None]
+            heat_w[zone.name] = metered_w.get(zone.name, sum(measured) if len(measured) == len(gpu_w) else None)
+        return TickInputs(
+            mode=self.mode,
+            zones=zones,
+            gpus=states,
+            local_minute=local_minute(self._wall_fn()),
+            max_power_w=self.max_power_w,
+            heat_w=heat_w,
+            price_per_kwh=self._price_now(),
+            user_setpoint_c={n: m.held.user_setpoint_c for n, m in self.main.items()},
+            overridden=frozenset(z for z in self.zone_modes if self.store.has_override(z)),
+        )
+
+    def _price_now(self) -> float | None:
+        """Electricity now (a fixed or time-of-use tariff, else the price forecast), for ``prefer: cheapest``."""
+        tariff = self.cfg.tariff
+        if tariff is None or not self.main:
+            return None
+        if not tariff.is_forecast:
+            return tariff.price_at(local_minute(self._wall_fn()))
+        return self.planner.price_now() if self.planner is not None else None
+
     def give_back_main_heating(self) -> None:
         """The user's own setpoint to every main heating heatctl steered; what failed stays for restore."""
         for name, main in self.main.items():
@@ -404,103 +439,6 @@ class Service:
             out[name] = dataclasses.replace(zin, setpoint=main.target(zin.setpoint))
         return out
 
-    def _planned(
-        self, now_s: float, zones: dict[str, ZoneInputs], states: dict[str, GpuState], metered_w: dict[str, float]
-    ) -> dict[str, ZoneInputs]:
-        """Readings to each zone's planner; with an active plan, its room is the target, its heat the feed-forward."""
-        if self.planner is None:
-            return zones
-        out = dict(zones)
-        for zone in self.cfg.zones:
-            zin = zones[zone.name]
-            gpu_w = [states[g].power_w for g in zone.gpus if g in states]
-            heat_w = metered_w.get(zone.name, sum(w for w in gpu_w if w is not None) if gpu_w else None)
-            failsafe = zone_failsafe(now_s, zin, zone.control)
-            heating = self.mode == "heat" and not zone_wants_no_heat(zin) and self.presets[zone.name] != "boost"
-            main = self.main.get(zone.name)
-            main_helps = main is not None and main.cascade.stage not in ("held", "given back")
-            guidance = self.planner.record(
-                zone.name,
-                room_c=zin.temperature.value if zin.temperature is not None else None,
-                setpoint_c=zin.setpoint.value if zin.setpoint is not None else None,
-                heat_w=heat_w,
-                outdoor_c=zin.outdoor.value
-                if zin.outdoor is not None and fresh(zin.outdoor, now_s, zin.outdoor_stale_s)
-                else None,
-                valid=failsafe is None and heating and not main_helps and None not in gpu_w,
-            )
-            if guidance is not None and zin.setpoint is not None:
-                target = dataclasses.replace(zin.setpoint, value=guidance.target_c)
-                out[zone.name] = dataclasses.replace(zin, setpoint=target, feedforward_w=guidance.feedforward_w)
-        return out
-
-    def _gpu_targets(self, zones: dict[str, ZoneInputs]) -> dict[str, ZoneInputs]:
-        """What the controller gets: while the main heating helps, or in boost, the zone's GPUs aim high."""
-        from heatctl.mainheat.cascade import PUSH_K
-
-        out = dict(zones)
-        for name, zin in zones.items():
-            if zin.setpoint is None:
-                continue
-            room = zin.temperature.value if zin.temperature is not None else None
-            aim = zin.setpoint.value
-            if name in self.main:
-                aim = self.main[name].cascade.gpu_target(aim, room)
-            if self.presets[name] == "boost":
-                aim = zin.setpoint.value + PUSH_K
-            out[name] = dataclasses.replace(zin, setpoint=dataclasses.replace(zin.setpoint, value=aim))
-        return out
-
-    def _steer_main(self, now_s: float, zones: dict[str, ZoneInputs], out: NodeOutput, faults: dict[str, str]) -> None:
-        """The cascade's stage for each zone with main heating, sent to its device."""
-        for name, main in self.main.items():
-            zin, zout = zones[name], out.zones[name]
-            failsafe = zout.failsafe
-            if self.mode != "heat" or self.zone_modes[name] != "heat":
-                failsafe = failsafe or "heatctl off"
-            lost = [g for g in main.zone.gpus if g in faults]
-            failsafe = failsafe or (f"gpu {lost[0]}: {faults[lost[0]]}" if lost else None)
-            cmd = main.cascade.update(
-                now_s,
-                room_c=zin.temperature.value if zin.temperature is not None else None,
-                target_c=zin.setpoint.value if zin.setpoint is not None else None,
-                user_c=main.held.user_setpoint_c,
-                demand_w=zout.demand_w,
-                capacity_w=zout.capacity_w,
-                failsafe=failsafe,
-                main_cheaper=self._main_cheaper(main.zone),
-                shortfall_in_s=self.planner.shortfall_in_s(name) if self.planner is not None else None,
-            )
-            main.apply(cmd)
-
-    def _main_cheaper(self, zone: ZoneConfig) -> bool:
-        """With ``prefer: cheapest``: whether the zone's main heating makes heat for less than its GPUs now."""
-        from heatctl.mainheat.cascade import main_is_cheaper
-
-        main, tariff = zone.main_heating, self.cfg.tariff
-        if main is None or main.prefer != "cheapest" or tariff is None or self.controller is None:
-            return False
-        models = [self.controller.allocators[g].model for g in zone.gpus]
-        per_kwh = [m.work_rate(m.efficient_cap_w) / m.efficient_cap_w * 3.6e6 for m in models if m.efficient_cap_w > 0]
-        work_per_kwh = sum(per_kwh) / len(per_kwh) if per_kwh else 0.0
-        price = (
-            tariff.price_at(_local_minute())
-            if not tariff.is_forecast
-            else (self.planner.price_now() if self.planner is not None else None)
-        )
-        if price is None:
-            return False
-        return main_is_cheaper(main, price, work_per_kwh, self.cfg.work_value_per_unit)
-
-    @staticmethod
-    def _user_targets(out: NodeOutput, zones: dict[str, ZoneInputs]) -> NodeOutput:
-        """Outputs show the zone's target, not the GPUs' aim."""
-        shown = {}
-        for name, z in out.zones.items():
-            target = zones[name].setpoint
-            shown[name] = dataclasses.replace(z, setpoint_c=target.value if target is not None else None)
-        return dataclasses.replace(out, zones=shown)
-
     def _apply_commands(self) -> None:
         for cmd in self.inbox.drain():
             _LOGGER.info("command: %s", cmd)
@@ -516,37 +454,19 @@ class Service:
                     self.max_power_w = watts
                 case SetSetpoint(zone, setpoint_c):
                     self.store.override_setpoint(zone, setpoint_c)
-                    self.presets[zone] = "none"
-                case SetPreset(zone, preset) if zone in self.presets:
+                    if self.policy is not None:
+                        self.policy.presets[zone] = "none"
+                case SetPreset(zone, preset) if zone in self.zone_modes:
                     self._set_preset(zone, preset)
             self._persist()
 
-    def _work_due(self) -> dict[str, float]:
-        """Batch runners that must run now for a deadline, whatever the room wants."""
-        if self.batches is None:
-            return {}
-        runners = self._runners()
-        zones = {self._zone_of[g] for g in runners}
-        planned = self.planner is not None and bool(zones) and all(self.planner.zones[z].covers_work() for z in zones)
-        speedup = self._full_speedup(runners) if planned else None
-        due = self.batches.due_level(self.batches.store.now(), full_speedup=speedup)
-        return dict.fromkeys(runners, due) if due else {}
-
     def _runners(self) -> list[str]:
         """The GPUs that run batch work (openai workload)."""
-        return [g for g, act in self.actuators.items() if act.workload.kind == "openai" and g in self._zone_of]
-
-    def _full_speedup(self, gpus: list[str]) -> float:
-        """How much faster the GPUs work at full power than at their efficient caps (as learned)."""
-        assert self.controller is not None
-        models = [self.controller.allocators[g].model for g in gpus if g in self.controller.allocators]
-        efficient = sum(m.work_rate(m.efficient_cap_w) for m in models)
-        full = sum(m.work_rate(m.caps.max_limit_w) for m in models)
-        return max(full / efficient, 1.0) if efficient > 0 else 1.0
+        return [g.id for g in self.cfg.gpus if isinstance(g.workload, OpenAIWorkloadConfig) and g.id in self._zone_of]
 
     def _work_for_plan(self, zone_name: str) -> tuple[tuple[float, float], ...]:
         """The batch work due, as heat the zone's GPUs make running it flat out: (due by, J above idle) each."""
-        if self.batches is None or self.controller is None:
+        if self.batches is None or self.controller is None or self.policy is None:
             return ()
         runners = self._runners()
         allocators = self.controller.allocators
@@ -554,7 +474,9 @@ class Service:
         heat_w = sum(m.caps.max_limit_w - m.caps.idle_w for m in models)  # the zone's runners flat out
         if heat_w <= 0:
             return ()
-        return work_for_plan(self.batches.open_work(), full_speedup=self._full_speedup(runners), full_heat_w=heat_w)
+        return work_for_plan(
+            self.batches.open_work(), full_speedup=self.policy.full_speedup(runners), full_heat_w=heat_w
+        )
 
     def _work_starved(self, out: NodeOutput) -> bool:
         """Heat is wanted in a zone, and none of its GPUs has work to make it with."""
@@ -565,32 +487,13 @@ class Service:
 
     def _set_preset(self, zone: str, preset: str) -> None:
         """comfort/eco/away: that target until the thermostat's own setpoint changes; boost: flat out until warm."""
+        assert self.policy is not None
         targets = next(z.presets for z in self.cfg.zones if z.name == zone)
-        self.presets[zone] = preset
         if preset in targets:
             self.store.override_setpoint(zone, targets[preset])
         elif preset == "none":
             self.store.clear_override(zone)
-        elif preset == "boost" and zone in self.main:
-            self.main[zone].cascade.boost(self.clock())
-
-    def _end_presets(self, zones: dict[str, ZoneInputs]) -> None:
-        """A preset ends when the thermostat's own setpoint changes; boost when the room is warm."""
-        for name, preset in self.presets.items():
-            room, target = zones[name].temperature, zones[name].setpoint
-            if preset == "boost":
-                if room is not None and target is not None and room.value >= target.value:
-                    _LOGGER.info("zone %s: boost done, the room reached its target", name)
-                    self.presets[name] = "none"
-            elif preset != "none" and not self.store.has_override(name):
-                self.presets[name] = "none"
-
-    def _quiet_w(self) -> float | None:
-        """The node's power cap now: ``max_power_w``, lowered during quiet hours."""
-        quiet = self.cfg.quiet
-        if quiet is None or not quiet.active(_local_minute()):
-            return self.max_power_w
-        return quiet.max_power_w if self.max_power_w is None else min(self.max_power_w, quiet.max_power_w)
+        self.policy.set_preset(zone, preset)
 
     def _metered_w(self, now_s: float) -> dict[str, float]:
         """Zone → wall-plug meter watts, for zones whose meter reports fresh readings."""
@@ -642,7 +545,10 @@ class Service:
             | ({"influx": self.sinks[0].stats()} if self.sinks else {})
             | (self._batch_state() if self.batches is not None else {})
             | ({"main_heating": {n: m.status(self.clock()) for n, m in self.main.items()}} if self.main else {})
-            | {"presets": dict(self.presets), "quiet": self._cap_w != self.max_power_w}
+            | {
+                "presets": dict(self.policy.presets) if self.policy is not None else {},
+                "quiet": self._decision is not None and self._decision.quiet,
+            }
             | ({"planner": self.planner.state()} if self.planner is not None else {}),
         )
 
@@ -728,12 +634,6 @@ def run_service(cfg: Config, *, on_ready: Callable[[Service], None] | None = Non
         service.shutdown()
         _LOGGER.info("stopped: power limits restored, workloads left in their exit state")
     return 0
-
-
-def _local_minute() -> int:
-    """The minute of the local day now (quiet hours and tariff periods are in local time)."""
-    now = datetime.now().astimezone()
-    return now.hour * 60 + now.minute
 
 
 def _status_line(snap: NodeSnapshot) -> str:

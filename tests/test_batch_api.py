@@ -411,6 +411,6 @@ def test_with_the_planner_a_batch_becomes_heat_in_the_plan_and_the_deadline_rule
         zone = svc.planner.zones["office"]
         assert zone.status == "active" and zone.plan is not None and zone.plan.work_heat > 0
         assert zone.covers_work()  # a day to make it in
-        assert svc._work_due() == {}  # the plan runs it: the rule waits
+        assert svc.tick() is not None and svc._decision is not None and svc._decision.work_due == {}  # the plan runs it
     finally:
         node.stop()

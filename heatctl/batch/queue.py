@@ -256,10 +256,13 @@ class BatchQueue:
         with self._lock:
             return [(d, self._left[bid] * self.s_per_request / self.slots) for d, bid in self._open_by_deadline()]
 
-    def due_level(self, now_wall_s: float, *, full_speedup: float | None = None) -> float:
-        """1 while some batch must run now to meet its deadline, else 0. ``full_speedup``: the plan
-        makes the work's heat in time at full power, this much faster than the efficient cap; the
-        rule then waits until the work only just fits at full power, and asks for it (``FLAT_OUT``)."""
+    def due_level(self, now_wall_s: float | None = None, *, full_speedup: float | None = None) -> float:
+        """1 while some batch must run now to meet its deadline, else 0 (now: the store's clock).
+        ``full_speedup``: the plan makes the work's heat in time at full power, this much faster than
+        the efficient cap; the rule then waits until the work only just fits at full power, and asks
+        for it (``FLAT_OUT``). The service's ``WorkSource``."""
+        if now_wall_s is None:
+            now_wall_s = self.store.now()
         planned = full_speedup is not None
         speedup = full_speedup or 1.0
         with self._lock:

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from heatctl.clock import local_zone
 from heatctl.config import Config, ForecastSourceConfig, PlannerConfig, ZoneConfig, minute_of_day
+from heatctl.control.policy import cap_outlook
 from heatctl.errors import plain
 from heatctl.planner.schedule import WeeklySchedule, parse_days
 from heatctl.planner.series import ForecastError, Series, parse_attributes, parse_payload
@@ -93,14 +95,20 @@ class NodePlanner:
         on_plan: Callable[[dict[str, Any]], None] | None = None,
         ha_client_factory: Callable[[Any], Any] | None = None,
         work_fn: Callable[[str], tuple[tuple[float, float], ...]] | None = None,
+        max_power_fn: Callable[[], float | None] | None = None,
+        tz: tzinfo | None = None,
     ) -> None:
         self.cfg = cfg
+        self._max_power_fn = max_power_fn or (lambda: cfg.max_power_w)  # the node's cap a person set
         self._work_fn = work_fn  # zone → batch work due there: (deadline, heat J above idle)
         self._wall_fn = wall_fn
         self._on_plan = on_plan
         self._ha_client_factory = ha_client_factory
         planner = cfg.planner or PlannerConfig()
-        tz = datetime.now().astimezone().tzinfo
+        tz = tz or local_zone()  # with its daylight-saving rules: the schedule follows the clocks
+        self._tz = tz
+        total_w = sum(capacity_w.values())
+        self._share = {z.name: capacity_w[z.name] / total_w if total_w > 0 else 0.0 for z in cfg.zones}
         self.zones = {
             z.name: ZonePlanner(
                 z.name,
@@ -242,7 +250,7 @@ class NodePlanner:
         assert tariff is not None
         out = np.empty(len(times_s))
         for i, t in enumerate(times_s):
-            moment = datetime.fromtimestamp(float(t)).astimezone()
+            moment = datetime.fromtimestamp(float(t), self._tz)
             out[i] = tariff.price_at(moment.hour * 60 + moment.minute) or 0.0
         return out
 
@@ -276,6 +284,10 @@ class NodePlanner:
     def shortfall_in_s(self, zone: str) -> float | None:
         """How long until the zone's plan expects its room to fall behind with the GPUs flat out (None: never)."""
         return self.zones[zone].shortfall_in_s(self._wall_fn())
+
+    def covers_work(self, zone: str) -> bool:
+        """The zone's active plan makes the heat of all the batch work due before its deadlines."""
+        return self.zones[zone].covers_work()
 
     def target_c(self, zone: str) -> float | None:
         """The target the loop was given at the last tick (None: it controlled reactively)."""
@@ -362,7 +374,8 @@ class NodePlanner:
         for name, p in self.zones.items():
             latest = self._latest[name]
             before = p.plan
-            zone_signals = dataclasses.replace(signals, work=self._work(name))
+            cap_w = cap_outlook(self.cfg.quiet, self._max_power_fn(), self._tz, self._share[name])
+            zone_signals = dataclasses.replace(signals, work=self._work(name), cap_w=cap_w)
             p.update(now, latest.room_c, latest.setpoint_c, zone_signals)
             if self._on_plan is not None and (p.plan is not before or self._published.get(name) != hash(p.status)):
                 self._published[name] = hash(p.status)

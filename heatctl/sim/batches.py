@@ -9,6 +9,7 @@ wanted heat (the service's rule, ``accounting.WANTED_BAND_K``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from heatctl.batch.queue import FLAT_OUT, at_risk
@@ -37,16 +38,6 @@ class SimBatches:
         """Arrived, not finished, earliest deadline first."""
         return sorted((b for b in self.batches if b.arrival_s <= t and b.done_s is None), key=lambda b: b.deadline_s)
 
-    def due(self, t: float, full_rate: float, *, flat_rate: float | None = None) -> float:
-        """1 while a deadline needs the GPU now (``full_rate``: work per second at the efficient cap).
-        ``flat_rate``: the plan makes the work's heat in time at full power, this much work per
-        second: the service's planned rule (``BatchQueue.due_level``)."""
-        rate = flat_rate if flat_rate is not None else full_rate
-        work = [(b.deadline_s, b.left / max(rate, 1e-9)) for b in self.open_at(t)]
-        if not at_risk(t, work, planned=flat_rate is not None):
-            return 0.0
-        return FLAT_OUT if flat_rate is not None else 1.0
-
     def run(self, t: float, step_s: float, work: float, energy_j: float, *, heat_wanted: bool) -> float:
         """Pay the step's work into the open batches; the share of the work they took."""
         total, left = work, work
@@ -73,3 +64,24 @@ class SimBatches:
             "batch_kwh": energy / 3.6e6,
             "batch_heat_reused_share": sum(b.reused_j for b in self.batches) / energy if energy > 0 else float("nan"),
         }
+
+
+class SimWorkSource:
+    """The simulator's batches as the tick's ``WorkSource`` (as the service's ``BatchQueue``): the
+    work left in seconds at the rate the GPUs do it at their efficient caps, in run seconds."""
+
+    def __init__(self, batches: SimBatches, time_fn: Callable[[], float], efficient_rate: Callable[[], float]) -> None:
+        self.batches = batches
+        self._time_fn = time_fn
+        self._rate = efficient_rate
+
+    def open_work(self) -> list[tuple[float, float]]:
+        rate = max(self._rate(), 1e-9)
+        return [(b.deadline_s, b.left / rate) for b in self.batches.open_at(self._time_fn())]
+
+    def due_level(self, *, full_speedup: float | None = None) -> float:
+        speedup = full_speedup or 1.0
+        work = [(d, s / speedup) for d, s in self.open_work()]
+        if not at_risk(self._time_fn(), work, planned=full_speedup is not None):
+            return 0.0
+        return FLAT_OUT if full_speedup is not None else 1.0

@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -48,7 +49,7 @@ class ScenarioSignals:
     the weather through the forecast error (or not at all), the solar surplus only now."""
 
     def __init__(self, scenario: Scenario, cfg: Config, base_dir: Path) -> None:
-        self.start_epoch_s = start_epoch(scenario.start)
+        self.start_epoch_s = start_epoch(scenario.start, scenario.timezone)
         self.tariff = scenario.build_tariff(base_dir)
         self.carbon = scenario.build_series(base_dir, "carbon")
         self.solar = scenario.build_series(base_dir, "solar")
@@ -106,39 +107,58 @@ class ScenarioSignals:
 
 
 class SimPlanner:
-    """The service's planner, fed at each controller tick."""
+    """The service's planner, fed at each controller tick (a ``PlannerPort``, as the service's ``NodePlanner``)."""
 
-    def __init__(self, settings: PlannerSettings, signals: ScenarioSignals, schedule: WeeklySchedule | None) -> None:
+    def __init__(
+        self,
+        settings: PlannerSettings,
+        signals: ScenarioSignals,
+        schedule: WeeklySchedule | None,
+        *,
+        time_fn: Callable[[], float],
+        tz: tzinfo = UTC,
+        cap_w: Callable[[FloatArray], FloatArray | None] | None = None,
+        work_fn: Callable[[], tuple[tuple[float, float], ...]] | None = None,
+    ) -> None:
+        """``work_fn``: the batch work due, (deadline in run seconds, heat J above idle), when asked;
+        ``cap_w``: the node's cap over epoch times (quiet hours), as the service's planner sees it."""
         self.settings = settings
         self.signals = signals
-        self.planner = ZonePlanner("sim", settings, schedule=schedule, tz=UTC)
+        self.planner = ZonePlanner("sim", settings, schedule=schedule, tz=tz)
+        self._time_fn = time_fn
+        self._cap_w = cap_w
+        self._work_fn = work_fn
         self._next_update_s = 0.0
 
-    def tick(
+    def record(
         self,
-        t_s: float,
+        zone: str,
         *,
-        room_c: float,
-        setpoint_c: float,
-        heat_w: float,
-        outdoor_c: float,
+        room_c: float | None,
+        setpoint_c: float | None,
+        heat_w: float | None,
+        outdoor_c: float | None,
         valid: bool,
-        work_fn: Callable[[], tuple[tuple[float, float], ...]] | None = None,
     ) -> Guidance | None:
-        """``work_fn``: the batch work due, (deadline in run seconds, heat J above idle), when asked."""
+        t_s = self._time_fn()
         now = self.signals.epoch(t_s)
         self.planner.record(now, room_c=room_c, setpoint_c=setpoint_c, heat_w=heat_w, outdoor_c=outdoor_c, valid=valid)
         if t_s >= self._next_update_s:  # as often as the service's planner thread looks
             signals = self.signals.signals(now, t_s)
-            if work_fn is not None:
-                work = tuple((self.signals.epoch(d), j) for d, j in work_fn())
+            if self._work_fn is not None:
+                work = tuple((self.signals.epoch(d), j) for d, j in self._work_fn())
                 signals = dataclasses.replace(signals, work=work)
+            if self._cap_w is not None:
+                signals = dataclasses.replace(signals, cap_w=self._cap_w)
             self.planner.update(now, room_c, setpoint_c, signals)
             self._next_update_s = t_s + PLAN_EVERY_S
-        return self.planner.guidance(now, setpoint_c) if valid else None
+        return self.planner.guidance(now, setpoint_c) if valid and setpoint_c is not None else None
 
-    def shortfall_in_s(self, t_s: float) -> float | None:
-        return self.planner.shortfall_in_s(self.signals.epoch(t_s))
+    def shortfall_in_s(self, zone: str) -> float | None:
+        return self.planner.shortfall_in_s(self.signals.epoch(self._time_fn()))
+
+    def covers_work(self, zone: str) -> bool:
+        return self.planner.covers_work()
 
     @property
     def model(self) -> RoomModel | None:
@@ -155,8 +175,11 @@ class OraclePlanner:
         *,
         scenario: Scenario,
         schedule: Schedule,
+        time_fn: Callable[[], float],
+        cap_w: Callable[[FloatArray], FloatArray | None] | None = None,
     ) -> None:
         self.settings = settings
+        self._time_fn = time_fn
         step_s = settings.step_min * 60.0
         total = math.ceil(scenario.duration_h * 3600.0 / step_s)
         chunk = max(round(ORACLE_CHUNK_D * 86400.0 / step_s), 1)
@@ -172,7 +195,8 @@ class OraclePlanner:
             price = tariff.at_many(mids) if tariff is not None else None
             carbon = signals.carbon_at(mids + signals.start_epoch_s)
             weight = objective_weight(settings.objective, price, carbon, n)
-            cap = np.full(n, settings.capacity_w)
+            cap_at = cap_w(mids + signals.start_epoch_s) if cap_w is not None else None
+            cap = np.full(n, settings.capacity_w) if cap_at is None else np.minimum(cap_at, settings.capacity_w)
             surplus = signals.solar.at_many(mids) if signals.solar is not None else np.zeros(n)
             outlook = Outlook(
                 setpoint_c=setpoints, outdoor_c=weather.at_many(mids), weight=weight, cap_w=cap, surplus_w=surplus
@@ -193,8 +217,16 @@ class OraclePlanner:
             outdoor_c=np.full(total, math.nan),
         )
 
-    def tick(self, t_s: float, *, setpoint_c: float, valid: bool, **_: float) -> Guidance | None:
-        return guidance_from(self.plan, t_s, setpoint_c, self.settings) if valid else None
+    def record(self, zone: str, *, setpoint_c: float | None, valid: bool, **_: float | None) -> Guidance | None:
+        if not valid or setpoint_c is None:
+            return None
+        return guidance_from(self.plan, self._time_fn(), setpoint_c, self.settings)
+
+    def shortfall_in_s(self, zone: str) -> float | None:
+        return None
+
+    def covers_work(self, zone: str) -> bool:
+        return False
 
 
 def _true_room(scenario: Scenario, step_s: float) -> LinearRoom:
@@ -216,5 +248,8 @@ def _true_room(scenario: Scenario, step_s: float) -> LinearRoom:
     )
 
 
-def start_epoch(start: datetime) -> float:
-    return start.replace(tzinfo=UTC).timestamp() if start.tzinfo is None else start.timestamp()
+def start_epoch(start: datetime, timezone: str | None = None) -> float:
+    """The scenario's start as epoch seconds: its wall time in ``timezone`` (UTC without one)."""
+    if start.tzinfo is not None:
+        return start.timestamp()
+    return start.replace(tzinfo=ZoneInfo(timezone) if timezone else UTC).timestamp()

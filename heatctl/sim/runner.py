@@ -6,7 +6,6 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,17 @@ import numpy.typing as npt
 from heatctl.accounting import WANTED_BAND_K
 from heatctl.batch.queue import work_for_plan
 from heatctl.config import Config, GpuConfig, PlannerConfig, SourceConfig, ZoneConfig
-from heatctl.control.core import GpuState, NodeInputs
+from heatctl.control.core import GpuState
 from heatctl.control.efficiency import GpuCaps
+from heatctl.control.policy import TickInputs, TickPolicy, cap_outlook, local_minutes
 from heatctl.control.safety import Reading, ZoneInputs
 from heatctl.errors import ConfigError
 from heatctl.gpu.sim import SimGpuModel
-from heatctl.mainheat.cascade import GIVEN_BACK, HELD, Cascade, MainCommand, main_is_cheaper
+from heatctl.mainheat.cascade import Cascade, MainCommand
 from heatctl.planner.model import RoomModel
 from heatctl.planner.node import weekly_schedule
 from heatctl.sim.baselines import CONTROLLERS, STEERS_MAIN_HEATING
-from heatctl.sim.batches import SimBatches
+from heatctl.sim.batches import SimBatches, SimWorkSource
 from heatctl.sim.mainheat import MainHeaterPlant
 from heatctl.sim.planning import OraclePlanner, ScenarioSignals, SimPlanner, settings_for
 from heatctl.sim.scenario import Scenario, Schedule
@@ -130,7 +130,6 @@ def simulate(
     signals = ScenarioSignals(scenario, cfg, base_dir)  # reads the weather, tariff, carbon and solar files once
     weather = signals.weather
     batches = scenario.build_batches()
-    work_due: dict[str, float] = {}
     main_plant = MainHeaterPlant(scenario.main_heating) if scenario.main_heating is not None else None
     cascade = (
         Cascade(zone.main_heating)
@@ -139,14 +138,34 @@ def simulate(
     )
     main_cmd: MainCommand | None = None
     cheapest = cascade is not None and cascade.cfg.prefer == "cheapest"
-    schedule = Schedule(scenario.schedule, scenario.start)
+    schedule = Schedule(scenario.schedule, scenario.start, scenario.timezone)
     guide: SimPlanner | OraclePlanner | None = None
     planner_cfg = cfg.planner if cfg.planner is not None and cfg.planner.enabled else None
+    cap_w = cap_outlook(cfg.quiet, cfg.max_power_w, scenario.tz)  # the node's cap ahead, as the planner sees it
+    work = SimWorkSource(batches, clock, lambda: _full_rate(ctrl, plant, gpu_ids)) if batches is not None else None
     if controller == "oracle":
         settings = settings_for(cfg, zone, caps, planner_cfg or PlannerConfig())
-        guide = OraclePlanner(settings, signals, scenario=scenario, schedule=schedule)
+        guide = OraclePlanner(settings, signals, scenario=scenario, schedule=schedule, time_fn=clock, cap_w=cap_w)
     elif controller == "heatctl" and planner_cfg is not None:
-        guide = SimPlanner(settings_for(cfg, zone, caps, planner_cfg), signals, weekly_schedule(zone, UTC))
+        guide = SimPlanner(
+            settings_for(cfg, zone, caps, planner_cfg),
+            signals,
+            weekly_schedule(zone, scenario.tz),
+            time_fn=clock,
+            tz=scenario.tz,
+            cap_w=cap_w,
+            work_fn=functools.partial(_work_heat, work, ctrl, plant, gpu_ids) if work is not None else None,
+        )
+    # The same policy as the service: caps and quiet hours, the plan's targets, the cascade, work due.
+    policy = TickPolicy(
+        cfg,
+        ctrl,
+        cascades={zone.name: cascade} if cascade is not None else {},
+        planner=guide,
+        work=work,
+        runners=gpu_ids,
+        time_fn=clock,
+    )
     plan_w, target_c, plan_target_c, gpu_w = math.nan, math.nan, math.nan, 0.0
     backup = scenario.backup_heater
     step_s = scenario.step_s
@@ -155,6 +174,7 @@ def simulate(
     times = np.arange(n, dtype=np.float64) * step_s
     outdoor_at = weather.at_many(times).tolist()
     setpoint_at = schedule.at_many(times).tolist()
+    minute_at = local_minutes(times + signals.start_epoch_s, scenario.tz).astype(int).tolist()
     window_at = _during(times, [e.span_s for e in scenario.events if e.window_open_min]).tolist()
     off_at = _during(times, [e.span_s for e in scenario.events if e.mode_off_min]).tolist()
     dropout_at = _during(times, [e.span_s for e in scenario.events if e.sensor_dropout_min]).tolist()
@@ -172,7 +192,8 @@ def simulate(
     failsafes: list[str] = []
     limits = {g: caps[g].max_limit_w for g in gpu_ids}
     levels = dict.fromkeys(gpu_ids, 0.0)
-    states = {g: GpuState() for g in gpu_ids}
+    idle_w = plant.power_w(plant.cfg.max_limit_w, 0.0)  # at the start each GPU idles, as the service finds it
+    states = {g: GpuState(power_w=idle_w, temperature_c=30.0 + 0.15 * idle_w) for g in gpu_ids}
     drives: dict[str, tuple[float, float, float]] = {}  # each GPU's (limit, level, others' level) of its state
     temp_reading = Reading(value=room.air_c, at_s=0.0, source=src)
     demand_w, failsafe, backup_on, work_done = 0.0, "", False, 0.0
@@ -190,75 +211,37 @@ def simulate(
             measured_c = round(room.air_c / resolution_k) * resolution_k if resolution_k else room.air_c
             temp_reading = Reading(value=measured_c, at_s=t, source=src)
         if t >= next_tick_s:
-            guidance = None
-            if guide is not None:
-                valid = not window_open and mode == "heat" and t - temp_reading.at_s < interval_s and not failsafe
-                # As the service: only heat of its own is learned from, not the main heating's.
-                valid = valid and (cascade is None or cascade.stage in (HELD, GIVEN_BACK))
-                if isinstance(guide, SimPlanner):
-                    guidance = guide.tick(
-                        t,
-                        room_c=temp_reading.value,
-                        setpoint_c=setpoint_c,
-                        heat_w=gpu_w,
-                        outdoor_c=outdoor_c,
-                        valid=valid,
-                        work_fn=functools.partial(_work_heat, batches, t, ctrl, plant, gpu_ids)
-                        if batches is not None
-                        else None,
-                    )
-                else:
-                    guidance = guide.tick(t, setpoint_c=setpoint_c, valid=valid)
-            aim_c = guidance.target_c if guidance is not None else setpoint_c
+            decision = policy.decide(
+                TickInputs(
+                    mode=mode,
+                    zones={
+                        zone.name: ZoneInputs(
+                            temperature=temp_reading,
+                            setpoint=Reading(value=setpoint_c, at_s=t),
+                            window_open=WINDOW_OPEN if window_open else WINDOW_SHUT,
+                            outdoor=Reading(value=outdoor_c, at_s=t),
+                            temperature_stale_s=zone.temperature.stale_after_s,
+                            setpoint_stale_s=zone.setpoint.stale_after_s,
+                        )
+                    },
+                    gpus=dict(states),  # a value: the plant's states move on after the tick
+                    local_minute=minute_at[k],
+                    max_power_w=cfg.max_power_w,
+                    heat_w={zone.name: gpu_w},
+                    price_per_kwh=signals.price_at(t) if cheapest else None,
+                    user_setpoint_c={zone.name: setpoint_c},
+                )
+            )
+            out = decision.node
+            guidance = decision.guidance.get(zone.name)
             plan_target_c = guidance.target_c if guidance is not None and guidance.warming else setpoint_c
             plan_w = guidance.feedforward_w if guidance is not None else math.nan
-            # The GPUs' aim, as the service computes it: the cascade's, when it steers the main heating.
-            gpu_aim_c = cascade.gpu_target(aim_c, temp_reading.value) if cascade is not None else aim_c
-            target_c = gpu_aim_c
-            if batches is not None:
-                planned = isinstance(guide, SimPlanner) and guide.planner.covers_work()
-                flat_rate = _flat_rate(plant, gpu_ids) if planned else None
-                due = batches.due(t, _full_rate(ctrl, plant, gpu_ids), flat_rate=flat_rate)
-                work_due = dict.fromkeys(gpu_ids, due)
-            inputs = NodeInputs(
-                mode=mode,
-                max_power_w=cfg.max_power_w,
-                zones={
-                    zone.name: ZoneInputs(
-                        temperature=temp_reading,
-                        setpoint=Reading(value=gpu_aim_c, at_s=t),
-                        window_open=WINDOW_OPEN if window_open else WINDOW_SHUT,
-                        outdoor=Reading(value=outdoor_c, at_s=t),
-                        feedforward_w=guidance.feedforward_w if guidance is not None else None,
-                        temperature_stale_s=zone.temperature.stale_after_s,
-                        setpoint_stale_s=zone.setpoint.stale_after_s,
-                    )
-                },
-                gpus=states,
-                work_due=work_due,
-            )
-            out = ctrl.step(inputs)
+            target_c = decision.aim_c[zone.name] or setpoint_c
+            main_cmd = decision.main.get(zone.name, main_cmd)
             for g in gpu_ids:
                 limits[g], levels[g] = out.gpus[g].power_limit_w, out.gpus[g].level
             demand_w = out.zones[zone.name].demand_w
             failsafe = out.failsafe or ""
-            if cascade is not None:
-                zout = out.zones[zone.name]
-                main_cmd = cascade.update(
-                    t,
-                    main_cheaper=cheapest
-                    and not math.isnan(price := signals.price_at(t))
-                    and main_is_cheaper(
-                        cascade.cfg, price, _work_per_kwh(ctrl, plant, gpu_ids), cfg.work_value_per_unit
-                    ),
-                    room_c=temp_reading.value,
-                    target_c=setpoint_c,
-                    user_c=setpoint_c,
-                    demand_w=zout.demand_w,
-                    capacity_w=zout.capacity_w,
-                    failsafe=zout.failsafe or (None if mode == "heat" else "heatctl off"),
-                    shortfall_in_s=guide.shortfall_in_s(t) if isinstance(guide, SimPlanner) else None,
-                )
             next_tick_s += interval_s
             if next_tick_s <= t:
                 next_tick_s = t + interval_s
@@ -353,7 +336,7 @@ def _signal_columns(cols: dict[str, npt.NDArray[np.float64]], signals: ScenarioS
 
 
 def _work_heat(
-    batches: SimBatches, t: float, ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]
+    work: SimWorkSource, ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]
 ) -> tuple[tuple[float, float], ...]:
     """The open batches as the planner sees them (as the service's ``_work_for_plan``)."""
     efficient_rate = _full_rate(ctrl, plant, gpu_ids)
@@ -361,20 +344,12 @@ def _work_heat(
     heat_w = sum(plant.power_w(plant.cfg.max_limit_w, 1.0) - plant.cfg.idle_w for _ in gpu_ids)
     if efficient_rate <= 0 or flat_rate <= 0 or heat_w <= 0:
         return ()
-    work = [(b.deadline_s, b.left / efficient_rate) for b in batches.open_at(t)]
-    return work_for_plan(work, full_speedup=flat_rate / efficient_rate, full_heat_w=heat_w)
+    return work_for_plan(work.open_work(), full_speedup=flat_rate / efficient_rate, full_heat_w=heat_w)
 
 
 def _flat_rate(plant: SimGpuModel, gpu_ids: list[str]) -> float:
     """Work per second of all the zone's GPUs at full power."""
     return sum(plant.work_rate(plant.cfg.max_limit_w, 1.0) for _ in gpu_ids)
-
-
-def _work_per_kwh(ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]) -> float:
-    """The GPUs' work per kWh at their most efficient caps."""
-    allocators = getattr(ctrl, "allocators", {})
-    watts = sum(plant.power_w(allocators[g].model.efficient_cap_w, 1.0) for g in gpu_ids if g in allocators)
-    return _full_rate(ctrl, plant, gpu_ids) / watts * 3.6e6 if watts > 0 else 0.0
 
 
 def _full_rate(ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]) -> float:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from heatctl.config import SimGpuConfig, load_model
+from heatctl.control.policy import local_minutes
 from heatctl.sim.batches import SimBatch, SimBatches
 from heatctl.sim.room import Room, Room1R1C, Room2R2C
 from heatctl.sim.tariff import Tariff
@@ -198,6 +200,9 @@ class Scenario(_Strict):
     duration_h: Annotated[float, Field(gt=0, le=24 * 366 * 2)]
     step_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     start: datetime = datetime(2026, 1, 5)
+    timezone: str | None = (
+        None  # the house's zone (e.g. Europe/Brussels): start, schedules and quiet hours in its wall time
+    )
     room: Annotated[Room1R1CConfig | Room2R2CConfig, Field(discriminator="model")] = Room2R2CConfig()
     weather: WeatherConfig = WeatherConfig(constant_c=5.0)
     schedule: list[ScheduleEntry] = Field(default=[ScheduleEntry(at="00:00", setpoint_c=21.0)], min_length=1)
@@ -211,6 +216,20 @@ class Scenario(_Strict):
     forecast: ForecastErrorConfig | None = None  # the weather forecast the planner sees (else persistence)
     batches: list[BatchArrivalConfig] = []  # batch work with deadlines (the Batch API's queue)
     main_heating: MainHeatingPlantConfig | None = None  # steered through the config's zone main_heating
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Brussels)") from exc
+        return value
+
+    @property
+    def tz(self) -> tzinfo:
+        return ZoneInfo(self.timezone) if self.timezone else UTC
 
     def build_batches(self) -> SimBatches | None:
         if not self.batches:
@@ -265,7 +284,10 @@ def load_scenario(path: str | Path) -> Scenario:
 class Schedule:
     """The daily setpoint schedule as a function of virtual time."""
 
-    def __init__(self, entries: list[ScheduleEntry], start: datetime) -> None:
+    def __init__(self, entries: list[ScheduleEntry], start: datetime, timezone: str | None = None) -> None:
+        """``timezone``: the schedule is in that zone's wall time, across its clock changes."""
+        self._tz = ZoneInfo(timezone) if timezone else None
+        self._start_epoch_s = start.replace(tzinfo=self._tz).timestamp() if self._tz is not None else 0.0
         entries_sorted = sorted((e.minute_of_day, e.setpoint_c) for e in entries)
         self._at_min = np.array([m for m, _ in entries_sorted], dtype=np.float64)
         self._setpoints_c = np.array([sp for _, sp in entries_sorted], dtype=np.float64)
@@ -274,7 +296,10 @@ class Schedule:
     def at_many(self, times_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The setpoint at each time: the last entry at or before its minute of the day (before the
         first entry, yesterday's last)."""
-        minute = (self._start_min + times_s / 60.0) % 1440.0
+        if self._tz is not None:
+            minute = local_minutes(self._start_epoch_s + times_s, self._tz)
+        else:
+            minute = (self._start_min + times_s / 60.0) % 1440.0
         return np.asarray(self._setpoints_c[np.searchsorted(self._at_min, minute, side="right") - 1], dtype=np.float64)
 
     def at(self, t_s: float) -> float:

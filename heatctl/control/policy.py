@@ -1,0 +1,311 @@
+"""The tick's policy: every decision ``run`` and ``simulate`` make, in one place.
+
+Given what the sources, the GPUs and the work say now, it decides the node's cap (the
+configured or commanded ``max_power_w``, quiet hours, a house budget), presets and boost, what
+each zone's loop aims at (the planner's guidance turned into a target and feed-forward, the
+main heating's cascade), the work due, and the main heating's command; the node controller
+then turns that into each GPU's command. The service and the simulator both call
+``TickPolicy.decide``: neither re-implements any of it, so the simulator predicts the service.
+
+Its clock and every input are injected; it talks to the planner and to the work through two
+small protocols (``PlannerPort``, ``WorkSource``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from heatctl.config import Config, QuietConfig
+from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
+from heatctl.control.safety import ZoneInputs, fresh, zone_failsafe, zone_wants_no_heat
+from heatctl.mainheat.cascade import GIVEN_BACK, HELD, PUSH_K, Cascade, MainCommand, main_is_cheaper
+from heatctl.planner.zone import Guidance
+
+FloatArray = npt.NDArray[np.float64]
+PRESETS = ("none", "comfort", "eco", "away", "boost")
+
+
+class PlannerPort(Protocol):
+    """The planner as the tick sees it (the service's ``NodePlanner``, the simulator's ``SimPlanner``)."""
+
+    def record(
+        self,
+        zone: str,
+        *,
+        room_c: float | None,
+        setpoint_c: float | None,
+        heat_w: float | None,
+        outdoor_c: float | None,
+        valid: bool,
+    ) -> Guidance | None: ...
+
+    def shortfall_in_s(self, zone: str) -> float | None: ...
+
+    def covers_work(self, zone: str) -> bool: ...
+
+
+class WorkSource(Protocol):
+    """Where batch work comes from, as the tick sees it: the local batch queue, the simulator's
+    batches (and later a house's shared pool). Times are the source's own clock."""
+
+    def due_level(self, *, full_speedup: float | None = None) -> float:
+        """0; 1 while a deadline needs the GPUs at their efficient cap; 2 (flat out) when planned."""
+        ...
+
+    def open_work(self) -> list[tuple[float, float]]:
+        """(deadline, seconds of work left at the efficient cap), earliest deadline first."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TickInputs:
+    """What one tick decides from. ``zones``' setpoints are the zones' targets (the user's, or a preset's)."""
+
+    mode: str  # heatctl's own: "heat" | "off"
+    zones: Mapping[str, ZoneInputs]
+    gpus: Mapping[str, GpuState]
+    local_minute: int  # the minute of the local day (quiet hours)
+    max_power_w: float | None  # the configured cap, or the one a person commanded
+    budget_w: float | None = None  # a house's share for this node (None: no house)
+    heat_w: Mapping[str, float | None] = field(default_factory=dict)  # each zone's heat now (meter, else GPUs)
+    price_per_kwh: float | None = None  # electricity now, for ``prefer: cheapest``
+    user_setpoint_c: Mapping[str, float | None] = field(default_factory=dict)  # what a give-back restores
+    overridden: frozenset[str] = frozenset()  # zones whose target is a preset's (it ends when that goes)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TickDecision:
+    node: NodeOutput  # each GPU's command; the zones show their targets, not the GPUs' aim
+    cap_w: float | None  # the node's cap this tick
+    quiet: bool  # quiet hours lowered it
+    aim_c: Mapping[str, float | None]  # what each zone's loop aimed at
+    guidance: Mapping[str, Guidance | None]
+    main: Mapping[str, MainCommand]  # each steered main heating's command
+    work_due: Mapping[str, float]
+
+
+def node_cap_w(
+    max_power_w: float | None, quiet: QuietConfig | None, minute: int, budget_w: float | None = None
+) -> float | None:
+    """The node's cap now: ``max_power_w``, within quiet hours' ceiling and a house budget (None: none)."""
+    caps = [c for c in (max_power_w, budget_w) if c is not None]
+    if quiet is not None and quiet.active(minute):
+        caps.append(quiet.max_power_w)
+    return min(caps) if caps else None
+
+
+def local_minutes(epoch_s: FloatArray, tz: tzinfo | None) -> FloatArray:
+    """The minute of the local day at each epoch time, across daylight-saving changes (offsets
+    are looked up once per hour: zones change their offset on the hour)."""
+    hours = np.floor(np.asarray(epoch_s, dtype=np.float64) / 3600.0)
+    unique, index = np.unique(hours, return_inverse=True)
+    offsets_s = np.array(
+        [_offset_s(datetime.fromtimestamp(h * 3600.0, UTC), tz) for h in unique.tolist()], dtype=np.float64
+    )
+    local_s = np.asarray(epoch_s, dtype=np.float64) + offsets_s[index]
+    return np.asarray((local_s % 86400.0) / 60.0, dtype=np.float64)
+
+
+def _offset_s(moment: datetime, tz: tzinfo | None) -> float:
+    offset = moment.astimezone(tz).utcoffset()
+    return offset.total_seconds() if offset is not None else 0.0
+
+
+def cap_outlook(
+    quiet: QuietConfig | None, max_power_w: float | None, tz: tzinfo | None, share: float = 1.0
+) -> Callable[[FloatArray], FloatArray | None]:
+    """The node's cap over the planner's horizon (a zone's ``share`` of it), as ``Signals.cap_w``."""
+
+    def cap_at(times_s: FloatArray) -> FloatArray | None:
+        if quiet is None and max_power_w is None:
+            return None
+        top = np.inf if max_power_w is None else max_power_w
+        out = np.full(len(times_s), top)
+        if quiet is not None:
+            minutes = local_minutes(times_s, tz).astype(int)
+            inside = np.array([quiet.active(int(m)) for m in minutes.tolist()], dtype=bool)
+            out[inside] = np.minimum(out[inside], quiet.max_power_w)
+        return np.asarray(out * share, dtype=np.float64)
+
+    return cap_at
+
+
+class TickPolicy:
+    """Presets, boost and the cascades' stages are its state; everything else comes in each tick."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        controller: NodeController,
+        *,
+        cascades: Mapping[str, Cascade] | None = None,
+        planner: PlannerPort | None = None,
+        work: WorkSource | None = None,
+        runners: Iterable[str] = (),
+        time_fn: Callable[[], float],
+    ) -> None:
+        self.cfg = cfg
+        self.controller = controller
+        self.cascades = dict(cascades or {})
+        self.planner = planner
+        self.work = work
+        self.runners = [g for g in runners if any(g in z.gpus for z in cfg.zones)]  # GPUs that run batch work
+        self._time_fn = time_fn
+        self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
+        self.presets = {z.name: "none" for z in cfg.zones}
+
+    # --- presets --------------------------------------------------------------------------
+
+    def set_preset(self, zone: str, preset: str) -> None:
+        """A person chose a preset; boost asks the main heating to help at once."""
+        self.presets[zone] = preset
+        if preset == "boost" and zone in self.cascades:
+            self.cascades[zone].boost(self._time_fn())
+
+    def _end_presets(self, inputs: TickInputs) -> list[str]:
+        """Boost ends when the room is warm; another preset when its target is gone. The zones whose ended."""
+        ended = []
+        for name, preset in self.presets.items():
+            zin = inputs.zones.get(name)
+            room, target = (zin.temperature, zin.setpoint) if zin is not None else (None, None)
+            if preset == "boost":
+                if room is not None and target is not None and room.value >= target.value:
+                    self.presets[name] = "none"
+                    ended.append(name)
+            elif preset != "none" and name not in inputs.overridden:
+                self.presets[name] = "none"
+        return ended
+
+    # --- one tick -------------------------------------------------------------------------
+
+    def decide(self, inputs: TickInputs) -> TickDecision:
+        now_s = self._time_fn()
+        self._end_presets(inputs)
+        cap_w = node_cap_w(inputs.max_power_w, self.cfg.quiet, inputs.local_minute, inputs.budget_w)
+        quiet_cap = node_cap_w(inputs.max_power_w, None, inputs.local_minute, inputs.budget_w)
+        guidance = self._guidance(now_s, inputs)
+        aims: dict[str, float | None] = {}
+        zones = dict(inputs.zones)
+        for name, zin in inputs.zones.items():
+            aims[name] = None
+            if zin.setpoint is None:
+                continue
+            g = guidance.get(name)
+            aim = g.target_c if g is not None else zin.setpoint.value
+            room = zin.temperature.value if zin.temperature is not None else None
+            if name in self.cascades:
+                aim = self.cascades[name].gpu_target(aim, room)
+            if self.presets.get(name) == "boost":
+                aim = zin.setpoint.value + PUSH_K
+            aims[name] = aim
+            zones[name] = dataclasses.replace(
+                zin,
+                setpoint=dataclasses.replace(zin.setpoint, value=aim),
+                feedforward_w=g.feedforward_w if g is not None else zin.feedforward_w,
+            )
+        work_due = self._work_due()
+        out = self.controller.step(
+            NodeInputs(mode=inputs.mode, zones=zones, gpus=inputs.gpus, max_power_w=cap_w, work_due=work_due)
+        )
+        main = self._main_commands(now_s, inputs, out)
+        shown = {
+            name: dataclasses.replace(z, setpoint_c=_value(inputs.zones[name].setpoint))
+            for name, z in out.zones.items()
+        }
+        return TickDecision(
+            node=dataclasses.replace(out, zones=shown),
+            cap_w=cap_w,
+            quiet=cap_w != quiet_cap,
+            aim_c=aims,
+            guidance=guidance,
+            main=main,
+            work_due=work_due,
+        )
+
+    def _guidance(self, now_s: float, inputs: TickInputs) -> dict[str, Guidance | None]:
+        """Readings to each zone's planner; its word for now where the plan may steer."""
+        if self.planner is None:
+            return {}
+        out: dict[str, Guidance | None] = {}
+        for zone in self.cfg.zones:
+            zin = inputs.zones.get(zone.name, ZoneInputs())
+            heat_w = inputs.heat_w.get(zone.name)
+            heating = inputs.mode == "heat" and not zone_wants_no_heat(zin) and self.presets[zone.name] != "boost"
+            cascade = self.cascades.get(zone.name)
+            main_helps = cascade is not None and cascade.stage not in (HELD, GIVEN_BACK)
+            failsafe = zone_failsafe(now_s, zin, zone.control)
+            out[zone.name] = self.planner.record(
+                zone.name,
+                room_c=_value(zin.temperature),
+                setpoint_c=_value(zin.setpoint),
+                heat_w=heat_w,
+                outdoor_c=zin.outdoor.value if fresh(zin.outdoor, now_s, zin.outdoor_stale_s) and zin.outdoor else None,
+                # Only the GPUs' own heat, measured, in a room that is heated, teaches the planner.
+                valid=failsafe is None and heating and not main_helps and heat_w is not None,
+            )
+        return out
+
+    def _work_due(self) -> dict[str, float]:
+        """Batch runners that must run now for a deadline, whatever the room wants."""
+        if self.work is None or not self.runners:
+            return {}
+        zones = {self._zone_of[g] for g in self.runners}
+        planned = self.planner is not None and all(self.planner.covers_work(z) for z in zones)
+        due = self.work.due_level(full_speedup=self.full_speedup(self.runners) if planned else None)
+        return dict.fromkeys(self.runners, due) if due else {}
+
+    def full_speedup(self, gpus: Iterable[str]) -> float:
+        """How much faster the GPUs work at full power than at their efficient caps (as learned)."""
+        models = [self.controller.allocators[g].model for g in gpus if g in self.controller.allocators]
+        efficient = sum(m.work_rate(m.efficient_cap_w) for m in models)
+        full = sum(m.work_rate(m.caps.max_limit_w) for m in models)
+        return max(full / efficient, 1.0) if efficient > 0 else 1.0
+
+    def work_per_kwh(self, gpus: Iterable[str]) -> float:
+        """The GPUs' work per kWh at their most efficient caps (as learned)."""
+        models = [self.controller.allocators[g].model for g in gpus if g in self.controller.allocators]
+        per_kwh = [m.work_rate(m.efficient_cap_w) / m.efficient_cap_w * 3.6e6 for m in models if m.efficient_cap_w > 0]
+        return sum(per_kwh) / len(per_kwh) if per_kwh else 0.0
+
+    def _main_commands(self, now_s: float, inputs: TickInputs, out: NodeOutput) -> dict[str, MainCommand]:
+        """The cascade's stage for each zone with main heating, and what its device is told."""
+        commands = {}
+        faults = {g: s.fault for g, s in inputs.gpus.items() if s.fault}
+        for name, cascade in self.cascades.items():
+            zin, zout = inputs.zones.get(name, ZoneInputs()), out.zones[name]
+            failsafe = zout.failsafe
+            if inputs.mode != "heat" or zin.mode != "heat":
+                failsafe = failsafe or "heatctl off"
+            zone = next(z for z in self.cfg.zones if z.name == name)
+            lost = [g for g in zone.gpus if g in faults]
+            failsafe = failsafe or (f"gpu {lost[0]}: {faults[lost[0]]}" if lost else None)
+            commands[name] = cascade.update(
+                now_s,
+                room_c=_value(zin.temperature),
+                target_c=_value(zin.setpoint),
+                user_c=inputs.user_setpoint_c.get(name, _value(zin.setpoint)),
+                demand_w=zout.demand_w,
+                capacity_w=zout.capacity_w,
+                failsafe=failsafe,
+                main_cheaper=self._main_cheaper(cascade, zone.gpus, inputs.price_per_kwh),
+                shortfall_in_s=self.planner.shortfall_in_s(name) if self.planner is not None else None,
+            )
+        return commands
+
+    def _main_cheaper(self, cascade: Cascade, gpus: Iterable[str], price: float | None) -> bool:
+        """With ``prefer: cheapest``: whether the main heating makes heat for less than the GPUs now."""
+        if cascade.cfg.prefer != "cheapest" or price is None or math.isnan(price):
+            return False
+        return main_is_cheaper(cascade.cfg, price, self.work_per_kwh(gpus), self.cfg.work_value_per_unit)
+
+
+def _value(reading: object) -> float | None:
+    return getattr(reading, "value", None)
