@@ -115,7 +115,9 @@ class Service:
         self.mode: str = cfg.mode
         self.zone_modes = {z.name: "heat" for z in cfg.zones}
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
-        self.max_power_w: float | None = cfg.max_power_w
+        self.max_power_w: float | None = cfg.max_power_w  # the config's, or what a person commanded
+        self._commanded_max_w: float | None = None  # kept across restarts while the config's stays the same
+        self.state_problem: str | None = None  # state.json could not be trusted at start
         self.policy: TickPolicy | None = None  # every decision of a tick (after start)
         self._decision: TickDecision | None = None  # the last tick's
         self.counters = Counters()
@@ -451,7 +453,7 @@ class Service:
                         _LOGGER.info("zone %s asked to heat while heatctl was off: heatctl on", zone)
                         self.mode = "heat"
                 case SetMaxPower(watts):
-                    self.max_power_w = watts
+                    self.max_power_w = self._commanded_max_w = watts
                 case SetSetpoint(zone, setpoint_c):
                     self.store.override_setpoint(zone, setpoint_c)
                     if self.policy is not None:
@@ -549,7 +551,8 @@ class Service:
                 "presets": dict(self.policy.presets) if self.policy is not None else {},
                 "quiet": self._decision is not None and self._decision.quiet,
             }
-            | ({"planner": self.planner.state()} if self.planner is not None else {}),
+            | ({"planner": self.planner.state()} if self.planner is not None else {})
+            | ({"state_damaged": self.state_problem} if self.state_problem else {}),
         )
 
     def _batch_state(self) -> dict[str, Any]:
@@ -575,7 +578,8 @@ class Service:
             SavedState(
                 mode=self.mode,
                 zone_modes=dict(self.zone_modes),
-                max_power_w=self.max_power_w,
+                max_power_w=self._commanded_max_w,
+                config_max_power_w=self.cfg.max_power_w,
                 totals=self.counters.snapshot(),
                 integrals_w=integrals,
             )
@@ -585,8 +589,16 @@ class Service:
         assert self.controller is not None  # after start()
         self.mode = saved.mode or self.mode
         self.zone_modes.update(saved.zone_modes)
-        if saved.max_power_w is not None:
-            self.max_power_w = saved.max_power_w
+        self.state_problem = saved.damaged
+        if saved.max_power_w is not None and saved.config_max_power_w == self.cfg.max_power_w:
+            self.max_power_w = self._commanded_max_w = saved.max_power_w
+        elif saved.max_power_w is not None:
+            _LOGGER.info(
+                "max_power_w is %s in the config now (was %s): it replaces the %.0f W set by command",
+                self.cfg.max_power_w,
+                saved.config_max_power_w,
+                saved.max_power_w,
+            )
         self.counters = Counters(saved.totals)
         for name, integral_w in saved.integrals_w.items():
             self.controller.zones[name].restore_integral(integral_w)

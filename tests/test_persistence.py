@@ -21,8 +21,8 @@ class SteppingClock(FakeClock):
         return event.is_set()
 
 
-def service(state_dir: Path, clock: SteppingClock) -> Service:
-    svc = Service(parse_config(MINIMAL_YAML + f"mqtt: null\nstate_dir: {state_dir}\n"), clock=clock)
+def service(state_dir: Path, clock: SteppingClock, extra: str = "") -> Service:
+    svc = Service(parse_config(MINIMAL_YAML + f"mqtt: null\nstate_dir: {state_dir}\n{extra}"), clock=clock)
     svc.start()
     svc.store.put("office", "temperature", 20.2, "test")
     svc.store.put("office", "setpoint", 21.0, "test")
@@ -56,13 +56,57 @@ def test_counters_integrator_and_commands_survive_a_restart(tmp_path: Path) -> N
         second.shutdown()
 
 
-def test_corrupt_state_file_starts_clean(tmp_path: Path) -> None:
+def test_a_damaged_state_file_with_no_good_copy_starts_off_and_says_so(tmp_path: Path) -> None:
+    """heatctl may have been switched off before the crash: it does not know, so it stays off."""
     (tmp_path / "state.json").write_text("{ half a file")
     svc = service(tmp_path, SteppingClock())
     try:
-        assert svc.counters.energy_kwh == 0.0 and svc.mode == "heat"
+        assert svc.counters.energy_kwh == 0.0 and svc.mode == "off"
+        snap = svc.tick()
+        assert "state.json is damaged" in snap.extra["state_damaged"]
+        assert snap.gpus["gpu0"].level == 0.0
     finally:
         svc.shutdown()
+
+
+def test_a_damaged_state_file_falls_back_to_its_previous_copy(tmp_path: Path) -> None:
+    clock = SteppingClock()
+    first = service(tmp_path, clock)
+    first.inbox.put(SetZoneMode("office", "off"))
+    first.tick()  # saved: zone off
+    first.shutdown()  # saved again: the copy before it is kept beside it
+    (tmp_path / "state.json").write_bytes(b"\x00" * 64)  # a power cut's torn block
+    second = service(tmp_path, clock)
+    try:
+        assert second.mode == "heat" and second.zone_modes["office"] == "off"
+        assert "previous copy" in (second.state_problem or "")
+    finally:
+        second.shutdown()
+
+
+@pytest.mark.parametrize("commanded", [False, True])
+def test_max_power_lowered_in_the_config_wins_over_the_last_run(tmp_path: Path, commanded: bool) -> None:
+    clock = SteppingClock()
+    first = service(tmp_path, clock, "max_power_w: 250\n")
+    if commanded:
+        first.inbox.put(SetMaxPower(220.0))
+        first.tick()
+    first.shutdown()
+    same = service(tmp_path, clock, "max_power_w: 250\n")
+    try:
+        assert same.max_power_w == (220.0 if commanded else 250.0)  # a command holds while the config stays
+    finally:
+        same.shutdown()
+    lowered = service(tmp_path, clock, "max_power_w: 150\n")
+    try:
+        assert lowered.max_power_w == 150.0
+    finally:
+        lowered.shutdown()
+    again = service(tmp_path, clock, "max_power_w: 150\n")
+    try:
+        assert again.max_power_w == 150.0  # the command yielded for good
+    finally:
+        again.shutdown()
 
 
 def test_a_failing_tick_idles_the_gpu_and_gives_up_after_a_few(tmp_path: Path) -> None:

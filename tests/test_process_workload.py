@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from heatctl.config import ProcessWorkloadConfig
-from heatctl.workloads.process import ProcessWorkload, alive, phase_on
+from heatctl.workloads.process import ProcessWorkload, alive, boot_id, phase_on, pid_record, recorded_pid
 from tests.conftest import FakeClock
 from tests.services import wait_until
 
@@ -138,3 +138,51 @@ def test_an_openai_fallback_runs_only_while_heat_finds_no_other_work(tmp_path: P
     finally:
         w.stop()
     assert not alive(pid)  # on_exit: stop
+
+
+@pytest.mark.parametrize("record", ["{pid}\n", "{pid} 1 another-boot\n", "{pid} 1 {boot}\n"])
+def test_a_pid_record_from_another_boot_or_process_is_never_adopted_or_signalled(
+    made: list[ProcessWorkload], tmp_path: Path, record: str
+) -> None:
+    """A record left across a reboot names whoever has that PID now: heatctl neither pauses nor kills it."""
+    stranger = subprocess.Popen(SPIN, start_new_session=True)
+    try:
+        (tmp_path / "gpu0-workload.pid").write_text(record.format(pid=stranger.pid, boot=boot_id()))
+        w = workload(made, tmp_path, on_exit="stop")
+        w.set_level(0.0)  # paused: a SIGSTOP would go to the workload, not the stranger
+        w.start()
+        wait_until(lambda: w.pid is not None, 5, "its own process started")
+        assert w.pid != stranger.pid
+        wait_until(lambda: w.pid is not None and proc_state(w.pid) == "T", 5, "its own process paused")
+        assert proc_state(stranger.pid) != "T"
+        w.stop()  # on_exit stop: its own process ends, the stranger lives
+        assert stranger.poll() is None and proc_state(stranger.pid) != "T"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_heatctls_own_record_is_adopted_in_the_same_boot(made: list[ProcessWorkload], tmp_path: Path) -> None:
+    ours = subprocess.Popen(SPIN, start_new_session=True)
+    try:
+        (tmp_path / "gpu0-workload.pid").write_text(pid_record(ours.pid))
+        w = workload(made, tmp_path)  # adopts what it started before a restart, rather than start another
+        w.start()
+        assert w.pid == ours.pid
+    finally:
+        ours.kill()
+        ours.wait()
+
+
+def test_a_pid_file_older_than_its_process_is_not_adopted(made: list[ProcessWorkload], tmp_path: Path) -> None:
+    stranger = subprocess.Popen(SPIN, start_new_session=True)
+    try:
+        pid_file = tmp_path / "job.pid"
+        pid_file.write_text(f"{stranger.pid}\n")
+        os.utime(pid_file, (1.0e9, 1.0e9))  # written in 2001, long before this process started
+        assert recorded_pid(pid_file, own=False) is None
+        os.utime(pid_file, None)
+        assert recorded_pid(pid_file, own=False) == stranger.pid
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -27,6 +27,7 @@ from heatctl.planner.history import History
 from heatctl.planner.lp import LinearRoom, LpPlan, LpSolver, Outlook, PlanError
 from heatctl.planner.model import RoomModel, fit_room, held_where_invalid, prediction_rmse_k
 from heatctl.planner.schedule import WeeklySchedule, learned_setpoints
+from heatctl.state import atomic_write
 
 _LOGGER = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
@@ -498,11 +499,11 @@ class ZonePlanner:
                 "model": self._s.model.to_json() if self._s.model else None,
                 "history": self.history.to_json(),
             }
-        _write_atomic(self._path, json.dumps(data))
+        atomic_write(self._path, json.dumps(data), keep_previous=True)
 
     def _write_plan(self) -> None:
         assert self._path is not None
-        _write_atomic(self._path.with_suffix(".plan.json"), json.dumps(self.document()))
+        atomic_write(self._path.with_suffix(".plan.json"), json.dumps(self.document()))
 
     def document(self) -> dict[str, Any]:
         """The plan as MQTT and ``heatctl plan`` show it."""
@@ -601,10 +602,3 @@ def _hold(values: FloatArray) -> FloatArray:
 
 def _or_nan(values: FloatArray | None, n: int) -> FloatArray:
     return np.full(n, np.nan) if values is None else np.asarray(values, dtype=float)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from typing import Any
 from heatctl.config import InfluxConfig
 from heatctl.errors import plain
 from heatctl.publish.mqtt_state import NodeSnapshot
+from heatctl.state import atomic_write
 
 _LOGGER = logging.getLogger(__name__)
 BATCH_POINTS = 5000
@@ -291,14 +291,8 @@ class InfluxSink:
         if not lines:
             self._spool.unlink(missing_ok=True)
             return
-        tmp = self._spool.with_suffix(".tmp")
         try:
-            self._spool.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("w", encoding="utf-8") as fh:
-                fh.write("\n".join(lines) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self._spool)
+            atomic_write(self._spool, "\n".join(lines) + "\n")
         except OSError as exc:
             _LOGGER.error("cannot write the InfluxDB spool %s: %s", self._spool, exc)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from heatctl.config import ProcessWorkloadConfig
 from heatctl.errors import BackendError
+from heatctl.state import atomic_write
 
 _LOGGER = logging.getLogger(__name__)
 MAX_BACKOFF_S = 300.0
@@ -52,6 +53,9 @@ def alive(pid: int) -> bool:
         return True
     # A zombie (exited, not yet reaped) is not alive for our purposes.
     return _proc_state(pid) != "Z"
+
+
+PID_FILE_SLACK_S = 5.0  # a job writes its PID file a moment after it starts
 
 
 class ProcessWorkload:
@@ -179,8 +183,8 @@ class ProcessWorkload:
 
     def _adopt(self) -> int | None:
         for record in (Path(self._cfg.pid_file) if self._cfg.pid_file else None, self._pid_record):
-            pid = _read_pid(record) if record else None
-            if pid is not None and alive(pid):
+            pid = recorded_pid(record, own=record == self._pid_record) if record else None
+            if pid is not None:
                 _LOGGER.info("gpu %s: adopted workload process %d from %s", self._gpu_id, pid, record)
                 return pid
         return None
@@ -201,7 +205,7 @@ class ProcessWorkload:
             self._restarts += 1
             return
         self._pid = self._child.pid
-        self._pid_record.write_text(f"{self._pid}\n")
+        atomic_write(self._pid_record, pid_record(self._pid))
         _LOGGER.info("gpu %s: started workload %s (pid %d)", self._gpu_id, argv[0], self._pid)
 
     def _is_alive(self) -> bool:
@@ -285,8 +289,8 @@ def resume_recorded(gpu_id: str, cfg: ProcessWorkloadConfig, state_dir: Path) ->
     done = []
     records = [state_dir / f"{gpu_id}-workload.pid"] + ([Path(cfg.pid_file)] if cfg.pid_file else [])
     for record in records:
-        pid = _read_pid(record)
-        if pid is not None and alive(pid):
+        pid = recorded_pid(record, own=record == records[0])
+        if pid is not None:
             try:
                 os.kill(pid, signal.SIGCONT)
             except (ProcessLookupError, PermissionError) as exc:
@@ -298,6 +302,74 @@ def resume_recorded(gpu_id: str, cfg: ProcessWorkloadConfig, state_dir: Path) ->
 
 def _read_pid(path: Path) -> int | None:
     try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
         return None
+
+
+def boot_id() -> str:
+    """This boot's id: a PID recorded in another boot names some other process now."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (/proc/PID/stat field 22)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def started_epoch_s(pid: int) -> float | None:
+    """When the process started, in epoch seconds."""
+    ticks = start_ticks(pid)
+    try:
+        btime = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")
+        )
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return btime + ticks / os.sysconf("SC_CLK_TCK") if ticks is not None else None
+
+
+def pid_record(pid: int) -> str:
+    """heatctl's own PID record: the PID, its start time and the boot, so a reused PID is never taken for it."""
+    return f"{pid} {start_ticks(pid)} {boot_id()}\n"
+
+
+def recorded_pid(path: Path, *, own: bool) -> int | None:
+    """The live process a PID record names, or None: heatctl's own record must match the process's
+    start time and this boot; a workload's own ``pid_file`` must be no older than its process (a
+    PID file left from before a reboot or a restart names whoever has the PID now)."""
+    pid = _read_pid(path)
+    if pid is None or not alive(pid):
+        return None
+    problem = _own_record_problem(path, pid) if own else _pid_file_problem(path, pid)
+    if problem is not None:
+        _LOGGER.warning("%s: PID %d %s: left alone", path, pid, problem)
+        return None
+    return pid
+
+
+def _own_record_problem(path: Path, pid: int) -> str | None:
+    try:
+        _, ticks, boot = path.read_text().split()
+    except (OSError, ValueError):
+        return "recorded without its start time and boot, so not known to be heatctl's"
+    if boot != boot_id() or ticks != str(start_ticks(pid)):
+        return "is another process now (the machine rebooted or the PID was reused)"
+    return None
+
+
+def _pid_file_problem(path: Path, pid: int) -> str | None:
+    started = started_epoch_s(pid)
+    try:
+        written = path.stat().st_mtime
+    except OSError as exc:
+        return f"cannot be checked ({exc})"
+    if started is not None and started > written + PID_FILE_SLACK_S:
+        return "started after the file was written: another process"
+    return None
