@@ -162,6 +162,45 @@ def test_cancel_and_expiry_close_the_batch_with_what_was_done(tmp_path: Path) ->
     assert not store.set_status(cancelled, "cancelling", only_from=("validating", "in_progress"))
 
 
+def test_a_request_in_flight_when_its_batch_expires_is_let_go_and_the_queue_goes_on(tmp_path: Path) -> None:
+    """The worker hands it back after the expiry: no KeyError, no worker lost, the next batch runs."""
+    wall = Wall()
+    store, queue = new_queue(tmp_path, wall)
+    expiring = submit(store, queue, [line("e0"), line("e1")], window_s=600)
+    req = queue.take("gpu0")
+    assert req is not None and req.custom_id == "e0"
+    wall.t += 601
+    queue.maintain()
+    assert (store.get_batch(expiring) or {})["status"] == "expired"
+    queue.release(req)  # the server was slow: the worker gives up on it only now
+    assert not queue.has_work() and queue.take("gpu0") is None
+    later = submit(store, queue, [line("n0")])
+    assert queue.has_work()
+    nxt = queue.take("gpu0")
+    assert nxt is not None and nxt.batch_id == later
+    queue.complete(nxt, True, {"custom_id": "n0", "response": {"status_code": 200}}, 1, 1.0)
+    queue.maintain()
+    queue.maintain()
+    assert (store.get_batch(later) or {})["status"] in ("finalizing", "completed")
+
+
+def test_validating_a_large_batch_writes_it_without_holding_the_queue(tmp_path: Path) -> None:
+    """The control thread reads the queue every tick: the SQLite insert runs with the queue's lock free."""
+    wall = Wall()
+    store, queue = new_queue(tmp_path, wall)
+    held: list[bool] = []
+    insert = store.insert_requests
+
+    def watched(batch_id: str, requests: list[Any]) -> None:
+        held.append(queue._lock.locked())
+        insert(batch_id, requests)
+
+    store.insert_requests = watched  # type: ignore[method-assign]
+    batch = submit(store, queue, [line(f"r{i}") for i in range(2000)])
+    assert held == [False]
+    assert (store.get_batch(batch) or {})["status"] == "in_progress" and queue.summary().requests_left == 2000
+
+
 def test_a_deadline_at_risk_makes_work_due_until_the_batch_is_done(tmp_path: Path) -> None:
     wall = Wall()
     store, queue = new_queue(tmp_path, wall, slots=2)

@@ -276,3 +276,16 @@ def test_given_efficiency_models_are_used(clock: FakeClock) -> None:
     model = EfficiencyModel(CAPS, [(100.0, 10.0), (200.0, 90.0), (300.0, 100.0)])
     node = NodeController(parse_config(MINIMAL_YAML), {"gpu0": CAPS}, models={"gpu0": model}, time_fn=clock)
     assert node.allocators["gpu0"].model is model and model.efficient_cap_w == 200.0
+
+
+def test_a_gpu_whose_limit_cannot_be_set_learns_at_its_one_limit_without_failing(clock: FakeClock) -> None:
+    """min = max (many GeForce and laptop cards): readings at that limit are learned, never a division by 0."""
+    fixed = GpuCaps(idle_w=20.0, min_limit_w=200.0, max_limit_w=200.0)
+    node = one_zone(clock, caps=fixed)
+    model = node.allocators["gpu0"].model
+    for _ in range(20):  # a cold room: full level, drawing the fixed limit
+        demand_w, _ = step(node, clock, 18.0, gpus={"gpu0": GpuState(power_w=200.0, work_rate=50.0)})
+        assert demand_w > 0
+    assert model.samples > 0 and model.work_rate(200.0) == pytest.approx(50.0)
+    step(node, clock, 18.0, gpus={"gpu0": GpuState(power_w=195.0, work_rate=49.0)})  # a little under: still there
+    assert model.efficient_cap_w == 200.0

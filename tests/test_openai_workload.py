@@ -258,3 +258,23 @@ def test_probe_uses_port_443_for_https(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RequestError):
         probe_server("https://inference.example/v1")
     assert seen == [("inference.example", 443)]
+
+
+def test_a_job_file_still_being_written_is_read_once_whole(tmp_path: Path, made: list[OpenAIWorkload]) -> None:
+    """A torn last line is not a failed job: it is queued at the scan after its newline arrives."""
+    spool = tmp_path / "jobs"
+    spool.mkdir()
+    cfg = OpenAIWorkloadConfig(type="openai", url="http://127.0.0.1:9/v1", model="m", jobs=str(spool))
+    w = OpenAIWorkload("gpu0", cfg, state_dir=tmp_path)  # not started: the test scans by hand
+    made.append(w)
+    first = json.dumps({"id": "a", "prompt": "x"})
+    second = json.dumps({"prompt": "no id given", "max_tokens": 4})  # runs under <file>:<line>
+    path = spool / "batch.jsonl"
+    path.write_text(first + "\n" + second[:12])  # the writer is half way through its second line
+    assert w.scan() == 1
+    assert [(j.id, j.error) for j in w._queue] == [("a", None)]
+    path.write_text(first + "\n" + second + "\n")
+    assert w.scan() == 1
+    jobs = {j.id: j for j in w._queue}
+    assert set(jobs) == {"a", "batch.jsonl:2"} and jobs["batch.jsonl:2"].error is None
+    assert jobs["batch.jsonl:2"].body["prompt"] == "no id given"

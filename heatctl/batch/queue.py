@@ -155,7 +155,8 @@ class BatchQueue:
     def _drop_closed(self) -> None:
         while self._heap and self._heap[0][3].batch_id in self._closed:
             req = heapq.heappop(self._heap)[3]
-            self._left[req.batch_id] -= 1
+            if req.batch_id in self._left:  # not yet forgotten
+                self._left[req.batch_id] -= 1
 
     def set_heat_wanted(self, wanted: bool) -> None:
         """Whether the rooms want heat now; when not, only batches that are due may start requests."""
@@ -181,6 +182,8 @@ class BatchQueue:
         """A request cut off before it finished: back to the front of its deadline."""
         with self._lock:
             self._end_flight(req)
+            if req.batch_id in self._closed or req.batch_id not in self._left:
+                return  # its batch expired or was cancelled meanwhile: nothing to run again
             heapq.heappush(self._heap, (req.expires_at, req.batch_seq, req.line, req))
         self._notify()
 
@@ -382,10 +385,11 @@ class BatchQueue:
             return
         row = self.store.batch_row(batch_id)
         assert row is not None
-        with self._lock:  # whoever sees the batch in_progress sees its requests queued
-            self.store.accept_requests(batch_id, requests)
+        self.store.insert_requests(batch_id, requests)  # the long write, with the queue free for the workers
+        with self._lock:  # only the pushes: the control thread reads the queue every tick
             for line, custom_id, url, body in requests:
                 self._push(QueuedRequest(batch_id, line, custom_id, url, body, row["expires_at"], row["seq"]))
+        self.store.start_batch(batch_id, len(requests))  # whoever sees it in progress sees its requests queued
         due = datetime.fromtimestamp(row["expires_at"], UTC).astimezone().isoformat(timespec="minutes")
         _LOGGER.info("batch %s: %d request(s) queued, due %s", batch_id, len(requests), due)
         self._notify()

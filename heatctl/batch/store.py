@@ -241,17 +241,21 @@ class BatchStore:
         with self._tx() as db:
             return bool(db.execute(f"UPDATE batches SET {sets} WHERE id = ? AND status IN ({marks})", args).rowcount)
 
-    def accept_requests(self, batch_id: str, requests: list[tuple[int, str, str, dict[str, Any]]]) -> None:
-        """The validated lines (line, custom_id, url, body); the batch goes in progress."""
+    def insert_requests(self, batch_id: str, requests: list[tuple[int, str, str, dict[str, Any]]]) -> None:
+        """The validated lines (line, custom_id, url, body), queued; the batch is still validating."""
         with self._tx() as db:
             db.execute("DELETE FROM requests WHERE batch_id = ?", (batch_id,))  # a validation cut off by a crash
             db.executemany(
                 "INSERT INTO requests (batch_id, line, custom_id, url, body) VALUES (?, ?, ?, ?, ?)",
                 [(batch_id, line, cid, url, json.dumps(body)) for line, cid, url, body in requests],
             )
+
+    def start_batch(self, batch_id: str, total: int) -> None:
+        """The batch's requests are queued: it goes in progress."""
+        with self._tx() as db:
             db.execute(
                 "UPDATE batches SET status = 'in_progress', in_progress_at = ?, total = ? WHERE id = ?",
-                (self.now(), len(requests), batch_id),
+                (self.now(), total, batch_id),
             )
 
     def fail_batch(self, batch_id: str, errors: list[dict[str, Any]]) -> None:

@@ -54,6 +54,9 @@ def interpolate(points: Sequence[tuple[float, float]], x: float) -> float:
     return Curve(points)(x)
 
 
+BIN_W_FIXED = 10.0  # a card whose limit cannot be set: readings this close to its one limit count there
+
+
 class EfficiencyModel:
     """Work rate at each power cap: starts from a prior curve, learns from measurements.
 
@@ -82,8 +85,8 @@ class EfficiencyModel:
         if points[0][0] > caps.idle_w:
             points.insert(0, (caps.idle_w, 0.0))
         self._prior = Curve(points)
-        n_bins = max(1, round((caps.max_limit_w - caps.min_limit_w) / bin_w))
-        self._bin_w = (caps.max_limit_w - caps.min_limit_w) / n_bins
+        n_bins = round((caps.max_limit_w - caps.min_limit_w) / bin_w)
+        self._bin_w = (caps.max_limit_w - caps.min_limit_w) / n_bins if n_bins else 0.0
         self._caps_w = [caps.min_limit_w + i * self._bin_w for i in range(n_bins + 1)]
         self._prior_rates = [self._prior(c) for c in self._caps_w]
         self._learned = [0.0] * len(self._caps_w)
@@ -112,9 +115,12 @@ class EfficiencyModel:
 
     def observe(self, power_w: float, work_rate: float) -> None:
         """Learn from a measurement taken at full level with the cap binding."""
-        if not self.caps.min_limit_w <= power_w <= self.caps.max_limit_w + self._bin_w or work_rate < 0:
+        slack_w = self._bin_w or BIN_W_FIXED  # a fixed limit: a reading a little below it is still at it
+        low_w = self.caps.min_limit_w - (0.0 if self._bin_w else slack_w)
+        if not low_w <= power_w <= self.caps.max_limit_w + slack_w or work_rate < 0:
             return
-        i = min(round((power_w - self.caps.min_limit_w) / self._bin_w), len(self._caps_w) - 1)
+        # A card whose limit cannot be set (min = max) has one bin, of no width.
+        i = min(round((power_w - self.caps.min_limit_w) / self._bin_w), len(self._caps_w) - 1) if self._bin_w else 0
         prior_here = self._prior(power_w)
         scale, rate = self._scale, self._rate(i)
         if prior_here > 0:

@@ -541,11 +541,14 @@ def _sse_events(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
 
 
 def _read_jobs(path: Path, results: Path) -> Iterator[Job]:
+    """The file's jobs. A last line without its newline is still being written: it is read at a later
+    scan, once whole. A job without an ``id`` runs under ``<file>:<line>``."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         _LOGGER.error("cannot read job file %s: %s", path, exc)
         return
+    lines = text.split("\n")[:-1]  # whole lines only: what follows the last newline is not finished
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
