@@ -170,7 +170,7 @@ class Service:
         if self.cfg.homeassistant is not None:
             from heatctl.sources.homeassistant import HomeAssistantPoller
 
-            self.poller = HomeAssistantPoller(self.cfg, self.store)
+            self.poller = HomeAssistantPoller(self.cfg, self.store, wall_fn=self._wall_fn)
             self.poller.start()
         self.policy = TickPolicy(
             self.cfg,

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,6 +152,47 @@ def test_entities_as_sources(homeassistant: HomeAssistant, tmp_path: Path) -> No
         rows = {part: (ok, detail) for part, ok, detail, _ in probe_homeassistant(svc.cfg)}
         assert rows["homeassistant"][0] and rows["living.temperature"] == (True, "climate.living_room: 19.5 °C")
         assert rows["living.outdoor"] == (False, "sensor.outdoor_temperature is 'unavailable'")
+    finally:
+        svc.shutdown()
+
+
+def test_an_entity_home_assistant_does_not_know_misses_alone(homeassistant: HomeAssistant, tmp_path: Path) -> None:
+    """A renamed optional outdoor sensor (404) leaves the room's own readings flowing: no fail-safe."""
+    ha = homeassistant
+    ha.post(
+        "/api/states/climate.living_room",
+        {"state": "heat", "attributes": {"current_temperature": 19.0, "temperature": 21.0}},
+    )
+    ha.post("/api/states/binary_sensor.living_window", {"state": "off"})
+    text = ha_source_config(ha, tmp_path).replace("sensor.outdoor_temperature", "sensor.renamed_outdoor_sensor")
+    svc = Service(parse_config(text))
+    svc.start()
+    try:
+        wait_until(lambda: svc.poller is not None and svc.poller.polls >= 2, 10, "two polls")
+        snap = svc.tick()
+        assert snap.zones["living"].temperature_c == 19.0 and snap.zones["living"].failsafe is None
+        assert svc.store.get("living", "outdoor") is None and svc.poller.last_error is None  # type: ignore[union-attr]
+    finally:
+        svc.shutdown()
+
+
+def test_a_dead_sensor_behind_home_assistant_goes_stale_by_its_own_age(
+    homeassistant: HomeAssistant, tmp_path: Path
+) -> None:
+    """HA answers 200 with the last value of a sensor that stopped reporting: its age, not the poll's, counts."""
+    ha = homeassistant
+    ha.post(
+        "/api/states/climate.living_room",
+        {"state": "heat", "attributes": {"current_temperature": 18.0, "temperature": 21.0}},
+    )
+    two_days_on = lambda: time.time() + 2 * 86400.0  # noqa: E731  # as if the sensor fell silent two days ago
+    svc = Service(parse_config(ha_source_config(ha, tmp_path)), wall_fn=two_days_on)
+    svc.start()
+    try:
+        wait_until(lambda: svc.poller is not None and svc.poller.polls >= 2, 10, "two polls")
+        snap = svc.tick()
+        assert snap.zones["living"].failsafe == "temperature stale" and snap.zones["living"].demand_w == 0
+        assert all(g.level == 0.0 for g in snap.gpus.values())
     finally:
         svc.shutdown()
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from heatctl.config import Config, HomeAssistantConfig, SourceConfig
@@ -14,6 +16,7 @@ from heatctl.sources.mqtt import zone_sources
 from heatctl.sources.store import ReadingStore
 
 _LOGGER = logging.getLogger(__name__)
+UNKNOWN_AGE_S = 1e9  # a state without a timestamp: as old as can be, so it is stale
 MISSING_STATES = frozenset({"unavailable", "unknown", "none", ""})
 # What a climate entity means for each role, when no attribute is given.
 CLIMATE_ATTRIBUTES: dict[str, str | None] = {
@@ -92,12 +95,15 @@ class HomeAssistantPoller:
         store: ReadingStore,
         *,
         client_factory: Callable[[HomeAssistantConfig], Any] = make_client,
+        wall_fn: Callable[[], float] = time.time,
     ) -> None:
         assert cfg.homeassistant is not None
         self._ha = cfg.homeassistant
         self._bindings = entity_bindings(cfg)
         self._store = store
         self._client_factory = client_factory
+        self._wall_fn = wall_fn
+        self._missing: set[str] = set()  # entities Home Assistant does not know (said once each)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="homeassistant", daemon=True)
         self.polls = 0
@@ -113,14 +119,18 @@ class HomeAssistantPoller:
             self._thread.join(timeout=2)
 
     def poll_once(self, client: Any) -> None:
+        """Every entity once; one that Home Assistant does not know is a missing value for it alone."""
         entities = sorted({source.entity for _, _, source in self._bindings if source.entity})
-        states: dict[str, tuple[str, dict[str, Any]]] = {}
+        states: dict[str, tuple[str, dict[str, Any], float]] = {}
         for entity in entities:
-            state = client.get_state(entity_id=entity)
-            states[entity] = (str(state.state), dict(state.attributes or {}))
+            state = self._state(client, entity)
+            if state is not None:
+                states[entity] = (str(state.state), dict(state.attributes or {}), self._age_s(state))
         for zone, role, source in self._bindings:
             assert source.entity is not None
-            state_text, attributes = states[source.entity]
+            if source.entity not in states:
+                continue
+            state_text, attributes, age_s = states[source.entity]
             try:
                 value = entity_value(state_text, attributes, source, role)
             except MissingValue as exc:
@@ -129,8 +139,35 @@ class HomeAssistantPoller:
             except PayloadError as exc:
                 self._store.reject(f"entity {source.entity} ({zone} {role})", state_text.encode(), str(exc))
                 continue
-            self._store.put(zone, role, value, f"entity {source.entity}")
+            self._store.put(zone, role, value, f"entity {source.entity}", age_s=age_s)
         self.polls += 1
+
+    def _state(self, client: Any, entity: str) -> Any:
+        """The entity's state, or None when Home Assistant has no such entity (renamed, removed)."""
+        from homeassistant_api.errors import EndpointNotFoundError
+
+        try:
+            state = client.get_state(entity_id=entity)
+        except EndpointNotFoundError:
+            if entity not in self._missing:
+                _LOGGER.error("Home Assistant has no entity %s (renamed or removed?): it reads as missing", entity)
+                self._missing.add(entity)
+            return None
+        if entity in self._missing:
+            _LOGGER.info("Home Assistant has entity %s again", entity)
+            self._missing.discard(entity)
+        return state
+
+    def _age_s(self, state: Any) -> float:
+        """How long ago the device last reported, as Home Assistant says (``last_reported``, else
+        ``last_updated``): a dead sensor's value keeps its age and goes stale. Unknown: infinitely old."""
+        moments = [getattr(state, name, None) for name in ("last_reported", "last_updated")]
+        when = next((m for m in moments if isinstance(m, datetime)), None)
+        if when is None:
+            return UNKNOWN_AGE_S
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(self._wall_fn() - when.timestamp(), 0.0)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -45,17 +45,21 @@ class ReadingStore:
         self.last_bad: str | None = None
         self._bad_by_origin: dict[str, int] = {}
 
-    def put(self, zone: str, role: str, value: float, source: str) -> None:
+    def put(self, zone: str, role: str, value: float, source: str, *, age_s: float = 0.0) -> None:
+        """A reading; ``age_s``: how old the source says its data is (Home Assistant's
+        ``last_reported``, a device's ``last_seen``), so old data arrives already stale."""
         now_s = self._time_fn()
+        taken_s = now_s - max(age_s, 0.0)
         with self._lock:
             previous = self._readings.get((zone, role))
             changed = previous is not None and previous.value != value
             if role == "setpoint" and zone in self._overrides and changed:
                 _LOGGER.info("zone %s: thermostat setpoint changed to %.1f, override ends", zone, value)
                 del self._overrides[zone]
-            self._readings[(zone, role)] = Reading(value=value, at_s=now_s, source=source)
-        was_missing = previous is None or now_s - previous.at_s > self._stale_after_s(zone, role)
-        if was_missing and self._on_fresh is not None:
+            self._readings[(zone, role)] = Reading(value=value, at_s=taken_s, source=source)
+        stale_s = self._stale_after_s(zone, role)
+        was_missing = previous is None or now_s - previous.at_s > stale_s
+        if was_missing and now_s - taken_s <= stale_s and self._on_fresh is not None:
             self._on_fresh()  # wake the control loop: no need to wait a whole interval in fail-safe
 
     def _stale_after_s(self, zone: str, role: str) -> float:
