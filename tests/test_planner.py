@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from heatctl.planner.schedule import WeeklySchedule, learned_setpoints, parse_da
 from heatctl.planner.series import ForecastError, parse_attributes, parse_payload
 from heatctl.planner.zone import PlannerSettings, Signals, ZonePlanner
 from heatctl.sim.room import Room2R2C
+from tests.conftest import MINIMAL_YAML
 
 T0 = 1_767_571_200.0  # 2026-01-05 00:00 UTC, a Monday
 STEP = 300.0
@@ -402,3 +404,33 @@ def test_where_the_plan_lets_the_room_coast_the_loop_is_not_told_to_hold_it_up()
     warm.update(T0, 18.0, 21.0, Signals())  # below a raised setpoint: the plan heats
     heating = warm.guidance(T0 + 60, 21.0)
     assert heating is not None and heating.warming and heating.target_c > 18.0
+
+
+def test_a_configured_schedule_follows_the_clocks_across_daylight_saving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started in winter (UTC+1), the 06:30 rise is at 06:30 local in summer (04:30 UTC), not 05:30 UTC."""
+    import time
+
+    from heatctl.config import parse_config
+    from heatctl.planner.node import NodePlanner
+
+    monkeypatch.setenv("TZ", "Europe/Brussels")
+    time.tzset()
+    try:
+        zone = "    schedule: [{at: '06:30', setpoint_c: 21}, {at: '22:00', setpoint_c: 17}]\ngpus:"
+        cfg = parse_config(
+            MINIMAL_YAML.replace("gpus:\n  - id", zone + "\n  - id")
+            + f"mqtt: null\nstate_dir: {tmp_path}\nplanner: {{}}\n"
+        )
+        node = NodePlanner(cfg, {"office": 300.0}, {"office": 20.0}, tmp_path)
+        schedule = node.zones["office"]._schedule
+        assert schedule is not None
+        july = datetime(2026, 7, 6, tzinfo=UTC).timestamp()  # a Monday
+        at = schedule.at(np.array([july + 4.6 * 3600, july + 4.4 * 3600, july + 20.1 * 3600]))
+        assert at.tolist() == [21.0, 17.0, 17.0]  # 06:36 and 06:24 local; 22:06 local
+        january = datetime(2026, 1, 5, tzinfo=UTC).timestamp()
+        assert schedule.at(np.array([january + 5.6 * 3600, january + 5.4 * 3600])).tolist() == [21.0, 17.0]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
