@@ -12,11 +12,12 @@ status codes, so the SDK raises the exception a user expects (``AuthenticationEr
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, ClientError, ClientSession, ClientTimeout, web
 
@@ -28,6 +29,10 @@ _LOGGER = logging.getLogger(__name__)
 PASSTHROUGH = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_METADATA = 16
+HEADER_TIMEOUT_S = 15.0  # a connection that has not sent a whole request by then is closed (slowloris)
+BODY_IDLE_S = 30.0  # a request body that stalls this long is answered 408
+LINGER_S = 1.0  # ... and the connection closed after this
+T = TypeVar("T")
 
 
 def api_error(
@@ -48,8 +53,10 @@ class BatchApi:
         *,
         upstream: str | None = None,
         upstream_key: str | None = None,
+        body_idle_s: float = BODY_IDLE_S,
     ) -> None:
         self.cfg = cfg
+        self.body_idle_s = body_idle_s
         self.store = store
         self.queue = queue
         self._upstream = upstream.rstrip("/") if upstream else None
@@ -75,6 +82,14 @@ class BatchApi:
             app.router.add_get("/v1/models", self.proxy)
         app.on_cleanup.append(self._close_session)
         return app
+
+    async def _off(self, fn: Callable[..., T], *args: Any) -> T:
+        """A store call (SQLite, fsync) on a worker thread: the event loop keeps serving meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+
+    async def _body(self, read: Awaitable[T]) -> T:
+        """A read of the request body that may stall at most ``body_idle_s`` (a slow or stuck client)."""
+        return await asyncio.wait_for(read, self.body_idle_s)
 
     # --- middleware -----------------------------------------------------------------------
 
@@ -102,6 +117,13 @@ class BatchApi:
             return api_error(404, f"Unknown request URL: {request.method} {request.path}.", code="unknown_url")
         except web.HTTPMethodNotAllowed:
             return api_error(405, f"{request.method} is not allowed on {request.path}.", code="method_not_allowed")
+        except TimeoutError:
+            _LOGGER.info(
+                "batch API: %s %s: the body stalled for %.0f s", request.method, request.path, self.body_idle_s
+            )
+            response = api_error(408, "The request body did not arrive in time.", code="request_timeout")
+            response.force_close()
+            return response
         except Exception:
             _LOGGER.exception("batch API: %s %s failed", request.method, request.path)
             return api_error(500, "The server had an error while processing your request.", kind="server_error")
@@ -115,14 +137,15 @@ class BatchApi:
         purpose, filename = None, "upload.jsonl"
         upload = self.store.begin_file()  # streamed to disk: a large file never sits in memory
         try:
-            async for part in await request.multipart():
+            reader = await request.multipart()
+            while (part := await self._body(reader.next())) is not None:
                 if not isinstance(part, BodyPartReader):
                     continue
                 if part.name == "purpose":
-                    purpose = (await part.text()).strip()
+                    purpose = (await self._body(part.text())).strip()
                 elif part.name == "file":
                     filename = part.filename or filename
-                    while chunk := await part.read_chunk(1 << 16):
+                    while chunk := await self._body(part.read_chunk(1 << 16)):
                         upload.write(chunk)
                         if upload.size > max_bytes:
                             upload.abort()
@@ -140,27 +163,28 @@ class BatchApi:
             if purpose != "batch":
                 return api_error(400, f"'purpose' must be 'batch' here, not {purpose!r}.", param="purpose")
             return api_error(400, "The 'file' part is missing or empty.", param="file")
-        record = await asyncio.get_running_loop().run_in_executor(None, upload.commit, filename, purpose)
+        record = await self._off(upload.commit, filename, purpose)
         return web.json_response(record.to_api())
 
     async def list_files(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [f.to_api() for f in self.store.list_files()]})
+        files = await self._off(self.store.list_files)
+        return web.json_response({"object": "list", "data": [f.to_api() for f in files]})
 
     async def get_file(self, request: web.Request) -> web.Response:
-        record = self.store.get_file(request.match_info["id"])
+        record = await self._off(self.store.get_file, request.match_info["id"])
         if record is None:
             return _no_such("File", request.match_info["id"])
         return web.json_response(record.to_api())
 
     async def delete_file(self, request: web.Request) -> web.Response:
         file_id = request.match_info["id"]
-        if not self.store.delete_file(file_id):
+        if not await self._off(self.store.delete_file, file_id):
             return _no_such("File", file_id)
         return web.json_response({"id": file_id, "object": "file", "deleted": True})
 
     async def file_content(self, request: web.Request) -> web.StreamResponse:
         file_id = request.match_info["id"]
-        if self.store.get_file(file_id) is None:
+        if await self._off(self.store.get_file, file_id) is None:
             return _no_such("File", file_id)
         return web.FileResponse(self.store.file_path(file_id), headers={"Content-Type": "application/jsonl"})
 
@@ -168,23 +192,31 @@ class BatchApi:
 
     async def create_batch(self, request: web.Request) -> web.Response:
         try:
-            data = await request.json()
+            data = await self._body(request.json())
         except ValueError:
             return api_error(400, "The body is not valid JSON.")
         if not isinstance(data, dict):
             return api_error(400, "The body must be a JSON object.")
-        problem = self._batch_problem(data)
+        file_id = data.get("input_file_id")
+        record = await self._off(self.store.get_file, file_id) if isinstance(file_id, str) else None
+        problem = self._batch_problem(data, record)
         if problem is not None:
             return problem
         window = data["completion_window"]
-        batch = self.store.create_batch(
-            data["input_file_id"], data["endpoint"], window, duration_s(window), data.get("metadata")
+        batch = await self._off(
+            self.store.create_batch,
+            data["input_file_id"],
+            data["endpoint"],
+            window,
+            duration_s(window),
+            data.get("metadata"),
         )
         self.queue.poke()
         _LOGGER.info("batch %s created: %s, window %s", batch["id"], batch["endpoint"], window)
         return web.json_response(batch)
 
-    def _batch_problem(self, data: dict[str, Any]) -> web.Response | None:  # noqa: PLR0911 - one per rule
+    def _batch_problem(self, data: dict[str, Any], record: Any) -> web.Response | None:  # noqa: PLR0911 - one per rule
+        """What is wrong with a batch's parameters (``record``: its input file, None if there is none)."""
         for key in ("input_file_id", "endpoint", "completion_window"):
             if not isinstance(data.get(key), str):
                 return api_error(
@@ -208,7 +240,6 @@ class BatchApi:
             or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
         ):
             return api_error(400, "metadata is at most 16 string keys with string values.", param="metadata")
-        record = self.store.get_file(data["input_file_id"])
         if record is None:
             return api_error(400, f"No such File object: {data['input_file_id']}.", param="input_file_id")
         if record.purpose != "batch":
@@ -216,7 +247,7 @@ class BatchApi:
         return None
 
     async def get_batch(self, request: web.Request) -> web.Response:
-        batch = self.store.get_batch(request.match_info["id"])
+        batch = await self._off(self.store.get_batch, request.match_info["id"])
         if batch is None:
             return _no_such("Batch", request.match_info["id"])
         return web.json_response(batch)
@@ -226,7 +257,7 @@ class BatchApi:
             limit = min(max(int(request.query.get("limit", "20")), 1), 100)
         except ValueError:
             return api_error(400, "limit must be an integer from 1 to 100.", param="limit")
-        data, more = self.store.list_batches(request.query.get("after"), limit)
+        data, more = await self._off(self.store.list_batches, request.query.get("after"), limit)
         return web.json_response(
             {
                 "object": "list",
@@ -239,13 +270,16 @@ class BatchApi:
 
     async def cancel_batch(self, request: web.Request) -> web.Response:
         batch_id = request.match_info["id"]
-        batch = self.store.get_batch(batch_id)
+        batch = await self._off(self.store.get_batch, batch_id)
         if batch is None:
             return _no_such("Batch", batch_id)
-        if not self.store.set_status(batch_id, "cancelling", only_from=("validating", "in_progress")):
+        if not await self._off(self._cancel, batch_id):
             return api_error(409, f"Cannot cancel a batch with status '{batch['status']}'.")
         self.queue.poke()
-        return web.json_response(self.store.get_batch(batch_id))
+        return web.json_response(await self._off(self.store.get_batch, batch_id))
+
+    def _cancel(self, batch_id: str) -> bool:
+        return self.store.set_status(batch_id, "cancelling", only_from=("validating", "in_progress"))
 
     # --- interactive passthrough ----------------------------------------------------------
 
@@ -258,7 +292,7 @@ class BatchApi:
         if self._upstream_key:
             headers["Authorization"] = f"Bearer {self._upstream_key}"
         url = self._upstream + request.path.removeprefix("/v1")
-        body = await request.read()
+        body = await self._body(request.read())
         self.queue.interactive_started()
         try:
             async with self._session.request(request.method, url, data=body, headers=headers) as upstream:
@@ -288,8 +322,9 @@ def _no_such(kind: str, object_id: str) -> web.Response:
 class BatchApiServer:
     """Runs the API on a thread of its own with its own event loop; never stops the control loop."""
 
-    def __init__(self, api: BatchApi, host: str, port: int) -> None:
+    def __init__(self, api: BatchApi, host: str, port: int, *, header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
         self.api = api
+        self._header_timeout_s = header_timeout_s
         self.host, self.port = host, port
         self.error: str | None = None
         self._loop = asyncio.new_event_loop()
@@ -321,7 +356,15 @@ class BatchApiServer:
         self._loop.close()
 
     async def _open(self) -> None:
-        self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False)
+        # keepalive_timeout also bounds a connection's wait for its first whole request; after an
+        # answer to a body that stalled, the rest of it is waited for (lingering) only briefly.
+        self._runner = web.AppRunner(
+            self.api.app(),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self._header_timeout_s,
+            lingering_time=LINGER_S,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
