@@ -25,6 +25,7 @@ def step(c: Cascade, t: float, room: float, target: float = 21.0, demand: float 
         capacity_w=CAP_W,
         failsafe=kw.get("failsafe"),
         shortfall_in_s=kw.get("shortfall_in_s"),
+        reach_c=kw.get("reach_c"),
     )
 
 
@@ -52,6 +53,34 @@ def test_a_big_deficit_releases_within_minutes_a_small_one_waits() -> None:
     assert big_cmd.stage == RELEASED  # 3 K behind: 3 × 4.5 min > 0.3 × 20 min
     assert small_cmd.stage == HELD
     assert step(small, 400, 20.65, demand=CAP_W * 0.5).stage == HELD  # the GPUs have headroom: no release
+
+
+def test_a_rise_the_gpus_cannot_make_up_in_time_releases_the_main_heating_at_once() -> None:
+    """A morning rise of 1 K in a room the GPUs only just hold: without a model to say otherwise, the
+    radiator helps from the first tick (as it would without heatctl), not after minutes of deficit."""
+    c = Cascade(MainHeatingConfig(trv="t"))  # engage_k 0.3, engage_after_min 20
+    assert step(c, 0, 20.0, target=20.0, demand=CAP_W * 0.8).stage == HELD
+    cmd = step(c, 30, 20.0, target=21.0)
+    assert cmd.stage == RELEASED and cmd.setpoint_c == 21.0 and "rose 1.0 K" in cmd.reason
+
+
+def test_a_rise_the_learned_model_says_the_gpus_make_up_keeps_the_main_heating_held() -> None:
+    asked: list[float] = []
+
+    def reach(seconds: float) -> float:
+        asked.append(seconds)
+        return 20.8  # within engage_k of 21 after engage_after_min, flat out
+
+    c = Cascade(MainHeatingConfig(trv="t"))
+    step(c, 0, 20.0, target=20.0, demand=CAP_W * 0.8)
+    assert step(c, 30, 20.0, target=21.0, reach_c=reach).stage == HELD
+    assert asked == [20 * 60.0]
+    short = Cascade(MainHeatingConfig(trv="t"))
+    step(short, 0, 20.0, target=20.0, demand=CAP_W * 0.8)
+    assert step(short, 30, 20.0, target=21.0, reach_c=lambda s: 20.5).stage == RELEASED
+    small = Cascade(MainHeatingConfig(trv="t"))  # a rise under engage_k waits as before
+    step(small, 0, 20.0, target=20.0, demand=CAP_W * 0.8)
+    assert step(small, 30, 20.0, target=20.2).stage == HELD
 
 
 def test_a_shortfall_the_plan_foresees_releases_the_main_heating_before_the_room_is_cold() -> None:

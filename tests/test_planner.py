@@ -434,3 +434,13 @@ def test_a_configured_schedule_follows_the_clocks_across_daylight_saving(
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_the_room_a_trusted_model_reaches_flat_out_is_the_rooms_own_response() -> None:
+    """What the cascade asks after a rise: a 1R1C room of 10 W/K and 10 h, 300 W for an hour from 20 °C."""
+    model = RoomModel.one_node(ua_w_per_k=10.0, tau_h=10.0)
+    planner = ZonePlanner("office", PlannerSettings(capacity_w=300.0), fixed_model=model)
+    expected = 30.0 + (20.0 - 30.0) * math.exp(-0.1)
+    assert planner.reach_c(20.0, 0.0, 300.0, 3600.0) == pytest.approx(expected, abs=0.01)
+    learning = ZonePlanner("office", PlannerSettings(capacity_w=300.0))
+    assert learning.reach_c(20.0, 0.0, 300.0, 3600.0) is None  # nothing trusted yet: no telling

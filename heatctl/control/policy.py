@@ -14,6 +14,7 @@ small protocols (``PlannerPort``, ``WorkSource``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from heatctl.config import Config, QuietConfig
+from heatctl.config import Config, QuietConfig, ZoneConfig
 from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
 from heatctl.control.safety import ZoneInputs, fresh, zone_failsafe, zone_wants_no_heat
 from heatctl.mainheat.cascade import GIVEN_BACK, HELD, PUSH_K, Cascade, MainCommand, main_is_cheaper
@@ -50,6 +51,8 @@ class PlannerPort(Protocol):
     def shortfall_in_s(self, zone: str) -> float | None: ...
 
     def covers_work(self, zone: str) -> bool: ...
+
+    def reach_c(self, zone: str, room_c: float, outdoor_c: float, heat_w: float, seconds: float) -> float | None: ...
 
 
 class WorkSource(Protocol):
@@ -297,8 +300,21 @@ class TickPolicy:
                 failsafe=failsafe,
                 main_cheaper=self._main_cheaper(cascade, zone.gpus, inputs.price_per_kwh),
                 shortfall_in_s=self.planner.shortfall_in_s(name) if self.planner is not None else None,
+                reach_c=functools.partial(self._reach_c, zone, zin, zout.capacity_w),
             )
         return commands
+
+    def _reach_c(self, zone: ZoneConfig, zin: ZoneInputs, heat_w: float, seconds: float) -> float | None:
+        """The room the zone's GPUs reach in ``seconds`` flat out, by its learned model (None: cannot tell)."""
+        if self.planner is None or zin.temperature is None:
+            return None
+        if fresh(zin.outdoor, self._time_fn(), zin.outdoor_stale_s) and zin.outdoor is not None:
+            outdoor_c = zin.outdoor.value
+        elif zone.outdoor_temperature is None:
+            outdoor_c = 0.0  # the model was learned without one: its gains stand for the rest
+        else:
+            return None  # the outdoor sensor is silent: no telling
+        return self.planner.reach_c(zone.name, zin.temperature.value, outdoor_c, heat_w, seconds)
 
     def _main_cheaper(self, cascade: Cascade, gpus: Iterable[str], price: float | None) -> bool:
         """With ``prefer: cheapest``: whether the main heating makes heat for less than the GPUs now."""

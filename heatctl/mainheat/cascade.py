@@ -27,6 +27,7 @@ released (the side that keeps the room warm) until the count falls.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from heatctl.config import MainHeatingConfig
@@ -66,6 +67,7 @@ class Cascade:
         self._switches: deque[float] = deque()
         self._relay_on = False
         self._relay_since = -1e18
+        self._last_target_c: float | None = None
         self.switches_total = 0
 
     def switches_today(self, now_s: float) -> int:
@@ -85,11 +87,14 @@ class Cascade:
         failsafe: str | None,
         main_cheaper: bool = False,
         shortfall_in_s: float | None = None,
+        reach_c: Callable[[float], float | None] | None = None,
     ) -> MainCommand:
         """One tick: the stage and the main heating's command. ``user_c`` is what a give-back restores.
 
         ``main_cheaper``: with ``prefer: cheapest``, the main heating's heat costs less now.
         ``shortfall_in_s``: the planner expects the room to fall behind in this long, the GPUs flat out.
+        ``reach_c``: the room the GPUs flat out reach in this many seconds, by the learned model
+        (None: no model to tell), asked when the target rises.
         """
         if failsafe or room_c is None or target_c is None:
             self.stage = GIVEN_BACK
@@ -99,6 +104,8 @@ class Cascade:
         behind = room_c < target_c - self.cfg.engage_k
         dt_s = min(now_s - self._last_s, 600.0) if self._last_s is not None else 0.0
         self._last_s = now_s
+        rose_k = target_c - self._last_target_c if self._last_target_c is not None else 0.0
+        self._last_target_c = target_c
         reason = ""
         if self.stage == GIVEN_BACK:
             self.stage, reason = HELD, "inputs good: the GPUs go first"
@@ -119,7 +126,13 @@ class Cascade:
             else:
                 self._deficit_ks += (target_c - room_c) * dt_s  # the whole deficit: 0.3 K behind counts 0.3
             enough_ks = self.cfg.engage_k * self.cfg.engage_after_min * 60
-            if self._behind_since is not None and self._deficit_ks >= enough_ks:
+            out_of_reach = behind and rose_k >= self.cfg.engage_k and self._out_of_reach(room_c, target_c, reach_c)
+            if out_of_reach:
+                self._switch(now_s, RELEASED)
+                reason = (
+                    f"the target rose {rose_k:.1f} K: more than the GPUs make up in {self.cfg.engage_after_min:g} min"
+                )
+            elif self._behind_since is not None and self._deficit_ks >= enough_ks:
                 self._switch(now_s, RELEASED)
                 reason = f"GPUs at capacity and the room {target_c - room_c:.1f} K behind for {waited_s / 60:.0f} min"
             elif foreseen:
@@ -145,6 +158,13 @@ class Cascade:
             else:
                 reason = "GPUs at capacity: main heating helps"
         return self._command(now_s, room_c, target_c, reason)
+
+    def _out_of_reach(self, room_c: float, target_c: float, reach_c: Callable[[float], float | None] | None) -> bool:
+        """After a rise: whether the GPUs alone leave the room behind for longer than ``engage_after_min``.
+        Without a learned model to tell, it is taken that they do: the main heating helps at once, as it
+        would without heatctl, and is held back again once the GPUs have headroom."""
+        reached = reach_c(self.cfg.engage_after_min * 60) if reach_c is not None else None
+        return reached is None or reached < target_c - self.cfg.engage_k
 
     def boost(self, now_s: float) -> None:
         """A person asked for boost: the main heating helps at once (until the room is warm)."""

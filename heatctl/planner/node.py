@@ -285,6 +285,10 @@ class NodePlanner:
         """How long until the zone's plan expects its room to fall behind with the GPUs flat out (None: never)."""
         return self.zones[zone].shortfall_in_s(self._wall_fn())
 
+    def reach_c(self, zone: str, room_c: float, outdoor_c: float, heat_w: float, seconds: float) -> float | None:
+        """The zone's room after ``seconds`` of ``heat_w`` by its learned model (None: not trusted yet)."""
+        return self.zones[zone].reach_c(room_c, outdoor_c, heat_w, seconds)
+
     def covers_work(self, zone: str) -> bool:
         """The zone's active plan makes the heat of all the batch work due before its deadlines."""
         return self.zones[zone].covers_work()

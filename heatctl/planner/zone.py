@@ -454,6 +454,18 @@ class ZonePlanner:
         plan = self._active_plan()
         return plan.shortfall_in_s(now_s, self.settings.comfort_tolerance_k) if plan is not None else None
 
+    def reach_c(self, room_c: float, outdoor_c: float, heat_w: float, seconds: float) -> float | None:
+        """The room after ``seconds`` of ``heat_w``, by the trusted model (walls in balance with the air
+        now); None without one. The cascade asks it when the target rises."""
+        model = self._s.model
+        if model is None or not model.trusted:
+            return None
+        r_total = model.rie_k_per_w + model.rea_k_per_w
+        envelope_c = room_c - (room_c - outdoor_c) * model.rie_k_per_w / r_total if r_total > 0 else room_c
+        room = LinearRoom.from_model(model, room_c, envelope_c, seconds)
+        state = room.a @ room.x0 + room.bq * heat_w + room.bo * outdoor_c + room.e
+        return float(state[0])
+
     def covers_work(self) -> bool:
         """The active plan makes the heat of all the batch work due before its deadlines."""
         plan = self._active_plan()

@@ -160,6 +160,9 @@ class SimPlanner:
     def covers_work(self, zone: str) -> bool:
         return self.planner.covers_work()
 
+    def reach_c(self, zone: str, room_c: float, outdoor_c: float, heat_w: float, seconds: float) -> float | None:
+        return self.planner.reach_c(room_c, outdoor_c, heat_w, seconds)
+
     @property
     def model(self) -> RoomModel | None:
         return self.planner.model
@@ -227,6 +230,9 @@ class OraclePlanner:
 
     def covers_work(self, zone: str) -> bool:
         return False
+
+    def reach_c(self, zone: str, room_c: float, outdoor_c: float, heat_w: float, seconds: float) -> float | None:
+        return None  # the oracle's plan already knows; its cascade judges a rise as without a model
 
 
 def _true_room(scenario: Scenario, step_s: float) -> LinearRoom:
