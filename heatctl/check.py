@@ -52,7 +52,8 @@ def all_checks(cfg: Config) -> list[CheckRow]:
 
 def check_main_heating(cfg: Config, zone: ZoneConfig) -> CheckRow:
     """Whether heatctl may steer this zone's main heating (its read-back is a source row of its own)."""
-    from heatctl.mainheat.devices import ha_call, mqtt_message
+    from heatctl.mainheat.devices import ha_call, mqtt_message, through_homeassistant
+    from heatctl.mainheat.kinds import main_kind
     from heatctl.mainheat.steer import load_held, shares_thermostat
 
     main = zone.main_heating
@@ -61,11 +62,12 @@ def check_main_heating(cfg: Config, zone: ZoneConfig) -> CheckRow:
     kept = load_held(cfg.resolved_state_dir()).get(zone.name)
     left = " — HELD BACK by a run that did not stop: heatctl restore gives it back" if kept and kept.steered else ""
     shared = "; it is also the zone's thermostat (heatctl's writes are told apart)" if shares_thermostat(zone) else ""
-    if main.entity is None and (main.switch is None or main.switch.entity is None):
-        topic, _ = mqtt_message(main, 20.0 if main.switch is None else True)
+    sample = main_kind(main).sample()
+    if not through_homeassistant(main):
+        topic = mqtt_message(main, sample).topic
         return CheckRow(part, True, f"heatctl writes {topic} (MQTT){shared}{left}", warn=bool(left))
-    domain, service, data = ha_call(main, 20.0 if main.switch is None else True)
-    entity = str(data["entity_id"])
+    call = ha_call(main, sample)
+    domain, service, entity = call.domain, call.service, str(call.data["entity_id"])
     assert cfg.homeassistant is not None  # the config's cross-checks require it
     try:
         from heatctl.sources.homeassistant import make_client

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from heatctl.config import Config, MainHeatingConfig
+from heatctl.config import Config
 from heatctl.mainheat.cascade import GIVEN_BACK, HELD, PUSH_K, RELEASED, Cascade
+from heatctl.mainheat.kinds import EntityMainHeating, SwitchMainHeating, TrvMainHeating
 from heatctl.sim.report import kpis
 from heatctl.sim.runner import simulate
 from heatctl.sim.scenario import Scenario
@@ -30,7 +31,7 @@ def step(c: Cascade, t: float, room: float, target: float = 21.0, demand: float 
 
 
 def test_held_until_the_gpus_fall_behind_long_enough_then_released_then_held_again() -> None:
-    c = Cascade(MainHeatingConfig(trv="zigbee2mqtt/trv"))
+    c = Cascade(TrvMainHeating(trv="zigbee2mqtt/trv"))
     cmd = step(c, 0, 20.9)
     assert cmd.stage == HELD and cmd.setpoint_c == 19.5 and cmd.gpu_target_c == 21.0  # target − 1.5
     for t in range(60, 20 * 60, 60):  # 0.4 K behind at full power: 0.4 × t ≥ 0.3 × 20 min after 15 min
@@ -47,7 +48,7 @@ def test_held_until_the_gpus_fall_behind_long_enough_then_released_then_held_aga
 
 
 def test_a_big_deficit_releases_within_minutes_a_small_one_waits() -> None:
-    big, small = Cascade(MainHeatingConfig(trv="t")), Cascade(MainHeatingConfig(trv="t"))
+    big, small = Cascade(TrvMainHeating(trv="t")), Cascade(TrvMainHeating(trv="t"))
     for t in range(0, 5 * 60, 30):
         big_cmd, small_cmd = step(big, t, 18.0), step(small, t, 20.65)
     assert big_cmd.stage == RELEASED  # 3 K behind: 3 × 4.5 min > 0.3 × 20 min
@@ -58,7 +59,7 @@ def test_a_big_deficit_releases_within_minutes_a_small_one_waits() -> None:
 def test_a_rise_the_gpus_cannot_make_up_in_time_releases_the_main_heating_at_once() -> None:
     """A morning rise of 1 K in a room the GPUs only just hold: without a model to say otherwise, the
     radiator helps from the first tick (as it would without heatctl), not after minutes of deficit."""
-    c = Cascade(MainHeatingConfig(trv="t"))  # engage_k 0.3, engage_after_min 20
+    c = Cascade(TrvMainHeating(trv="t"))  # engage_k 0.3, engage_after_min 20
     assert step(c, 0, 20.0, target=20.0, demand=CAP_W * 0.8).stage == HELD
     cmd = step(c, 30, 20.0, target=21.0)
     assert cmd.stage == RELEASED and cmd.setpoint_c == 21.0 and "rose 1.0 K" in cmd.reason
@@ -71,20 +72,20 @@ def test_a_rise_the_learned_model_says_the_gpus_make_up_keeps_the_main_heating_h
         asked.append(seconds)
         return 20.8  # within engage_k of 21 after engage_after_min, flat out
 
-    c = Cascade(MainHeatingConfig(trv="t"))
+    c = Cascade(TrvMainHeating(trv="t"))
     step(c, 0, 20.0, target=20.0, demand=CAP_W * 0.8)
     assert step(c, 30, 20.0, target=21.0, reach_c=reach).stage == HELD
     assert asked == [20 * 60.0]
-    short = Cascade(MainHeatingConfig(trv="t"))
+    short = Cascade(TrvMainHeating(trv="t"))
     step(short, 0, 20.0, target=20.0, demand=CAP_W * 0.8)
     assert step(short, 30, 20.0, target=21.0, reach_c=lambda s: 20.5).stage == RELEASED
-    small = Cascade(MainHeatingConfig(trv="t"))  # a rise under engage_k waits as before
+    small = Cascade(TrvMainHeating(trv="t"))  # a rise under engage_k waits as before
     step(small, 0, 20.0, target=20.0, demand=CAP_W * 0.8)
     assert step(small, 30, 20.0, target=20.2).stage == HELD
 
 
 def test_a_shortfall_the_plan_foresees_releases_the_main_heating_before_the_room_is_cold() -> None:
-    c = Cascade(MainHeatingConfig(trv="t"))  # engage_after_min 20
+    c = Cascade(TrvMainHeating(trv="t"))  # engage_after_min 20
     assert step(c, 0, 21.0, shortfall_in_s=2 * 3600.0).stage == HELD  # hours away: the GPUs go on alone
     cmd = step(c, 60, 21.0, shortfall_in_s=15 * 60.0)  # on target now, behind in 15 min whatever the GPUs do
     assert cmd.stage == RELEASED and cmd.setpoint_c == 21.0 and "the plan" in cmd.reason
@@ -97,7 +98,7 @@ def test_a_shortfall_the_plan_foresees_releases_the_main_heating_before_the_room
 
 
 def test_any_failsafe_gives_the_users_setpoint_back_and_good_inputs_take_it_again() -> None:
-    c = Cascade(MainHeatingConfig(trv="t", offset_k=2.0))
+    c = Cascade(TrvMainHeating(trv="t", offset_k=2.0))
     assert step(c, 0, 20.0).stage == HELD
     cmd = step(c, 60, 20.0, user=22.5, failsafe="office: window open")
     assert (cmd.stage, cmd.setpoint_c, cmd.reason) == (GIVEN_BACK, 22.5, "office: window open")
@@ -107,7 +108,7 @@ def test_any_failsafe_gives_the_users_setpoint_back_and_good_inputs_take_it_agai
 
 
 def test_an_on_off_heater_keeps_its_minimum_times_and_is_given_back_on() -> None:
-    c = Cascade(MainHeatingConfig(switch={"entity": "switch.heater", "min_on_min": 10, "min_off_min": 10}))
+    c = Cascade(SwitchMainHeating(switch={"entity": "switch.heater", "min_on_min": 10, "min_off_min": 10}))
     assert step(c, 0, 21.0).on is False  # held: off
     for t in range(0, 3 * 60, 30):
         cmd = step(c, t, 17.0)
@@ -120,7 +121,7 @@ def test_an_on_off_heater_keeps_its_minimum_times_and_is_given_back_on() -> None
 
 
 def test_switches_are_bounded_per_day_staying_released() -> None:
-    c = Cascade(MainHeatingConfig(trv="t", engage_after_min=0.0, hold_after_min=0.0, max_switches_per_day=4))
+    c = Cascade(TrvMainHeating(trv="t", engage_after_min=0.0, hold_after_min=0.0, max_switches_per_day=4))
     t = 0.0
     stages = []
     for _ in range(10):
@@ -184,8 +185,8 @@ def test_a_room_the_gpu_can_hold_never_needs_the_main_heating() -> None:
 def test_cheapest_source_first_by_price_cop_and_the_value_of_work() -> None:
     from heatctl.mainheat.cascade import MAIN_FIRST, main_is_cheaper
 
-    heat_pump = MainHeatingConfig(entity="climate.hp", prefer="cheapest", cop=3.0)
-    gas = MainHeatingConfig(entity="climate.boiler", prefer="cheapest", cost_per_kwh_heat=0.12)
+    heat_pump = EntityMainHeating(entity="climate.hp", prefer="cheapest", cop=3.0)
+    gas = EntityMainHeating(entity="climate.boiler", prefer="cheapest", cost_per_kwh_heat=0.12)
     assert main_is_cheaper(heat_pump, 0.30, work_per_kwh=1e6, work_value=0.0)  # 0.10 against 0.30
     assert not main_is_cheaper(heat_pump, 0.30, work_per_kwh=1e6, work_value=2.5e-7)  # work worth 0.25/kWh
     assert not main_is_cheaper(gas, 0.08, work_per_kwh=1e6, work_value=0.0)  # cheap power beats gas

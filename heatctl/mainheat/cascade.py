@@ -30,7 +30,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from heatctl.config import MainHeatingConfig
+from heatctl.config.mainheat import MainHeatingBase
+from heatctl.mainheat.kinds.switch import SwitchMainHeating
 
 PUSH_K = 3.0  # while released, the GPUs aim this far above the target: their PID saturates, they run flat out
 SPARE_K = 0.3  # ... and they have headroom once the room is this far above the target (the main heating is off)
@@ -41,10 +42,17 @@ DAY_S = 86400.0
 HELD, RELEASED, GIVEN_BACK, MAIN_FIRST = "held", "released", "given back", "main first"
 
 
-def main_is_cheaper(cfg: MainHeatingConfig, price_per_kwh: float, work_per_kwh: float, work_value: float) -> bool:
+def heat_cost_per_kwh(cfg: MainHeatingBase, price_per_kwh: float) -> float:
+    """What a kWh of the main heating's heat costs now: gas at its own price, electric through its COP."""
+    if cfg.cost_per_kwh_heat is not None:
+        return cfg.cost_per_kwh_heat
+    return price_per_kwh / (cfg.cop or 1.0)
+
+
+def main_is_cheaper(cfg: MainHeatingBase, price_per_kwh: float, work_per_kwh: float, work_value: float) -> bool:
     """Whether a kWh of heat from the main heating costs less than one from the GPUs (whose work has value)."""
     gpu_per_kwh = price_per_kwh - work_value * work_per_kwh
-    return cfg.heat_cost_per_kwh(price_per_kwh) < gpu_per_kwh
+    return heat_cost_per_kwh(cfg, price_per_kwh) < gpu_per_kwh
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +65,7 @@ class MainCommand:
 
 
 class Cascade:
-    def __init__(self, cfg: MainHeatingConfig) -> None:
+    def __init__(self, cfg: MainHeatingBase) -> None:
         self.cfg = cfg
         self.stage = GIVEN_BACK  # until the first tick with good inputs
         self._behind_since: float | None = None
@@ -188,18 +196,19 @@ class Cascade:
     def _command(self, now_s: float, room_c: float, target_c: float, reason: str) -> MainCommand:
         released = self.stage in (RELEASED, MAIN_FIRST)
         gpu_target_c = self.gpu_target(target_c, room_c)
-        if self.cfg.switch is None:
+        switch = self.cfg.switch if isinstance(self.cfg, SwitchMainHeating) else None
+        if switch is None:
             setpoint = target_c if released else max(target_c - self.cfg.offset_k, self.cfg.min_setpoint_c)
             return MainCommand(self.stage, reason, round(setpoint * 2) / 2, None, gpu_target_c)
         want = released and (
-            room_c < target_c - self.cfg.switch.hysteresis_k / 2
-            or (self._relay_on and room_c < target_c + self.cfg.switch.hysteresis_k / 2)
+            room_c < target_c - switch.hysteresis_k / 2
+            or (self._relay_on and room_c < target_c + switch.hysteresis_k / 2)
         )
         return MainCommand(self.stage, reason, None, self._relay(now_s, want), gpu_target_c)
 
     def _relay(self, now_s: float, want: bool) -> bool:
         """The relay with its minimum on and off times."""
-        assert self.cfg.switch is not None
+        assert isinstance(self.cfg, SwitchMainHeating)
         held_s = now_s - self._relay_since
         minimum_s = (self.cfg.switch.min_on_min if self._relay_on else self.cfg.switch.min_off_min) * 60
         if want != self._relay_on and held_s >= minimum_s:
@@ -208,7 +217,7 @@ class Cascade:
 
     def _give_back(self, now_s: float, reason: str, user_c: float | None, target_c: float | None) -> MainCommand:
         gpu_target_c = target_c if target_c is not None else 0.0
-        if self.cfg.switch is not None:
+        if isinstance(self.cfg, SwitchMainHeating):
             on = self.cfg.switch.give_back == "on"
             if on != self._relay_on:
                 self._relay_on, self._relay_since = on, now_s

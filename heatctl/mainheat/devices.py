@@ -9,17 +9,16 @@ blocking form for the last word on exit and for ``heatctl restore``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from heatctl.config import Config, MainHeatingConfig
+from heatctl.config import Config, MainHeatingBase
 from heatctl.errors import plain
+from heatctl.mainheat.kinds import MqttMessage, ServiceCall, Value, main_kind
 
 _LOGGER = logging.getLogger(__name__)
-Value = float | bool  # a setpoint in °C, or on/off
 Publish = Callable[[str, str], bool]  # (topic, payload) → delivered (or queued)
 
 
@@ -31,37 +30,41 @@ class MainDevice(Protocol):
     def close(self) -> None: ...
 
 
-def mqtt_message(cfg: MainHeatingConfig, value: Value) -> tuple[str, str]:
+def mqtt_message(cfg: MainHeatingBase, value: Value) -> MqttMessage:
     """The topic and payload that set this main heating over MQTT."""
-    if cfg.trv is not None:
-        return f"{cfg.trv}/set", json.dumps({cfg.trv_key: float(value)})
-    if cfg.topic is not None:
-        return cfg.topic, f"{float(value):g}"
-    assert cfg.switch is not None and cfg.switch.topic is not None
-    return cfg.switch.topic, cfg.switch.on if value else cfg.switch.off
+    message = main_kind(cfg).command(cfg, value)
+    assert isinstance(message, MqttMessage), f"{cfg.kind} is steered through Home Assistant"
+    return message
 
 
-def ha_call(cfg: MainHeatingConfig, value: Value) -> tuple[str, str, dict[str, Any]]:
-    """The Home Assistant service call that sets it: (domain, service, data)."""
-    if cfg.entity is not None:
-        return "climate", "set_temperature", {"entity_id": cfg.entity, "temperature": float(value)}
-    assert cfg.switch is not None and cfg.switch.entity is not None
-    domain = cfg.switch.entity.split(".", 1)[0]
-    return domain, "turn_on" if value else "turn_off", {"entity_id": cfg.switch.entity}
+def ha_call(cfg: MainHeatingBase, value: Value) -> ServiceCall:
+    """The Home Assistant service call that sets it."""
+    call = main_kind(cfg).command(cfg, value)
+    assert isinstance(call, ServiceCall), f"{cfg.kind} is steered over MQTT"
+    return call
+
+
+def through_homeassistant(cfg: MainHeatingBase) -> bool:
+    """Whether this main heating is reached with Home Assistant service calls (else MQTT)."""
+    kind = main_kind(cfg)
+    return isinstance(kind.command(cfg, kind.sample()), ServiceCall)
 
 
 class MqttDevice:
-    def __init__(self, cfg: MainHeatingConfig, publish: Publish, publish_wait: Publish) -> None:
+    def __init__(self, cfg: MainHeatingBase, publish: Publish, publish_wait: Publish) -> None:
         self.cfg = cfg
         self._publish = publish
         self._publish_wait = publish_wait
 
     def send(self, value: Value) -> None:
-        self._publish(*mqtt_message(self.cfg, value))
+        message = mqtt_message(self.cfg, value)
+        self._publish(message.topic, message.payload)
 
     def send_now(self, value: Value, timeout_s: float = 10.0) -> str | None:
-        topic, payload = mqtt_message(self.cfg, value)
-        return None if self._publish_wait(topic, payload) else f"{topic}: not delivered (is the broker up?)"
+        message = mqtt_message(self.cfg, value)
+        if self._publish_wait(message.topic, message.payload):
+            return None
+        return f"{message.topic}: not delivered (is the broker up?)"
 
     def close(self) -> None:
         return None
@@ -70,7 +73,7 @@ class MqttDevice:
 class HomeAssistantDevice:
     """Service calls from a thread of its own; a slow or absent Home Assistant never blocks control."""
 
-    def __init__(self, cfg: MainHeatingConfig, make_client: Callable[[], Any]) -> None:
+    def __init__(self, cfg: MainHeatingBase, make_client: Callable[[], Any]) -> None:
         self.cfg = cfg
         self._make_client = make_client
         self._client: Any = None
@@ -79,7 +82,7 @@ class HomeAssistantDevice:
         self._stop = False
         self._lock = threading.Lock()  # one call at a time
         self.last_error: str | None = None
-        self._thread = threading.Thread(target=self._run, name=f"main-{cfg.device}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"main-{main_kind(cfg).describe(cfg)}", daemon=True)
         self._thread.start()
 
     def send(self, value: Value) -> None:
@@ -93,7 +96,8 @@ class HomeAssistantDevice:
         return self._call(value)
 
     def _call(self, value: Value) -> str | None:
-        domain, service, data = ha_call(self.cfg, value)
+        call = ha_call(self.cfg, value)
+        domain, service, data = call.domain, call.service, call.data
         with self._lock:
             try:
                 if self._client is None:
@@ -133,9 +137,9 @@ class HomeAssistantDevice:
             self._drop_client()
 
 
-def open_device(cfg: MainHeatingConfig, config: Config, publish: Publish, publish_wait: Publish) -> MainDevice:
+def open_device(cfg: MainHeatingBase, config: Config, publish: Publish, publish_wait: Publish) -> MainDevice:
     """The device for one zone's main heating, over the service's MQTT link or Home Assistant."""
-    if cfg.entity is not None or (cfg.switch is not None and cfg.switch.entity is not None):
+    if through_homeassistant(cfg):
         from heatctl.sources.homeassistant import make_client
 
         assert config.homeassistant is not None  # the config's cross-checks require it

@@ -24,7 +24,8 @@ from heatctl.config import Config, ZoneConfig
 from heatctl.control.safety import Reading
 from heatctl.errors import plain
 from heatctl.mainheat.cascade import GIVEN_BACK, Cascade, MainCommand
-from heatctl.mainheat.devices import MainDevice, Value
+from heatctl.mainheat.devices import MainDevice
+from heatctl.mainheat.kinds import Value, main_kind
 from heatctl.state import StateFile
 
 _LOGGER = logging.getLogger(__name__)
@@ -70,9 +71,12 @@ def save_held(state_dir: Path, held: dict[str, Held]) -> None:
 def shares_thermostat(zone: ZoneConfig) -> bool:
     """The zone's setpoint is read from the very device heatctl writes (the TRV is the thermostat)."""
     main, sp = zone.main_heating, zone.setpoint
-    if main is None:
+    readback = main_kind(main).readback(main) if main is not None else None
+    if readback is None:
         return False
-    return (main.trv is not None and sp.topic == main.trv) or (main.entity is not None and sp.entity == main.entity)
+    return (readback.topic is not None and readback.topic == sp.topic) or (
+        readback.entity is not None and readback.entity == sp.entity
+    )
 
 
 class ZoneMainHeating:
@@ -88,6 +92,8 @@ class ZoneMainHeating:
         assert zone.main_heating is not None
         self.zone = zone
         self.cfg = zone.main_heating
+        self.kind = main_kind(self.cfg)
+        self.name = self.kind.describe(self.cfg)  # what it steers, for messages
         self.device = device
         self.held = held
         self.cascade = Cascade(self.cfg)
@@ -102,7 +108,7 @@ class ZoneMainHeating:
             _LOGGER.warning(
                 "zone %s: %s was left held back by a run that did not stop cleanly; your setpoint %s is kept",
                 zone.name,
-                self.cfg.device,
+                self.name,
                 held.user_setpoint_c,
             )
 
@@ -110,7 +116,7 @@ class ZoneMainHeating:
 
     def observe(self, reported: Reading | None, thermostat: Reading | None) -> None:
         """Learn the user's setpoint from the device's reports (or, without read-back, the thermostat's)."""
-        if self.cfg.readback is None:
+        if self.kind.readback(self.cfg) is None:
             if thermostat is not None and thermostat.value != self.held.user_setpoint_c:
                 self.held.user_setpoint_c = thermostat.value
                 self._on_change()
@@ -124,7 +130,7 @@ class ZoneMainHeating:
         if value != self.held.user_setpoint_c:
             if self.held.steered:
                 _LOGGER.info(
-                    "zone %s: %s set to %.1f °C by a person: their new setpoint", self.zone.name, self.cfg.device, value
+                    "zone %s: %s set to %.1f °C by a person: their new setpoint", self.zone.name, self.name, value
                 )
             self.held.user_setpoint_c = value
             self._on_change()
@@ -153,19 +159,17 @@ class ZoneMainHeating:
         self._on_change()  # on disk before it is on the wire
         self.device.send(value)
         if self._sent != value:
-            _LOGGER.info("zone %s: %s → %s (%s: %s)", self.zone.name, self.cfg.device, value, cmd.stage, cmd.reason)
+            _LOGGER.info("zone %s: %s → %s (%s: %s)", self.zone.name, self.name, value, cmd.stage, cmd.reason)
         self._sent, self._sent_s = value, now_s
 
     def _value(self, cmd: MainCommand) -> Value | None:
-        if self.cfg.switch is not None:
+        if self.kind.switched:
             return cmd.on
         return float(cmd.setpoint_c) if cmd.setpoint_c is not None else None
 
     def _own_value(self) -> Value | None:
         """What the device would be without heatctl."""
-        if self.cfg.switch is not None:
-            return self.cfg.switch.give_back == "on"
-        return self.held.user_setpoint_c
+        return self.kind.give_back(self.cfg, self.held.user_setpoint_c)
 
     def give_back_now(self) -> str | None:
         """The last word: the user's own setpoint (or switch state), sent and waited for."""
@@ -179,7 +183,7 @@ class ZoneMainHeating:
             self.held.steered = False
             self._sent = own
             self._on_change()
-            _LOGGER.info("zone %s: %s given back at %s", self.zone.name, self.cfg.device, own)
+            _LOGGER.info("zone %s: %s given back at %s", self.zone.name, self.name, own)
         return problem
 
     def status(self, now_s: float) -> dict[str, Any]:
@@ -187,7 +191,7 @@ class ZoneMainHeating:
         return {
             "stage": cmd.stage if cmd else GIVEN_BACK,
             "reason": cmd.reason if cmd else "starting",
-            "device": self.cfg.device,
+            "device": self.name,
             "setpoint_c": cmd.setpoint_c if cmd else None,
             "on": cmd.on if cmd else None,
             "user_setpoint_c": self.held.user_setpoint_c,
@@ -198,7 +202,7 @@ class ZoneMainHeating:
 
 def give_back_recorded(cfg: Config, state_dir: Path) -> list[str]:
     """``heatctl restore``: every main heating a run left held back gets the user's setpoint again."""
-    from heatctl.mainheat.devices import HomeAssistantDevice, MqttDevice
+    from heatctl.mainheat.devices import HomeAssistantDevice, MqttDevice, through_homeassistant
     from heatctl.mqtt_link import publish_and_wait, short_lived_client
     from heatctl.sources.homeassistant import make_client
 
@@ -209,17 +213,19 @@ def give_back_recorded(cfg: Config, state_dir: Path) -> list[str]:
         main, kept = zone.main_heating, held.get(zone.name)
         if main is None or kept is None or not kept.steered:
             continue
-        own: Value | None = (main.switch.give_back == "on") if main.switch is not None else kept.user_setpoint_c
+        kind = main_kind(main)
+        name = kind.describe(main)
+        own = kind.give_back(main, kept.user_setpoint_c)
         if own is None:
             continue
         device: MainDevice
-        if main.entity is not None or (main.switch is not None and main.switch.entity is not None):
+        if through_homeassistant(main):
             ha = cfg.homeassistant
             assert ha is not None  # the config's cross-checks require it
             device = HomeAssistantDevice(main, lambda ha=ha: make_client(ha))  # type: ignore[misc]
         else:
             if cfg.mqtt is None:
-                done.append(f"cannot give {main.device} back: no 'mqtt:' section")
+                done.append(f"cannot give {name} back: no 'mqtt:' section")
                 continue
             if client is None:
                 try:
@@ -227,7 +233,7 @@ def give_back_recorded(cfg: Config, state_dir: Path) -> list[str]:
                     client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=30)
                     client.loop_start()
                 except (OSError, ValueError) as exc:
-                    done.append(f"cannot give {main.device} back: MQTT {cfg.mqtt.host}:{cfg.mqtt.port}: {plain(exc)}")
+                    done.append(f"cannot give {name} back: MQTT {cfg.mqtt.host}:{cfg.mqtt.port}: {plain(exc)}")
                     client = None
                     continue
             device = MqttDevice(main, lambda t, p: True, partial(publish_and_wait, client, timeout_s=10.0))
@@ -235,9 +241,9 @@ def give_back_recorded(cfg: Config, state_dir: Path) -> list[str]:
         device.close()
         if problem is None:
             kept.steered = False
-            done.append(f"zone {zone.name}: {main.device} given back at {own}")
+            done.append(f"zone {zone.name}: {name} given back at {own}")
         else:
-            done.append(f"cannot give {main.device} back: {problem}")
+            done.append(f"cannot give {name} back: {problem}")
     if client is not None:
         client.loop_stop()
         client.disconnect()

@@ -1,0 +1,87 @@
+"""The services heatctl talks to: MQTT, InfluxDB, Home Assistant, and the Batch API it serves."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import (
+    Field,
+    SecretStr,
+    field_validator,
+)
+
+from heatctl.config.base import _Strict, duration_s
+
+
+class TlsConfig(_Strict):
+    ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    insecure: bool = False
+
+
+class MqttConfig(_Strict):
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool | TlsConfig = False
+    client_id: str | None = None
+    keepalive_s: Annotated[int, Field(ge=5)] = 60
+    base_topic: str = "heatctl"
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+
+
+class InfluxConfig(_Strict):
+    url: str
+    token: SecretStr | None = None
+    org: str = ""
+    bucket: str = "heatctl"
+    verify_ssl: bool = True
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    write_interval_s: Annotated[float, Field(gt=0)] | None = None  # default: the control interval
+    tags: dict[str, str] = {}
+    buffer_points: Annotated[int, Field(ge=100)] = 20_000
+    spool: str | None = None  # file that keeps unsent points across restarts
+
+
+class HomeAssistantConfig(_Strict):
+    url: str
+    token: SecretStr
+    poll_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    verify_ssl: bool = True
+
+
+class BatchApiConfig(_Strict):
+    """An OpenAI-compatible Batch API: work from anyone in the house, run when heat is wanted."""
+
+    listen: str = "127.0.0.1:8090"
+    token: SecretStr
+    max_file_mb: Annotated[float, Field(gt=0, le=2048)] = 200.0
+    max_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 50_000  # per batch
+    completion_windows: list[str] = Field(default=["24h"], min_length=1)
+    passthrough: bool = True  # /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models proxied
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:8090)")
+        return value
+
+    @field_validator("completion_windows")
+    @classmethod
+    def _windows(cls, windows: list[str]) -> list[str]:
+        for window in windows:
+            duration_s(window)
+        return windows
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
