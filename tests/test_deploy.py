@@ -17,6 +17,7 @@ from heatctl.config import parse_config
 from heatctl.planner.model import RoomModel
 from heatctl.publish.influx import snapshot_lines
 from heatctl.service import Service
+from heatctl.workloads.process import pid_record
 from tests.conftest import MINIMAL_YAML, ROOT
 from tests.services import FakeNvml, Mosquitto, Probe, free_port, heatctl
 
@@ -125,7 +126,7 @@ def test_restore_command_after_a_crash_resumes_workload_and_limit(fake_nvml: Fak
     paused = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"])
     try:
         os.kill(paused.pid, signal.SIGSTOP)
-        (state / "gpu0-workload.pid").write_text(f"{paused.pid}\n")
+        (state / "gpu0-workload.pid").write_text(pid_record(paused.pid))  # as the run that crashed wrote it
         cfg = tmp_path / "heatctl.yaml"
         cfg.write_text(
             MINIMAL_YAML.replace(
