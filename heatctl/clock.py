@@ -9,6 +9,11 @@ from datetime import UTC, datetime, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
 
 class Clock(Protocol):
     def __call__(self) -> float: ...  # monotonic seconds
@@ -67,3 +72,41 @@ def local_zone() -> tzinfo:
         except (OSError, ValueError):
             pass
     return datetime.now().astimezone().tzinfo or UTC
+
+
+class DailySpan(Protocol):
+    """From ``from_`` to ``to`` (HH:MM, local time) every day; it may run past midnight."""
+
+    @property
+    def minutes(self) -> tuple[int, int]: ...
+
+
+def in_daily_span(span: DailySpan, minute: int) -> bool:
+    """Whether ``minute`` of the local day is inside the span."""
+    start, end = span.minutes
+    return start <= minute < end if start <= end else minute >= start or minute < end
+
+
+def daily_span_mask(span: DailySpan, minutes: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """``in_daily_span`` for many minutes of the day at once."""
+    start, end = span.minutes
+    if start <= end:
+        return np.asarray((minutes >= start) & (minutes < end))
+    return np.asarray((minutes >= start) | (minutes < end))
+
+
+def local_minutes(epoch_s: FloatArray, tz: tzinfo | None) -> FloatArray:
+    """The minute of the local day at each epoch time, across daylight-saving changes (offsets
+    are looked up once per hour: zones change their offset on the hour)."""
+    hours = np.floor(np.asarray(epoch_s, dtype=np.float64) / 3600.0)
+    unique, index = np.unique(hours, return_inverse=True)
+    offsets_s = np.array(
+        [_offset_s(datetime.fromtimestamp(h * 3600.0, UTC), tz) for h in unique.tolist()], dtype=np.float64
+    )
+    local_s = np.asarray(epoch_s, dtype=np.float64) + offsets_s[index]
+    return np.asarray((local_s % 86400.0) / 60.0, dtype=np.float64)
+
+
+def _offset_s(moment: datetime, tz: tzinfo | None) -> float:
+    offset = moment.astimezone(tz).utcoffset()
+    return offset.total_seconds() if offset is not None else 0.0

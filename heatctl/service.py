@@ -23,10 +23,12 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from heatctl.accounting import Counters, EnergyMeter, heat_wanted
 from heatctl.actuation import GpuActuator, Observation
 from heatctl.batch.queue import work_for_plan
-from heatctl.clock import Clock, RealClock, local_minute
+from heatctl.clock import Clock, RealClock, local_minute, local_zone
 from heatctl.commands import (
     CommandInbox,
     SetMaxPower,
@@ -45,6 +47,7 @@ from heatctl.gpu.base import Gpu
 from heatctl.gpu.registry import open_gpu
 from heatctl.mqtt_link import MqttLink
 from heatctl.persistence import SavedState, ServiceState
+from heatctl.prices import known_prices
 from heatctl.publish.mqtt_outputs import MqttOutputs
 from heatctl.publish.mqtt_state import NodeSnapshot
 from heatctl.snapshots import build_snapshot
@@ -420,8 +423,9 @@ class Service:
         tariff = self.cfg.tariff
         if tariff is None or not self.main:
             return None
-        if not tariff.is_forecast:
-            return tariff.price_at(local_minute(self._wall_fn()))
+        known = known_prices(tariff, np.array([self._wall_fn()]), local_zone())
+        if known is not None:
+            return float(known[0])
         return self.planner.price_now() if self.planner is not None else None
 
     def give_back_main_heating(self) -> None:

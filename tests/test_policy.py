@@ -11,9 +11,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
+from heatctl.clock import local_minutes
 from heatctl.config import SimGpuConfig, parse_config
 from heatctl.control.core import GpuState
-from heatctl.control.policy import TickDecision, TickInputs, TickPolicy, cap_outlook, local_minutes, node_cap_w
+from heatctl.control.policy import TickDecision, TickInputs, TickPolicy, cap_outlook, node_cap_w
 from heatctl.gpu.base import GpuReading
 from heatctl.gpu.sim import SimGpu
 from heatctl.service import Service

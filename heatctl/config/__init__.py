@@ -23,11 +23,12 @@ from heatctl.config.loader import format_path, load_config, load_model, parse_co
 from heatctl.config.mainheat import MainHeatingBase, SwitchConfig
 from heatctl.config.node import Config
 from heatctl.config.planner import PlannerConfig, ScheduleEntryConfig
-from heatctl.config.prices import TariffConfig, TariffPeriodConfig
+from heatctl.config.prices import TariffPeriodConfig
 from heatctl.config.services import BatchApiConfig, HomeAssistantConfig, InfluxConfig, MqttConfig, TlsConfig
 from heatctl.config.sources import ForecastSourceConfig, SourceConfig
 from heatctl.config.zone import ZoneConfig
 from heatctl.mainheat.kinds import MainHeatingConfig
+from heatctl.prices import TariffConfig
 
 __all__ = [
     "BatchApiConfig",

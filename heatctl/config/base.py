@@ -40,10 +40,10 @@ class _DailySpan(_Strict):
         minute_of_day(value)
         return value
 
-    def active(self, minute: int) -> bool:
-        """Whether ``minute`` of the local day is inside the span."""
-        start, end = minute_of_day(self.from_), minute_of_day(self.to)
-        return start <= minute < end if start <= end else minute >= start or minute < end
+    @property
+    def minutes(self) -> tuple[int, int]:
+        """(from, to) as minutes of the day."""
+        return minute_of_day(self.from_), minute_of_day(self.to)
 
 
 WorkPoints = list[tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(ge=0)]]]

@@ -200,7 +200,12 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
     Raises:
         ConfigError: listing every problem, each as ``file:line: path: message``.
     """
-    return load_model(Config, path, env=env)
+    cfg = load_model(Config, path, env=env)
+    csv = getattr(cfg.tariff, "csv", None)
+    if isinstance(csv, str) and not Path(csv).is_absolute():  # a CSV tariff beside the config
+        tariff = cfg.tariff.model_copy(update={"csv": str(Path(path).resolve().parent / csv)})  # type: ignore[union-attr]
+        cfg = cfg.model_copy(update={"tariff": tariff})
+    return cfg
 
 
 def parse_config(

@@ -16,10 +16,10 @@ from heatctl.config.base import _NODE_ID_RE, _no_duplicates, _Strict
 from heatctl.config.control import DutyConfig, QuietConfig
 from heatctl.config.gpus import GpuConfig, OpenAIWorkloadConfig
 from heatctl.config.planner import PlannerConfig
-from heatctl.config.prices import TariffConfig
 from heatctl.config.services import BatchApiConfig, HomeAssistantConfig, InfluxConfig, MqttConfig
 from heatctl.config.sources import ForecastSourceConfig, SourceConfig
 from heatctl.config.zone import ZoneConfig
+from heatctl.prices import TariffConfig
 
 
 class Config(_Strict):

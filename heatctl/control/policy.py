@@ -18,12 +18,13 @@ import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import tzinfo
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from heatctl.clock import daily_span_mask, in_daily_span, local_minutes
 from heatctl.config import Config, QuietConfig, ZoneConfig
 from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
 from heatctl.control.safety import ZoneInputs, fresh, zone_failsafe, zone_wants_no_heat
@@ -100,26 +101,9 @@ def node_cap_w(
 ) -> float | None:
     """The node's cap now: ``max_power_w``, within quiet hours' ceiling and a house budget (None: none)."""
     caps = [c for c in (max_power_w, budget_w) if c is not None]
-    if quiet is not None and quiet.active(minute):
+    if quiet is not None and in_daily_span(quiet, minute):
         caps.append(quiet.max_power_w)
     return min(caps) if caps else None
-
-
-def local_minutes(epoch_s: FloatArray, tz: tzinfo | None) -> FloatArray:
-    """The minute of the local day at each epoch time, across daylight-saving changes (offsets
-    are looked up once per hour: zones change their offset on the hour)."""
-    hours = np.floor(np.asarray(epoch_s, dtype=np.float64) / 3600.0)
-    unique, index = np.unique(hours, return_inverse=True)
-    offsets_s = np.array(
-        [_offset_s(datetime.fromtimestamp(h * 3600.0, UTC), tz) for h in unique.tolist()], dtype=np.float64
-    )
-    local_s = np.asarray(epoch_s, dtype=np.float64) + offsets_s[index]
-    return np.asarray((local_s % 86400.0) / 60.0, dtype=np.float64)
-
-
-def _offset_s(moment: datetime, tz: tzinfo | None) -> float:
-    offset = moment.astimezone(tz).utcoffset()
-    return offset.total_seconds() if offset is not None else 0.0
 
 
 def cap_outlook(
@@ -133,8 +117,7 @@ def cap_outlook(
         top = np.inf if max_power_w is None else max_power_w
         out = np.full(len(times_s), top)
         if quiet is not None:
-            minutes = local_minutes(times_s, tz).astype(int)
-            inside = np.array([quiet.active(int(m)) for m in minutes.tolist()], dtype=bool)
+            inside = daily_span_mask(quiet, np.floor(local_minutes(times_s, tz)))
             out[inside] = np.minimum(out[inside], quiet.max_power_w)
         return np.asarray(out * share, dtype=np.float64)
 

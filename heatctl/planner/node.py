@@ -10,6 +10,7 @@ and without a trusted room model heatctl stays reactive.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -29,6 +30,7 @@ from heatctl.errors import plain
 from heatctl.planner.schedule import WeeklySchedule, parse_days
 from heatctl.planner.series import ForecastError, Series, parse_attributes, parse_payload
 from heatctl.planner.zone import Guidance, PlannerSettings, Signals, ZonePlanner
+from heatctl.prices import forecast_source, is_known, known_prices
 from heatctl.sources.homeassistant import hourly_forecast
 
 _LOGGER = logging.getLogger(__name__)
@@ -141,9 +143,10 @@ class NodePlanner:
 
     def _configured_sources(self) -> dict[str, ForecastSourceConfig]:
         out: dict[str, ForecastSourceConfig] = {}
-        t = self.cfg.tariff
-        if t is not None and t.is_forecast:
-            out["price"] = ForecastSourceConfig(entity=t.entity, topic=t.topic)
+        tariff = self.cfg.tariff
+        prices = forecast_source(tariff) if tariff is not None else None
+        if prices is not None:
+            out["price"] = prices
         if self.cfg.carbon is not None:
             out["carbon"] = self.cfg.carbon
         if self.cfg.weather_forecast is not None:
@@ -241,18 +244,14 @@ class NodePlanner:
 
         price = series_fn("price")
         tariff = self.cfg.tariff
-        if tariff is not None and not tariff.is_forecast:
-            price = self._fixed_price
+        if tariff is not None and is_known(tariff):
+            price = functools.partial(self._known_price, tariff)
         return Signals(price=price, carbon=series_fn("carbon"), outdoor=series_fn("outdoor"), surplus_w=surplus)
 
-    def _fixed_price(self, times_s: FloatArray) -> FloatArray:
-        tariff = self.cfg.tariff
-        assert tariff is not None
-        out = np.empty(len(times_s))
-        for i, t in enumerate(times_s):
-            moment = datetime.fromtimestamp(float(t), self._tz)
-            out[i] = tariff.price_at(moment.hour * 60 + moment.minute) or 0.0
-        return out
+    def _known_price(self, tariff: Any, times_s: FloatArray) -> FloatArray:
+        prices = known_prices(tariff, times_s, self._tz)
+        assert prices is not None  # is_known
+        return prices
 
     def price_now(self) -> float | None:
         value = self.signals().price(np.array([self._wall_fn()]))

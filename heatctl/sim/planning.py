@@ -6,9 +6,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, tzinfo
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +27,7 @@ from heatctl.planner.zone import (
     guidance_from,
     objective_weight,
 )
+from heatctl.prices import known_prices
 from heatctl.sim.scenario import Room1R1CConfig, Scenario, Schedule
 
 FloatArray = npt.NDArray[np.float64]
@@ -49,12 +49,14 @@ class ScenarioSignals:
     the weather through the forecast error (or not at all), the solar surplus only now."""
 
     def __init__(self, scenario: Scenario, cfg: Config, base_dir: Path) -> None:
-        self.start_epoch_s = start_epoch(scenario.start, scenario.timezone)
-        self.tariff = scenario.build_tariff(base_dir)
+        self.start_epoch_s = scenario.start_epoch_s
         self.carbon = scenario.build_series(base_dir, "carbon")
         self.solar = scenario.build_series(base_dir, "solar")
         self.weather = scenario.build_weather(base_dir)
-        self._cfg_tariff = cfg.tariff
+        self._tz = scenario.tz
+        self._base_dir = base_dir
+        # The scenario's tariff is the truth; without one, the config's known tariff (a forecast one has no data here).
+        self._tariff = scenario.tariff if scenario.tariff is not None else cfg.tariff
         self._forecast = scenario.forecast
         if scenario.forecast is not None:
             hours = int(scenario.duration_h) + 24 * 4
@@ -72,13 +74,9 @@ class ScenarioSignals:
         return float(value[0]) if value is not None else math.nan
 
     def price(self, times: FloatArray) -> FloatArray | None:
-        if self.tariff is not None:
-            return self.tariff.at_many(times - self.start_epoch_s)
-        t = self._cfg_tariff
-        if t is None or t.is_forecast:
+        if self._tariff is None:
             return None
-        minutes = ((times % 86400.0) // 60.0).astype(int)
-        return np.array([t.price_at(int(m)) or 0.0 for m in minutes])
+        return known_prices(self._tariff, times, self._tz, self._base_dir)
 
     def carbon_at(self, times: FloatArray) -> FloatArray | None:
         return self.carbon.at_many(times - self.start_epoch_s) if self.carbon is not None else None
@@ -189,13 +187,13 @@ class OraclePlanner:
         look = round(2 * 86400.0 / step_s)
         room = _true_room(scenario, step_s)
         heat, rooms = np.zeros(total), np.zeros(total)
-        weather, tariff = signals.weather, signals.tariff  # the scenario's own, unlike the planner's view
+        weather = signals.weather  # the scenario's own, unlike the planner's view
         for a in range(0, total, chunk):
             n = min(chunk, total - a) + look
             t = (a + np.arange(n, dtype=np.float64)) * step_s
             mids = t + step_s / 2
             setpoints = schedule.at_many(mids)
-            price = tariff.at_many(mids) if tariff is not None else None
+            price = signals.price(mids + signals.start_epoch_s)
             carbon = signals.carbon_at(mids + signals.start_epoch_s)
             weight = objective_weight(settings.objective, price, carbon, n)
             cap_at = cap_w(mids + signals.start_epoch_s) if cap_w is not None else None
@@ -252,10 +250,3 @@ def _true_room(scenario: Scenario, step_s: float) -> LinearRoom:
         envelope_c=r.initial_c,
         step_s=step_s,
     )
-
-
-def start_epoch(start: datetime, timezone: str | None = None) -> float:
-    """The scenario's start as epoch seconds: its wall time in ``timezone`` (UTC without one)."""
-    if start.tzinfo is not None:
-        return start.timestamp()
-    return start.replace(tzinfo=ZoneInfo(timezone) if timezone else UTC).timestamp()

@@ -14,10 +14,11 @@ import numpy.typing as npt
 
 from heatctl.accounting import WANTED_BAND_K
 from heatctl.batch.queue import work_for_plan
+from heatctl.clock import local_minutes
 from heatctl.config import Config, GpuConfig, PlannerConfig, SourceConfig, ZoneConfig
 from heatctl.control.core import GpuState
 from heatctl.control.efficiency import GpuCaps
-from heatctl.control.policy import TickInputs, TickPolicy, cap_outlook, local_minutes
+from heatctl.control.policy import TickInputs, TickPolicy, cap_outlook
 from heatctl.control.safety import Reading, ZoneInputs
 from heatctl.errors import ConfigError
 from heatctl.gpu.sim import SimGpuModel

@@ -12,11 +12,12 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from heatctl.clock import local_minutes
 from heatctl.config import SimGpuConfig, load_model
-from heatctl.control.policy import local_minutes
+from heatctl.prices import TariffConfig, is_known
 from heatctl.sim.batches import SimBatch, SimBatches
 from heatctl.sim.room import Room, Room1R1C, Room2R2C
-from heatctl.sim.tariff import Tariff
+from heatctl.sim.series import RunSeries
 from heatctl.sim.weather import Weather
 
 
@@ -129,21 +130,6 @@ class EventConfig(_Strict):
         return self.at_h * 3600.0, self.at_h * 3600.0 + minutes * 60.0
 
 
-class TariffPeriod(_Strict):
-    from_: str = Field(alias="from")
-    to: str
-    price_per_kwh: Annotated[float, Field(ge=0)]
-
-    @field_validator("from_", "to")
-    @classmethod
-    def _hh_mm(cls, value: str) -> str:
-        return hh_mm(value)
-
-    @property
-    def minutes(self) -> tuple[int, int]:
-        return _minute_of_day(self.from_), _minute_of_day(self.to)
-
-
 class MainHeatingPlantConfig(_Strict):
     """The room's own heating: a heater with its own thermostat (at the setpoint it is given)."""
 
@@ -160,21 +146,6 @@ class BatchArrivalConfig(_Strict):
     work_per_request: Annotated[float, Field(gt=0)] = 100.0
     window_h: Annotated[float, Field(gt=0)] = 24.0
     every_h: Annotated[float, Field(gt=0)] | None = None  # repeats until the end of the run
-
-
-class TariffConfig(_Strict):
-    """What electricity costs: fixed, daily periods, or a CSV (time, price_per_kwh)."""
-
-    price_per_kwh: Annotated[float, Field(ge=0)] | None = None
-    periods: list[TariffPeriod] | None = None
-    default_per_kwh: Annotated[float, Field(ge=0)] = 0.0
-    csv: str | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Self:
-        if sum(k is not None for k in (self.price_per_kwh, self.periods, self.csv)) != 1:
-            raise ValueError("give one of price_per_kwh, periods (with default_per_kwh) or csv")
-        return self
 
 
 class SeriesCsvConfig(_Strict):
@@ -210,12 +181,19 @@ class Scenario(_Strict):
     backup_heater: BackupHeaterConfig | None = None
     sensor_resolution_k: Annotated[float, Field(ge=0)] = 0.1  # thermostats report in steps
     events: list[EventConfig] = []
-    tariff: TariffConfig | None = None  # for the cost KPI, the planner and the plot's footer
+    tariff: TariffConfig | None = None  # for the cost KPI, the planner and the plot's footer (known ahead)
     carbon: SeriesCsvConfig | None = None  # time, g_per_kwh: the carbon_kg KPI, the planner's carbon objective
     solar: SeriesCsvConfig | None = None  # time, surplus_w: export the house would send to the grid
     forecast: ForecastErrorConfig | None = None  # the weather forecast the planner sees (else persistence)
     batches: list[BatchArrivalConfig] = []  # batch work with deadlines (the Batch API's queue)
     main_heating: MainHeatingPlantConfig | None = None  # steered through the config's zone main_heating
+
+    @field_validator("tariff")
+    @classmethod
+    def _known_ahead(cls, value: TariffConfig | None) -> TariffConfig | None:
+        if value is not None and not is_known(value):
+            raise ValueError("a scenario's tariff is known ahead: give price_per_kwh, periods or csv")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -226,6 +204,11 @@ class Scenario(_Strict):
             except (ZoneInfoNotFoundError, ValueError) as exc:
                 raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Brussels)") from exc
         return value
+
+    @property
+    def start_epoch_s(self) -> float:
+        """The start as epoch seconds: its wall time in ``timezone`` (UTC without one)."""
+        return self.start.replace(tzinfo=self.tz).timestamp() if self.start.tzinfo is None else self.start.timestamp()
 
     @property
     def tz(self) -> tzinfo:
@@ -246,25 +229,16 @@ class Scenario(_Strict):
                 at_s += b.every_h * 3600.0
         return SimBatches(made)
 
-    def build_tariff(self, base_dir: Path) -> Tariff | None:
-        t = self.tariff
-        if t is None:
-            return None
-        if t.csv is not None:
-            return Tariff.from_csv(base_dir / t.csv, self.start)
-        if t.periods is not None:
-            periods = [(*p.minutes, p.price_per_kwh) for p in t.periods]
-            return Tariff.periods(periods, t.default_per_kwh, self.start, self.duration_h * 3600.0)
-        assert t.price_per_kwh is not None  # _one_kind
-        return Tariff.fixed(t.price_per_kwh)
-
-    def build_series(self, base_dir: Path, kind: str) -> Tariff | None:
+    def build_series(self, base_dir: Path, kind: str) -> RunSeries | None:
         """The scenario's carbon (``g_per_kwh``) or solar (``surplus_w``) series, or None."""
         source = self.carbon if kind == "carbon" else self.solar
         if source is None:
             return None
         column = "g_per_kwh" if kind == "carbon" else "surplus_w"
-        return Tariff.from_csv(base_dir / source.csv, self.start, column=column, what=kind)
+        start_s = (
+            self.start.replace(tzinfo=self.tz).timestamp() if self.start.tzinfo is None else self.start.timestamp()
+        )
+        return RunSeries.from_csv(base_dir / source.csv, start_s, self.tz, column, kind)
 
     def build_weather(self, base_dir: Path) -> Weather:
         w = self.weather

@@ -1,0 +1,89 @@
+"""Price sources by kind, as GPU backends, workloads and main-heating kinds are: each module holds its
+config model and what it says about prices. A new kind is one module and one line in ``PRICE_KINDS``.
+
+``tariff:`` is told apart by its key: ``price_per_kwh`` (fixed), ``periods`` (time of use),
+``csv`` (a series), ``entity`` or ``topic`` (a forecast that arrives at run time). The service, its
+planner and the simulator all read prices through ``known_prices``: one rule.
+"""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Final, Union
+
+import numpy as np
+from pydantic import BaseModel, Discriminator, Tag
+
+from heatctl.config.sources import ForecastSourceConfig
+from heatctl.prices import csvfile, fixed, forecast, periods
+from heatctl.prices.base import FloatArray, PriceKind
+from heatctl.prices.csvfile import CsvTariff
+from heatctl.prices.fixed import FixedTariff
+from heatctl.prices.forecast import EntityTariff, TopicTariff
+from heatctl.prices.periods import PeriodsTariff
+
+PRICE_KINDS: Final[dict[str, PriceKind]] = {
+    k.key: k for k in (fixed.KIND, periods.KIND, csvfile.KIND, forecast.ENTITY, forecast.TOPIC)
+}
+
+
+def _tag(key: str) -> str:
+    return f"<{key}>"  # never a YAML key: the loader leaves it out of error paths
+
+
+def _kind_of(value: Any) -> str | None:
+    if isinstance(value, dict):
+        named = [key for key in PRICE_KINDS if key in value]
+        return _tag(named[0]) if len(named) == 1 else None
+    return next((_tag(k.key) for k in PRICE_KINDS.values() if isinstance(value, k.model)), None)
+
+
+if TYPE_CHECKING:
+    TariffConfig = BaseModel
+else:
+    TariffConfig = Annotated[
+        Union[tuple(Annotated[k.model, Tag(_tag(k.key))] for k in PRICE_KINDS.values())],  # noqa: UP007
+        Discriminator(
+            _kind_of,
+            custom_error_type="tariff_kind",
+            custom_error_message="give one of " + ", ".join(f"'{k}'" for k in PRICE_KINDS),
+        ),
+    ]
+
+
+def price_kind(cfg: BaseModel) -> PriceKind:
+    return next(k for k in PRICE_KINDS.values() if isinstance(cfg, k.model))
+
+
+def is_known(cfg: BaseModel) -> bool:
+    """Whether the tariff's prices are known ahead (else they arrive as a forecast)."""
+    return price_kind(cfg).known is not None
+
+
+def known_prices(cfg: BaseModel, times_s: FloatArray, tz: tzinfo, base_dir: Path = Path(".")) -> FloatArray | None:
+    """The price per kWh at each epoch time for a tariff known ahead; None for a forecast tariff."""
+    known = price_kind(cfg).known
+    return known(cfg, np.asarray(times_s, dtype=np.float64), tz, base_dir) if known is not None else None
+
+
+def forecast_source(cfg: BaseModel) -> ForecastSourceConfig | None:
+    """Where a forecast tariff's prices arrive from (None: known ahead)."""
+    make = price_kind(cfg).forecast
+    return make(cfg) if make is not None else None
+
+
+__all__ = [
+    "PRICE_KINDS",
+    "CsvTariff",
+    "EntityTariff",
+    "FixedTariff",
+    "PeriodsTariff",
+    "PriceKind",
+    "TariffConfig",
+    "TopicTariff",
+    "forecast_source",
+    "is_known",
+    "known_prices",
+    "price_kind",
+]
