@@ -7,10 +7,13 @@ decrease of a ``total_increasing`` sensor as a meter reset).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from heatctl.gpu.base import GpuReading
 
 from heatctl.control.safety import ZoneInputs
 
@@ -110,3 +113,19 @@ class EnergyMeter:
             return energy_j - previous
         # No counter, the first tick, or a counter that restarted (driver re-initialised).
         return (power_w or 0.0) * dt_s
+
+
+class NodeMeters:
+    """Every GPU's energy since the last tick into the node's counters (owned by the control thread)."""
+
+    def __init__(self, gpu_ids: Iterable[str]) -> None:
+        self.counters = Counters()
+        self._meters = {gid: EnergyMeter() for gid in gpu_ids}
+
+    def add(
+        self, gpu_id: str, reading: GpuReading, work_rate: float | None, *, dt_s: float, idle_w: float, wanted: bool
+    ) -> float:
+        """One GPU's tick: its energy (J, returned), the part above idle reused when ``wanted``, its work."""
+        joules = self._meters[gpu_id].joules(reading.energy_j, reading.power_w, dt_s)
+        self.counters.add(gpu_id, joules, joules - idle_w * dt_s, wanted, (work_rate or 0.0) * dt_s)
+        return joules

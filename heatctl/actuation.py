@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from heatctl.config import GpuConfig
+from heatctl.config import Config, GpuConfig
 from heatctl.control.allocate import GpuCommand
+from heatctl.control.core import GpuState
 from heatctl.control.efficiency import GpuCaps
 from heatctl.errors import BackendError, HeatctlError
 from heatctl.gpu.base import Gpu, GpuReading
+from heatctl.gpu.registry import open_gpu
 from heatctl.workloads.base import Workload
+from heatctl.workloads.registry import WorkloadContext, open_workload
 
 _LOGGER = logging.getLogger(__name__)
 LIMIT_TOLERANCE_W = 1.0  # driver read-back that differs by more is a mismatch
@@ -36,6 +39,12 @@ class Observation:
     reading: GpuReading
     work_rate: float | None
     fault: str | None  # why this GPU gets no work now; None when healthy
+
+    @property
+    def state(self) -> GpuState:
+        """What the controller sees of it."""
+        r = self.reading
+        return GpuState(power_w=r.power_w, temperature_c=r.temperature_c, work_rate=self.work_rate, fault=self.fault)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +208,16 @@ class GpuActuator:
         except HeatctlError as exc:
             _LOGGER.error("gpu %s workload: %s", self.id, exc)
 
+    def start(self) -> None:
+        """The workload starts; a GPU heatctl can take no heat from is said loudly."""
+        if not self.status().steerable:
+            _LOGGER.warning(
+                "gpu %s: heatctl can neither set its power limit nor pause its workload (type none): "
+                "it cannot take heat away from this GPU",
+                self.id,
+            )
+        self.workload.start()
+
     def idle(self) -> None:
         """After a failed tick: no work, lowest limit; never raises."""
         try:
@@ -232,3 +251,19 @@ class GpuActuator:
                 self.gpu.restore()
             except Exception:
                 _LOGGER.exception("gpu %s: restoring the power limit failed", self.id)
+
+
+def open_actuators(cfg: Config, ctx: WorkloadContext, given: Mapping[str, Gpu]) -> dict[str, GpuActuator]:
+    """Each configured GPU (or the one a test or the demo gives) with its workload, not started yet."""
+    actuators = {}
+    for gcfg in cfg.gpus:
+        gpu = given.get(gcfg.id)
+
+        def open_one(gcfg: GpuConfig = gcfg, gpu: Gpu | None = gpu) -> Gpu:
+            return gpu or open_gpu(gcfg, state_dir=ctx.state_dir, time_fn=ctx.time_fn)
+
+        def workload(opened: Gpu | None, gcfg: GpuConfig = gcfg) -> Workload:
+            return open_workload(gcfg, opened, ctx)
+
+        actuators[gcfg.id] = GpuActuator(gcfg, open_gpu=open_one, open_workload=workload, time_fn=ctx.time_fn)
+    return actuators

@@ -209,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.log_level is None:
         apply_config_levels(cfg)
-    from heatctl.service import run_service
+    from heatctl.daemon import run_service
 
     return run_service(cfg)
 

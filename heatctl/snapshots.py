@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from heatctl.accounting import Totals
 from heatctl.actuation import ActuationStatus
 from heatctl.control.core import GpuState, NodeOutput
 from heatctl.publish.mqtt_state import GpuSnapshot, NodeSnapshot, ZoneSnapshot
+
+if TYPE_CHECKING:
+    from heatctl.actuation import GpuActuator
+    from heatctl.config import Config
+    from heatctl.settings import NodeSettings
+    from heatctl.sources.store import ReadingStore
 
 
 def build_snapshot(
@@ -76,4 +83,53 @@ def build_snapshot(
         rejected_commands=rejected_commands,
         metered_w=MappingProxyType(dict(metered_w)),
         extra=MappingProxyType(all_extra),
+    )
+
+
+class StatePart(Protocol):
+    """A part of the node that adds a block to the state (the batches, the planner, …)."""
+
+    def state(self) -> dict[str, Any]: ...
+
+
+def node_snapshot(
+    out: NodeOutput,
+    *,
+    cfg: Config,
+    settings: NodeSettings,
+    store: ReadingStore,
+    states: Mapping[str, GpuState],
+    actuators: Mapping[str, GpuActuator],
+    totals: Totals,
+    capacity_w: float,
+    metered_w: Mapping[str, float],
+    rejected_commands: int,
+    parts: Iterable[StatePart | None],
+    extra: Mapping[str, Any],
+) -> NodeSnapshot:
+    """The service's tick as a snapshot: the readings' windows, the GPUs' actuation, the totals, each
+    part's state block, and ``extra``."""
+    blocks = dict(extra)
+    for part in parts:
+        blocks |= part.state() if part is not None else {}
+    windows = {name: (bool(w.value) if (w := store.get(name, "window")) else None) for name in out.zones}
+    starved = any(  # heat is wanted in a zone, and none of its GPUs has work to make it with
+        out.zones[z.name].demand_w > 0 and not any(actuators[g].workload.has_work() for g in z.gpus) for z in cfg.zones
+    )
+    updated = datetime.now(UTC).isoformat(timespec="seconds")
+    return build_snapshot(
+        out,
+        mode=settings.mode,
+        zone_modes=dict(settings.zone_modes),
+        windows_open=windows,
+        states=states,
+        actuation={gid: a.status() for gid, a in actuators.items()},
+        workloads={gid: a.workload.status() for gid, a in actuators.items()},
+        totals=totals,
+        max_power_w=settings.max_power_w if settings.max_power_w is not None else capacity_w,
+        metered_w=metered_w,
+        metered_gpus=[gid for zone in cfg.zones if zone.name in metered_w for gid in zone.gpus],
+        bad_payloads=store.bad_payloads,
+        rejected_commands=rejected_commands,
+        extra={"updated": updated, "work_starved": starved, **blocks},
     )

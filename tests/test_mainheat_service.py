@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from heatctl.clock import in_daily_span
 from heatctl.commands import SetPreset
 from heatctl.config import parse_config
 from heatctl.service import Service
@@ -233,8 +234,8 @@ def test_quiet_hours_cap_the_node(mosquitto: Mosquitto, probe: Any, tmp_path: Pa
     from heatctl.config import QuietConfig
 
     night = QuietConfig.model_validate({"from": "22:00", "to": "07:00", "max_power_w": 120})
-    assert night.active(23 * 60) and night.active(6 * 60 + 59) and not night.active(7 * 60)
-    assert not night.active(12 * 60)
+    assert in_daily_span(night, 23 * 60) and in_daily_span(night, 6 * 60 + 59)
+    assert not in_daily_span(night, 7 * 60) and not in_daily_span(night, 12 * 60)
     always = "quiet: {from: '00:00', to: '23:59', max_power_w: 120}\n"
     svc = Service(parse_config(PRESET_CONFIG.format(state=tmp_path / "s", port=mosquitto.port) + always))
     svc.start()

@@ -79,7 +79,7 @@ def test_a_damaged_state_file_falls_back_to_its_previous_copy(tmp_path: Path) ->
     second = service(tmp_path, clock)
     try:
         assert second.mode == "heat" and second.zone_modes["office"] == "off"
-        assert "previous copy" in (second.state_problem or "")
+        assert "previous copy" in (second.settings.problem or "")
     finally:
         second.shutdown()
 

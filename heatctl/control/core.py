@@ -98,6 +98,15 @@ class NodeController:
             self.set_caps(g.id, caps[g.id], model=model)
         self._last: dict[str, GpuCommand] = {}
 
+    def integrals_w(self) -> dict[str, float]:
+        """Each zone's integrator, kept across restarts."""
+        return {name: zone.integral_w for name, zone in self.zones.items()}
+
+    def restore_integrals(self, integrals_w: Mapping[str, float]) -> None:
+        for name, integral_w in integrals_w.items():
+            if name in self.zones:
+                self.zones[name].restore_integral(integral_w)
+
     def set_caps(self, gpu_id: str, caps: GpuCaps, *, model: EfficiencyModel | None = None) -> None:
         """(Re)build one GPU's allocator and thermal guard, e.g. when it was opened late."""
         g = self.cfg.gpu(gpu_id)

@@ -19,11 +19,12 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import tzinfo
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from heatctl.batch.queue import work_for_plan
 from heatctl.clock import daily_span_mask, in_daily_span, local_minutes
 from heatctl.config import Config, QuietConfig, ZoneConfig
 from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
@@ -96,6 +97,16 @@ class TickDecision:
     work_due: Mapping[str, float]
 
 
+def zones_heat_w(cfg: Config, gpus: Mapping[str, GpuState], metered_w: Mapping[str, float]) -> dict[str, float | None]:
+    """Each zone's heat now: its wall-plug meter, else its GPUs' draw (None while one cannot be read)."""
+    heat_w: dict[str, float | None] = {}
+    for zone in cfg.zones:
+        gpu_w = [gpus[g].power_w for g in zone.gpus if g in gpus]
+        measured = [w for w in gpu_w if w is not None]
+        heat_w[zone.name] = metered_w.get(zone.name, sum(measured) if len(measured) == len(gpu_w) else None)
+    return heat_w
+
+
 def node_cap_w(
     max_power_w: float | None, quiet: QuietConfig | None, minute: int, budget_w: float | None = None
 ) -> float | None:
@@ -147,6 +158,11 @@ class TickPolicy:
         self._time_fn = time_fn
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
         self.presets = {z.name: "none" for z in cfg.zones}
+        self._quiet = False  # the last tick's cap was lowered by quiet hours
+
+    def state(self) -> dict[str, Any]:
+        """The state's presets and whether quiet hours cap the node now."""
+        return {"presets": dict(self.presets), "quiet": self._quiet}
 
     # --- presets --------------------------------------------------------------------------
 
@@ -206,10 +222,11 @@ class TickPolicy:
             name: dataclasses.replace(z, setpoint_c=_value(inputs.zones[name].setpoint))
             for name, z in out.zones.items()
         }
+        self._quiet = cap_w != quiet_cap
         return TickDecision(
             node=dataclasses.replace(out, zones=shown),
             cap_w=cap_w,
-            quiet=cap_w != quiet_cap,
+            quiet=self._quiet,
             aim_c=aims,
             guidance=guidance,
             main=main,
@@ -247,6 +264,17 @@ class TickPolicy:
         planned = self.planner is not None and all(self.planner.covers_work(z) for z in zones)
         due = self.work.due_level(full_speedup=self.full_speedup(self.runners) if planned else None)
         return dict.fromkeys(self.runners, due) if due else {}
+
+    def work_for_plan(self, zone: str) -> tuple[tuple[float, float], ...]:
+        """The work due, as heat the zone's runners make doing it flat out: (due by, J above idle) each."""
+        if self.work is None:
+            return ()
+        allocators = self.controller.allocators
+        models = [allocators[g].model for g in self.runners if self._zone_of[g] == zone and g in allocators]
+        heat_w = sum(m.caps.max_limit_w - m.caps.idle_w for m in models)
+        if heat_w <= 0:
+            return ()
+        return work_for_plan(self.work.open_work(), full_speedup=self.full_speedup(self.runners), full_heat_w=heat_w)
 
     def full_speedup(self, gpus: Iterable[str]) -> float:
         """How much faster the GPUs work at full power than at their efficient caps (as learned)."""

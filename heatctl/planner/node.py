@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -25,8 +26,10 @@ import numpy.typing as npt
 
 from heatctl.clock import local_zone
 from heatctl.config import Config, ForecastSourceConfig, PlannerConfig, ZoneConfig, minute_of_day
+from heatctl.control.efficiency import GpuCaps
 from heatctl.control.policy import cap_outlook
 from heatctl.errors import plain
+from heatctl.mqtt_link import MqttLink
 from heatctl.planner.schedule import WeeklySchedule, parse_days
 from heatctl.planner.series import ForecastError, Series, parse_attributes, parse_payload
 from heatctl.planner.zone import Guidance, PlannerSettings, Signals, ZonePlanner
@@ -319,7 +322,7 @@ class NodePlanner:
         worst = min(zones.values(), key=lambda z: order.get(str(z["status"]), 0))
         if not (self.cfg.planner and self.cfg.planner.enabled):
             worst = {"status": "fallback", "reason": "planner disabled: learning only"}
-        return {"status": worst["status"], "reason": worst["reason"], "zones": zones}
+        return {"planner": {"status": worst["status"], "reason": worst["reason"], "zones": zones}}
 
     def _guidance(self, name: str) -> dict[str, Any]:
         g = self._latest[name].guidance
@@ -417,3 +420,44 @@ class NodePlanner:
 
 def _local_iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s).astimezone().isoformat(timespec="minutes")
+
+
+def open_node_planner(
+    cfg: Config,
+    caps: Mapping[str, GpuCaps],
+    state_dir: Path,
+    link: MqttLink | None,
+    *,
+    work_fn: Callable[[str], tuple[tuple[float, float], ...]],
+    max_power_fn: Callable[[], float | None],
+) -> NodePlanner:
+    """Each zone's planner and the forecasts, its plan published on ``<base>/<node>/plan``; its thread
+    starts last (forecast topics are subscribed first, so none is missed)."""
+    capacity = {z.name: sum(caps[g].max_limit_w for g in z.gpus) for z in cfg.zones}
+    floor = {z.name: sum(caps[g].idle_w for g in z.gpus) for z in cfg.zones}
+    plan_topic = f"{cfg.mqtt.base_topic}/{cfg.node_id}/plan" if cfg.mqtt is not None else None
+
+    def on_plan(document: dict[str, Any]) -> None:
+        if link is not None and plan_topic is not None:
+            link.publish(plan_topic, json.dumps(document), retain=True, qos=1)
+
+    factory = None
+    if cfg.homeassistant is not None:
+        from heatctl.sources.homeassistant import make_client
+
+        factory = make_client
+    planner = NodePlanner(
+        cfg,
+        capacity,
+        floor,
+        state_dir,
+        on_plan=on_plan,
+        ha_client_factory=factory,
+        work_fn=work_fn,
+        max_power_fn=max_power_fn,
+    )
+    if link is not None:
+        for topic, handler in planner.topic_handlers().items():
+            link.subscribe(topic, handler)
+    planner.start()
+    return planner

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from datetime import tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final, Union
+from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol, Union
 
 import numpy as np
 from pydantic import BaseModel, Discriminator, Tag
 
+from heatctl.clock import local_zone
 from heatctl.config.sources import ForecastSourceConfig
 from heatctl.prices import csvfile, fixed, forecast, periods
 from heatctl.prices.base import FloatArray, PriceKind
@@ -67,6 +68,20 @@ def known_prices(cfg: BaseModel, times_s: FloatArray, tz: tzinfo, base_dir: Path
     return known(cfg, np.asarray(times_s, dtype=np.float64), tz, base_dir) if known is not None else None
 
 
+class ForecastPrices(Protocol):
+    def price_now(self) -> float | None: ...
+
+
+def price_now(cfg: BaseModel | None, wall_s: float, forecast: ForecastPrices | None) -> float | None:
+    """Electricity now: a known tariff's (in the system's time zone), else the forecast's (None: unknown)."""
+    if cfg is None:
+        return None
+    known = known_prices(cfg, np.array([wall_s]), local_zone())
+    if known is not None:
+        return float(known[0])
+    return forecast.price_now() if forecast is not None else None
+
+
 def forecast_source(cfg: BaseModel) -> ForecastSourceConfig | None:
     """Where a forecast tariff's prices arrive from (None: known ahead)."""
     make = price_kind(cfg).forecast
@@ -86,4 +101,5 @@ __all__ = [
     "is_known",
     "known_prices",
     "price_kind",
+    "price_now",
 ]

@@ -44,6 +44,10 @@ class MqttOutputs:
         if changed:
             self.announce()
 
+    def write(self, snap: NodeSnapshot, now_s: float) -> None:
+        """As a ``Sink``: the tick's state."""
+        self.publish_state(snap)
+
     def publish_state(self, snap: NodeSnapshot) -> None:
         with self._lock:
             self._last = snap

@@ -17,13 +17,16 @@ def zone_sources(zone: ZoneConfig) -> Iterator[tuple[Role, SourceConfig]]:
 
 
 def bind_mqtt_sources(cfg: Config, link: MqttLink, store: ReadingStore) -> int:
-    """Subscribe every topic source; returns how many were bound."""
+    """Subscribe every topic source, and ask the devices that can be asked for a reading on each
+    connect (``read_requests``); returns how many were bound."""
     count = 0
     for zone in cfg.zones:
         for role, source in zone_sources(zone):
             if source.topic is not None:
                 link.subscribe(source.topic, _handler(store, zone.name, role, source))
                 count += 1
+    if requests := read_requests(cfg):
+        link.on_connect(lambda: ask_for_readings(link, requests))
     return count
 
 

@@ -62,6 +62,19 @@ class ReadingStore:
         if was_missing and now_s - taken_s <= stale_s and self._on_fresh is not None:
             self._on_fresh()  # wake the control loop: no need to wait a whole interval in fail-safe
 
+    def metered_w(self, now_s: float) -> dict[str, float]:
+        """Zone → wall-plug meter watts, for zones whose meter reports fresh readings."""
+        metered = {}
+        for name, zone in self._zones.items():
+            meter = self.get(name, "power")
+            if (
+                zone.power_meter is not None
+                and meter is not None
+                and now_s - meter.at_s <= zone.power_meter.stale_after_s
+            ):
+                metered[name] = meter.value
+        return metered
+
     def _stale_after_s(self, zone: str, role: str) -> float:
         cfg = self._zones.get(zone)
         field = next((f for f, r in ROLES.items() if r == role), None)
