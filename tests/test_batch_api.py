@@ -404,7 +404,8 @@ def test_with_the_planner_a_batch_becomes_heat_in_the_plan_and_the_deadline_rule
         batch = node.client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
         wait_until(lambda: svc.batches is not None and svc.batches.open_work(), 10, "the batch queued")
         svc.tick()
-        work = svc._work_for_plan("office")
+        assert svc.policy is not None
+        work = svc.policy.work_for_plan("office")
         assert len(work) == 1 and work[0][1] > 0  # due by its deadline less the margin, as heat
         assert work[0][0] == pytest.approx(batch.expires_at - MARGIN_S, abs=2)
         svc.planner.run_once()

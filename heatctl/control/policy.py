@@ -8,7 +8,7 @@ then turns that into each GPU's command. The service and the simulator both call
 ``TickPolicy.decide``: neither re-implements any of it, so the simulator predicts the service.
 
 Its clock and every input are injected; it talks to the planner and to the work through two
-small protocols (``PlannerPort``, ``WorkSource``).
+small protocols (``PlannerPort``, ``worksource.DueWork``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutpu
 from heatctl.control.safety import ZoneInputs, fresh, zone_failsafe, zone_wants_no_heat
 from heatctl.mainheat.cascade import GIVEN_BACK, HELD, PUSH_K, Cascade, MainCommand, main_is_cheaper
 from heatctl.planner.zone import Guidance
+from heatctl.worksource import DueWork
 
 FloatArray = npt.NDArray[np.float64]
 PRESETS = ("none", "comfort", "eco", "away", "boost")
@@ -55,19 +56,6 @@ class PlannerPort(Protocol):
     def covers_work(self, zone: str) -> bool: ...
 
     def reach_c(self, zone: str, room_c: float, outdoor_c: float, heat_w: float, seconds: float) -> float | None: ...
-
-
-class WorkSource(Protocol):
-    """Where batch work comes from, as the tick sees it: the local batch queue, the simulator's
-    batches (and later a house's shared pool). Times are the source's own clock."""
-
-    def due_level(self, *, full_speedup: float | None = None) -> float:
-        """0; 1 while a deadline needs the GPUs at their efficient cap; 2 (flat out) when planned."""
-        ...
-
-    def open_work(self) -> list[tuple[float, float]]:
-        """(deadline, seconds of work left at the efficient cap), earliest deadline first."""
-        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,7 +133,7 @@ class TickPolicy:
         *,
         cascades: Mapping[str, Cascade] | None = None,
         planner: PlannerPort | None = None,
-        work: WorkSource | None = None,
+        work: DueWork | None = None,
         runners: Iterable[str] = (),
         time_fn: Callable[[], float],
     ) -> None:
@@ -172,19 +160,16 @@ class TickPolicy:
         if preset == "boost" and zone in self.cascades:
             self.cascades[zone].boost(self._time_fn())
 
-    def _end_presets(self, inputs: TickInputs) -> list[str]:
-        """Boost ends when the room is warm; another preset when its target is gone. The zones whose ended."""
-        ended = []
+    def _end_presets(self, inputs: TickInputs) -> None:
+        """Boost ends when the room is warm; another preset when its target is gone."""
         for name, preset in self.presets.items():
             zin = inputs.zones.get(name)
             room, target = (zin.temperature, zin.setpoint) if zin is not None else (None, None)
             if preset == "boost":
                 if room is not None and target is not None and room.value >= target.value:
                     self.presets[name] = "none"
-                    ended.append(name)
             elif preset != "none" and name not in inputs.overridden:
                 self.presets[name] = "none"
-        return ended
 
     # --- one tick -------------------------------------------------------------------------
 

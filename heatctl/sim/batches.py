@@ -67,7 +67,7 @@ class SimBatches:
 
 
 class SimWorkSource:
-    """The simulator's batches as the tick's ``WorkSource`` (as the service's ``BatchQueue``): the
+    """The simulator's batches as the tick's ``worksource.DueWork`` (as the service's ``BatchQueue``): the
     work left in seconds at the rate the GPUs do it at their efficient caps, in run seconds."""
 
     def __init__(self, batches: SimBatches, time_fn: Callable[[], float], efficient_rate: Callable[[], float]) -> None:

@@ -22,7 +22,7 @@ A scanner thread of its own reads the spool every ``RESCAN_S``; the control thre
 touches the files. Only jobs queued or in flight are remembered; a file whose jobs all have
 results is skipped until it changes.
 
-With the Batch API (``batch_api:``), workers take requests from the shared ``BatchQueue``
+With the Batch API (``batch_api:``), workers take requests from a ``WorkSource`` (the ``BatchQueue``)
 first, most urgent deadline first, and the spool's jobs when no batch waits. A batch request
 is sent as its line says (not streamed), so its output is exactly the server's answer; a slot
 taken away cuts its connection, and the request goes back to the queue. An interactive
@@ -54,9 +54,9 @@ from heatctl.config import OpenAIWorkloadConfig
 from heatctl.errors import plain
 
 if TYPE_CHECKING:
-    from heatctl.batch.queue import BatchQueue
     from heatctl.batch.store import QueuedRequest
     from heatctl.workloads.process import ProcessWorkload
+    from heatctl.worksource import WorkSource
 
 _LOGGER = logging.getLogger(__name__)
 RESULTS_SUFFIX = ".results.jsonl"
@@ -108,7 +108,7 @@ class OpenAIWorkload:
         *,
         state_dir: Path,
         time_fn: Callable[[], float] = time.monotonic,
-        batches: BatchQueue | None = None,
+        batches: WorkSource | None = None,
     ) -> None:
         self._gpu_id = gpu_id
         self._cfg = cfg

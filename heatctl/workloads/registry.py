@@ -14,7 +14,7 @@ from heatctl.gpu.base import Gpu
 from heatctl.workloads.base import Workload
 
 if TYPE_CHECKING:
-    from heatctl.batch.queue import BatchQueue
+    from heatctl.worksource import WorkSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +23,7 @@ class WorkloadContext:
 
     state_dir: Path
     time_fn: Callable[[], float] = field(default=time.monotonic)
-    batches: BatchQueue | None = None  # the Batch API's queue, for ``openai`` workloads
+    batches: WorkSource | None = None  # where batch work comes from (the Batch API's queue), for ``openai``
 
 
 WorkloadFactory = Callable[[GpuConfig, Gpu | None, WorkloadContext], Workload]
