@@ -208,6 +208,11 @@ class GpuActuator:
         except HeatctlError as exc:
             _LOGGER.error("gpu %s workload: %s", self.id, exc)
 
+    @property
+    def state_problem(self) -> str | None:
+        """The GPU's record of its original limit was damaged (the driver's default was taken)."""
+        return getattr(self.gpu, "state_problem", None)
+
     def start(self) -> None:
         """The workload starts; a GPU heatctl can take no heat from is said loudly."""
         if not self.status().steerable:

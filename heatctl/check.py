@@ -125,7 +125,23 @@ def check_state_dir(cfg: Config) -> CheckRow:
         probe.unlink()
     except OSError as exc:
         return _row("state_dir", False, f"{path}: {exc}", "create it writable for the heatctl user")
+    damaged = [problem for name in STATE_FILES if (problem := _damaged(path / name)) is not None]
+    if damaged:
+        fix = "heatctl takes the safe side (mode off, the driver's default limit); check what it says, then run it"
+        return CheckRow("state_dir", True, f"{path} is writable; " + "; ".join(damaged), fix, warn=True)
     return _row("state_dir", True, f"{path} is writable")
+
+
+STATE_FILES = ("state.json", "limits.json", "main_heating.json")
+
+
+def _damaged(path: Path) -> str | None:
+    """What is wrong with a state file (None: it reads, or it is not there)."""
+    from heatctl.state import StateFile
+
+    state = StateFile(path)
+    state.load()
+    return state.problem
 
 
 def check_mqtt(cfg: Config) -> list[CheckRow]:

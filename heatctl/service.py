@@ -97,6 +97,7 @@ class Service:
     zone_modes = property(lambda self: self.settings.zone_modes)
     max_power_w = property(lambda self: self.settings.max_power_w)
     counters = property(lambda self: self.meters.counters)
+    node_capacity_w = property(lambda self: self.controller.capacity_w if self.controller else 0.0)
     batches: BatchQueue | None = property(lambda self: self.node_batches.queue if self.node_batches else None)  # type: ignore[assignment]
     batch_api: BatchApiServer | None = property(lambda self: self.node_batches.server if self.node_batches else None)  # type: ignore[assignment]
 
@@ -157,11 +158,6 @@ class Service:
                 work_fn=lambda zone: self.policy.work_for_plan(zone) if self.policy is not None else (),
                 max_power_fn=lambda: self.settings.max_power_w,
             )
-
-    @property
-    def node_capacity_w(self) -> float:
-        assert self.controller is not None  # after start()
-        return sum(a.model.caps.max_limit_w for a in self.controller.allocators.values())
 
     def run(self) -> None:
         """The control loop, until ``stop_event``; a command wakes it at once."""
@@ -282,9 +278,14 @@ class Service:
             capacity_w=self.node_capacity_w,
             metered_w=metered_w,
             rejected_commands=self.inbox.rejected,
-            parts=(self.node_batches, self.main, self.planner, self.settings, self.policy),
-            extra={"influx": self.sinks[0].stats()} if self.sinks else {},
+            parts=(self.node_batches, self.main, self.planner, self.policy),
+            extra=({"influx": self.sinks[0].stats()} if self.sinks else {}) | self._damaged(),
         )
+
+    def _damaged(self) -> dict[str, str]:
+        """State files found damaged at start, and the safe side taken (for the state and Home Assistant)."""
+        problems = [p for p in (self.settings.problem, *(a.state_problem for a in self.actuators.values())) if p]
+        return {"state_damaged": "; ".join(problems)} if problems else {}
 
     def _persist(self) -> None:
         integrals = self.controller.integrals_w() if self.controller else {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from heatctl.accounting import Totals
 from heatctl.commands import Command, SetMaxPower, SetMode, SetPreset, SetSetpoint, SetZoneMode
@@ -60,10 +60,6 @@ class NodeSettings:
                     store.clear_override(zone)
                 if policy is not None:
                     policy.set_preset(zone, preset)
-
-    def state(self) -> dict[str, Any]:
-        """The state's word on the saved state: damaged and the safe side taken, or nothing."""
-        return {"state_damaged": self.problem} if self.problem else {}
 
     def save(self, totals: Totals, integrals_w: Mapping[str, float]) -> None:
         """Into ``state_dir/state.json``, with the counters and integrators that survive a restart too."""

@@ -131,6 +131,28 @@ def test_a_limit_left_by_a_killed_run_is_repaired_at_start(fake_nvml: FakeNvml, 
     assert fake_nvml.limit_w() == 450.0
 
 
+def test_a_damaged_limit_record_takes_the_drivers_default_as_the_original(fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    """Killed with the card capped, the record torn: the capped 200 W is never taken as the card's own."""
+    fake_nvml.configure(default_limit_w=450)
+    (tmp_path / "limits.json").write_text('{"GPU-fa4e')  # torn by a power cut, no previous copy
+    fake_nvml.dir.joinpath("limit0").write_text("200\n")
+    gpu = open_gpu(tmp_path)
+    assert gpu.original_limit_w == 450.0 and fake_nvml.limit_w() == 450.0
+    assert gpu.state_problem is not None and "default 450 W" in gpu.state_problem
+    gpu.set_power_limit(300.0)
+    gpu.restore()
+    assert fake_nvml.limit_w() == 450.0
+
+
+def test_restore_with_a_damaged_record_gives_every_gpu_its_default(fake_nvml: FakeNvml, tmp_path: Path) -> None:
+    fake_nvml.configure(default_limit_w=450)
+    (tmp_path / "limits.json").write_text("\x00" * 16)
+    fake_nvml.dir.joinpath("limit0").write_text("200\n")
+    done = restore_recorded_limits(tmp_path)
+    assert "every GPU gets the driver's default limit" in done[0] and done[1] == f"{UUID0}: restored 450 W"
+    assert fake_nvml.limit_w() == 450.0
+
+
 def test_restore_command_repairs_recorded_limits(fake_nvml: FakeNvml, tmp_path: Path) -> None:
     fake_nvml.configure(default_limit_w=450)
     (tmp_path / "limits.json").write_text(json.dumps({UUID0: 450.0}))

@@ -155,3 +155,13 @@ def test_a_source_going_silent_and_coming_back_is_said_once_each(
         assert messages.count("zone office: fail-safe cleared (was: temperature stale)") == 1
     finally:
         svc.shutdown()
+
+
+def test_check_says_which_state_file_is_damaged_and_what_heatctl_does(tmp_path: Path) -> None:
+    from heatctl.check import check_state_dir
+
+    cfg = parse_config(MINIMAL_YAML + f"mqtt: null\nstate_dir: {tmp_path}\n")
+    assert check_state_dir(cfg).ok and not check_state_dir(cfg).warn
+    (tmp_path / "limits.json").write_text('{"GPU-')
+    row = check_state_dir(cfg)
+    assert row.ok and row.warn and "limits.json is damaged" in row.detail and "safe side" in row.fix

@@ -98,6 +98,11 @@ class NodeController:
             self.set_caps(g.id, caps[g.id], model=model)
         self._last: dict[str, GpuCommand] = {}
 
+    @property
+    def capacity_w(self) -> float:
+        """The node's capacity: every GPU's top limit."""
+        return sum(a.model.caps.max_limit_w for a in self.allocators.values())
+
     def integrals_w(self) -> dict[str, float]:
         """Each zone's integrator, kept across restarts."""
         return {name: zone.integral_w for name, zone in self.zones.items()}

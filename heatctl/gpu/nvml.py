@@ -83,6 +83,11 @@ class LimitStore:
     def all(self) -> dict[str, float]:
         return {k: float(v) for k, v in self._file.load().items() if isinstance(v, int | float)}
 
+    @property
+    def problem(self) -> str | None:
+        """Why the file could not be trusted at the last read (damaged, no good copy), or None."""
+        return self._file.problem
+
 
 def init() -> Any:
     """nvmlInit, with the driver's failure translated into a clear error."""
@@ -118,6 +123,15 @@ class NvmlGpu:
         current_w = self._call("read the power limit", self._n.nvmlDeviceGetPowerManagementLimit, self._handle)
         current_w /= 1000.0
         left_behind = self._limits.get(self.uuid)
+        self.state_problem: str | None = None  # the record of the original limit was damaged
+        if left_behind is None and self._limits.problem is not None:
+            # A damaged record may have held this GPU's original: the limit now may be heatctl's own cap.
+            default_mw = self._call(
+                "read the default power limit", self._n.nvmlDeviceGetPowerManagementDefaultLimit, self._handle
+            )
+            left_behind = default_mw / 1000.0
+            self.state_problem = f"{self._limits.problem}: the driver's default {left_behind:.0f} W is the original"
+            _LOGGER.error("gpu %s: %s", self.id, self.state_problem)
         self.original_limit_w = left_behind if left_behind is not None else current_w
         self.can_set_limit = True
         self.limit_problem: str | None = None
@@ -294,11 +308,17 @@ def restore_recorded_limits(state_dir: Path) -> list[str]:
     """``heatctl restore``: put back every limit a killed run left behind. Returns what it did."""
     limits = LimitStore(state_dir)
     recorded = limits.all()
-    if not recorded:
+    if not recorded and limits.problem is None:
         return []
     n = init()
     done = []
     try:
+        if limits.problem is not None:  # which GPUs a run capped is lost: each gets the driver's default
+            done.append(f"{limits.problem}: every GPU gets the driver's default limit")
+            for i in range(n.nvmlDeviceGetCount()):
+                handle = n.nvmlDeviceGetHandleByIndex(i)
+                uuid = n.nvmlDeviceGetUUID(handle)
+                recorded.setdefault(uuid, n.nvmlDeviceGetPowerManagementDefaultLimit(handle) / 1000.0)
         for uuid, limit_w in recorded.items():
             try:
                 handle = n.nvmlDeviceGetHandleByUUID(uuid)
