@@ -389,3 +389,33 @@ def test_status_says_what_waits_and_when_heat_finds_no_work() -> None:
     assert "running for a deadline" in text
     assert "heat wanted but no work queued" in text
     assert "batches" not in describe_state({"mode": "heat"}, node_id="n", online=True)
+
+
+def test_a_poison_line_fails_its_batch_alone_and_never_stops_a_start(tmp_path: Path) -> None:
+    """50,000-deep nesting: a clear error on its line, the next batch validates and runs, a restart starts."""
+    wall = Wall()
+    store, queue = new_queue(tmp_path, wall)
+    poison = submit(store, queue, [line("ok"), "[" * 50_000 + "]" * 50_000])
+    good = submit(store, queue, [line("g0")])
+    bad = store.get_batch(poison) or {}
+    assert bad["status"] == "failed"
+    assert [(e["code"], e["line"]) for e in bad["errors"]["data"]] == [("invalid_json_line", 2)]
+    assert "nested deeper than 64" in bad["errors"]["data"][0]["message"]
+    assert (store.get_batch(good) or {})["status"] == "in_progress"
+    store.close()
+    broken = BatchStore(tmp_path / "batch", wall_fn=wall)
+
+    def explode(*args: Any) -> None:
+        raise RuntimeError("a bug in validation")
+
+    queue = BatchQueue(broken, api_cfg(), slots=1, mono_fn=wall)
+    queue._validate = explode  # type: ignore[method-assign]
+    record = broken.add_file("in.jsonl", "batch", [(line("x") + "\n").encode()])
+    later = broken.create_batch(record.id, CHAT, "24h", 86400, {})
+    queue.start()  # validation of every batch fails: the start does not
+    try:
+        assert (broken.get_batch(str(later["id"])) or {})["status"] == "failed"
+        assert queue.take("gpu0") is not None  # the good batch queued before the restart runs on
+    finally:
+        queue.stop()
+        broken.close()

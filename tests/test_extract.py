@@ -133,3 +133,17 @@ def test_templates_run_in_a_sandbox() -> None:
     with pytest.raises(PayloadError) as info:
         extract(b"1", evil, "temperature")
     assert "value_template failed" in str(info.value)
+
+
+def test_a_deeply_nested_payload_is_a_bad_payload_not_a_traceback() -> None:
+    source = SourceConfig(topic="z2m/trv", json_path="local_temperature")
+    for payload in (b"[" * 50_000 + b"]" * 50_000, b'{"a":' * 100 + b"1" + b"}" * 100):
+        with pytest.raises(PayloadError, match="nested deeper than 64"):
+            extract(payload, source, "temperature")
+
+
+def test_a_deeply_nested_forecast_is_left_out_with_a_reason() -> None:
+    from heatctl.planner.series import ForecastError, parse_payload
+
+    with pytest.raises(ForecastError, match="nested deeper"):
+        parse_payload(b"[" * 5000 + b"]" * 5000, (-10.0, 100.0))

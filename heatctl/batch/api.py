@@ -24,6 +24,7 @@ from aiohttp import BodyPartReader, ClientError, ClientSession, ClientTimeout, w
 from heatctl.batch.queue import ENDPOINTS, BatchQueue
 from heatctl.batch.store import BatchStore
 from heatctl.config import BatchApiConfig, duration_s
+from heatctl.untrusted import UntrustedJsonError, parse_json
 
 _LOGGER = logging.getLogger(__name__)
 PASSTHROUGH = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -192,9 +193,9 @@ class BatchApi:
 
     async def create_batch(self, request: web.Request) -> web.Response:
         try:
-            data = await self._body(request.json())
-        except ValueError:
-            return api_error(400, "The body is not valid JSON.")
+            data = parse_json(await self._body(request.read()))
+        except UntrustedJsonError as exc:
+            return api_error(400, f"The body is not valid JSON ({exc}).")
         if not isinstance(data, dict):
             return api_error(400, "The body must be a JSON object.")
         file_id = data.get("input_file_id")

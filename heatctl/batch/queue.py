@@ -16,7 +16,6 @@ short methods here; every state change that matters is in the ``BatchStore`` fir
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 from heatctl.batch.store import BatchStore, QueuedRequest
 from heatctl.config import BatchApiConfig
+from heatctl.untrusted import UntrustedJsonError, parse_json
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -117,7 +117,10 @@ class BatchQueue:
         self._started.update(r["id"] for r in self.store.batches_in("in_progress") if r["completed"] + r["failed"] > 0)
         if self._left:
             _LOGGER.info("batch: %d request(s) of %d batch(es) queued", sum(self._left.values()), len(self._left))
-        self.maintain()
+        try:
+            self.maintain()
+        except Exception:  # nothing in the store stops heatctl from starting: the manager tries again
+            _LOGGER.exception("batch upkeep failed at start")
         self._thread.start()
 
     def stop(self) -> None:
@@ -311,7 +314,12 @@ class BatchQueue:
         """Validate new batches, close finished, cancelled and expired ones, write energy."""
         self._flush_energy()
         for row in self.store.batches_in("validating"):
-            self._validate(row["id"], row["input_file_id"], row["endpoint"])
+            try:
+                self._validate(row["id"], row["input_file_id"], row["endpoint"])
+            except Exception as exc:  # one batch fails alone: the others validate, run and expire
+                _LOGGER.exception("batch %s: validation failed", row["id"])
+                message = f"The input file could not be validated: {type(exc).__name__}."
+                self.store.fail_batch(row["id"], [_error("invalid_file", message)])
         now = self.store.now()
         for row in self.store.batches_in("in_progress", "cancelling", "finalizing"):
             batch_id = row["id"]
@@ -441,9 +449,11 @@ def parse_requests(
         if len(errors) >= MAX_ERRORS:
             break
         try:
-            item = json.loads(raw)
-        except json.JSONDecodeError:
-            errors.append(_error("invalid_json_line", "This line is not parseable as valid JSON.", line=lineno))
+            item = parse_json(raw)
+        except UntrustedJsonError as exc:
+            errors.append(
+                _error("invalid_json_line", f"This line is not parseable as valid JSON ({exc}).", line=lineno)
+            )
             continue
         if not isinstance(item, dict):
             errors.append(_error("invalid_json_line", "This line is not a JSON object.", line=lineno))

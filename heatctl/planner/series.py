@@ -13,7 +13,6 @@ common integrations publish and raise ``ForecastError`` with a reason fit for on
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from heatctl.untrusted import UntrustedJsonError, parse_json
 
 FloatArray = npt.NDArray[np.float64]
 TIME_KEYS = ("start", "startsAt", "starts_at", "time", "datetime", "from", "valid_from", "period_start")
@@ -127,9 +128,9 @@ def points_from_list(items: Sequence[Any], valid_range: tuple[float, float]) -> 
 def parse_payload(payload: bytes, valid_range: tuple[float, float]) -> Series:
     """An MQTT payload: a JSON list of points (or an object holding one under a known key)."""
     try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ForecastError(f"not JSON: {exc}") from exc
+        data = parse_json(payload)
+    except UntrustedJsonError as exc:
+        raise ForecastError(str(exc)) from exc
     if isinstance(data, dict):
         return parse_attributes(data, valid_range)
     return Series.from_points(points_from_list(data, valid_range))

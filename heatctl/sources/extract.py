@@ -5,7 +5,6 @@ Pure functions. Every rejection raises ``PayloadError`` with a reason fit for a 
 
 from __future__ import annotations
 
-import json
 import math
 from functools import lru_cache
 from typing import Any, Literal
@@ -14,6 +13,7 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from heatctl.config import SourceConfig
+from heatctl.untrusted import UntrustedJsonError, parse_json
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 Role = Literal["temperature", "setpoint", "outdoor", "window", "mode", "power", "main_setpoint", "grid"]
@@ -68,9 +68,9 @@ def raw_value(text: str, source: SourceConfig) -> Any:
 
 def _json(text: str) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PayloadError(f"not JSON: {exc.msg} at column {exc.colno}") from exc
+        return parse_json(text)
+    except UntrustedJsonError as exc:
+        raise PayloadError(str(exc)) from exc
 
 
 @lru_cache(maxsize=256)
@@ -80,8 +80,8 @@ def _compiled(template: str) -> Any:
 
 def _render(template: str, text: str) -> str:
     try:
-        value_json: Any = json.loads(text)
-    except json.JSONDecodeError:
+        value_json: Any = parse_json(text)
+    except UntrustedJsonError:
         value_json = None
     try:
         return str(_compiled(template).render(value=text, value_json=value_json)).strip()
