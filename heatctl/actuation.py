@@ -138,6 +138,7 @@ class GpuActuator:
                 fault = NO_POWER_READING
             elif fault is not None and metered:
                 fault = None  # a wall-plug meter still measures its heat
+            fault = fault or self.workload.fault()  # its work cannot be kept: heat from it is not wanted
             obs = Observation(reading=reading, work_rate=self.workload.work_rate(), fault=fault)
         self._note_fault(obs.fault)
         self._check_level()

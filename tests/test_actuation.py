@@ -61,6 +61,7 @@ class FakeWorkload:
         self.commanded: list[float] = []
         self.running = 0.0
         self.stopped = False
+        self.problem: str | None = None
 
     def start(self) -> None:
         pass
@@ -77,6 +78,9 @@ class FakeWorkload:
 
     def status(self) -> str:
         return "fake"
+
+    def fault(self) -> str | None:
+        return self.problem
 
     def stop(self) -> None:
         self.stopped = True
@@ -367,3 +371,16 @@ def test_the_observation_carries_the_reading_and_the_work_rate(clock: FakeClock)
     obs = act.observe(metered=False)
     assert obs.reading.power_w == 150.0 and obs.work_rate == 10.0 and obs.fault is None
     assert act.status().level == 0.0 and act.status().limit_w == 300.0
+
+
+def test_a_workload_that_cannot_keep_its_results_is_a_fault_until_it_can(clock: FakeClock) -> None:
+    """A full disk: heat from work whose results are lost is not wanted; the fault shows and clears."""
+    act, _, workload = actuator(clock)
+    tick(act, clock, cmd(200.0))
+    assert workload.running == 1.0
+    workload.problem = "cannot store results: database or disk is full"
+    tick(act, clock, cmd(200.0))
+    assert act.status().fault == workload.problem and workload.running == 0.0
+    workload.problem = None
+    tick(act, clock, cmd(200.0))
+    assert act.status().fault is None and workload.running == 1.0

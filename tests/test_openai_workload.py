@@ -278,3 +278,82 @@ def test_a_job_file_still_being_written_is_read_once_whole(tmp_path: Path, made:
     jobs = {j.id: j for j in w._queue}
     assert set(jobs) == {"a", "batch.jsonl:2"} and jobs["batch.jsonl:2"].error is None
     assert jobs["batch.jsonl:2"].body["prompt"] == "no id given"
+
+
+def test_a_full_disk_costs_no_worker_and_no_result(
+    tinyllm: TinyLLM, tmp_path: Path, made: list[OpenAIWorkload], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results cannot be stored for a while: the workload says so (a fault), every worker lives, and once
+    the disk has room every job's result is there once."""
+    import heatctl.workloads.openai as openai_workload
+
+    spool = tmp_path / "jobs"
+    write_jobs(spool, "full", 6, max_tokens=4)
+    full = threading.Event()
+    full.set()
+    append = openai_workload.OpenAIWorkload._append
+
+    def disk_full(self: OpenAIWorkload, job: Any, result: dict[str, Any]) -> None:
+        if full.is_set():
+            raise OSError(28, "No space left on device")
+        append(self, job, result)
+
+    monkeypatch.setattr(openai_workload.OpenAIWorkload, "_append", disk_full)
+    w = workload(made, tinyllm, spool, max_concurrency=2)
+    w.start()
+    w.set_level(1.0)
+    wait_until(lambda: w.fault() is not None, 30, "the fault shown")
+    assert "no space left on device" in (w.fault() or "")
+    full.clear()  # room on the disk again
+    wait_until(lambda: len(results(spool)) == 6 and w.counters.in_flight == 0, 120, "every result stored")
+    assert w.fault() is None and all(t.is_alive() for t in w._workers)
+    assert Counter(r["id"] for r in results(spool)) == Counter(f"full-{i}" for i in range(6))
+
+
+def test_a_request_slower_than_its_timeout_fails_after_max_attempts(tmp_path: Path, made: list[OpenAIWorkload]) -> None:
+    """A server that takes the request and never answers: not re-sent for ever, but a recorded failure."""
+    import socket
+
+    from heatctl.batch.queue import BatchQueue
+    from heatctl.batch.store import BatchStore
+    from heatctl.config import BatchApiConfig
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:  # takes every request and never answers
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    server = threading.Thread(target=accept, daemon=True)
+    server.start()
+    store = BatchStore(tmp_path / "batch")
+    queue = BatchQueue(store, BatchApiConfig(token="a-token-of-enough-length"), slots=1)  # type: ignore[arg-type]
+    try:
+        line = {"custom_id": "slow", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": []}}
+        record = store.add_file("in.jsonl", "batch", [(json.dumps(line) + "\n").encode()])
+        batch = store.create_batch(record.id, "/v1/chat/completions", "24h", 86400, {})
+        queue.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        cfg = OpenAIWorkloadConfig(type="openai", url=url, model="m", request_timeout_s=0.3, max_attempts=2)
+        w = OpenAIWorkload("gpu0", cfg, state_dir=tmp_path, batches=queue)
+        made.append(w)
+        w.start()
+        w.set_level(1.0)
+        counts = lambda: (store.get_batch(str(batch["id"])) or {}).get("request_counts", {})  # noqa: E731
+        wait_until(lambda: counts().get("failed") == 1, 20, "the request failed")
+        assert len(held) == 2  # sent twice (max_attempts), not for ever
+        assert w.counters.failed == 1 and w.counters.retries == 1
+    finally:
+        queue.stop()
+        stop.set()
+        server.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+        store.close()

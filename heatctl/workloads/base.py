@@ -28,4 +28,6 @@ class Workload(Protocol):
 
     def status(self) -> str: ...  # one short line for state and logs
 
+    def fault(self) -> str | None: ...  # why its heat would be wasted now (results cannot be kept), or None
+
     def stop(self) -> None: ...  # leave the work in its configured exit state; never paused

@@ -27,5 +27,8 @@ class NoWorkload:
     def status(self) -> str:
         return "none"
 
+    def fault(self) -> str | None:
+        return None
+
     def stop(self) -> None:
         pass

@@ -79,9 +79,13 @@ class Preempted(Exception):
 
 
 class RequestError(Exception):
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    """``timed_out``: the server took the request and gave no answer in ``request_timeout_s`` — the
+    request itself may be what is slow, so the attempt counts (a refused connection does not)."""
+
+    def __init__(self, message: str, *, retryable: bool, timed_out: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.timed_out = timed_out
 
 
 @dataclass
@@ -140,6 +144,7 @@ class OpenAIWorkload:
         self._scanner = threading.Thread(target=self._scan_loop, name=f"openai-{gpu_id}-scan", daemon=True)
         self._rate_mark: tuple[float, int] | None = None
         self._rate: float | None = None
+        self._write_problem: str | None = None  # results cannot be stored (disk full, …): a fault
         self.counters = Counters()
 
     # --- Workload protocol ------------------------------------------------------------
@@ -287,8 +292,39 @@ class OpenAIWorkload:
             _LOGGER.info("gpu %s: %d job(s) queued from %s", self._gpu_id, added, self._spool)
         return added
 
+    def _stored(self, write: Callable[[], None]) -> bool:
+        """Run a result's write until it succeeds (a full or read-only disk: the result waits here, the
+        workload shows the fault and takes no new work); False if heatctl stops first."""
+        delay_s = 1.0
+        while True:
+            try:
+                write()
+            except Exception as exc:  # disk full, read-only, a damaged database: never a dead worker
+                problem = f"cannot store results: {plain(exc)}"
+                if problem != self._write_problem:
+                    _LOGGER.error("gpu %s: %s; retrying", self._gpu_id, problem)
+                self._write_problem = problem
+                if self._stop.wait(delay_s):
+                    return False
+                delay_s = min(delay_s * 2, 60.0)
+                continue
+            if self._write_problem is not None:
+                _LOGGER.info("gpu %s: results are stored again", self._gpu_id)
+                self._write_problem = None
+            return True
+
+    def fault(self) -> str | None:
+        """Why heat from this workload would be wasted now (its results cannot be stored), or None."""
+        return self._write_problem
+
     def _record(self, job: Job, result: dict[str, Any]) -> None:
         """Append the result, fsynced; only then is the job forgotten (it is finished on disk)."""
+        if not self._stored(lambda: self._append(job, result)):
+            return  # shutting down: the job has no result and runs again next start
+        with self._cond:
+            self._pending.discard((str(job.source), job.id))
+
+    def _append(self, job: Job, result: dict[str, Any]) -> None:
         with self._cond:
             lock = self._file_locks.setdefault(job.results, threading.Lock())
         line = json.dumps({"id": job.id, **result}, ensure_ascii=False) + "\n"
@@ -296,8 +332,6 @@ class OpenAIWorkload:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
-        with self._cond:
-            self._pending.discard((str(job.source), job.id))
 
     # --- workers ----------------------------------------------------------------------
 
@@ -325,12 +359,27 @@ class OpenAIWorkload:
                     self._run(work, slot)
                 else:
                     backoff_s = self._run_batch(work, slot, backoff_s)
+            except Exception:  # a bug must not cost a slot until restart: the work runs again later
+                _LOGGER.exception("gpu %s: worker %d failed on %s", self._gpu_id, slot, _work_name(work))
+                self._give_back(work)
+                backoff_s = min(max(backoff_s * 2, 1.0), 60.0)
             finally:
                 with self._cond:
                     self.counters.in_flight -= 1
                     self._cond.notify_all()
             if backoff_s and self._stop.wait(backoff_s):
                 return
+
+    def _give_back(self, work: Job | QueuedRequest) -> None:
+        """Work a worker could not finish goes back to where it came from."""
+        try:
+            if isinstance(work, Job):
+                with self._cond:
+                    self._queue.append(work)
+            elif self._batches is not None:
+                self._batches.release(work)
+        except Exception:
+            _LOGGER.exception("gpu %s: cannot hand %s back", self._gpu_id, _work_name(work))
 
     def _run_batch(self, req: QueuedRequest, slot: int, backoff_s: float) -> float:
         """One batch request; the pause before this worker takes the next (the server was unreachable)."""
@@ -347,6 +396,21 @@ class OpenAIWorkload:
                 self._batches.release(req)
                 return 0.0
             except RequestError as exc:
+                if exc.timed_out and attempts < self._cfg.max_attempts and not self._stop.is_set():
+                    with self._cond:
+                        self.counters.retries += 1
+                    continue  # the request itself may be what is slow: it has max_attempts
+                if exc.timed_out and not self._stop.is_set():
+                    status = 504
+                    body = {
+                        "error": {
+                            "message": f"no answer within {self._cfg.request_timeout_s:g} s, {attempts} times",
+                            "type": "server_error",
+                            "param": None,
+                            "code": "timeout",
+                        }
+                    }
+                    break
                 # The server is down or restarting: the request waits in the queue, no attempt spent.
                 with self._cond:
                     self.counters.retries += 1
@@ -376,7 +440,11 @@ class OpenAIWorkload:
             "response": {"status_code": status, "request_id": "req_" + secrets.token_hex(12), "body": body},
             "error": None,
         }
-        self._batches.complete(req, ok, line, tokens if ok else 0, time.monotonic() - started)
+        elapsed_s = time.monotonic() - started
+        batches = self._batches
+        if not self._stored(lambda: batches.complete(req, ok, line, tokens if ok else 0, elapsed_s)):
+            batches.release(req)  # shutting down before it could be stored: it runs again next start
+            return 0.0
         with self._cond:
             if ok:
                 self.counters.done += 1
@@ -416,7 +484,8 @@ class OpenAIWorkload:
         except (OSError, http.client.HTTPException) as exc:
             if slot >= self._slots_now() or self._stop.is_set():
                 raise Preempted from exc
-            raise RequestError(plain(exc), retryable=True) from exc
+            timed_out = isinstance(exc, TimeoutError) and conn.sock is not None
+            raise RequestError(plain(exc), retryable=True, timed_out=timed_out) from exc
         finally:
             with self._cond:
                 self._conns.pop(slot, None)
@@ -538,6 +607,10 @@ def _sse_events(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
             if "error" in event:
                 raise RequestError(f"server error: {event['error']}", retryable=True)
             yield event
+
+
+def _work_name(work: Job | QueuedRequest) -> str:
+    return f"job {work.id}" if isinstance(work, Job) else f"batch request {work.custom_id}"
 
 
 def _read_jobs(path: Path, results: Path) -> Iterator[Job]:

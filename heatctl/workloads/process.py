@@ -131,6 +131,9 @@ class ProcessWorkload:
             state = "paused" if self._paused else "running"
             return f"process {self._pid} {state}, level {self._level:.2f}, restarts {self._restarts}"
 
+    def fault(self) -> str | None:
+        return None
+
     @property
     def pid(self) -> int | None:
         return self._pid

@@ -40,5 +40,8 @@ class SimWorkload:
     def status(self) -> str:
         return f"sim level {self._gpu.level:.2f}"
 
+    def fault(self) -> str | None:
+        return None
+
     def stop(self) -> None:
         self._gpu.set_level(0.0)
