@@ -35,7 +35,7 @@ import openai  # noqa: E402
 from benchmarks._broker import Mosquitto, Probe, wait_until  # noqa: E402
 from tests.services import TinyLLM, free_port  # noqa: E402
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-of-16-chars"
 CONFIG = """
 node_id: bench
 state_dir: {state}

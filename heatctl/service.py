@@ -231,8 +231,9 @@ class Service:
         if self.main is not None:
             self.main.apply(decision.main)
         out = decision.node
-        if self.batches is not None:
-            self.batches.set_heat_wanted(any(z.demand_w > 0 for z in out.zones.values()))
+        if self.batches is not None:  # heatctl off or in fail-safe: interactive passthrough waits too
+            off = None if self.settings.mode == "heat" and not out.failsafe else out.failsafe or "heatctl is off"
+            self.batches.set_heat_wanted(any(z.demand_w > 0 for z in out.zones.values()), off_reason=off)
         for gid, cmd in out.gpus.items():
             self.actuators[gid].apply(cmd)
         self._transitions.update(now_s, out.zones)

@@ -19,7 +19,7 @@ from heatctl.service import Service
 from tests.services import Mosquitto, Probe, TinyLLM, free_port, wait_until
 
 pytestmark = pytest.mark.integration
-TOKEN = "house-token"
+TOKEN = "house-token-of-16-chars"
 
 
 def chat_lines(n: int, prefix: str = "q", max_tokens: int = 8) -> bytes:

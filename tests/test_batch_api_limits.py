@@ -120,3 +120,70 @@ def test_a_slow_store_write_does_not_hold_up_other_requests(tmp_path: Path, made
     poster.join(10.0)
     assert status == 200 and [f["id"] for f in files["data"]] == [record.id]
     assert finished == ["list", "create"]
+
+
+def post_raw(port: int, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/files", data=body, method="POST")
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    req.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_malformed_or_doubled_uploads_are_400_and_keep_nothing(tmp_path: Path, made: list[Api]) -> None:
+    api = Api(tmp_path)
+    made.append(api)
+    status, body = post_raw(api.port, b"--x\r\nnot a part at all", "multipart/form-data; boundary=x")
+    assert status == 400 and "multipart" in body["error"]["message"]
+    two = (
+        b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n{}\n\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="b.jsonl"\r\n\r\n{}\n\r\n--b--\r\n'
+    )
+    status, body = post_raw(api.port, two, "multipart/form-data; boundary=b")
+    assert status == 400 and body["error"]["param"] == "file"
+    assert api.request("GET", "/v1/files")[1]["data"] == []
+
+
+def test_files_are_listed_a_page_at_a_time(tmp_path: Path, made: list[Api]) -> None:
+    api = Api(tmp_path)
+    made.append(api)
+    ids = [api.store.add_file(f"{i}.jsonl", "batch", [b"{}\n"]).id for i in range(5)]
+    status, page = api.request("GET", "/v1/files?limit=2")
+    assert status == 200 and [f["id"] for f in page["data"]] == ids[::-1][:2] and page["has_more"]
+    _, rest = api.request("GET", f"/v1/files?limit=10&after={page['last_id']}")
+    assert [f["id"] for f in rest["data"]] == ids[::-1][2:] and not rest["has_more"]
+    assert api.request("GET", "/v1/files?limit=many")[0] == 400
+
+
+def test_passthrough_is_refused_while_heatctl_makes_no_heat(tmp_path: Path, made: list[Api]) -> None:
+    port = free_port()
+    cfg = BatchApiConfig(listen=f"127.0.0.1:{port}", token=TOKEN)  # type: ignore[arg-type]
+    store = BatchStore(tmp_path / "batch")
+    queue = BatchQueue(store, cfg, slots=1)
+    server = BatchApiServer(BatchApi(cfg, store, queue, upstream="http://127.0.0.1:9/v1"), "127.0.0.1", port)
+    server.start()
+    try:
+        queue.set_heat_wanted(False, off_reason="heatctl is off")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions", data=b'{"messages": []}', method="POST"
+        )
+        req.add_header("Authorization", f"Bearer {TOKEN}")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=30)
+        answer = json.loads(refused.value.read())
+        assert refused.value.code == 503 and "heatctl is off" in answer["error"]["message"]
+        assert queue.interactive == 0  # nothing was started
+    finally:
+        server.stop()
+        store.close()
+
+
+def test_a_short_token_is_refused_by_the_config() -> None:
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        BatchApiConfig(token="")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        BatchApiConfig(token="short-token")  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ def line(custom_id: str, url: str = CHAT, **body: Any) -> str:
 
 
 def api_cfg(**kw: Any) -> BatchApiConfig:
-    return BatchApiConfig(token="t", **kw)  # type: ignore[arg-type]
+    return BatchApiConfig(token="a-token-of-enough-length", **kw)  # type: ignore[arg-type]
 
 
 def new_queue(tmp_path: Path, wall: Wall, slots: int = 2) -> tuple[BatchStore, BatchQueue]:

@@ -20,10 +20,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, ClientError, ClientSession, ClientTimeout, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from heatctl.batch.queue import ENDPOINTS, BatchQueue
 from heatctl.batch.store import BatchStore
 from heatctl.config import BatchApiConfig, duration_s
+from heatctl.errors import plain
 from heatctl.untrusted import UntrustedJsonError, parse_json
 
 _LOGGER = logging.getLogger(__name__)
@@ -131,11 +133,11 @@ class BatchApi:
 
     # --- files ----------------------------------------------------------------------------
 
-    async def create_file(self, request: web.Request) -> web.Response:
+    async def create_file(self, request: web.Request) -> web.Response:  # noqa: PLR0911 - one answer per problem
         if not request.content_type.startswith("multipart/"):
             return api_error(400, "Uploads are multipart/form-data with 'file' and 'purpose'.")
         max_bytes = int(self.cfg.max_file_mb * 1024 * 1024)
-        purpose, filename = None, "upload.jsonl"
+        purpose, filename, files = None, "upload.jsonl", 0
         upload = self.store.begin_file()  # streamed to disk: a large file never sits in memory
         try:
             reader = await request.multipart()
@@ -145,6 +147,10 @@ class BatchApi:
                 if part.name == "purpose":
                     purpose = (await self._body(part.text())).strip()
                 elif part.name == "file":
+                    files += 1
+                    if files > 1:
+                        upload.abort()
+                        return api_error(400, "Send one 'file' part per upload.", param="file")
                     filename = part.filename or filename
                     while chunk := await self._body(part.read_chunk(1 << 16)):
                         upload.write(chunk)
@@ -156,6 +162,9 @@ class BatchApi:
                                 param="file",
                                 code="file_too_large",
                             )
+        except (ValueError, AssertionError, HttpProcessingError) as exc:  # aiohttp's words for a malformed body
+            upload.abort()
+            return api_error(400, f"The upload is not well-formed multipart/form-data: {plain(exc)}.")
         except BaseException:
             upload.abort()
             raise
@@ -168,8 +177,15 @@ class BatchApi:
         return web.json_response(record.to_api())
 
     async def list_files(self, request: web.Request) -> web.Response:
-        files = await self._off(self.store.list_files)
-        return web.json_response({"object": "list", "data": [f.to_api() for f in files]})
+        """A page of files, newest first (``limit`` up to 10,000, ``after`` the last id seen)."""
+        try:
+            limit = min(max(int(request.query.get("limit", "10000")), 1), 10_000)
+        except ValueError:
+            return api_error(400, "limit must be an integer from 1 to 10000.", param="limit")
+        files, more = await self._off(self.store.list_files, request.query.get("after"), limit)
+        data = [f.to_api() for f in files]
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        return web.json_response({"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": more})
 
     async def get_file(self, request: web.Request) -> web.Response:
         record = await self._off(self.store.get_file, request.match_info["id"])
@@ -287,6 +303,9 @@ class BatchApi:
     async def proxy(self, request: web.Request) -> web.StreamResponse:
         """Forward to the inference server, streaming the answer back; a batch slot yields meanwhile."""
         assert self._upstream is not None
+        if self.queue.passthrough_block is not None and not self.cfg.passthrough_when_off:
+            reason = f"heatctl makes no heat now ({self.queue.passthrough_block}): passthrough is off meanwhile"
+            return api_error(503, reason, kind="server_error", code="heat_not_wanted")
         if self._session is None:
             self._session = ClientSession(timeout=ClientTimeout(total=None, sock_connect=10))
         headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}

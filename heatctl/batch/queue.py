@@ -103,6 +103,7 @@ class BatchQueue:
         self._thread = threading.Thread(target=self._manage_loop, name="batch-manager", daemon=True)
         self.interactive = 0  # interactive requests in flight: each takes a batch slot
         self._heat_wanted = True  # False: only batches whose deadline needs it may run
+        self.passthrough_block: str | None = None  # why interactive passthrough is refused now (None: it is not)
         saved = store.get_meta("s_per_request")
         self.s_per_request = float(saved) if saved else DEFAULT_S_PER_REQUEST
         self._saved_s_per_request = self.s_per_request
@@ -161,10 +162,12 @@ class BatchQueue:
             if req.batch_id in self._left:  # not yet forgotten
                 self._left[req.batch_id] -= 1
 
-    def set_heat_wanted(self, wanted: bool) -> None:
-        """Whether the rooms want heat now; when not, only batches that are due may start requests."""
+    def set_heat_wanted(self, wanted: bool, *, off_reason: str | None = None) -> None:
+        """Whether the rooms want heat now; when not, only batches that are due may start requests.
+        ``off_reason``: heatctl is off or in fail-safe, so interactive passthrough waits (its heat unwanted)."""
         with self._lock:
             self._heat_wanted = wanted
+            self.passthrough_block = off_reason
 
     @property
     def heat_wanted(self) -> bool:

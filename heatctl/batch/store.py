@@ -182,9 +182,18 @@ class BatchStore:
             return None
         return FileRecord(row["id"], row["purpose"], row["filename"], row["bytes"], row["created_at"])
 
-    def list_files(self) -> list[FileRecord]:
-        rows = self._all("SELECT * FROM files WHERE deleted = 0 ORDER BY created_at DESC, rowid DESC")
-        return [FileRecord(r["id"], r["purpose"], r["filename"], r["bytes"], r["created_at"]) for r in rows]
+    def list_files(self, after: str | None = None, limit: int = 10_000) -> tuple[list[FileRecord], bool]:
+        """Newest first, a page at a time; ``after`` is the id of the last one already seen."""
+        bound = (1 << 62) if after is None else self._file_rowid(after)
+        rows = self._all(
+            "SELECT rowid, * FROM files WHERE deleted = 0 AND rowid < ? ORDER BY rowid DESC LIMIT ?", (bound, limit + 1)
+        )
+        records = [FileRecord(r["id"], r["purpose"], r["filename"], r["bytes"], r["created_at"]) for r in rows[:limit]]
+        return records, len(rows) > limit
+
+    def _file_rowid(self, file_id: str) -> int:
+        row = self._one("SELECT rowid FROM files WHERE id = ?", (file_id,))
+        return int(row["rowid"]) if row else 0
 
     def delete_file(self, file_id: str) -> bool:
         with self._tx() as db:

@@ -53,6 +53,9 @@ class HomeAssistantConfig(_Strict):
     verify_ssl: bool = True
 
 
+MIN_TOKEN_CHARS = 16
+
+
 class BatchApiConfig(_Strict):
     """An OpenAI-compatible Batch API: work from anyone in the house, run when heat is wanted."""
 
@@ -62,6 +65,17 @@ class BatchApiConfig(_Strict):
     max_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 50_000  # per batch
     completion_windows: list[str] = Field(default=["24h"], min_length=1)
     passthrough: bool = True  # /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models proxied
+    passthrough_when_off: bool = False  # passthrough also while heatctl is off or in fail-safe (its heat unwanted)
+    max_connections: Annotated[int, Field(ge=4, le=10_000)] = 256  # open at once; more wait at the door
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().strip()) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"the token must be at least {MIN_TOKEN_CHARS} characters (make one: openssl rand -hex 16)"
+            )
+        return value
 
     @field_validator("listen")
     @classmethod
