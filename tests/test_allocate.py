@@ -217,3 +217,23 @@ def test_the_scale_follows_measurements_gradually() -> None:
     assert model.work_rate(150.0) == pytest.approx(124.0)
     model.observe(200.0, 75.0)  # back to the prior's scale: moves 10 % of the way
     assert model.work_rate(150.0) == pytest.approx(62.0 * 1.9)
+
+
+def test_a_limit_that_moved_must_settle_again_before_the_next_trim() -> None:
+    """The trim's own write restarts the settle time: a reading taken before the GPU settled under the
+    new limit does not move it again."""
+    alloc = allocator()
+    alloc.settle_s = 10.0
+    alloc.step(0.0, 200.0)
+    assert alloc.step(10.0, 200.0, measured_w=190.0).power_limit_w == 205.0  # settled: trimmed, written at 10 s
+    assert alloc.step(15.0, 200.0, measured_w=185.0).power_limit_w == 205.0  # 5 s under 205 W: not settled
+    assert alloc.step(20.0, 200.0, measured_w=185.0).power_limit_w == 212.5  # settled again: half of 20 − 5 more
+
+
+def test_the_settle_time_starts_when_the_gpu_is_loaded() -> None:
+    alloc = allocator(period_s=100, min_on_s=0, min_off_s=0)
+    alloc.settle_s = 10.0
+    alloc.step(0.0, 60.0)  # duty cycling: not continuous
+    alloc.step(50.0, 200.0)  # loaded now: the settle time starts here, not at 0
+    assert alloc.step(55.0, 200.0, measured_w=190.0).power_limit_w == 200.0
+    assert alloc.step(60.0, 200.0, measured_w=190.0).power_limit_w == 205.0

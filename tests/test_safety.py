@@ -132,3 +132,13 @@ def test_thermal_guard_defaults_per_second() -> None:
     guard.update(60.0, 80.0, 200.0)  # exactly 3 K below: not yet recovering
     assert guard.ceiling_w == pytest.approx(284.5)
     assert guard.update(110.0, 79.0, 200.0) == pytest.approx(284.5 + 0.2 * 50)
+
+
+def test_thermal_guard_without_a_power_reading_lowers_from_its_own_ceiling() -> None:
+    """No power reading (a card that gives none): the ceiling falls from where it is, at the same rate."""
+    guard = ThermalGuard(83.0, 20.0, 300.0, down_w_per_s=0.5, up_w_per_s=0.2)
+    assert guard.update(0.0, 90.0, None) == 299.5  # acts at once, from the ceiling
+    assert guard.update(10.0, 90.0, None) == 294.5
+    assert guard.update(20.0, None, None) == 294.5  # no temperature either: it holds
+    assert guard.derating
+    assert guard.update(30.0, 90.0, 250.0) == pytest.approx(245.0)  # a reading below the ceiling: from the draw
