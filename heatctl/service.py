@@ -285,12 +285,12 @@ class Service:
 
     def _damaged(self) -> dict[str, str]:
         """State files found damaged at start, and the safe side taken (for the state and Home Assistant)."""
-        problems = [p for p in (self.settings.problem, *(a.state_problem for a in self.actuators.values())) if p]
+        store = self.node_batches.store.damaged if self.node_batches is not None else None
+        problems = [p for p in (self.settings.problem, store, *(a.state_problem for a in self.actuators.values())) if p]
         return {"state_damaged": "; ".join(problems)} if problems else {}
 
     def _persist(self) -> None:
-        integrals = self.controller.integrals_w() if self.controller else {}
-        self.settings.save(self.meters.counters.snapshot(), integrals)
+        self.settings.save(self.meters.counters.snapshot(), self.controller.integrals_w() if self.controller else {})
 
     def _restore(self) -> None:
         saved = self.settings.restore()

@@ -419,3 +419,23 @@ def test_a_poison_line_fails_its_batch_alone_and_never_stops_a_start(tmp_path: P
     finally:
         queue.stop()
         broken.close()
+
+
+@pytest.mark.parametrize("damage", [b"", b"SQLite format 3\x00" + b"\x13" * 500])
+def test_a_damaged_batch_database_is_moved_aside_and_said_never_emptied(tmp_path: Path, damage: bytes) -> None:
+    wall = Wall()
+    store, queue = new_queue(tmp_path, wall)
+    submit(store, queue, [line("a")])
+    store.close()
+    db = tmp_path / "batch" / "batch.db"
+    for side in ("-wal", "-shm"):
+        db.with_name(db.name + side).unlink(missing_ok=True)
+    db.write_bytes(damage)  # cut off to nothing, or torn
+    again = BatchStore(tmp_path / "batch", wall_fn=wall)
+    try:
+        assert again.damaged is not None and "moved to batch.db.damaged-" in again.damaged
+        kept = list((tmp_path / "batch").glob("batch.db.damaged-*"))
+        assert [p.read_bytes() for p in kept if p.name.endswith(tuple("0123456789"))] == [damage]
+        assert again.list_batches(None, 10) == ([], False)  # a store that works, said to be new
+    finally:
+        again.close()

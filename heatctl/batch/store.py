@@ -14,6 +14,7 @@ manager and the workers record results. Timestamps are Unix seconds, as the Open
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+_LOGGER = logging.getLogger(__name__)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id TEXT PRIMARY KEY, purpose TEXT NOT NULL, filename TEXT NOT NULL, bytes INTEGER NOT NULL,
@@ -105,11 +107,12 @@ class BatchStore:
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._wall_fn = wall_fn
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(root / "batch.db", check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self.damaged: str | None = None  # the database was damaged and moved aside (said in the state and check)
+        try:
+            self._db = self._open(root / "batch.db")
+        except sqlite3.DatabaseError as exc:
+            self.damaged = self._move_aside(root / "batch.db", str(exc))
+            self._db = self._open(root / "batch.db")
         # Reads go through a connection of their own: under WAL they never wait for a commit's fsync.
         self._reader = sqlite3.connect(root / "batch.db", check_same_thread=False, isolation_level=None)
         self._reader.row_factory = sqlite3.Row
@@ -118,6 +121,37 @@ class BatchStore:
 
     def now(self) -> int:
         return int(self._wall_fn())
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        """The database, checked: a zero-length or damaged file is never silently taken for an empty store."""
+        if path.exists() and path.stat().st_size == 0:
+            raise sqlite3.DatabaseError("the file is empty (cut off): every batch it held is missing")
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            result = db.execute("PRAGMA quick_check").fetchone()
+            if result is None or result[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {result[0] if result else 'no answer'}")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self, path: Path, problem: str) -> str:
+        """A damaged database is kept for a person to look at, never emptied; the store starts anew."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self._wall_fn()))
+        aside = path.with_name(f"{path.name}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            part = path.with_name(path.name + suffix)
+            if part.exists():
+                part.replace(aside.with_name(aside.name + suffix))
+        message = f"{path} was damaged ({problem}); moved to {aside.name}, the Batch API starts with no batches"
+        _LOGGER.error("%s", message)
+        return message
 
     def close(self) -> None:
         with self._lock, self._read_lock:
