@@ -256,3 +256,38 @@ def test_boost_releases_the_main_heating_at_once(mosquitto: Mosquitto, trv: Fake
         assert snap.extra["main_heating"]["office"]["stage"] == "released"
         wait_until(lambda: trv.setpoint == 21.0, 5, "the radiator helps at once")
         assert snap.gpus["gpu0"].level == 1.0
+
+
+def test_a_damaged_record_never_takes_the_held_back_value_for_the_users(
+    mosquitto: Mosquitto, trv: FakeTrv, tmp_path: Path
+) -> None:
+    """Killed with the TRV held back to 19.5 and main_heating.json torn: heatctl does not know the user's
+    21 °C, so it leaves the TRV alone and says so, until a person sets it; restore says the same."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "main_heating.json").write_text('{"office": {"user_setpoint_c": 2')  # torn, no previous copy
+    trv.report(occupied_heating_setpoint=19.5)  # where the killed run left it
+    cfg_path = tmp_path / "heatctl.yaml"
+    cfg_path.write_text(config_text(mosquitto, tmp_path))
+    restored = heatctl("restore", "-c", str(cfg_path), timeout=60)
+    assert "the user's setpoint unknown: set it there" in restored.stdout
+    svc = Service(parse_config(cfg_path.read_text()))
+    svc.start()
+    try:
+        wait_until(svc.link.connected.is_set, 10, "connected")  # type: ignore[union-attr]
+        trv.report()
+        wait_until(lambda: svc.store.get("office", "main_setpoint"), 5, "TRV state")
+        for _ in range(3):
+            main = svc.tick().extra["main_heating"]["office"]
+        assert main["uncertain"] is True and main["user_setpoint_c"] is None
+        assert trv.sets == []  # not steered: 19.5 may be heatctl's own value
+        trv.report(occupied_heating_setpoint=21.5, local_temperature=21.4)  # a person sets it; the room is close
+        reported = lambda: svc.store.get("office", "main_setpoint")  # noqa: E731
+        wait_until(lambda: (r := reported()) is not None and r.value == 21.5, 5, "the person's setpoint")
+        svc.tick()
+        main = svc.tick().extra["main_heating"]["office"]
+        assert main["uncertain"] is False and main["user_setpoint_c"] == 21.5
+        wait_until(lambda: trv.setpoint == 20.0, 5, "held back below the person's setpoint")
+    finally:
+        svc.shutdown()
+    wait_until(lambda: trv.setpoint == 21.5, 5, "given back at the person's setpoint")

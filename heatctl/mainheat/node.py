@@ -28,7 +28,7 @@ class NodeMainHeating:
         self._time_fn = time_fn
         self.zones: dict[str, ZoneMainHeating] = {}  # zone → its main heating, where heatctl steers one
         zones = [z for z in cfg.zones if z.main_heating is not None]
-        self._held: dict[str, Held] = load_held(state_dir) if zones else {}
+        self._held: dict[str, Held] = load_held(state_dir, (z.name for z in zones)) if zones else {}
 
         def publish(topic: str, payload: str) -> bool:
             if link is None:

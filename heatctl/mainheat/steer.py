@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -42,9 +42,17 @@ class Held:
     user_setpoint_c: float | None = None
     steered: bool = False  # heatctl has it at something other than the user's own setting
     recent: list[float] = field(default_factory=list)  # setpoints heatctl wrote lately
+    # The record was damaged: heatctl may have held it back and does not know the user's setpoint, so
+    # it neither takes the device's value for the user's nor steers it, until it learns the setpoint.
+    uncertain: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"user_setpoint_c": self.user_setpoint_c, "steered": self.steered, "recent": self.recent}
+        return {
+            "user_setpoint_c": self.user_setpoint_c,
+            "steered": self.steered,
+            "recent": self.recent,
+            "uncertain": self.uncertain,
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> Held:
@@ -56,11 +64,17 @@ class Held:
             user_setpoint_c=float(user) if isinstance(user, int | float) else None,
             steered=bool(data.get("steered")),
             recent=recent[-RECENT:],
+            uncertain=bool(data.get("uncertain")),
         )
 
 
-def load_held(state_dir: Path) -> dict[str, Held]:
-    data = StateFile(state_dir / STATE_FILE).load()
+def load_held(state_dir: Path, zones: Iterable[str] = ()) -> dict[str, Held]:
+    """What a previous run kept; a damaged record with no good copy makes every zone ``uncertain``."""
+    state = StateFile(state_dir / STATE_FILE)
+    data = state.load()
+    if state.problem is not None and not data:
+        _LOGGER.error("%s: the user's setpoints are unknown until each main heating reports a change", state.problem)
+        return {zone: Held(steered=True, uncertain=True) for zone in zones}
     return {str(k): Held.from_json(v) for k, v in data.items()}
 
 
@@ -103,8 +117,16 @@ class ZoneMainHeating:
         self._seen_at: float | None = None  # the device report last looked at
         self._sent: Value | None = None
         self._sent_s = -1e18
+        self._first_seen_c: float | None = None  # an uncertain zone's first report (perhaps heatctl's own)
         self.command: MainCommand | None = None
-        if held.steered:
+        if held.uncertain:
+            _LOGGER.error(
+                "zone %s: %s: its record is damaged; heatctl does not steer it until it learns your setpoint "
+                "(from the zone's thermostat, or when you next set it on the device)",
+                zone.name,
+                self.name,
+            )
+        elif held.steered:
             _LOGGER.warning(
                 "zone %s: %s was left held back by a run that did not stop cleanly; your setpoint %s is kept",
                 zone.name,
@@ -116,6 +138,9 @@ class ZoneMainHeating:
 
     def observe(self, reported: Reading | None, thermostat: Reading | None) -> None:
         """Learn the user's setpoint from the device's reports (or, without read-back, the thermostat's)."""
+        if self.held.uncertain:
+            self._settle_uncertain(reported, thermostat)
+            return
         if self.kind.readback(self.cfg) is None:
             if thermostat is not None and thermostat.value != self.held.user_setpoint_c:
                 self.held.user_setpoint_c = thermostat.value
@@ -135,6 +160,24 @@ class ZoneMainHeating:
             self.held.user_setpoint_c = value
             self._on_change()
 
+    def _settle_uncertain(self, reported: Reading | None, thermostat: Reading | None) -> None:
+        """After a damaged record: the zone's own thermostat, where it is another device, says the user's
+        setpoint; where this device is the thermostat, only a change a person makes to it does."""
+        if not self.shares and thermostat is not None:
+            learned: float | None = thermostat.value
+        elif reported is None or reported.at_s == self._seen_at:
+            return
+        elif self._first_seen_c is None:
+            self._seen_at, self._first_seen_c = reported.at_s, reported.value  # maybe heatctl's held-back value
+            return
+        else:
+            self._seen_at = reported.at_s
+            learned = reported.value if reported.value != self._first_seen_c else None
+        if learned is not None:
+            _LOGGER.info("zone %s: %s: the user's setpoint is %.1f °C again", self.zone.name, self.name, learned)
+            self.held.user_setpoint_c, self.held.uncertain = learned, False
+            self._on_change()
+
     def target(self, thermostat: Reading | None) -> Reading | None:
         """The zone's target: the thermostat's, or, when the thermostat is this device, the user's setpoint."""
         if not self.shares or thermostat is None or self.held.user_setpoint_c is None:
@@ -147,7 +190,7 @@ class ZoneMainHeating:
         """Send the cascade's command when it changes (and again every ``REWRITE_S`` while steering)."""
         self.command = cmd
         value = self._value(cmd)
-        if value is None:
+        if value is None or self.held.uncertain:  # the user's setpoint unknown: heatctl does not steer it
             return
         now_s = self._time_fn()
         steered = cmd.stage != GIVEN_BACK and value != self._own_value()
@@ -174,6 +217,8 @@ class ZoneMainHeating:
     def give_back_now(self) -> str | None:
         """The last word: the user's own setpoint (or switch state), sent and waited for."""
         own = self._own_value()
+        if self.held.uncertain and not self.kind.switched:
+            return f"{self.name}: the user's setpoint is unknown (a damaged record): set it on the device"
         if own is None:
             return None  # never learned it: heatctl never wrote anything either
         if not self.held.steered and self._sent in (None, own):
@@ -195,6 +240,7 @@ class ZoneMainHeating:
             "setpoint_c": cmd.setpoint_c if cmd else None,
             "on": cmd.on if cmd else None,
             "user_setpoint_c": self.held.user_setpoint_c,
+            "uncertain": self.held.uncertain,
             "switches_today": self.cascade.switches_today(now_s),
             "error": getattr(self.device, "last_error", None),
         }
@@ -206,7 +252,7 @@ def give_back_recorded(cfg: Config, state_dir: Path) -> list[str]:
     from heatctl.mqtt_link import publish_and_wait, short_lived_client
     from heatctl.sources.homeassistant import make_client
 
-    held = load_held(state_dir)
+    held = load_held(state_dir, (z.name for z in cfg.zones if z.main_heating is not None))
     done: list[str] = []
     client = None
     for zone in cfg.zones:
@@ -216,6 +262,9 @@ def give_back_recorded(cfg: Config, state_dir: Path) -> list[str]:
         kind = main_kind(main)
         name = kind.describe(main)
         own = kind.give_back(main, kept.user_setpoint_c)
+        if kept.uncertain and not kind.switched:
+            done.append(f"zone {zone.name}: {name}: the record is damaged, the user's setpoint unknown: set it there")
+            continue
         if own is None:
             continue
         device: MainDevice
