@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -384,3 +385,24 @@ def test_a_workload_that_cannot_keep_its_results_is_a_fault_until_it_can(clock: 
     workload.problem = None
     tick(act, clock, cmd(200.0))
     assert act.status().fault is None and workload.running == 1.0
+
+
+def test_actuators_open_the_given_gpu_or_the_configured_backend_with_its_workload(tmp_path: Path) -> None:
+    from heatctl.actuation import open_actuators
+    from heatctl.config import parse_config
+    from heatctl.gpu.sim import SimGpu
+    from heatctl.workloads.registry import WorkloadContext
+    from heatctl.workloads.sim import SimWorkload
+
+    cfg = parse_config(
+        "node_id: n\nmqtt: null\nzones: [{name: z, temperature: {topic: t}, setpoint: {topic: s}, gpus: [a, b]}]\n"
+        "gpus: [{id: a, backend: sim}, {id: b, backend: sim, sim: {max_limit_w: 250}}]\n"
+    )
+    clock = FakeClock()
+    given = SimGpu("a", cfg.gpu("a").sim, time_fn=clock)
+    actuators = open_actuators(cfg, WorkloadContext(state_dir=tmp_path, time_fn=clock), {"a": given})
+    assert list(actuators) == ["a", "b"]
+    assert actuators["a"].gpu is given and isinstance(actuators["a"].workload, SimWorkload)
+    opened = actuators["b"].gpu
+    assert isinstance(opened, SimGpu) and opened is not given and opened.limits_w() == (100.0, 250.0)
+    assert actuators["b"].caps().max_limit_w == 250.0

@@ -237,3 +237,59 @@ def test_the_settle_time_starts_when_the_gpu_is_loaded() -> None:
     alloc.step(50.0, 200.0)  # loaded now: the settle time starts here, not at 0
     assert alloc.step(55.0, 200.0, measured_w=190.0).power_limit_w == 200.0
     assert alloc.step(60.0, 200.0, measured_w=190.0).power_limit_w == 205.0
+
+
+def test_close_means_within_a_thousandth() -> None:
+    from heatctl.control.efficiency import _close
+
+    assert _close(100.0, 100.1) and not _close(100.0, 100.2)
+    assert _close(0.0, 0.0) and _close(1e-13, 0.0) and not _close(1e-11, 0.0)
+    assert not _close(-1.0, 1.0) and _close(200.0, 199.85)
+
+
+def test_below_the_lowest_limit_the_rate_is_the_scaled_prior() -> None:
+    model = EfficiencyModel(CAPS, CURVE)
+    assert model.work_rate(60.0) == pytest.approx(40.0 * (60.0 - 20.0) / (100.0 - 20.0))  # to zero at idle
+    for _ in range(4):
+        model.observe(200.0, 150.0)  # twice the prior's 75
+    assert model.work_rate(60.0) == pytest.approx(2 * 40.0 * 0.5, rel=0.05)
+    assert model.work_rate(100.0) == pytest.approx(80.0, rel=0.05)  # at the limit: the scaled prior too
+
+
+def test_a_reading_below_the_lowest_limit_is_not_learned_unless_the_limit_is_fixed() -> None:
+    model = EfficiencyModel(CAPS, CURVE)
+    model.observe(95.0, 30.0)
+    assert model.samples == 0
+    fixed = EfficiencyModel(GpuCaps(idle_w=20.0, min_limit_w=200.0, max_limit_w=200.0), CURVE)
+    fixed.observe(195.0, 70.0)
+    assert fixed.samples == 1
+    fixed.observe(185.0, 70.0)  # further off than a bin: not at the fixed limit
+    assert fixed.samples == 1
+    assert EfficiencyModel(CAPS, CURVE).work_rate(300.0) == 86.0
+
+
+def test_the_first_sample_of_a_bin_is_taken_whole_then_averaged() -> None:
+    model = EfficiencyModel(CAPS, CURVE, learn_rate=0.5)
+    for rate in (100.0, 100.0, 100.0):
+        model.observe(200.0, rate)
+    assert model.work_rate(200.0) == pytest.approx(100.0)  # three samples: its own value
+    model.observe(200.0, 120.0)
+    assert model.work_rate(200.0) == pytest.approx(110.0)
+
+
+def test_the_efficient_cap_moves_when_measurements_say_so() -> None:
+    model = EfficiencyModel(CAPS, CURVE)
+    assert model.efficient_cap_w == 100.0
+    for _ in range(30):  # a card that does far better at 200 W than its prior says
+        model.observe(200.0, 400.0)
+        model.observe(100.0, 40.0)
+    assert model.efficient_cap_w == 200.0
+    linear = EfficiencyModel(CAPS, [(100.0, 40.0), (300.0, 140.0)])  # 0.5 work/J above idle at both ends
+    assert linear.efficient_cap_w == 100.0  # of equals, the first (the lowest cap)
+
+
+def test_a_duty_cycle_starts_off_and_only_a_fraction_above_zero_turns_it_on() -> None:
+    cycle = DutyCycle(DutyConfig(period_s=100, min_on_s=0, min_off_s=0))
+    assert cycle.on is False
+    assert cycle.step(0.0, 0.0) is False
+    assert cycle.step(200.0, 0.01) is True

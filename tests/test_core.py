@@ -289,3 +289,87 @@ def test_a_gpu_whose_limit_cannot_be_set_learns_at_its_one_limit_without_failing
     assert model.samples > 0 and model.work_rate(200.0) == pytest.approx(50.0)
     step(node, clock, 18.0, gpus={"gpu0": GpuState(power_w=195.0, work_rate=49.0)})  # a little under: still there
     assert model.efficient_cap_w == 200.0
+
+
+def two_gpus(clock: FakeClock) -> NodeController:
+    return NodeController(parse_config(TWO_ZONES), {"gpu0": CAPS, "gpu1": CAPS}, time_fn=clock)
+
+
+def test_work_due_is_heat_at_the_efficient_cap_then_up_to_flat_out_within_the_nodes_cap(clock: FakeClock) -> None:
+    node = one_zone(clock)
+    eff = node.allocators["gpu0"].model.efficient_cap_w
+    assert 20.0 < eff < 300.0
+    assert node._due_w("gpu0", 0.5, None) == pytest.approx(20.0 + 0.5 * (eff - 20.0))
+    assert node._due_w("gpu0", 1.0, None) == pytest.approx(eff)
+    assert node._due_w("gpu0", 1.5, None) == pytest.approx(eff + 0.5 * (300.0 - eff))
+    assert node._due_w("gpu0", 2.0, None) == node._due_w("gpu0", 3.0, None) == pytest.approx(300.0)
+    assert node._due_w("gpu0", 2.0, 150.0) == pytest.approx(150.0)  # within the node's cap
+    both = two_gpus(clock)
+    assert both._due_w("gpu0", 2.0, 200.0) == pytest.approx(100.0)  # its share of the node's cap
+
+
+@pytest.mark.parametrize(
+    ("case", "due"),
+    [("due", 1.0), ("nothing due", 0.0), ("mode off", 1.0), ("window open", 1.0), ("gpu lost", 1.0)],
+)
+def test_work_due_runs_in_a_warm_room_but_never_against_safety(clock: FakeClock, case: str, due: float) -> None:
+    node = one_zone(clock)
+    clock.advance(30.0)
+    zone = zin(clock.now_s, 21.5)  # warm: no heat wanted
+    if case == "window open":
+        zone = ZoneInputs(
+            temperature=zone.temperature, setpoint=zone.setpoint, window_open=Reading(value=1.0, at_s=clock.now_s)
+        )
+    gpus = {"gpu0": GpuState(fault="lost")} if case == "gpu lost" else {}
+    out = node.step(
+        NodeInputs(
+            mode="off" if case == "mode off" else "heat",
+            zones={"office": zone},
+            gpus=gpus,
+            work_due={"gpu0": due},
+            max_power_w=250.0,
+        )
+    )
+    target = out.gpus["gpu0"].target_w
+    if case == "due":
+        assert target == pytest.approx(node._due_w("gpu0", 1.0, 250.0)) and target > 20.0
+    else:
+        assert target == 0.0
+
+
+def test_a_faulted_gpus_capacity_comes_back_when_it_recovers(clock: FakeClock) -> None:
+    node = two_gpus(clock)
+    zones = {"office": zin(clock.now_s, 17.0), "den": zin(clock.now_s, 17.0)}
+    clock.advance(30.0)
+    zones = {"office": zin(clock.now_s, 17.0), "den": zin(clock.now_s, 17.0)}
+    healthy = node.step(NodeInputs(mode="heat", zones=zones))
+    faulted = node.step(NodeInputs(mode="heat", zones=zones, gpus={"gpu1": GpuState(fault="lost")}))
+    again = node.step(NodeInputs(mode="heat", zones=zones))
+    assert healthy.zones["den"].capacity_w == again.zones["den"].capacity_w == 300.0
+    assert faulted.zones["den"].capacity_w == 0.0 and faulted.gpus["gpu1"].level == 0.0
+
+
+def test_integrators_come_back_for_known_zones_only(clock: FakeClock) -> None:
+    node = one_zone(clock)
+    node.restore_integrals({"office": 123.0, "gone": 50.0})
+    assert node.integrals_w() == {"office": pytest.approx(123.0)}
+    assert node.capacity_w == 300.0
+
+
+def test_the_curve_is_learned_only_where_the_cap_binds(clock: FakeClock) -> None:
+    node = one_zone(clock)
+    model = node.allocators["gpu0"].model
+    cold = {"office": zin(clock.now_s, 15.0)}
+    clock.advance(30.0)
+    cold = {"office": zin(clock.now_s, 15.0)}
+    cmd = node.step(NodeInputs(mode="heat", zones=cold)).gpus["gpu0"]
+    assert cmd.level == 1.0
+    limit = cmd.power_limit_w
+    clock.advance(30.0)
+    cold = {"office": zin(clock.now_s, 15.0)}
+    node.step(NodeInputs(mode="heat", zones=cold, gpus={"gpu0": GpuState(power_w=limit * 0.97, work_rate=50.0)}))
+    assert model.samples == 1  # 3 % under the cap: it binds
+    clock.advance(30.0)
+    cold = {"office": zin(clock.now_s, 15.0)}
+    node.step(NodeInputs(mode="heat", zones=cold, gpus={"gpu0": GpuState(power_w=limit * 0.9, work_rate=50.0)}))
+    assert model.samples == 1  # 10 % under: the GPU is not at its cap, nothing learned

@@ -4,6 +4,7 @@ test wants: presets, guidance, work due, the cascade, quiet hours. The same code
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -234,3 +235,236 @@ def test_the_planner_sees_quiet_hours_over_its_horizon() -> None:
     assert cap is not None
     assert cap[:6].tolist() == [45.0] * 6 and cap[6:22].tolist() == [125.0] * 16 and cap[22:].tolist() == [45.0] * 2
     assert cap_outlook(None, None, UTC)(times) is None
+
+
+# --- every input reaches the decision it is for (what mutation testing asked for) ----------
+
+TWO_ZONES = """
+node_id: two
+mqtt: null
+zones:
+  - name: den
+    temperature: {topic: d/t}
+    setpoint: {topic: d/s}
+    gpus: [gpu1]
+  - name: room
+    temperature: {topic: t}
+    setpoint: {topic: s}
+    outdoor_temperature: {topic: o}
+    gpus: [gpu0]
+gpus: [{id: gpu0, backend: sim}, {id: gpu1, backend: sim}]
+"""
+
+
+class RecordingPlanner(StubPlanner):
+    """Says what each call asked: which zone, with what."""
+
+    def __init__(self, reach: float | None = None, shortfall_s: float | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.reach, self.shortfall_s = reach, shortfall_s
+        self.calls: list[tuple[str, Any]] = []
+
+    def record(self, zone: str, **readings: Any) -> Guidance | None:
+        self.calls.append(("record", zone))
+        return super().record(zone, **readings)
+
+    def shortfall_in_s(self, zone: str) -> float | None:
+        self.calls.append(("shortfall", zone))
+        return self.shortfall_s
+
+    def covers_work(self, zone: str) -> bool:
+        self.calls.append(("covers", zone))
+        return self.covers
+
+    def reach_c(self, zone: str, room_c: float, outdoor_c: float, heat_w: float, seconds: float) -> float | None:
+        self.calls.append(("reach", (zone, room_c, outdoor_c, heat_w, seconds)))
+        return self.reach
+
+
+def test_the_cap_ahead_is_the_nodes_in_the_houses_wall_time() -> None:
+    quiet = parse_config(POLICY_CONFIG + QUIET).quiet
+    brussels = ZoneInfo("Europe/Brussels")
+    at = np.array([datetime(2026, 1, 12, 22, 30, tzinfo=brussels).timestamp()])  # 21:30 UTC
+    in_brussels = cap_outlook(quiet, 250.0, brussels)(at)
+    assert in_brussels is not None and in_brussels.dtype == np.float64 and in_brussels.tolist() == [90.0]
+    assert (cap_outlook(quiet, 250.0, UTC)(at) or np.array([])).tolist() == [250.0]
+    assert (cap_outlook(None, 250.0, UTC)(at) or np.array([])).tolist() == [250.0]
+    assert (cap_outlook(quiet, None, UTC)(at) or np.array([])).tolist() == [math.inf]
+
+
+def test_a_fresh_policy_has_no_presets_and_no_quiet() -> None:
+    policy = unit_policy(FakeClock(0.0))
+    assert policy.state() == {"presets": {"room": "none"}, "quiet": False}
+
+
+def test_boost_releases_the_main_heating_at_once_and_only_boost_does() -> None:
+    clock = FakeClock(100.0)
+    cascade = Cascade(TrvMainHeating(trv="z/trv"))
+    policy = unit_policy(clock, cascades={"room": cascade})
+    policy.decide(inputs(clock, room_c=20.9))  # held
+    policy.set_preset("room", "eco")
+    assert cascade.stage == "held"
+    policy.set_preset("room", "boost")
+    assert cascade.stage == "released" and cascade.switches_total == 1
+    policy.decide(inputs(clock, zones={}))  # no readings this tick: the preset stays
+    assert policy.presets["room"] == "boost"
+
+
+def test_a_budget_caps_the_node_and_is_not_quiet_hours() -> None:
+    clock = FakeClock(100.0)
+    policy = unit_policy(clock, QUIET)
+    decision = policy.decide(inputs(clock, room_c=15.0, local_minute=23 * 60, max_power_w=250.0, budget_w=60.0))
+    assert (decision.cap_w, decision.quiet) == (60.0, False)
+    assert decision.node.gpus["gpu0"].target_w <= 60.0
+    clock.advance(30.0)
+    day = policy.decide(inputs(clock, room_c=15.0, budget_w=120.0))
+    assert day.cap_w == 120.0 and day.node.gpus["gpu0"].target_w == pytest.approx(120.0)
+
+
+def test_what_the_controller_gets_is_what_the_tick_said() -> None:
+    clock = FakeClock(100.0)
+    policy = unit_policy(clock)
+    cold = policy.decide(inputs(clock, room_c=15.0))
+    assert cold.node.gpus["gpu0"].level > 0
+    clock.advance(30.0)
+    off = policy.decide(inputs(clock, room_c=15.0, mode="off"))
+    assert off.node.gpus["gpu0"].level == 0.0 and off.node.mode == "off"
+    clock.advance(30.0)
+    faulted = policy.decide(inputs(clock, room_c=15.0, gpus={"gpu0": GpuState(fault="lost")}))
+    assert faulted.node.gpus["gpu0"].level == 0.0 and "lost" in (faulted.node.failsafe or "")
+    clock.advance(30.0)
+    warm_due = unit_policy(clock, work=StubWork(1.0), runners=["gpu0"]).decide(inputs(clock, room_c=21.4))
+    assert warm_due.node.gpus["gpu0"].target_w > CAPS.idle_w  # work due runs in a warm room
+
+
+def test_the_plans_feed_forward_reaches_the_loop() -> None:
+    clock = FakeClock(100.0)
+    plain = unit_policy(clock).decide(inputs(clock, room_c=21.0))
+    guided = unit_policy(clock, planner=StubPlanner(Guidance(target_c=21.0, feedforward_w=250.0)))
+    with_ff = guided.decide(inputs(clock, room_c=21.0))
+    assert with_ff.node.zones["room"].demand_w > plain.node.zones["room"].demand_w + 100.0
+
+
+def test_a_zone_without_a_target_aims_at_nothing_and_the_next_zone_is_still_decided() -> None:
+    clock = FakeClock(100.0)
+    cfg = parse_config(TWO_ZONES)
+    policy = TickPolicy(cfg, NodeController(cfg, {"gpu0": CAPS, "gpu1": CAPS}, time_fn=clock), time_fn=clock)
+    room = inputs(clock).zones["room"]
+    decision = policy.decide(inputs(clock, zones={"den": ZoneInputs(), "room": room}))
+    assert decision.aim_c == {"den": None, "room": 21.0}
+
+
+def test_a_released_main_heating_pushes_the_gpus_unless_the_room_is_already_warm() -> None:
+    clock = FakeClock(100.0)
+    cascade = Cascade(TrvMainHeating(trv="z/trv"))
+    policy = unit_policy(clock, cascades={"room": cascade})
+    policy.decide(inputs(clock, room_c=20.9))  # held
+    policy.set_preset("room", "boost")  # released
+    policy.presets["room"] = "none"  # ... and no boost aim of its own
+    assert policy.decide(inputs(clock, room_c=20.0)).aim_c["room"] == 21.0 + PUSH_K
+    assert policy.decide(inputs(clock, room_c=21.9)).aim_c["room"] == 21.0  # warm: no push
+
+
+def test_the_planner_is_asked_for_this_zone_with_fresh_readings_only() -> None:
+    clock = FakeClock(100.0)
+    planner = RecordingPlanner()
+    policy = unit_policy(clock, planner=planner)
+    stale = inputs(clock)
+    stale_outdoor = dataclasses.replace(
+        stale.zones["room"], outdoor=Reading(value=3.0, at_s=clock.now_s - 7200.0), outdoor_stale_s=3600.0
+    )
+    policy.decide(dataclasses.replace(stale, zones={"room": stale_outdoor}))
+    assert planner.records[-1]["outdoor_c"] is None and ("record", "room") in planner.calls
+    policy.decide(inputs(clock, zones={}))  # no readings at all: asked, told nothing is valid
+    assert planner.records[-1] == {
+        "room_c": None,
+        "setpoint_c": None,
+        "heat_w": 150.0,
+        "outdoor_c": None,
+        "valid": False,
+    }
+
+
+def test_while_the_main_heating_helps_the_planner_learns_nothing() -> None:
+    clock = FakeClock(100.0)
+    planner = RecordingPlanner()
+    cascade = Cascade(TrvMainHeating(trv="z/trv"))
+    policy = unit_policy(clock, planner=planner, cascades={"room": cascade})
+    policy.decide(inputs(clock))
+    assert planner.records[-1]["valid"]  # held: the GPUs' heat alone
+    cascade.boost(clock.now_s)
+    policy.decide(inputs(clock))
+    assert not planner.records[-1]["valid"]
+
+
+def test_the_cascade_is_told_the_plans_shortfall_and_the_room_the_gpus_reach() -> None:
+    clock = FakeClock(100.0)
+    planner = RecordingPlanner(reach=20.0, shortfall_s=3 * 3600.0)
+    policy = unit_policy(clock, planner=planner, cascades={"room": Cascade(TrvMainHeating(trv="z/trv"))})
+    policy.decide(inputs(clock, room_c=20.0, setpoint_c=20.0))
+    held = policy.decide(inputs(clock, room_c=20.0, setpoint_c=21.0))  # a 1 K rise; the model says 20.0 in 20 min
+    assert held.main["room"].stage == "released" and "rose 1.0 K" in held.main["room"].reason
+    reach = [args for call, args in planner.calls if call == "reach"]
+    assert reach[-1][:3] == ("room", 20.0, 3.0) and reach[-1][3] == pytest.approx(300.0) and reach[-1][4] == 1200.0
+    assert ("shortfall", "room") in planner.calls
+    soon = RecordingPlanner(shortfall_s=600.0)
+    foreseen = unit_policy(clock, planner=soon, cascades={"room": Cascade(TrvMainHeating(trv="z/trv"))})
+    assert "the plan" in foreseen.decide(inputs(clock, room_c=21.0)).main["room"].reason
+
+
+def test_the_room_reached_is_asked_only_when_it_can_be_told() -> None:
+    clock = FakeClock(100.0)
+    planner = RecordingPlanner(reach=20.9)
+    cascades = {"room": Cascade(TrvMainHeating(trv="z/trv"))}
+    policy = unit_policy(clock, planner=planner, cascades=cascades)
+    zone = parse_config(POLICY_CONFIG).zones[0]
+    now = inputs(clock).zones["room"]
+    assert policy._reach_c(zone, now, 300.0, 60.0) == 20.9
+    silent = dataclasses.replace(now, outdoor=Reading(value=3.0, at_s=clock.now_s - 7200.0), outdoor_stale_s=3600.0)
+    assert policy._reach_c(zone, silent, 300.0, 60.0) is None  # its outdoor sensor went quiet: no telling
+    assert policy._reach_c(zone, dataclasses.replace(now, temperature=None), 300.0, 60.0) is None
+    no_sensor = parse_config(TWO_ZONES).zones[0]  # den: no outdoor sensor, the model learned without one
+    assert policy._reach_c(no_sensor, dataclasses.replace(now, outdoor=None), 300.0, 60.0) == 20.9
+    assert planner.calls[-1] == ("reach", ("den", 20.0, 0.0, 300.0, 60.0))
+    assert unit_policy(clock)._reach_c(zone, now, 300.0, 60.0) is None  # no planner
+
+
+def test_the_main_heating_gets_the_users_setpoint_or_the_zones_target_back() -> None:
+    clock = FakeClock(100.0)
+    policy = unit_policy(clock, cascades={"room": Cascade(TrvMainHeating(trv="z/trv"))})
+    fallback = policy.decide(inputs(clock, mode="off"))
+    assert fallback.main["room"].setpoint_c == 21.0  # no user setpoint known: the zone's target
+    window = policy.decide(inputs(clock, window=Reading(value=1.0, at_s=clock.now_s), user_setpoint_c={"room": 20.5}))
+    assert (window.main["room"].stage, window.main["room"].setpoint_c) == ("given back", 20.5)
+    assert "window open" in window.main["room"].reason
+
+
+def test_work_due_asks_whether_the_runners_own_zone_is_planned() -> None:
+    clock = FakeClock(100.0)
+    planner = RecordingPlanner(covers=True)
+    work = StubWork(0.0)
+    unit_policy(clock, planner=planner, work=work, runners=["gpu0"]).decide(inputs(clock))
+    assert ("covers", "room") in planner.calls
+    idle = StubWork(1.0)
+    assert unit_policy(clock, work=idle).decide(inputs(clock)).work_due == {} and idle.asked == []
+
+
+def test_speedup_and_work_per_kwh_are_the_learned_curves() -> None:
+    clock = FakeClock(100.0)
+    policy = unit_policy(clock)
+    model = policy.controller.allocators["gpu0"].model
+    efficient = model.work_rate(model.efficient_cap_w)
+    assert policy.full_speedup(["gpu0"]) == pytest.approx(max(model.work_rate(300.0) / efficient, 1.0))
+    assert policy.full_speedup([]) == 1.0
+    per_kwh = efficient / model.efficient_cap_w * 3.6e6
+    assert policy.work_per_kwh(["gpu0"]) == pytest.approx(per_kwh)
+    assert policy.work_per_kwh(["gpu0", "gpu0"]) == pytest.approx(per_kwh)  # a mean, not a sum
+
+
+def test_the_work_for_the_plan_is_the_zones_own_runners() -> None:
+    clock = FakeClock(100.0)
+    cfg = parse_config(TWO_ZONES)
+    controller = NodeController(cfg, {"gpu0": CAPS, "gpu1": CAPS}, time_fn=clock)
+    policy = TickPolicy(cfg, controller, time_fn=clock, work=StubWork(0.0), runners=["gpu0"])
+    assert policy.work_for_plan("den") == ()  # its GPU runs no batch work
+    assert len(policy.work_for_plan("room")) == 1

@@ -203,8 +203,8 @@ class TickPolicy:
             NodeInputs(mode=inputs.mode, zones=zones, gpus=inputs.gpus, max_power_w=cap_w, work_due=work_due)
         )
         main = self._main_commands(now_s, inputs, out)
-        shown = {
-            name: dataclasses.replace(z, setpoint_c=_value(inputs.zones[name].setpoint))
+        shown = {  # the zones show their targets, not the GPUs' aim
+            name: dataclasses.replace(z, setpoint_c=_value(getattr(inputs.zones.get(name), "setpoint", None)))
             for name, z in out.zones.items()
         }
         self._quiet = cap_w != quiet_cap
