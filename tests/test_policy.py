@@ -4,7 +4,6 @@ test wants: presets, guidance, work due, the cascade, quiet hours. The same code
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -370,10 +369,10 @@ def test_the_planner_is_asked_for_this_zone_with_fresh_readings_only() -> None:
     planner = RecordingPlanner()
     policy = unit_policy(clock, planner=planner)
     stale = inputs(clock)
-    stale_outdoor = dataclasses.replace(
-        stale.zones["room"], outdoor=Reading(value=3.0, at_s=clock.now_s - 7200.0), outdoor_stale_s=3600.0
+    stale_outdoor = stale.zones["room"]._replace(
+        outdoor=Reading(value=3.0, at_s=clock.now_s - 7200.0), outdoor_stale_s=3600.0
     )
-    policy.decide(dataclasses.replace(stale, zones={"room": stale_outdoor}))
+    policy.decide(stale._replace(zones={"room": stale_outdoor}))
     assert planner.records[-1]["outdoor_c"] is None and ("record", "room") in planner.calls
     policy.decide(inputs(clock, zones={}))  # no readings at all: asked, told nothing is valid
     assert planner.records[-1] == {
@@ -420,11 +419,11 @@ def test_the_room_reached_is_asked_only_when_it_can_be_told() -> None:
     zone = parse_config(POLICY_CONFIG).zones[0]
     now = inputs(clock).zones["room"]
     assert policy._reach_c(zone, now, 300.0, 60.0) == 20.9
-    silent = dataclasses.replace(now, outdoor=Reading(value=3.0, at_s=clock.now_s - 7200.0), outdoor_stale_s=3600.0)
+    silent = now._replace(outdoor=Reading(value=3.0, at_s=clock.now_s - 7200.0), outdoor_stale_s=3600.0)
     assert policy._reach_c(zone, silent, 300.0, 60.0) is None  # its outdoor sensor went quiet: no telling
-    assert policy._reach_c(zone, dataclasses.replace(now, temperature=None), 300.0, 60.0) is None
+    assert policy._reach_c(zone, now._replace(temperature=None), 300.0, 60.0) is None
     no_sensor = parse_config(TWO_ZONES).zones[0]  # den: no outdoor sensor, the model learned without one
-    assert policy._reach_c(no_sensor, dataclasses.replace(now, outdoor=None), 300.0, 60.0) == 20.9
+    assert policy._reach_c(no_sensor, now._replace(outdoor=None), 300.0, 60.0) == 20.9
     assert planner.calls[-1] == ("reach", ("den", 20.0, 0.0, 300.0, 60.0))
     assert unit_policy(clock)._reach_c(zone, now, 300.0, 60.0) is None  # no planner
 

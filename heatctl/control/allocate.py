@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from heatctl.config import DutyConfig
 from heatctl.control.efficiency import EfficiencyModel
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GpuCommand:
+class GpuCommand(NamedTuple):  # a value made every tick: a named tuple is cheap to build
     """What one GPU should do until the next tick."""
 
     target_w: float

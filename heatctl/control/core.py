@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from heatctl.config import Config
 from heatctl.control.allocate import Allocator, GpuCommand
@@ -40,8 +41,7 @@ class NodeInputs:
     work_due: Mapping[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ZoneOutput:
+class ZoneOutput(NamedTuple):  # a value made every tick: a named tuple is cheap to build
     temperature_c: float | None
     setpoint_c: float | None
     demand: ZoneDemand
@@ -53,8 +53,7 @@ class ZoneOutput:
         return self.demand.demand_w
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeOutput:
+class NodeOutput(NamedTuple):  # a value made every tick: a named tuple is cheap to build
     mode: str
     failsafe: str | None
     zones: Mapping[str, ZoneOutput]

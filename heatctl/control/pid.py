@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from simple_pid import PID
 
 from heatctl.config import ControlConfig
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ZoneDemand:
+class ZoneDemand(NamedTuple):  # a value made every tick: a named tuple is cheap to build
     """What the zone asks for, and why (the PID's terms, for tuning and logging)."""
 
     demand_w: float
@@ -78,7 +77,7 @@ class ZoneController:
         now_s = self._time_fn()
         not_due = self._last_s is not None and now_s - self._last_s < DUE_FRACTION * self._cfg.interval_s
         if self._pid.auto_mode and not_due and setpoint_c == self._last_setpoint_c:
-            return replace(self._last, demand_w=min(self._last.demand_w, self.capacity_w))
+            return self._last._replace(demand_w=min(self._last.demand_w, self.capacity_w))
         self._last_setpoint_c = setpoint_c
         ff_w = (
             min(max(feedforward_w, 0.0), self.capacity_w)

@@ -13,13 +13,12 @@ small protocols (``PlannerPort``, ``worksource.DueWork``).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import tzinfo
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +26,7 @@ import numpy.typing as npt
 from heatctl.batch.queue import work_for_plan
 from heatctl.clock import daily_span_mask, in_daily_span, local_minutes
 from heatctl.config import Config, QuietConfig, ZoneConfig
-from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput
+from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput, ZoneOutput
 from heatctl.control.safety import ZoneInputs, fresh, zone_failsafe, zone_wants_no_heat
 from heatctl.mainheat.cascade import GIVEN_BACK, HELD, PUSH_K, Cascade, MainCommand, main_is_cheaper
 from heatctl.planner.zone import Guidance
@@ -58,9 +57,14 @@ class PlannerPort(Protocol):
     def reach_c(self, zone: str, room_c: float, outdoor_c: float, heat_w: float, seconds: float) -> float | None: ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TickInputs:
-    """What one tick decides from. ``zones``' setpoints are the zones' targets (the user's, or a preset's)."""
+NOTHING: Mapping[str, Any] = MappingProxyType({})
+
+
+class TickInputs(NamedTuple):
+    """What one tick decides from. ``zones``' setpoints are the zones' targets (the user's, or a preset's).
+
+    A value (a named tuple: made once a tick in the simulator's hot loop, where a frozen dataclass's
+    field-by-field construction showed in the profile)."""
 
     mode: str  # heatctl's own: "heat" | "off"
     zones: Mapping[str, ZoneInputs]
@@ -68,14 +72,13 @@ class TickInputs:
     local_minute: int  # the minute of the local day (quiet hours)
     max_power_w: float | None  # the configured cap, or the one a person commanded
     budget_w: float | None = None  # a house's share for this node (None: no house)
-    heat_w: Mapping[str, float | None] = field(default_factory=dict)  # each zone's heat now (meter, else GPUs)
+    heat_w: Mapping[str, float | None] = NOTHING  # each zone's heat now (meter, else GPUs)
     price_per_kwh: float | None = None  # electricity now, for ``prefer: cheapest``
-    user_setpoint_c: Mapping[str, float | None] = field(default_factory=dict)  # what a give-back restores
+    user_setpoint_c: Mapping[str, float | None] = NOTHING  # what a give-back restores
     overridden: frozenset[str] = frozenset()  # zones whose target is a preset's (it ends when that goes)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TickDecision:
+class TickDecision(NamedTuple):
     node: NodeOutput  # each GPU's command; the zones show their targets, not the GPUs' aim
     cap_w: float | None  # the node's cap this tick
     quiet: bool  # quiet hours lowered it
@@ -147,6 +150,7 @@ class TickPolicy:
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
         self.presets = {z.name: "none" for z in cfg.zones}
         self._quiet = False  # the last tick's cap was lowered by quiet hours
+        self._presets_set = False  # some zone has a preset (checked each tick only then)
 
     def state(self) -> dict[str, Any]:
         """The state's presets and whether quiet hours cap the node now."""
@@ -157,6 +161,7 @@ class TickPolicy:
     def set_preset(self, zone: str, preset: str) -> None:
         """A person chose a preset; boost asks the main heating to help at once."""
         self.presets[zone] = preset
+        self._presets_set = True
         if preset == "boost" and zone in self.cascades:
             self.cascades[zone].boost(self._time_fn())
 
@@ -170,53 +175,56 @@ class TickPolicy:
                     self.presets[name] = "none"
             elif preset != "none" and name not in inputs.overridden:
                 self.presets[name] = "none"
+        self._presets_set = any(p != "none" for p in self.presets.values())
 
     # --- one tick -------------------------------------------------------------------------
 
     def decide(self, inputs: TickInputs) -> TickDecision:
+        # The simulator calls this at every step of a year: what is not configured costs nothing here.
         now_s = self._time_fn()
-        self._end_presets(inputs)
-        cap_w = node_cap_w(inputs.max_power_w, self.cfg.quiet, inputs.local_minute, inputs.budget_w)
-        quiet_cap = node_cap_w(inputs.max_power_w, None, inputs.local_minute, inputs.budget_w)
-        guidance = self._guidance(now_s, inputs)
+        if self._presets_set:
+            self._end_presets(inputs)
+        uncapped_w = inputs.max_power_w
+        if inputs.budget_w is not None:
+            uncapped_w = node_cap_w(uncapped_w, None, inputs.local_minute, inputs.budget_w)
+        quiet = self.cfg.quiet
+        cap_w = node_cap_w(uncapped_w, quiet, inputs.local_minute) if quiet is not None else uncapped_w
+        guidance = self._guidance(now_s, inputs) if self.planner is not None else {}
         aims: dict[str, float | None] = {}
         zones = dict(inputs.zones)
+        moved = False
         for name, zin in inputs.zones.items():
-            aims[name] = None
-            if zin.setpoint is None:
+            target = zin.setpoint
+            if target is None:
+                aims[name] = None
                 continue
             g = guidance.get(name)
-            aim = g.target_c if g is not None else zin.setpoint.value
-            room = zin.temperature.value if zin.temperature is not None else None
+            aim = g.target_c if g is not None else target.value
             if name in self.cascades:
-                aim = self.cascades[name].gpu_target(aim, room)
-            if self.presets.get(name) == "boost":
-                aim = zin.setpoint.value + PUSH_K
+                aim = self.cascades[name].gpu_target(aim, zin.temperature.value if zin.temperature else None)
+            if self._presets_set and self.presets.get(name) == "boost":
+                aim = target.value + PUSH_K
             aims[name] = aim
-            zones[name] = dataclasses.replace(
-                zin,
-                setpoint=dataclasses.replace(zin.setpoint, value=aim),
-                feedforward_w=g.feedforward_w if g is not None else zin.feedforward_w,
-            )
-        work_due = self._work_due()
+            if g is not None or aim != target.value:  # a new value only where the aim moved
+                moved = True
+                zones[name] = zin._replace(
+                    setpoint=target._replace(value=aim),
+                    feedforward_w=g.feedforward_w if g is not None else zin.feedforward_w,
+                )
+        work_due = self._work_due() if self.work is not None else {}
         out = self.controller.step(
             NodeInputs(mode=inputs.mode, zones=zones, gpus=inputs.gpus, max_power_w=cap_w, work_due=work_due)
         )
-        main = self._main_commands(now_s, inputs, out)
-        shown = {  # the zones show their targets, not the GPUs' aim
-            name: dataclasses.replace(z, setpoint_c=_value(getattr(inputs.zones.get(name), "setpoint", None)))
-            for name, z in out.zones.items()
-        }
-        self._quiet = cap_w != quiet_cap
-        return TickDecision(
-            node=dataclasses.replace(out, zones=shown),
-            cap_w=cap_w,
-            quiet=self._quiet,
-            aim_c=aims,
-            guidance=guidance,
-            main=main,
-            work_due=work_due,
-        )
+        main = self._main_commands(now_s, inputs, out) if self.cascades else {}
+        if moved or len(out.zones) != len(inputs.zones):  # the zones show their targets, not the GPUs' aim
+            out = out._replace(zones={n: self._shown(z, inputs.zones.get(n)) for n, z in out.zones.items()})
+        self._quiet = cap_w != uncapped_w
+        return TickDecision(out, cap_w, self._quiet, aims, guidance, main, work_due)
+
+    @staticmethod
+    def _shown(z: ZoneOutput, zin: ZoneInputs | None) -> ZoneOutput:
+        target_c = zin.setpoint.value if zin is not None and zin.setpoint is not None else None
+        return z if z.setpoint_c == target_c else z._replace(setpoint_c=target_c)
 
     def _guidance(self, now_s: float, inputs: TickInputs) -> dict[str, Guidance | None]:
         """Readings to each zone's planner; its word for now where the plan may steer."""

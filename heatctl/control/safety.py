@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from heatctl.config import ControlConfig
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reading:
+class Reading(NamedTuple):  # a value made for every reading: a named tuple is cheap to build
     """A validated value from a source, with the monotonic time it arrived."""
 
     value: float
@@ -16,8 +15,7 @@ class Reading:
     source: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ZoneInputs:
+class ZoneInputs(NamedTuple):  # a value made every tick: a named tuple is cheap to build
     """Everything the zone controller may use, as the sources last reported it."""
 
     temperature: Reading | None = None

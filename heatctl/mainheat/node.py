@@ -5,7 +5,6 @@ Thread: the control thread only (devices that call Home Assistant have threads o
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -65,7 +64,7 @@ class NodeMainHeating:
         for name, main in self.zones.items():
             zin = zones[name]
             main.observe(store.get(name, "main_setpoint"), zin.setpoint)
-            out[name] = dataclasses.replace(zin, setpoint=main.target(zin.setpoint))
+            out[name] = zin._replace(setpoint=main.target(zin.setpoint))
         return out
 
     def apply(self, commands: Mapping[str, MainCommand]) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -182,7 +182,7 @@ class ZoneMainHeating:
         """The zone's target: the thermostat's, or, when the thermostat is this device, the user's setpoint."""
         if not self.shares or thermostat is None or self.held.user_setpoint_c is None:
             return thermostat
-        return replace(thermostat, value=self.held.user_setpoint_c)
+        return thermostat._replace(value=self.held.user_setpoint_c)
 
     # --- commands -------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from heatctl.clock import local_minutes
 from heatctl.config import Config, GpuConfig, PlannerConfig, SourceConfig, ZoneConfig
 from heatctl.control.core import GpuState
 from heatctl.control.efficiency import GpuCaps
-from heatctl.control.policy import TickInputs, TickPolicy, cap_outlook
+from heatctl.control.policy import NOTHING, TickInputs, TickPolicy, cap_outlook
 from heatctl.control.safety import Reading, ZoneInputs
 from heatctl.errors import ConfigError
 from heatctl.gpu.sim import SimGpuModel
@@ -185,6 +185,8 @@ def simulate(
             extra_at += e.interactive_level * _during(times, [e.span_s])
     extra_level_at = extra_at.tolist()
     interval_s = zone.control.interval_s
+    name, max_power_w = zone.name, cfg.max_power_w
+    temperature_stale_s, setpoint_stale_s = zone.temperature.stale_after_s, zone.setpoint.stale_after_s
     src = zone.temperature.origin
     resolution_k = scenario.sensor_resolution_k
 
@@ -214,34 +216,39 @@ def simulate(
         if t >= next_tick_s:
             decision = policy.decide(
                 TickInputs(
-                    mode=mode,
-                    zones={
-                        zone.name: ZoneInputs(
+                    mode,
+                    {
+                        name: ZoneInputs(
                             temperature=temp_reading,
                             setpoint=Reading(value=setpoint_c, at_s=t),
                             window_open=WINDOW_OPEN if window_open else WINDOW_SHUT,
                             outdoor=Reading(value=outdoor_c, at_s=t),
-                            temperature_stale_s=zone.temperature.stale_after_s,
-                            setpoint_stale_s=zone.setpoint.stale_after_s,
+                            temperature_stale_s=temperature_stale_s,
+                            setpoint_stale_s=setpoint_stale_s,
                         )
                     },
-                    gpus=dict(states),  # a value: the plant's states move on after the tick
-                    local_minute=minute_at[k],
-                    max_power_w=cfg.max_power_w,
-                    heat_w={zone.name: gpu_w},
+                    dict(states),  # a value: the plant's states move on after the tick
+                    minute_at[k],
+                    max_power_w,
+                    heat_w={name: gpu_w} if guide is not None else NOTHING,
                     price_per_kwh=signals.price_at(t) if cheapest else None,
-                    user_setpoint_c={zone.name: setpoint_c},
+                    user_setpoint_c={name: setpoint_c} if cascade is not None else NOTHING,
                 )
             )
             out = decision.node
-            guidance = decision.guidance.get(zone.name)
-            plan_target_c = guidance.target_c if guidance is not None and guidance.warming else setpoint_c
-            plan_w = guidance.feedforward_w if guidance is not None else math.nan
-            target_c = decision.aim_c[zone.name] or setpoint_c
-            main_cmd = decision.main.get(zone.name, main_cmd)
+            if guide is not None:
+                guidance = decision.guidance.get(name)
+                plan_target_c = guidance.target_c if guidance is not None and guidance.warming else setpoint_c
+                plan_w = guidance.feedforward_w if guidance is not None else math.nan
+            else:
+                plan_target_c = setpoint_c
+            target_c = decision.aim_c[name] or setpoint_c
+            if cascade is not None:
+                main_cmd = decision.main.get(name, main_cmd)
             for g in gpu_ids:
-                limits[g], levels[g] = out.gpus[g].power_limit_w, out.gpus[g].level
-            demand_w = out.zones[zone.name].demand_w
+                command = out.gpus[g]
+                limits[g], levels[g] = command.power_limit_w, command.level
+            demand_w = out.zones[name].demand_w
             failsafe = out.failsafe or ""
             next_tick_s += interval_s
             if next_tick_s <= t:
