@@ -32,7 +32,7 @@ from heatctl.publish import Sink
 from heatctl.publish.mqtt_outputs import MqttOutputs
 from heatctl.publish.mqtt_state import NodeSnapshot
 from heatctl.settings import NodeSettings
-from heatctl.snapshots import node_snapshot
+from heatctl.snapshots import node_snapshot, shown_targets
 from heatctl.sources.mqtt import bind_mqtt_sources, zone_sources
 from heatctl.sources.store import ReadingStore
 from heatctl.transitions import Transitions
@@ -237,7 +237,7 @@ class Service:
         for gid, cmd in out.gpus.items():
             self.actuators[gid].apply(cmd)
         self._transitions.update(now_s, out.zones)
-        snap = self.snapshot = self._snapshot(out, states, metered_w)
+        snap = self.snapshot = self._snapshot(shown_targets(out, zones), states, metered_w)
         for sink in ([self.outputs] if self.outputs is not None else []) + self.sinks:
             try:
                 sink.write(snap, now_s)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from heatctl.accounting import Totals
 from heatctl.actuation import ActuationStatus
 from heatctl.control.core import GpuState, NodeOutput
+from heatctl.control.safety import ZoneInputs
 from heatctl.publish.mqtt_state import GpuSnapshot, NodeSnapshot, ZoneSnapshot
 
 if TYPE_CHECKING:
@@ -84,6 +85,17 @@ def build_snapshot(
         metered_w=MappingProxyType(dict(metered_w)),
         extra=MappingProxyType(all_extra),
     )
+
+
+def shown_targets(out: NodeOutput, zones: Mapping[str, ZoneInputs]) -> NodeOutput:
+    """The zones as a person sees them: their targets, not what the GPUs' loop aimed at (the plan's
+    room, the cascade's push, boost)."""
+    shown = {}
+    for name, z in out.zones.items():
+        zin = zones.get(name)
+        target_c = zin.setpoint.value if zin is not None and zin.setpoint is not None else None
+        shown[name] = z if z.setpoint_c == target_c else z._replace(setpoint_c=target_c)
+    return out._replace(zones=shown)
 
 
 class StatePart(Protocol):

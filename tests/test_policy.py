@@ -21,6 +21,7 @@ from heatctl.control.safety import Reading, ZoneInputs
 from heatctl.mainheat.cascade import PUSH_K, Cascade
 from heatctl.mainheat.kinds import EntityMainHeating, TrvMainHeating
 from heatctl.planner.zone import Guidance
+from heatctl.snapshots import shown_targets
 from tests.conftest import FakeClock
 
 # --- the policy alone, with a planner and a work source that say what the test wants ---------
@@ -102,8 +103,10 @@ def test_boost_aims_high_until_the_room_is_warm_and_a_preset_ends_with_its_targe
     clock = FakeClock(100.0)
     policy = unit_policy(clock)
     policy.set_preset("room", "boost")
-    decision = policy.decide(inputs(clock, room_c=20.0))
-    assert decision.aim_c["room"] == 21.0 + PUSH_K and decision.node.zones["room"].setpoint_c == 21.0
+    now = inputs(clock, room_c=20.0)
+    decision = policy.decide(now)
+    assert decision.aim_c["room"] == decision.node.zones["room"].setpoint_c == 21.0 + PUSH_K
+    assert shown_targets(decision.node, now.zones).zones["room"].setpoint_c == 21.0  # a person sees the target
     assert policy.state()["presets"] == {"room": "boost"}
     policy.decide(inputs(clock, room_c=21.0))  # warm: boost is done
     assert policy.presets["room"] == "none"

@@ -26,8 +26,8 @@ import numpy.typing as npt
 from heatctl.batch.queue import work_for_plan
 from heatctl.clock import daily_span_mask, in_daily_span, local_minutes
 from heatctl.config import Config, QuietConfig, ZoneConfig
-from heatctl.control.core import GpuState, NodeController, NodeInputs, NodeOutput, ZoneOutput
-from heatctl.control.safety import ZoneInputs, fresh, zone_failsafe, zone_wants_no_heat
+from heatctl.control.core import NO_INPUTS, GpuState, NodeController, NodeInputs, NodeOutput
+from heatctl.control.safety import Reading, ZoneInputs, fresh, zone_failsafe, zone_wants_no_heat
 from heatctl.mainheat.cascade import GIVEN_BACK, HELD, PUSH_K, Cascade, MainCommand, main_is_cheaper
 from heatctl.planner.zone import Guidance
 from heatctl.worksource import DueWork
@@ -79,7 +79,7 @@ class TickInputs(NamedTuple):
 
 
 class TickDecision(NamedTuple):
-    node: NodeOutput  # each GPU's command; the zones show their targets, not the GPUs' aim
+    node: NodeOutput  # each GPU's command; each zone's demand, and the setpoint its loop aimed at
     cap_w: float | None  # the node's cap this tick
     quiet: bool  # quiet hours lowered it
     aim_c: Mapping[str, float | None]  # what each zone's loop aimed at
@@ -192,7 +192,6 @@ class TickPolicy:
         guidance = self._guidance(now_s, inputs) if self.planner is not None else {}
         aims: dict[str, float | None] = {}
         zones = dict(inputs.zones)
-        moved = False
         for name, zin in inputs.zones.items():
             target = zin.setpoint
             if target is None:
@@ -206,46 +205,43 @@ class TickPolicy:
                 aim = target.value + PUSH_K
             aims[name] = aim
             if g is not None or aim != target.value:  # a new value only where the aim moved
-                moved = True
-                zones[name] = zin._replace(
-                    setpoint=target._replace(value=aim),
-                    feedforward_w=g.feedforward_w if g is not None else zin.feedforward_w,
-                )
+                feedforward_w = g.feedforward_w if g is not None else zin.feedforward_w
+                zones[name] = zin.aiming(Reading(aim, target.at_s, target.source), feedforward_w)
         work_due = self._work_due() if self.work is not None else {}
         out = self.controller.step(
             NodeInputs(mode=inputs.mode, zones=zones, gpus=inputs.gpus, max_power_w=cap_w, work_due=work_due)
         )
         main = self._main_commands(now_s, inputs, out) if self.cascades else {}
-        if moved or len(out.zones) != len(inputs.zones):  # the zones show their targets, not the GPUs' aim
-            out = out._replace(zones={n: self._shown(z, inputs.zones.get(n)) for n, z in out.zones.items()})
         self._quiet = cap_w != uncapped_w
         return TickDecision(out, cap_w, self._quiet, aims, guidance, main, work_due)
 
-    @staticmethod
-    def _shown(z: ZoneOutput, zin: ZoneInputs | None) -> ZoneOutput:
-        target_c = zin.setpoint.value if zin is not None and zin.setpoint is not None else None
-        return z if z.setpoint_c == target_c else z._replace(setpoint_c=target_c)
-
     def _guidance(self, now_s: float, inputs: TickInputs) -> dict[str, Guidance | None]:
         """Readings to each zone's planner; its word for now where the plan may steer."""
-        if self.planner is None:
-            return {}
+        assert self.planner is not None
         out: dict[str, Guidance | None] = {}
         for zone in self.cfg.zones:
-            zin = inputs.zones.get(zone.name, ZoneInputs())
-            heat_w = inputs.heat_w.get(zone.name)
-            heating = inputs.mode == "heat" and not zone_wants_no_heat(zin) and self.presets[zone.name] != "boost"
-            cascade = self.cascades.get(zone.name)
-            main_helps = cascade is not None and cascade.stage not in (HELD, GIVEN_BACK)
-            failsafe = zone_failsafe(now_s, zin, zone.control)
-            out[zone.name] = self.planner.record(
-                zone.name,
-                room_c=_value(zin.temperature),
-                setpoint_c=_value(zin.setpoint),
+            name = zone.name
+            zin = inputs.zones.get(name, NO_INPUTS)
+            heat_w = inputs.heat_w.get(name)
+            cascade = self.cascades.get(name)
+            # Only the GPUs' own heat, measured, in a room that is heated, teaches the planner.
+            valid = (
+                heat_w is not None
+                and inputs.mode == "heat"
+                and (not self._presets_set or self.presets[name] != "boost")
+                and (cascade is None or cascade.stage in (HELD, GIVEN_BACK))
+                and not zone_wants_no_heat(zin)
+                and zone_failsafe(now_s, zin, zone.control) is None
+            )
+            outdoor = zin.outdoor
+            outdoor_fresh = outdoor is not None and now_s - outdoor.at_s <= zin.outdoor_stale_s
+            out[name] = self.planner.record(
+                name,
+                room_c=zin.temperature.value if zin.temperature is not None else None,
+                setpoint_c=zin.setpoint.value if zin.setpoint is not None else None,
                 heat_w=heat_w,
-                outdoor_c=zin.outdoor.value if fresh(zin.outdoor, now_s, zin.outdoor_stale_s) and zin.outdoor else None,
-                # Only the GPUs' own heat, measured, in a room that is heated, teaches the planner.
-                valid=failsafe is None and heating and not main_helps and heat_w is not None,
+                outdoor_c=outdoor.value if outdoor is not None and outdoor_fresh else None,
+                valid=valid,
             )
         return out
 

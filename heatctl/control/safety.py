@@ -30,6 +30,21 @@ class ZoneInputs(NamedTuple):  # a value made every tick: a named tuple is cheap
     # The planner's word: the setpoint above is then the plan's target, and this its heat.
     feedforward_w: float | None = None
 
+    def aiming(self, setpoint: Reading, feedforward_w: float | None) -> ZoneInputs:
+        """The same readings with the loop's target (and the plan's heat) in place of the setpoint."""
+        return ZoneInputs(
+            self.temperature,
+            setpoint,
+            self.window_open,
+            self.outdoor,
+            self.thermostat_on,
+            self.mode,
+            self.temperature_stale_s,
+            self.setpoint_stale_s,
+            self.outdoor_stale_s,
+            feedforward_w,
+        )
+
 
 def fresh(reading: Reading | None, now_s: float, stale_after_s: float) -> bool:
     return reading is not None and now_s - reading.at_s <= stale_after_s

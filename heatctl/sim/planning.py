@@ -3,7 +3,6 @@ the ``oracle``: the same LP with the true room, weather and schedule over the wh
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from datetime import UTC, tzinfo
@@ -95,12 +94,21 @@ class ScenarioSignals:
 
         return forecast
 
-    def signals(self, now_s: float, t_s: float) -> Signals:
+    def signals(
+        self,
+        now_s: float,
+        t_s: float,
+        *,
+        cap_w: Callable[[FloatArray], FloatArray | None] | None = None,
+        work: tuple[tuple[float, float], ...] = (),
+    ) -> Signals:
         return Signals(
             price=self.price,
             carbon=self.carbon_at,
             outdoor=self.outdoor_seen(now_s),  # type: ignore[arg-type]
+            cap_w=cap_w if cap_w is not None else (lambda t: None),
             surplus_w=self.solar.at(t_s) if self.solar is not None else 0.0,
+            work=work,
         )
 
 
@@ -142,12 +150,8 @@ class SimPlanner:
         now = self.signals.epoch(t_s)
         self.planner.record(now, room_c=room_c, setpoint_c=setpoint_c, heat_w=heat_w, outdoor_c=outdoor_c, valid=valid)
         if t_s >= self._next_update_s:  # as often as the service's planner thread looks
-            signals = self.signals.signals(now, t_s)
-            if self._work_fn is not None:
-                work = tuple((self.signals.epoch(d), j) for d, j in self._work_fn())
-                signals = dataclasses.replace(signals, work=work)
-            if self._cap_w is not None:
-                signals = dataclasses.replace(signals, cap_w=self._cap_w)
+            work = tuple((self.signals.epoch(d), j) for d, j in self._work_fn()) if self._work_fn else ()
+            signals = self.signals.signals(now, t_s, cap_w=self._cap_w, work=work)
             self.planner.update(now, room_c, setpoint_c, signals)
             self._next_update_s = t_s + PLAN_EVERY_S
         return self.planner.guidance(now, setpoint_c) if valid and setpoint_c is not None else None
