@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -70,3 +71,26 @@ def test_every_kind_is_one_registered_module() -> None:
     assert list(PRICE_KINDS) == ["price_per_kwh", "periods", "csv", "entity", "topic"]
     for key, kind in PRICE_KINDS.items():
         assert key in kind.model.model_fields and (kind.known is None) != (kind.forecast is None)
+
+
+def test_carbon_sources_are_kinds_too(tmp_path: Path) -> None:
+    from heatctl.prices import CARBON_KINDS
+
+    def carbon(text: str) -> Any:
+        extra = f"mqtt: null\nstate_dir: {tmp_path}\nplanner: {{objective: carbon}}\ncarbon: {text}\n"
+        return parse_config(MINIMAL_YAML + extra).carbon
+
+    assert list(CARBON_KINDS) == ["g_per_kwh", "csv", "entity", "topic"]
+    fixed = known_prices(carbon("{g_per_kwh: 180}"), np.array([0.0, 1.0]), UTC)
+    assert fixed is not None and fixed.tolist() == [180.0, 180.0]
+    rows = "time,g_per_kwh,price_per_kwh\n2026-01-05T00:00,300,0.1\n2026-01-05T12:00,90,0.2\n"
+    (tmp_path / "grid.csv").write_text(rows)
+    noon = datetime(2026, 1, 5, 12, tzinfo=UTC).timestamp()
+    series = known_prices(carbon("{csv: grid.csv}"), np.array([noon - 1, noon]), UTC, tmp_path)
+    assert series is not None and series.tolist() == [300.0, 90.0]  # its own column, not the price's
+    forecast = carbon("{entity: sensor.co2_signal}")
+    source = forecast_source(forecast)
+    assert not is_known(forecast) and source is not None and source.entity == "sensor.co2_signal"
+    with pytest.raises(ConfigError) as exc:
+        carbon("{price_per_kwh: 0.3}")
+    assert any("give one of 'g_per_kwh', 'csv', 'entity', 'topic'" in p for p in exc.value.problems)

@@ -28,10 +28,11 @@ from heatctl.config.services import BatchApiConfig, HomeAssistantConfig, InfluxC
 from heatctl.config.sources import ForecastSourceConfig, SourceConfig
 from heatctl.config.zone import ZoneConfig
 from heatctl.mainheat.kinds import MainHeatingConfig
-from heatctl.prices import TariffConfig
+from heatctl.prices import CarbonConfig, TariffConfig
 
 __all__ = [
     "BatchApiConfig",
+    "CarbonConfig",
     "Config",
     "ControlConfig",
     "DutyConfig",

@@ -201,10 +201,12 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         ConfigError: listing every problem, each as ``file:line: path: message``.
     """
     cfg = load_model(Config, path, env=env)
-    csv = getattr(cfg.tariff, "csv", None)
-    if isinstance(csv, str) and not Path(csv).is_absolute():  # a CSV tariff beside the config
-        tariff = cfg.tariff.model_copy(update={"csv": str(Path(path).resolve().parent / csv)})  # type: ignore[union-attr]
-        cfg = cfg.model_copy(update={"tariff": tariff})
+    for key in ("tariff", "carbon"):  # a CSV series beside the config
+        source = getattr(cfg, key)
+        csv = getattr(source, "csv", None)
+        if isinstance(csv, str) and not Path(csv).is_absolute():
+            moved = source.model_copy(update={"csv": str(Path(path).resolve().parent / csv)})
+            cfg = cfg.model_copy(update={key: moved})
     return cfg
 
 

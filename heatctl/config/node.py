@@ -19,7 +19,7 @@ from heatctl.config.planner import PlannerConfig
 from heatctl.config.services import BatchApiConfig, HomeAssistantConfig, InfluxConfig, MqttConfig
 from heatctl.config.sources import ForecastSourceConfig, SourceConfig
 from heatctl.config.zone import ZoneConfig
-from heatctl.prices import TariffConfig
+from heatctl.prices import CarbonConfig, TariffConfig
 
 
 class Config(_Strict):
@@ -34,7 +34,7 @@ class Config(_Strict):
     quiet: QuietConfig | None = None
     tariff: TariffConfig | None = None
     planner: PlannerConfig | None = None
-    carbon: ForecastSourceConfig | None = None  # g CO2/kWh forecast, for objective: carbon
+    carbon: CarbonConfig | None = None  # g CO2/kWh: fixed, a CSV, or a forecast (for objective: carbon)
     grid_power: SourceConfig | None = None  # live W, import > 0, export < 0: solar surplus
     weather_forecast: ForecastSourceConfig | None = None
     work_value_per_unit: Annotated[float, Field(ge=0)] = 0.0  # for main_heating prefer: cheapest (planner)
@@ -76,7 +76,7 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _planner_signals(self) -> Self:
         if self.planner is not None and self.planner.objective == "carbon" and self.carbon is None:
-            raise ValueError("planner objective: carbon needs a 'carbon:' forecast (entity or topic)")
+            raise ValueError("planner objective: carbon needs a 'carbon:' source (g_per_kwh, csv, entity or topic)")
         return self
 
     @model_validator(mode="after")

@@ -150,8 +150,9 @@ class NodePlanner:
         prices = forecast_source(tariff) if tariff is not None else None
         if prices is not None:
             out["price"] = prices
-        if self.cfg.carbon is not None:
-            out["carbon"] = self.cfg.carbon
+        carbon = forecast_source(self.cfg.carbon) if self.cfg.carbon is not None else None
+        if carbon is not None:
+            out["carbon"] = carbon
         if self.cfg.weather_forecast is not None:
             out["outdoor"] = self.cfg.weather_forecast
         return out
@@ -249,7 +250,10 @@ class NodePlanner:
         tariff = self.cfg.tariff
         if tariff is not None and is_known(tariff):
             price = functools.partial(self._known_price, tariff)
-        return Signals(price=price, carbon=series_fn("carbon"), outdoor=series_fn("outdoor"), surplus_w=surplus)
+        carbon = series_fn("carbon")
+        if self.cfg.carbon is not None and is_known(self.cfg.carbon):
+            carbon = functools.partial(self._known_price, self.cfg.carbon)
+        return Signals(price=price, carbon=carbon, outdoor=series_fn("outdoor"), surplus_w=surplus)
 
     def _known_price(self, tariff: Any, times_s: FloatArray) -> FloatArray:
         prices = known_prices(tariff, times_s, self._tz)

@@ -1,9 +1,11 @@
-"""Price sources by kind, as GPU backends, workloads and main-heating kinds are: each module holds its
-config model and what it says about prices. A new kind is one module and one line in ``PRICE_KINDS``.
+"""Price and carbon sources by kind, as GPU backends, workloads and main-heating kinds are: each
+module holds its config model and what it says. A new kind is one module and one line in
+``PRICE_KINDS`` (or ``CARBON_KINDS``).
 
 ``tariff:`` is told apart by its key: ``price_per_kwh`` (fixed), ``periods`` (time of use),
-``csv`` (a series), ``entity`` or ``topic`` (a forecast that arrives at run time). The service, its
-planner and the simulator all read prices through ``known_prices``: one rule.
+``csv`` (a series), ``entity`` or ``topic`` (a forecast that arrives at run time); ``carbon:`` by
+``g_per_kwh`` (fixed), ``csv``, ``entity`` or ``topic``. The service, its planner and the
+simulator all read them through ``known_prices`` (known ahead) and ``forecast_source``: one rule.
 """
 
 from __future__ import annotations
@@ -27,34 +29,45 @@ from heatctl.prices.periods import PeriodsTariff
 PRICE_KINDS: Final[dict[str, PriceKind]] = {
     k.key: k for k in (fixed.KIND, periods.KIND, csvfile.KIND, forecast.ENTITY, forecast.TOPIC)
 }
+CARBON_KINDS: Final[dict[str, PriceKind]] = {
+    k.key: k for k in (fixed.CARBON, csvfile.CARBON, forecast.ENTITY, forecast.TOPIC)
+}
 
 
 def _tag(key: str) -> str:
     return f"<{key}>"  # never a YAML key: the loader leaves it out of error paths
 
 
-def _kind_of(value: Any) -> str | None:
-    if isinstance(value, dict):
-        named = [key for key in PRICE_KINDS if key in value]
-        return _tag(named[0]) if len(named) == 1 else None
-    return next((_tag(k.key) for k in PRICE_KINDS.values() if isinstance(value, k.model)), None)
+def _union(kinds: dict[str, PriceKind], what: str) -> Any:
+    """The config's union of these kinds' models, told apart by the key each names."""
 
+    def kind_of(value: Any) -> str | None:
+        if isinstance(value, dict):
+            named = [key for key in kinds if key in value]
+            return _tag(named[0]) if len(named) == 1 else None
+        return next((_tag(k.key) for k in kinds.values() if isinstance(value, k.model)), None)
 
-if TYPE_CHECKING:
-    TariffConfig = BaseModel
-else:
-    TariffConfig = Annotated[
-        Union[tuple(Annotated[k.model, Tag(_tag(k.key))] for k in PRICE_KINDS.values())],  # noqa: UP007
+    return Annotated[
+        Union[tuple(Annotated[k.model, Tag(_tag(k.key))] for k in kinds.values())],  # noqa: UP007
         Discriminator(
-            _kind_of,
-            custom_error_type="tariff_kind",
-            custom_error_message="give one of " + ", ".join(f"'{k}'" for k in PRICE_KINDS),
+            kind_of,
+            custom_error_type=f"{what}_kind",
+            custom_error_message="give one of " + ", ".join(f"'{k}'" for k in kinds),
         ),
     ]
 
 
+if TYPE_CHECKING:
+    TariffConfig = BaseModel
+    CarbonConfig = BaseModel
+else:
+    TariffConfig = _union(PRICE_KINDS, "tariff")
+    CarbonConfig = _union(CARBON_KINDS, "carbon")
+
+
 def price_kind(cfg: BaseModel) -> PriceKind:
-    return next(k for k in PRICE_KINDS.values() if isinstance(cfg, k.model))
+    """The kind of a tariff or carbon source (the first registry whose model it is)."""
+    return next(k for kinds in (PRICE_KINDS, CARBON_KINDS) for k in kinds.values() if isinstance(cfg, k.model))
 
 
 def is_known(cfg: BaseModel) -> bool:
@@ -89,7 +102,9 @@ def forecast_source(cfg: BaseModel) -> ForecastSourceConfig | None:
 
 
 __all__ = [
+    "CARBON_KINDS",
     "PRICE_KINDS",
+    "CarbonConfig",
     "CsvTariff",
     "EntityTariff",
     "FixedTariff",

@@ -1,5 +1,6 @@
-"""A price series from a CSV file: ``time`` (ISO 8601; without an offset, the house's local time) and
-``price_per_kwh``, each price holding until the next row (day-ahead prices, a year's tariff)."""
+"""A series from a CSV file: ``time`` (ISO 8601; without an offset, the house's local time) and the
+value (``price_per_kwh`` for a tariff, ``g_per_kwh`` for carbon), each holding until the next row
+(day-ahead prices, a year's tariff, a grid's carbon intensity)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import numpy as np
 
 from heatctl.config.base import _Strict
 from heatctl.errors import ConfigError
-from heatctl.prices.base import FloatArray, PriceKind
+from heatctl.prices.base import FloatArray, KnownPrices, PriceKind
 
 
 class CsvTariff(_Strict):
     csv: str  # relative to the config's (or scenario's) folder
+
+
+class CsvCarbon(_Strict):
+    csv: str  # relative to the config's folder
 
 
 def read_series(path: Path, column: str, tz: tzinfo, what: str = "tariff") -> tuple[FloatArray, FloatArray]:
@@ -54,9 +59,13 @@ def held(times_s: FloatArray, values: FloatArray, at_s: FloatArray) -> FloatArra
     return np.asarray(values[np.maximum(idx, 0)], dtype=np.float64)
 
 
-def _known(cfg: CsvTariff, times_s: FloatArray, tz: tzinfo, base_dir: Path) -> FloatArray:
-    series_t, prices = read_series(base_dir / cfg.csv, "price_per_kwh", tz)
-    return held(series_t, prices, times_s)
+def _column(column: str, what: str) -> KnownPrices:
+    def known(cfg: CsvTariff | CsvCarbon, times_s: FloatArray, tz: tzinfo, base_dir: Path) -> FloatArray:
+        series_t, values = read_series(base_dir / cfg.csv, column, tz, what)
+        return held(series_t, values, times_s)
+
+    return known
 
 
-KIND = PriceKind("csv", CsvTariff, known=_known)
+KIND = PriceKind("csv", CsvTariff, known=_column("price_per_kwh", "tariff"))
+CARBON = PriceKind("csv", CsvCarbon, known=_column("g_per_kwh", "carbon intensity"))

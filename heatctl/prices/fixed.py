@@ -1,4 +1,4 @@
-"""One price at all times."""
+"""One value at all times: a fixed price, or a fixed carbon intensity."""
 
 from __future__ import annotations
 
@@ -22,3 +22,14 @@ def _known(cfg: FixedTariff, times_s: FloatArray, tz: tzinfo, base_dir: Path) ->
 
 
 KIND = PriceKind("price_per_kwh", FixedTariff, known=_known)
+
+
+class FixedCarbon(_Strict):
+    g_per_kwh: Annotated[float, Field(ge=0)]
+
+
+def _known_carbon(cfg: FixedCarbon, times_s: FloatArray, tz: tzinfo, base_dir: Path) -> FloatArray:
+    return np.full(len(times_s), cfg.g_per_kwh)
+
+
+CARBON = PriceKind("g_per_kwh", FixedCarbon, known=_known_carbon)

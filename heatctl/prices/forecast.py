@@ -1,5 +1,6 @@
-"""Prices known only as they come: a Home Assistant entity's forecast attributes (Nord Pool, Tibber,
-ENTSO-E), or an MQTT topic carrying a JSON list of ``{start, price}``."""
+"""Values known only as they come: a Home Assistant entity's forecast attributes (prices from Nord
+Pool, Tibber, ENTSO-E; carbon from Electricity Maps, CO2 Signal), or an MQTT topic carrying a JSON
+list of ``{start, value}``."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from heatctl.planner.zone import (
     guidance_from,
     objective_weight,
 )
-from heatctl.prices import known_prices
+from heatctl.prices import is_known, known_prices
 from heatctl.sim.scenario import Room1R1CConfig, Scenario, Schedule
 
 FloatArray = npt.NDArray[np.float64]
@@ -56,6 +56,7 @@ class ScenarioSignals:
         self._base_dir = base_dir
         # The scenario's tariff is the truth; without one, the config's known tariff (a forecast one has no data here).
         self._tariff = scenario.tariff if scenario.tariff is not None else cfg.tariff
+        self._cfg_carbon = cfg.carbon
         self._forecast = scenario.forecast
         if scenario.forecast is not None:
             hours = int(scenario.duration_h) + 24 * 4
@@ -78,7 +79,12 @@ class ScenarioSignals:
         return known_prices(self._tariff, times, self._tz, self._base_dir)
 
     def carbon_at(self, times: FloatArray) -> FloatArray | None:
-        return self.carbon.at_many(times - self.start_epoch_s) if self.carbon is not None else None
+        """The scenario's carbon intensity; without one, the config's when it is known ahead."""
+        if self.carbon is not None:
+            return self.carbon.at_many(times - self.start_epoch_s)
+        if self._cfg_carbon is not None and is_known(self._cfg_carbon):
+            return known_prices(self._cfg_carbon, times, self._tz, self._base_dir)
+        return None
 
     def outdoor_seen(self, now_s: float) -> object:
         """The weather forecast as the planner sees it at ``now_s`` (epoch), or None."""
