@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from types import FrameType
 
@@ -22,11 +23,7 @@ def run_service(cfg: Config, *, on_ready: Callable[[Service], None] | None = Non
     notifier = Notifier()
     service = Service(cfg, on_tick=lambda snap: notifier.watchdog(status_line(snap)))
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        _LOGGER.info("received %s, stopping", signal.Signals(signum).name)
-        service.stop_event.set()
-        service.inbox.wake.set()
-
+    stop = signal_handler(service)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for gpu in cfg.gpus:
@@ -55,6 +52,24 @@ def run_service(cfg: Config, *, on_ready: Callable[[Service], None] | None = Non
         service.shutdown()
         _LOGGER.info("stopped: power limits restored, workloads left in their exit state")
     return 0
+
+
+def signal_handler(service: Service) -> Callable[[int, FrameType | None], None]:
+    """SIGTERM/SIGINT: the service stops at its next look."""
+
+    def request_stop(name: str) -> None:
+        _LOGGER.info("received %s, stopping", name)
+        service.stop_event.set()
+        service.inbox.wake.set()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # A signal handler runs in the main thread between two of its bytecodes, perhaps inside the
+        # control loop's Event.wait holding that event's lock: setting the event here could wait on
+        # that lock for ever (a stop that hangs until systemd kills it). A thread of its own sets it.
+        name = signal.Signals(signum).name
+        threading.Thread(target=request_stop, args=(name,), name="stop", daemon=True).start()
+
+    return stop
 
 
 def status_line(snap: NodeSnapshot) -> str:

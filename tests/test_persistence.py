@@ -165,3 +165,18 @@ def test_check_says_which_state_file_is_damaged_and_what_heatctl_does(tmp_path: 
     (tmp_path / "limits.json").write_text('{"GPU-')
     row = check_state_dir(cfg)
     assert row.ok and row.warn and "limits.json is damaged" in row.detail and "safe side" in row.fix
+
+
+def test_a_signal_while_the_loop_holds_its_wake_event_still_stops_it(tmp_path: Path) -> None:
+    """SIGTERM can land while the main thread is inside Event.wait with the event's lock held; the
+    handler must not take that lock itself (it would wait for ever: a stop that hangs)."""
+    import signal
+
+    from heatctl.daemon import signal_handler
+
+    svc = Service(parse_config(MINIMAL_YAML + f"mqtt: null\nstate_dir: {tmp_path}\n"), clock=SteppingClock())
+    handler = signal_handler(svc)
+    cond = svc.inbox.wake._cond  # type: ignore[attr-defined]
+    with cond:  # where Event.wait holds it, in the main thread
+        handler(signal.SIGTERM, None)  # returns: it takes no lock the loop may hold
+    assert svc.stop_event.wait(5.0) and svc.inbox.wake.wait(5.0)
