@@ -177,7 +177,7 @@ def damaged_batch_db(work: Path) -> Row:
 
 
 def full_disk(work: Path) -> Row:
-    import heatctl.workloads.openai as openai_workload
+    from heatctl.workloads.spool import JobSpool
 
     spool = work / "jobs"
     spool.mkdir()
@@ -186,14 +186,14 @@ def full_disk(work: Path) -> Row:
             fh.write(json.dumps({"id": f"j{i}", "messages": [{"role": "user", "content": "hi"}]}) + "\n")
     full = threading.Event()
     full.set()
-    append = openai_workload.OpenAIWorkload._append
+    complete = JobSpool.complete
 
-    def disk(self: OpenAIWorkload, job: object, result: dict[str, object]) -> None:
+    def disk(self: JobSpool, job: object, result: dict[str, object]) -> None:
         if full.is_set():
             raise OSError(28, "No space left on device")
-        append(self, job, result)  # type: ignore[arg-type]
+        complete(self, job, result)  # type: ignore[arg-type]
 
-    openai_workload.OpenAIWorkload._append = disk  # type: ignore[method-assign]
+    JobSpool.complete = disk  # type: ignore[method-assign]
     try:
         with stand_in_server(answer=True) as url:
             cfg = OpenAIWorkloadConfig(type="openai", url=url, model="m", jobs=str(spool), max_concurrency=2)
@@ -217,7 +217,7 @@ def full_disk(work: Path) -> Row:
         lost = f"{6 - len(set(ids))} lost, {len(ids) - len(set(ids))} duplicated"
         return "results cannot be written (disk full)", did, "no new work while faulted (GPU idles)", lost
     finally:
-        openai_workload.OpenAIWorkload._append = append  # type: ignore[method-assign]
+        JobSpool.complete = complete  # type: ignore[method-assign]
 
 
 def slow_request(work: Path) -> Row:

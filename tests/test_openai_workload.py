@@ -118,7 +118,9 @@ def test_level_sets_concurrency_and_zero_cuts_off_at_once(
     sampler.join()
     assert all(b >= a for a, b in itertools.pairwise(samples))  # cut-off requests never take work back
     assert w.counters.tokens == sum(r["usage"]["completion_tokens"] for r in results(spool))
-    assert w._pending == set()  # finished jobs are forgotten: memory does not grow with the spool's history
+    assert (
+        w.spool is not None and w.spool._pending == set()
+    )  # finished jobs are forgotten: memory does not grow with the spool's history
 
 
 def test_server_dies_and_comes_back(tinyllm: TinyLLM, tmp_path: Path, made: list[OpenAIWorkload]) -> None:
@@ -220,13 +222,14 @@ def test_the_control_thread_never_reads_the_spool(tmp_path: Path, made: list[Ope
     w = OpenAIWorkload("gpu0", cfg, state_dir=tmp_path)
     made.append(w)
     scanned_on: list[str] = []
-    real_scan = w.scan
+    assert w.spool is not None
+    real_scan = w.spool.scan
 
     def recording_scan() -> int:
         scanned_on.append(threading.current_thread().name)
         return real_scan()
 
-    w.scan = recording_scan  # type: ignore[method-assign]
+    w.spool.scan = recording_scan  # type: ignore[method-assign]
     w.start()
     wait_until(lambda: scanned_on, 5, "the first scan")
     for _ in range(100):
@@ -271,11 +274,11 @@ def test_a_job_file_still_being_written_is_read_once_whole(tmp_path: Path, made:
     second = json.dumps({"prompt": "no id given", "max_tokens": 4})  # runs under <file>:<line>
     path = spool / "batch.jsonl"
     path.write_text(first + "\n" + second[:12])  # the writer is half way through its second line
-    assert w.scan() == 1
-    assert [(j.id, j.error) for j in w._queue] == [("a", None)]
+    assert w.spool is not None and w.spool.scan() == 1
+    assert [(j.id, j.error) for j in w.spool._queue] == [("a", None)]
     path.write_text(first + "\n" + second + "\n")
-    assert w.scan() == 1
-    jobs = {j.id: j for j in w._queue}
+    assert w.spool.scan() == 1
+    jobs = {j.id: j for j in w.spool._queue}
     assert set(jobs) == {"a", "batch.jsonl:2"} and jobs["batch.jsonl:2"].error is None
     assert jobs["batch.jsonl:2"].body["prompt"] == "no id given"
 
@@ -285,20 +288,20 @@ def test_a_full_disk_costs_no_worker_and_no_result(
 ) -> None:
     """Results cannot be stored for a while: the workload says so (a fault), every worker lives, and once
     the disk has room every job's result is there once."""
-    import heatctl.workloads.openai as openai_workload
+    from heatctl.workloads.spool import JobSpool
 
     spool = tmp_path / "jobs"
     write_jobs(spool, "full", 6, max_tokens=4)
     full = threading.Event()
     full.set()
-    append = openai_workload.OpenAIWorkload._append
+    complete = JobSpool.complete
 
-    def disk_full(self: OpenAIWorkload, job: Any, result: dict[str, Any]) -> None:
+    def disk_full(self: JobSpool, job: Any, result: dict[str, Any]) -> None:
         if full.is_set():
             raise OSError(28, "No space left on device")
-        append(self, job, result)
+        complete(self, job, result)
 
-    monkeypatch.setattr(openai_workload.OpenAIWorkload, "_append", disk_full)
+    monkeypatch.setattr(JobSpool, "complete", disk_full)
     w = workload(made, tinyllm, spool, max_concurrency=2)
     w.start()
     w.set_level(1.0)

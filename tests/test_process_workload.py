@@ -131,7 +131,7 @@ def test_an_openai_fallback_runs_only_while_heat_finds_no_other_work(tmp_path: P
         assert w.effective_level() == 1.0
         w.set_level(0.0)
         (tmp_path / "jobs" / "a.jsonl").write_text('{"id": "a", "prompt": "x"}\n')
-        assert w.scan() == 1
+        assert w.spool is not None and w.spool.scan() == 1
         w.set_level(1.0)  # heat wanted and a job waits: the job's turn, the fallback pauses
         wait_until(lambda: proc_state(pid) == "T", 5, "fallback paused for real work")
         assert "fallback process" in w.status()

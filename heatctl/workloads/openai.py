@@ -38,7 +38,6 @@ import contextlib
 import http.client
 import json
 import logging
-import os
 import secrets
 import socket
 import threading
@@ -52,6 +51,7 @@ from urllib.parse import urlsplit
 
 from heatctl.config import OpenAIWorkloadConfig
 from heatctl.errors import plain
+from heatctl.workloads.spool import Job, JobSpool
 
 if TYPE_CHECKING:
     from heatctl.batch.store import QueuedRequest
@@ -59,19 +59,7 @@ if TYPE_CHECKING:
     from heatctl.worksource import WorkSource
 
 _LOGGER = logging.getLogger(__name__)
-RESULTS_SUFFIX = ".results.jsonl"
-RESCAN_S = 30.0
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-
-
-@dataclass
-class Job:
-    id: str
-    body: dict[str, Any]
-    source: Path  # the job file
-    results: Path
-    attempts: int = 0
-    error: str | None = None  # a job that could not even be read
 
 
 class Preempted(Exception):
@@ -117,7 +105,8 @@ class OpenAIWorkload:
         self._gpu_id = gpu_id
         self._cfg = cfg
         self._time_fn = time_fn
-        self._spool = Path(cfg.jobs).expanduser() if cfg.jobs else None
+        name = f"openai-{gpu_id}"
+        self.spool = JobSpool(Path(cfg.jobs).expanduser(), name, self._batch_news) if cfg.jobs else None
         self._batches = batches
         self._fallback: ProcessWorkload | None = None
         if cfg.fallback is not None:
@@ -131,17 +120,12 @@ class OpenAIWorkload:
         self._port = parts.port or (443 if self._https else 80)
         self._path = parts.path
         self._allowed = 0
-        self._queue: deque[Job] = deque()
-        self._pending: set[tuple[str, str]] = set()  # (file, id) queued or in flight
-        self._done_files: dict[Path, tuple[float, int]] = {}  # file → (mtime, size) when all its jobs had results
         self._cond = threading.Condition()
-        self._file_locks: dict[Path, threading.Lock] = {}
         self._stop = threading.Event()
         self._workers = [
             threading.Thread(target=self._worker, args=(i,), name=f"openai-{gpu_id}-{i}", daemon=True)
             for i in range(cfg.max_concurrency)
         ]
-        self._scanner = threading.Thread(target=self._scan_loop, name=f"openai-{gpu_id}-scan", daemon=True)
         self._rate_mark: tuple[float, int] | None = None
         self._rate: float | None = None
         self._write_problem: str | None = None  # results cannot be stored (disk full, …): a fault
@@ -151,9 +135,8 @@ class OpenAIWorkload:
 
     def start(self) -> None:
         self._rate_mark = (self._time_fn(), 0)
-        if self._spool is not None:
-            self._spool.mkdir(parents=True, exist_ok=True)
-            self._scanner.start()
+        if self.spool is not None:
+            self.spool.start()
         if self._batches is not None:
             self._batches.subscribe(self._batch_news)
         if self._fallback is not None:
@@ -201,8 +184,10 @@ class OpenAIWorkload:
 
     def _own_work(self) -> bool:
         with self._cond:
-            if self._queue or self.counters.in_flight:
+            if self.counters.in_flight:
                 return True
+        if self.spool is not None and self.spool.has_work():
+            return True
         return self._batches is not None and self._batches.has_work()
 
     def effective_level(self) -> float | None:
@@ -223,11 +208,11 @@ class OpenAIWorkload:
         return self._rate
 
     def status(self) -> str:
+        queued = len(self.spool) if self.spool is not None else 0
         with self._cond:
             c = self.counters
             line = (
-                f"openai: {c.in_flight} in flight of {self._allowed}, {len(self._queue)} queued, "
-                f"{c.done} done, {c.failed} failed"
+                f"openai: {c.in_flight} in flight of {self._allowed}, {queued} queued, {c.done} done, {c.failed} failed"
             )
         return line + (f"; fallback {self._fallback.status()}" if self._fallback is not None else "")
 
@@ -237,60 +222,15 @@ class OpenAIWorkload:
         with self._cond:
             self._allowed = 0
             self._cond.notify_all()
-        for thread in (*self._workers, self._scanner):
+        if self.spool is not None:
+            self.spool.stop()
+        for thread in self._workers:
             if thread.is_alive():
                 thread.join(timeout=2.0)
         if self._fallback is not None:
             self._fallback.stop()
 
-    # --- the spool --------------------------------------------------------------------
-
-    def _scan_loop(self) -> None:
-        # Scanner thread: the only reader of the spool; hands new jobs to the workers.
-        while not self._stop.is_set():
-            try:
-                self.scan()
-            except Exception:  # a bug here must not end the scanning
-                _LOGGER.exception("gpu %s: scanning the job spool failed", self._gpu_id)
-            self._stop.wait(RESCAN_S)
-
-    def scan(self) -> int:
-        """Queue every job in the spool that has no result yet; returns how many were added."""
-        added = 0
-        if self._spool is None:
-            return 0
-        try:
-            files = sorted(p for p in self._spool.glob("*.jsonl") if not p.name.endswith(RESULTS_SUFFIX))
-        except OSError as exc:
-            _LOGGER.error("gpu %s: cannot read the job spool %s: %s", self._gpu_id, self._spool, exc)
-            return 0
-        for path in files:
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            if self._done_files.get(path) == (stat.st_mtime, stat.st_size):
-                continue
-            results = path.with_name(path.name.removesuffix(".jsonl") + RESULTS_SUFFIX)
-            finished = _finished_ids(results)
-            open_jobs = 0
-            for job in _read_jobs(path, results):
-                key = (str(path), job.id)
-                if job.id in finished:
-                    continue
-                open_jobs += 1
-                with self._cond:
-                    if key in self._pending:
-                        continue
-                    self._pending.add(key)
-                    self._queue.append(job)
-                    self._cond.notify()
-                added += 1
-            if open_jobs == 0:
-                self._done_files[path] = (stat.st_mtime, stat.st_size)
-        if added:
-            _LOGGER.info("gpu %s: %d job(s) queued from %s", self._gpu_id, added, self._spool)
-        return added
+    # --- results ----------------------------------------------------------------------
 
     def _stored(self, write: Callable[[], None]) -> bool:
         """Run a result's write until it succeeds (a full or read-only disk: the result waits here, the
@@ -318,20 +258,10 @@ class OpenAIWorkload:
         return self._write_problem
 
     def _record(self, job: Job, result: dict[str, Any]) -> None:
-        """Append the result, fsynced; only then is the job forgotten (it is finished on disk)."""
-        if not self._stored(lambda: self._append(job, result)):
-            return  # shutting down: the job has no result and runs again next start
-        with self._cond:
-            self._pending.discard((str(job.source), job.id))
-
-    def _append(self, job: Job, result: dict[str, Any]) -> None:
-        with self._cond:
-            lock = self._file_locks.setdefault(job.results, threading.Lock())
-        line = json.dumps({"id": job.id, **result}, ensure_ascii=False) + "\n"
-        with lock, job.results.open("a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        """The job's result into the spool; a write that fails is tried again until it is stored."""
+        spool = self.spool
+        assert spool is not None  # a job came from it
+        self._stored(lambda: spool.complete(job, result))  # False: shutting down, the job runs next start
 
     # --- workers ----------------------------------------------------------------------
 
@@ -345,8 +275,8 @@ class OpenAIWorkload:
                     if slot < self._slots_now():
                         work = self._batches.take(self._gpu_id) if self._batches is not None else None
                         spool_ok = self._batches is None or self._batches.heat_wanted  # not for due work
-                        if work is None and self._queue and spool_ok:
-                            work = self._queue.popleft()
+                        if work is None and spool_ok and self.spool is not None:
+                            work = self.spool.take()
                         if work is not None:
                             break
                     self._cond.wait(timeout=1.0)
@@ -373,10 +303,9 @@ class OpenAIWorkload:
     def _give_back(self, work: Job | QueuedRequest) -> None:
         """Work a worker could not finish goes back to where it came from."""
         try:
-            if isinstance(work, Job):
-                with self._cond:
-                    self._queue.append(work)
-            elif self._batches is not None:
+            if isinstance(work, Job) and self.spool is not None:
+                self.spool.requeue(work)
+            elif not isinstance(work, Job) and self._batches is not None:
                 self._batches.release(work)
         except Exception:
             _LOGGER.exception("gpu %s: cannot hand %s back", self._gpu_id, _work_name(work))
@@ -509,8 +438,8 @@ class OpenAIWorkload:
                 job.attempts -= 1
                 with self._cond:
                     self.counters.preempted += 1
-                    self._queue.appendleft(job)
-                    self._cond.notify()
+                assert self.spool is not None  # a job came from it
+                self.spool.release(job)
                 return
             except RequestError as exc:
                 if exc.retryable and job.attempts < self._cfg.max_attempts and not self._stop.is_set():
@@ -611,58 +540,6 @@ def _sse_events(response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
 
 def _work_name(work: Job | QueuedRequest) -> str:
     return f"job {work.id}" if isinstance(work, Job) else f"batch request {work.custom_id}"
-
-
-def _read_jobs(path: Path, results: Path) -> Iterator[Job]:
-    """The file's jobs. A last line without its newline is still being written: it is read at a later
-    scan, once whole. A job without an ``id`` runs under ``<file>:<line>``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        _LOGGER.error("cannot read job file %s: %s", path, exc)
-        return
-    lines = text.split("\n")[:-1]  # whole lines only: what follows the last newline is not finished
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        fallback_id = f"{path.name}:{lineno}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Job(
-                id=fallback_id, body={}, source=path, results=results, error=f"line {lineno} is not JSON: {exc.msg}"
-            )
-            continue
-        if not isinstance(data, dict):
-            yield Job(
-                id=fallback_id, body={}, source=path, results=results, error=f"line {lineno} is not a JSON object"
-            )
-            continue
-        job_id = str(data.pop("id", fallback_id))
-        if "messages" not in data and "prompt" not in data:
-            yield Job(id=job_id, body={}, source=path, results=results, error="a job needs 'messages' or 'prompt'")
-            continue
-        yield Job(id=job_id, body=data, source=path, results=results)
-
-
-def _finished_ids(results: Path) -> set[str]:
-    """Ids with a final result. A torn last line (a crash mid-write) is ignored: that job runs again."""
-    done: set[str] = set()
-    try:
-        text = results.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return done
-    except (OSError, UnicodeDecodeError) as exc:
-        _LOGGER.error("cannot read results %s: %s", results, exc)
-        return done
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and entry.get("status") in ("ok", "failed") and "id" in entry:
-            done.add(str(entry["id"]))
-    return done
 
 
 def probe_server(url: str, timeout_s: float = 5.0) -> str:
