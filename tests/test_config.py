@@ -36,7 +36,8 @@ def test_minimal_config_gets_safe_defaults() -> None:
     ],
 )
 def test_top_level_problems_name_their_path(snippet: str, expected: str) -> None:
-    problems = problems_of(MINIMAL_YAML + snippet)
+    base = MINIMAL_YAML.replace("node_id: test-node\n", "") if snippet.startswith("node_id") else MINIMAL_YAML
+    problems = problems_of(base + snippet)
     assert any(expected in p for p in problems), problems
 
 
@@ -190,3 +191,21 @@ def test_work_is_named_tokens_where_the_workload_counts_tokens() -> None:
     assert units["homeassistant/sensor/test-node/work_done/config"] == "tokens"
     sim = parse_config(MINIMAL_YAML)
     assert work_unit([g.workload for g in sim.gpus]) == "units"
+
+
+def test_a_key_given_twice_is_an_error_not_the_last_one_silently() -> None:
+    problems = problems_of(MINIMAL_YAML + "node_id: other\n")
+    assert len(problems) == 1 and "the key 'node_id' is given twice (first on line 2)" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("control", "expected"),
+    [
+        ("{max_room_c: 95}", "control.max_room_c: input should be less than or equal to 35"),
+        ("{max_room_c: 5}", "control.max_room_c: input should be greater than or equal to 15"),
+    ],
+)
+def test_a_control_setting_no_room_can_use_is_refused(control: str, expected: str) -> None:
+    text = MINIMAL_YAML.replace("    gpus: [gpu0]", f"    control: {control}\n    gpus: [gpu0]")
+    problems = problems_of(text)
+    assert any(expected in p for p in problems), problems

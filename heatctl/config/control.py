@@ -19,7 +19,7 @@ class ControlConfig(_Strict):
     ki: Annotated[float, Field(ge=0)] = 0.4  # W per K·s (integral time kp/ki = 500 s)
     kd: Annotated[float, Field(ge=0)] = 0.0  # W·s per K
     ua_w_per_k: Annotated[float, Field(ge=0)] | None = None  # outdoor feed-forward
-    max_room_c: float = 26.0
+    max_room_c: Annotated[float, Field(ge=15, le=35)] = 26.0  # above it, no heat at all (a safety bound)
     max_dt_s: Annotated[float, Field(gt=0)] | None = None  # default 3 × interval_s
 
     @property
