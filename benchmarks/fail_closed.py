@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from faults import Clock  # noqa: E402  (the fault matrix's fake service clock)
+
 from heatctl.batch.queue import BatchQueue  # noqa: E402
 from heatctl.batch.store import BatchStore  # noqa: E402
 from heatctl.config import BatchApiConfig, OpenAIWorkloadConfig, parse_config  # noqa: E402
@@ -40,17 +42,6 @@ zones: [{{name: office, temperature: {{topic: t}}, setpoint: {{topic: s}}, gpus:
 gpus: [{{id: gpu0, backend: sim}}]
 """
 Row = tuple[str, str, str, str]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def wait(self, event: threading.Event, timeout_s: float) -> bool:
-        return event.is_set()
 
 
 def line(custom_id: str) -> str:

@@ -148,6 +148,7 @@ class TickPolicy:
         self.runners = [g for g in runners if any(g in z.gpus for z in cfg.zones)]  # GPUs that run batch work
         self._time_fn = time_fn
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
+        self._zones = {z.name: z for z in cfg.zones}
         self.presets = {z.name: "none" for z in cfg.zones}
         self._quiet = False  # the last tick's cap was lowered by quiet hours
         self._presets_set = False  # some zone has a preset (checked each tick only then)
@@ -287,7 +288,7 @@ class TickPolicy:
             failsafe = zout.failsafe
             if inputs.mode != "heat" or zin.mode != "heat":
                 failsafe = failsafe or "heatctl off"
-            zone = next(z for z in self.cfg.zones if z.name == name)
+            zone = self._zones[name]
             lost = [g for g in zone.gpus if g in faults]
             failsafe = failsafe or (f"gpu {lost[0]}: {faults[lost[0]]}" if lost else None)
             commands[name] = cascade.update(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +12,6 @@ import numpy as np
 import numpy.typing as npt
 
 from heatctl.accounting import WANTED_BAND_K
-from heatctl.batch.queue import work_for_plan
 from heatctl.clock import local_minutes
 from heatctl.config import Config, GpuConfig, PlannerConfig, SourceConfig, ZoneConfig
 from heatctl.control.core import GpuState
@@ -155,7 +153,8 @@ def simulate(
             time_fn=clock,
             tz=scenario.tz,
             cap_w=cap_w,
-            work_fn=functools.partial(_work_heat, work, ctrl, plant, gpu_ids) if work is not None else None,
+            # The work due as the service's planner is told it: the policy's own rule.
+            work_fn=(lambda: policy.work_for_plan(zone.name)) if work is not None else None,
         )
     # The same policy as the service: caps and quiet hours, the plan's targets, the cascade, work due.
     policy = TickPolicy(
@@ -341,23 +340,6 @@ def _signal_columns(cols: dict[str, npt.NDArray[np.float64]], signals: ScenarioS
     cols["price_per_kwh"] = price if price is not None else np.full(len(t), math.nan)
     cols["surplus_w"] = signals.solar.at_many(t) if signals.solar is not None else np.zeros(len(t))
     cols["carbon_g_per_kwh"] = signals.carbon.at_many(t) if signals.carbon is not None else np.full(len(t), math.nan)
-
-
-def _work_heat(
-    work: SimWorkSource, ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]
-) -> tuple[tuple[float, float], ...]:
-    """The open batches as the planner sees them (as the service's ``_work_for_plan``)."""
-    efficient_rate = _full_rate(ctrl, plant, gpu_ids)
-    flat_rate = _flat_rate(plant, gpu_ids)
-    heat_w = sum(plant.power_w(plant.cfg.max_limit_w, 1.0) - plant.cfg.idle_w for _ in gpu_ids)
-    if efficient_rate <= 0 or flat_rate <= 0 or heat_w <= 0:
-        return ()
-    return work_for_plan(work.open_work(), full_speedup=flat_rate / efficient_rate, full_heat_w=heat_w)
-
-
-def _flat_rate(plant: SimGpuModel, gpu_ids: list[str]) -> float:
-    """Work per second of all the zone's GPUs at full power."""
-    return sum(plant.work_rate(plant.cfg.max_limit_w, 1.0) for _ in gpu_ids)
 
 
 def _full_rate(ctrl: Any, plant: SimGpuModel, gpu_ids: list[str]) -> float:
