@@ -106,9 +106,9 @@ def with_the_planner(work_h: float) -> bool:
     scen = base.model_copy(update={"batches": Scenario.model_validate({"duration_h": 1, "batches": batches}).batches})
     zone = {"name": "room", "temperature": {"topic": "t"}, "setpoint": {"topic": "s"}, "gpus": ["gpu0"]}
     runs = {}
-    import heatctl.sim.runner as runner_module
+    from heatctl.control.policy import TickPolicy
 
-    work_heat = runner_module._work_heat
+    work_for_plan = TickPolicy.work_for_plan
     for label, planner in (
         ("reacting", None),
         ("planner", {"objective": "energy"}),
@@ -119,11 +119,11 @@ def with_the_planner(work_h: float) -> bool:
             | ({"planner": planner} if planner else {})
         )
         if label == "blind":  # the planner, not told of the work: the deadline rule alone runs it
-            runner_module._work_heat = lambda *_: ()  # type: ignore[assignment]
+            TickPolicy.work_for_plan = lambda self, zone: ()  # type: ignore[method-assign]
         try:
             runs[label] = simulate(scen, cfg, base_dir=setback.parent)
         finally:
-            runner_module._work_heat = work_heat
+            TickPolicy.work_for_plan = work_for_plan  # type: ignore[method-assign]
     print(f"\nnight batches ({work_h:g} h of work, 23:00 → 03:00) in the setback fortnight, second week:")
     print(f"  {'':<10}{'on time':>9}{'batch kWh':>11}{'reused':>8}{'discomfort K·h':>16}{'energy kWh':>12}")
     shares = {}
