@@ -240,6 +240,65 @@ def slow_request(work: Path) -> Row:
         store.close()
 
 
+def connection_flood(work: Path) -> Row:
+    import socket
+    import urllib.request
+
+    from heatctl.batch.api import BatchApi, BatchApiServer
+    from tests.services import free_port
+
+    store = BatchStore(work / "flood")
+    cfg = BatchApiConfig(token=TOKEN, max_connections=64)  # type: ignore[arg-type]
+    queue = BatchQueue(store, cfg, slots=1)
+    port = free_port()
+    server = BatchApiServer(BatchApi(cfg, store, queue), "127.0.0.1", port, max_connections=cfg.max_connections)
+    server.start()
+    idle = []
+    try:
+        for _ in range(300):  # slow clients that never send a request
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+        wait_for(lambda: server.refused_connections >= 300 - cfg.max_connections - 1, 10)
+        refused = server.refused_connections
+        for sock in idle:
+            sock.close()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/batches")
+        request.add_header("Authorization", f"Bearer {TOKEN}")
+        ok = wait_for(lambda: urllib.request.urlopen(request, timeout=5).status == 200, 10)
+        return (
+            f"300 idle connections, max_connections {cfg.max_connections}",
+            f"held {300 - refused}, answered {refused} with 503; after them the API answers: {ok}",
+            "heat control untouched (its own thread)",
+            "nothing",
+        )
+    finally:
+        server.stop()
+        queue.stop()
+        store.close()
+
+
+def retained_of_unknown_age(work: Path) -> Row:
+    from heatctl.sources.mqtt import _handler
+    from heatctl.sources.store import ReadingStore
+
+    clock = Clock()
+    cfg = parse_config(MINIMAL.format(state=work))
+    store = ReadingStore(cfg.zones, clock)
+    zone = cfg.zones[0]
+    handle = _handler(store, "office", "temperature", zone.temperature, lambda: 1_800_000_000.0)
+    handle("t", b"17.0", True)  # kept by the broker since some time; the payload does not say when
+    inputs = store.zone_inputs("office")
+    from heatctl.control.safety import fresh
+
+    shown = inputs.temperature.value if inputs.temperature else None
+    trusted = fresh(inputs.temperature, clock.now_s, inputs.temperature_stale_s)
+    return (
+        "a retained temperature of unknown age",
+        f"kept {shown} °C to show, trusted: {trusted}; fresh at the first live message",
+        "none until then (fail-safe: temperature stale)",
+        "nothing",
+    )
+
+
 def main() -> int:
     faults = (
         damaged_state_json,
@@ -248,6 +307,8 @@ def main() -> int:
         damaged_batch_db,
         full_disk,
         slow_request,
+        connection_flood,
+        retained_of_unknown_age,
     )
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="heatctl-faults-") as tmp:

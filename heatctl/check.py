@@ -8,13 +8,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from heatctl.config import BatchApiConfig, OpenAIWorkloadConfig, load_config
 from heatctl.errors import BackendError, HeatctlError, plain
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from heatctl.config import Config, GpuConfig, SourceConfig, ZoneConfig
 
@@ -116,7 +116,8 @@ def check_batch_api(api: BatchApiConfig) -> CheckRow:
     return _row(part, True, f"{url} answers; {len(listed)} recent batch(es); max file {api.max_file_mb:g} MB")
 
 
-def check_state_dir(cfg: Config) -> CheckRow:
+def check_state_dir(cfg: Config, disk_usage: Callable[[Path], Any] = shutil.disk_usage) -> CheckRow:
+    """Writable, room to write (results, the previous copies of state files), no damaged state file."""
     path = cfg.resolved_state_dir()
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -125,11 +126,22 @@ def check_state_dir(cfg: Config) -> CheckRow:
         probe.unlink()
     except OSError as exc:
         return _row("state_dir", False, f"{path}: {exc}", "create it writable for the heatctl user")
+    free_mb = disk_usage(path).free / 1e6
+    need_mb = MIN_FREE_MB + (2 * cfg.batch_api.max_file_mb if cfg.batch_api is not None else 0.0)
+    space = f"{free_mb:,.0f} MB free"
+    if free_mb < 1.0:
+        return _row("state_dir", False, f"{path}: {space}", "free space: state and results cannot be written")
     damaged = [problem for name in STATE_FILES if (problem := _damaged(path / name)) is not None]
     if damaged:
         fix = "heatctl takes the safe side (mode off, the driver's default limit); check what it says, then run it"
-        return CheckRow("state_dir", True, f"{path} is writable; " + "; ".join(damaged), fix, warn=True)
-    return _row("state_dir", True, f"{path} is writable")
+        return CheckRow("state_dir", True, f"{path} is writable, {space}; " + "; ".join(damaged), fix, warn=True)
+    if free_mb < need_mb:
+        fix = f"free space: below {need_mb:,.0f} MB, uploads and results may fail (they are retried, nothing is lost)"
+        return CheckRow("state_dir", True, f"{path} is writable, only {space}", fix, warn=True)
+    return _row("state_dir", True, f"{path} is writable, {space}")
+
+
+MIN_FREE_MB = 100.0  # state files, their copies, a day of logs
 
 
 STATE_FILES = ("state.json", "limits.json", "main_heating.json")

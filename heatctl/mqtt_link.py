@@ -19,6 +19,8 @@ from heatctl.config import MqttConfig, TlsConfig
 _LOGGER = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], None]
+# Also told whether the broker kept the message (retained): its age is then unknown unless it says.
+MessageHandler = Callable[[str, bytes, bool], None]
 
 
 def configure_client(client: mqtt.Client, cfg: MqttConfig) -> None:
@@ -72,7 +74,7 @@ class MqttLink:
     def __init__(self, cfg: MqttConfig, node_id: str, *, client_id: str | None = None) -> None:
         self.cfg = cfg
         self.availability_topic = f"{cfg.base_topic}/{node_id}/availability"
-        self._handlers: dict[str, list[Handler]] = {}
+        self._handlers: dict[str, list[MessageHandler]] = {}
         self._on_connect_hooks: list[Callable[[], None]] = []
         self.connected = threading.Event()
         self.connects = 0
@@ -95,6 +97,10 @@ class MqttLink:
 
     def subscribe(self, topic: str, handler: Handler) -> None:
         """Register before ``start``; (re)subscribed on every connect."""
+        self.subscribe_messages(topic, lambda t, payload, retained: handler(t, payload))
+
+    def subscribe_messages(self, topic: str, handler: MessageHandler) -> None:
+        """As ``subscribe``, for handlers that must know a retained message from a live one."""
         self._handlers.setdefault(topic, []).append(handler)
 
     def on_connect(self, hook: Callable[[], None]) -> None:
@@ -177,6 +183,6 @@ class MqttLink:
             handlers = [h for sub, hs in self._handlers.items() if mqtt.topic_matches_sub(sub, msg.topic) for h in hs]
         for handler in handlers:
             try:
-                handler(msg.topic, bytes(msg.payload))
+                handler(msg.topic, bytes(msg.payload), bool(msg.retain))
             except Exception:  # a bad message must never kill the network thread
                 _LOGGER.exception("handling a message on %s failed", msg.topic)

@@ -117,7 +117,7 @@ class Service:
             act.start()
         if self.cfg.mqtt is not None:
             self.link = MqttLink(self.cfg.mqtt, self.cfg.node_id)
-            bind_mqtt_sources(self.cfg, self.link, self.store)  # and asks devices for readings on connect
+            bind_mqtt_sources(self.cfg, self.link, self.store, self._wall_fn)  # and asks devices to report
             bind_commands(self.cfg, self.link, self.inbox, lambda: self._capacity_w)
             self.outputs = MqttOutputs(self.cfg, self.link, state_dir=self.state_dir, node_capacity_w=self._capacity_w)
             self._open_planner()  # its forecast topics are subscribed before the link connects

@@ -32,7 +32,11 @@ class Api:
         self.queue = BatchQueue(self.store, self.cfg, slots=1)
         api = BatchApi(self.cfg, self.store, self.queue, body_idle_s=timeouts.get("body_idle_s", 30.0))
         self.server = BatchApiServer(
-            api, "127.0.0.1", self.port, header_timeout_s=timeouts.get("header_timeout_s", 15.0)
+            api,
+            "127.0.0.1",
+            self.port,
+            header_timeout_s=timeouts.get("header_timeout_s", 15.0),
+            max_connections=int(timeouts.get("max_connections", 256)),
         )
         self.server.start()
 
@@ -187,3 +191,43 @@ def test_a_short_token_is_refused_by_the_config() -> None:
         BatchApiConfig(token="")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least 16 characters"):
         BatchApiConfig(token="short-token")  # type: ignore[arg-type]
+
+
+def test_connections_over_the_cap_are_turned_away_with_503_and_the_api_recovers(
+    tmp_path: Path, made: list[Api]
+) -> None:
+    api = Api(tmp_path, max_connections=4)
+    made.append(api)
+    idle = [socket.create_connection(("127.0.0.1", api.port)) for _ in range(4)]  # slow clients, holding on
+    wait_for(lambda: len(api.server._runner.server.connections), lambda n: n == 4)  # type: ignore[union-attr]
+    with socket.create_connection(("127.0.0.1", api.port)) as extra:
+        answer = closed_within(extra, 5.0)
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
+    assert b'"code": "too_many_connections"' in answer and b"Retry-After: 5" in answer
+    assert api.server.refused_connections >= 1
+    for sock in idle:
+        sock.close()
+    _, body = wait_for(lambda: api.request("GET", "/v1/batches"), lambda r: r[0] == 200)
+    assert body["object"] == "list"
+
+
+def wait_for(call: Any, ok: Any, timeout_s: float = 10.0) -> Any:
+    from tests.services import wait_until
+
+    return wait_until(lambda: (r := call()) and ok(r) and r, timeout_s, "the API to answer")
+
+
+def test_event_loop_errors_are_logged_once_a_minute_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    from heatctl.batch.api import RateLimitedLoopErrors
+
+    now = [0.0]
+    handler = RateLimitedLoopErrors(every_s=60.0, clock=lambda: now[0])
+    context = {"message": "socket.accept() out of system resource", "exception": OSError(24, "Too many open files")}
+    with caplog.at_level("ERROR", logger="heatctl.batch.api"):
+        for second in range(125):  # asyncio says it once a second while descriptors run out
+            now[0] = float(second)
+            handler(None, context)  # type: ignore[arg-type]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines  # at 0 s, 60 s and 120 s
+    assert "too many open files" in lines[0] and "more like it" not in lines[0]
+    assert lines[1].endswith("(59 more like it since)") and lines[2].endswith("(59 more like it since)")

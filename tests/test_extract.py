@@ -7,7 +7,7 @@ import json
 import pytest
 
 from heatctl.config import SourceConfig
-from heatctl.sources.extract import PayloadError, Role, extract
+from heatctl.sources.extract import PayloadError, Role, extract, reported_age_s
 
 Z2M_TRV = json.dumps(
     {
@@ -147,3 +147,23 @@ def test_a_deeply_nested_forecast_is_left_out_with_a_reason() -> None:
 
     with pytest.raises(ForecastError, match="nested deeper"):
         parse_payload(b"[" * 5000 + b"]" * 5000, (-10.0, 100.0))
+
+
+@pytest.mark.parametrize(
+    ("payload", "age_s"),
+    [
+        (b'{"temperature": 20, "last_seen": "2027-01-15T07:59:00Z"}', 60.0),
+        (b'{"temperature": 20, "last_seen": "2027-01-15T08:59:30+01:00"}', 30.0),
+        (b'{"temperature": 20, "last_seen": 1800000000000}', 0.0),
+        (b'{"temperature": 20, "last_seen": 1799999990000}', 10.0),
+        (b'{"temperature": 20, "last_seen": "2027-01-15T08:00:10Z"}', 0.0),  # a clock ahead is not negative
+        (b'{"temperature": 20}', None),
+        (b"20.5", None),
+        (b'{"temperature": 20, "last_seen": "yesterday"}', None),
+        (b'{"temperature": 20, "last_seen": true}', None),
+        (b'{"temperature": 20, "last_seen": 1e400}', None),
+        (b'["last_seen"]', None),
+    ],
+)
+def test_the_age_a_payload_reports(payload: bytes, age_s: float | None) -> None:
+    assert reported_age_s(payload, 1_800_000_000.0) == age_s

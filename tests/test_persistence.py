@@ -167,6 +167,26 @@ def test_check_says_which_state_file_is_damaged_and_what_heatctl_does(tmp_path: 
     assert row.ok and row.warn and "limits.json is damaged" in row.detail and "safe side" in row.fix
 
 
+def test_check_reports_the_state_dirs_free_space(tmp_path: Path) -> None:
+    from collections import namedtuple
+
+    from heatctl.check import check_state_dir
+
+    usage = namedtuple("usage", "total used free")
+    cfg = parse_config(MINIMAL_YAML + f"mqtt: null\nstate_dir: {tmp_path}\n")
+    row = check_state_dir(cfg, disk_usage=lambda p: usage(10**10, 0, 5 * 10**9))
+    assert row.ok and not row.warn and "5,000 MB free" in row.detail
+    row = check_state_dir(cfg, disk_usage=lambda p: usage(10**10, 0, 40 * 10**6))
+    assert row.ok and row.warn and "only 40 MB free" in row.detail and "below 100 MB" in row.fix
+    row = check_state_dir(cfg, disk_usage=lambda p: usage(10**10, 0, 10**5))
+    assert not row.ok and "0 MB free" in row.detail and "cannot be written" in row.fix
+    from heatctl.config import BatchApiConfig
+
+    with_api = cfg.model_copy(update={"batch_api": BatchApiConfig(token="t" * 16, max_file_mb=200)})  # type: ignore[arg-type]
+    row = check_state_dir(with_api, disk_usage=lambda p: usage(10**10, 0, 300 * 10**6))
+    assert row.warn and "below 500 MB" in row.fix  # room for an upload and its results
+
+
 def test_a_signal_while_the_loop_holds_its_wake_event_still_stops_it(tmp_path: Path) -> None:
     """SIGTERM can land while the main thread is inside Event.wait with the event's lock held; the
     handler must not take that lock itself (it would wait for ever: a stop that hangs)."""

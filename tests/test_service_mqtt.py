@@ -378,3 +378,33 @@ def test_the_first_reading_wakes_the_loop_instead_of_a_whole_interval_in_fail_sa
         service.stop_event.set()
         service.inbox.wake.set()
         worker.join(10)
+
+
+def test_a_retained_reading_of_unknown_age_is_not_fresh_but_one_with_last_seen_is(
+    mosquitto: Mosquitto, probe: Probe, tmp_path: Path
+) -> None:
+    """One staleness rule for every source: the data's own age. A retained message was kept by the
+    broker from some time ago; without a ``last_seen`` it is of unknown age and never holds the heat on."""
+    probe.publish(TRV, json.dumps({"local_temperature": 18.0, "occupied_heating_setpoint": 21.0}), retain=True)
+    wall_s = 1_800_000_000.0
+    svc = Service(make_config(mosquitto.port, tmp_path / "state"), wall_fn=lambda: wall_s)
+    svc.start()
+    try:
+        wait_until(lambda: svc.store.get("office", "temperature"), 10, "the retained reading")
+        snap = svc.tick()
+        assert snap.zones["office"].temperature_c == 18.0  # shown
+        assert snap.failsafe == "office: temperature stale"  # but not trusted: no heat on it
+        # The same device, republished with zigbee2mqtt's last_seen of 2 minutes ago: fresh.
+        two_min_ago = "2027-01-15T07:58:00+00:00"  # wall_s is 2027-01-15T08:00:00Z
+        payload = {"local_temperature": 18.5, "occupied_heating_setpoint": 21.0, "last_seen": two_min_ago}
+        probe.publish(TRV, json.dumps(payload), retain=True)
+        snap = tick_until(svc, lambda s: s.zones["office"].temperature_c == 18.5, "the live reading")
+        assert snap.failsafe is None and snap.zones["office"].demand_w > 0
+        # Last seen two days ago (a dead device whose last state zigbee2mqtt still serves): stale.
+        payload["last_seen"] = int((wall_s - 2 * 86400) * 1000)  # epoch milliseconds, the other format
+        payload["local_temperature"] = 18.7
+        probe.publish(TRV, json.dumps(payload))
+        snap = tick_until(svc, lambda s: s.zones["office"].temperature_c == 18.7, "the old reading")
+        assert snap.failsafe == "office: temperature stale"
+    finally:
+        svc.shutdown()

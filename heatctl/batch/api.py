@@ -14,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import json
 import logging
+import math
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -342,9 +345,19 @@ def _no_such(kind: str, object_id: str) -> web.Response:
 class BatchApiServer:
     """Runs the API on a thread of its own with its own event loop; never stops the control loop."""
 
-    def __init__(self, api: BatchApi, host: str, port: int, *, header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        api: BatchApi,
+        host: str,
+        port: int,
+        *,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
+        max_connections: int = 256,
+    ) -> None:
         self.api = api
         self._header_timeout_s = header_timeout_s
+        self._max_connections = max_connections
+        self.refused_connections = 0  # turned away at the cap (the event loop's thread)
         self.host, self.port = host, port
         self.error: str | None = None
         self._loop = asyncio.new_event_loop()
@@ -362,6 +375,7 @@ class BatchApiServer:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
+        self._loop.set_exception_handler(RateLimitedLoopErrors())
         try:
             self._loop.run_until_complete(self._open())
         except OSError as exc:
@@ -386,8 +400,17 @@ class BatchApiServer:
             lingering_time=LINGER_S,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = CappedSite(self._runner, self.host, self.port, cap=self._max_connections, on_refuse=self._refused)
         await site.start()
+
+    def _refused(self) -> None:
+        self.refused_connections += 1
+        if self.refused_connections == 1 or self.refused_connections % 1000 == 0:
+            _LOGGER.warning(
+                "batch API: %d connections open, the most it takes (max_connections); %d turned away with 503 so far",
+                self._max_connections,
+                self.refused_connections,
+            )
 
     async def _close(self) -> None:
         if self._runner is not None:
@@ -397,3 +420,70 @@ class BatchApiServer:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10.0)
+
+
+class CappedSite(web.TCPSite):
+    """A TCP site that holds at most ``cap`` connections: the one over it is answered ``503`` and
+    closed at once, so a flood of idle clients cannot take the process's file descriptors."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, cap: int, on_refuse: Callable[[], None]) -> None:
+        super().__init__(runner, host, port)
+        self._cap = cap
+        self._on_refuse = on_refuse
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+
+        def protocol() -> asyncio.BaseProtocol:
+            if len(server.connections) >= self._cap:
+                self._on_refuse()
+                return _TurnAway()
+            return server()
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(protocol, self._host, self._port, reuse_address=self._reuse_address)
+
+
+class _TurnAway(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        body = json.dumps(
+            {
+                "error": {
+                    "message": "Too many connections; try again shortly.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": "too_many_connections",
+                }
+            }
+        ).encode()
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        transport.write(head.encode() + body)
+        transport.close()
+
+
+class RateLimitedLoopErrors:
+    """The API loop's exception handler: what asyncio reports (``accept() out of system resource``
+    when file descriptors run out, once a second) is logged once a minute per kind, with a count."""
+
+    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every_s = every_s
+        self._clock = clock
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", "event loop error"))
+        now_s = self._clock()
+        said_s, missed = self._last.get(message, (-math.inf, 0))
+        if now_s - said_s < self._every_s:
+            self._last[message] = (said_s, missed + 1)
+            return
+        self._last[message] = (now_s, 0)
+        exc = context.get("exception")
+        more = f" ({missed} more like it since)" if missed else ""
+        _LOGGER.error("batch API: %s%s%s", message, f": {plain(exc)}" if exc else "", more)

@@ -34,7 +34,7 @@ class NodeBatches:
             upstream=upstream.url,
             upstream_key=upstream.api_key.get_secret_value() if upstream.api_key else None,
         )
-        self.server = BatchApiServer(api, api_cfg.host, api_cfg.port)
+        self.server = BatchApiServer(api, api_cfg.host, api_cfg.port, max_connections=api_cfg.max_connections)
         self.server.start()
 
     def state(self) -> dict[str, Any]:

@@ -66,7 +66,7 @@ class BatchApiConfig(_Strict):
     completion_windows: list[str] = Field(default=["24h"], min_length=1)
     passthrough: bool = True  # /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models proxied
     passthrough_when_off: bool = False  # passthrough also while heatctl is off or in fail-safe (its heat unwanted)
-    max_connections: Annotated[int, Field(ge=4, le=10_000)] = 256  # open at once; more wait at the door
+    max_connections: Annotated[int, Field(ge=4, le=10_000)] = 256  # open at once; the next is answered 503
 
     @field_validator("token")
     @classmethod

@@ -6,6 +6,7 @@ Pure functions. Every rejection raises ``PayloadError`` with a reason fit for a 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -137,6 +138,28 @@ def extract(payload: bytes, source: SourceConfig, role: Role) -> float:
     if role == "mode":
         return to_heating(value)
     return to_number(value, source, role)
+
+
+def reported_age_s(payload: bytes, wall_now_s: float) -> float | None:
+    """How old the data in a payload says it is (zigbee2mqtt's ``last_seen``: ISO 8601, or epoch
+    milliseconds), or None when it does not say."""
+    if b'"last_seen"' not in payload:
+        return None
+    try:
+        data = parse_json(decode(payload))
+    except (UntrustedJsonError, PayloadError):
+        return None
+    seen = data.get("last_seen") if isinstance(data, dict) else None
+    try:
+        if isinstance(seen, (int, float)) and not isinstance(seen, bool):
+            seen_s = seen / 1000.0
+        elif isinstance(seen, str):
+            seen_s = datetime.fromisoformat(seen.replace("Z", "+00:00")).timestamp()
+        else:
+            return None
+    except (ValueError, OverflowError):
+        return None
+    return max(wall_now_s - seen_s, 0.0) if math.isfinite(seen_s) else None
 
 
 def describe(value: float, role: Role) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from heatctl.config import Config, SourceConfig, ZoneConfig
-from heatctl.mqtt_link import Handler, MqttLink
-from heatctl.sources.extract import PayloadError, Role, extract
+from heatctl.mqtt_link import MessageHandler, MqttLink
+from heatctl.sources.extract import PayloadError, Role, extract, reported_age_s
 from heatctl.sources.store import ROLES, ReadingStore
 
 
@@ -16,14 +17,16 @@ def zone_sources(zone: ZoneConfig) -> Iterator[tuple[Role, SourceConfig]]:
         yield ROLES[field_name], source
 
 
-def bind_mqtt_sources(cfg: Config, link: MqttLink, store: ReadingStore) -> int:
+def bind_mqtt_sources(
+    cfg: Config, link: MqttLink, store: ReadingStore, wall_fn: Callable[[], float] = time.time
+) -> int:
     """Subscribe every topic source, and ask the devices that can be asked for a reading on each
     connect (``read_requests``); returns how many were bound."""
     count = 0
     for zone in cfg.zones:
         for role, source in zone_sources(zone):
             if source.topic is not None:
-                link.subscribe(source.topic, _handler(store, zone.name, role, source))
+                link.subscribe_messages(source.topic, _handler(store, zone.name, role, source, wall_fn))
                 count += 1
     if requests := read_requests(cfg):
         link.on_connect(lambda: ask_for_readings(link, requests))
@@ -51,14 +54,22 @@ def ask_for_readings(link: MqttLink, requests: dict[str, str]) -> None:
         link.publish(topic, payload, qos=1)
 
 
-def _handler(store: ReadingStore, zone: str, role: Role, source: SourceConfig) -> Handler:
+def _handler(
+    store: ReadingStore, zone: str, role: Role, source: SourceConfig, wall_fn: Callable[[], float]
+) -> MessageHandler:
     # Runs on paho's network thread: parse, validate, store. Nothing else.
-    def handle(topic: str, payload: bytes) -> None:
+    def handle(topic: str, payload: bytes, retained: bool) -> None:
         try:
             value = extract(payload, source, role)
         except PayloadError as exc:
             store.reject(f"{topic} ({zone} {role})", payload, str(exc))
             return
-        store.put(zone, role, value, topic)
+        age_s = reported_age_s(payload, wall_fn())
+        if age_s is None and retained:
+            # The broker kept it from some time ago, and the payload does not say when: a reading
+            # of unknown age is not fresh. It is kept (shown, and known at once when live ones follow).
+            store.put_unknown_age(zone, role, value, topic)
+            return
+        store.put(zone, role, value, topic, age_s=age_s or 0.0)
 
     return handle

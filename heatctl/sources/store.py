@@ -44,6 +44,7 @@ class ReadingStore:
         self.bad_payloads = 0
         self.last_bad: str | None = None
         self._bad_by_origin: dict[str, int] = {}
+        self._unknown_age_said: set[str] = set()
 
     def put(self, zone: str, role: str, value: float, source: str, *, age_s: float = 0.0) -> None:
         """A reading; ``age_s``: how old the source says its data is (Home Assistant's
@@ -61,6 +62,22 @@ class ReadingStore:
         was_missing = previous is None or now_s - previous.at_s > stale_s
         if was_missing and now_s - taken_s <= stale_s and self._on_fresh is not None:
             self._on_fresh()  # wake the control loop: no need to wait a whole interval in fail-safe
+
+    def put_unknown_age(self, zone: str, role: str, value: float, source: str) -> None:
+        """A reading whose age nobody knows (a retained message without ``last_seen``): kept, but
+        already stale, so it never holds the heat on. Said once per source."""
+        stale_s = self._stale_after_s(zone, role)
+        with self._lock:
+            first = source not in self._unknown_age_said
+            self._unknown_age_said.add(source)
+        if first:
+            _LOGGER.warning(
+                "%s (%s %s): a retained message of unknown age; not counted fresh until the source reports live",
+                source,
+                zone,
+                role,
+            )
+        self.put(zone, role, value, source, age_s=stale_s + 1.0)
 
     def metered_w(self, now_s: float) -> dict[str, float]:
         """Zone → wall-plug meter watts, for zones whose meter reports fresh readings."""
