@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from heatctl.config import BatchApiConfig, OpenAIWorkloadConfig, load_config
 from heatctl.errors import BackendError, HeatctlError, plain
+from heatctl.locks import InstanceConflict
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -293,6 +294,8 @@ def check_gpu(cfg: Config, gcfg: GpuConfig) -> list[CheckRow]:
     part = f"gpu {gcfg.id}"
     try:
         gpu = open_gpu(gcfg, state_dir=cfg.resolved_state_dir(), time_fn=time.monotonic)
+    except InstanceConflict as exc:  # a running heatctl steers it: check leaves it alone
+        return [_row(part, True, f"not probed: {str(exc).replace(': stop it first', '')}"), check_workload(gcfg)]
     except HeatctlError as exc:
         fix = "install the NVIDIA driver; nvidia-smi must work" if gcfg.backend == "nvml" else ""
         return [_row(part, False, str(exc), fix), check_workload(gcfg)]

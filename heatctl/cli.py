@@ -10,10 +10,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from heatctl import __version__
 from heatctl.errors import ConfigError, HeatctlError
+from heatctl.locks import InstanceConflict
+
+if TYPE_CHECKING:
+    from heatctl.config import Config
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
@@ -141,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
+    except InstanceConflict as exc:
+        print(f"heatctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except HeatctlError as exc:
         print(f"heatctl: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
@@ -242,10 +249,21 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _restore(path: Path) -> int:
     from heatctl.config import load_config
-    from heatctl.workloads.process import resume_recorded
+    from heatctl.locks import state_dir_lock
 
     cfg = load_config(path)
     state_dir = cfg.resolved_state_dir()
+    lock = state_dir_lock(state_dir)
+    lock.acquire("heatctl restore")  # a live run's limits and held-back heating are its own to give back
+    try:
+        return _restore_left_behind(cfg, state_dir)
+    finally:
+        lock.release()
+
+
+def _restore_left_behind(cfg: Config, state_dir: Path) -> int:
+    from heatctl.workloads.process import resume_recorded
+
     done: list[str] = []
     for gpu in cfg.gpus:
         if gpu.workload.type == "process":

@@ -10,6 +10,7 @@ from types import FrameType
 
 from heatctl.config import Config
 from heatctl.errors import ConfigError, HeatctlError
+from heatctl.locks import InstanceConflict
 from heatctl.publish.mqtt_state import NodeSnapshot
 from heatctl.service import Service
 
@@ -29,6 +30,7 @@ def run_service(cfg: Config, *, on_ready: Callable[[Service], None] | None = Non
     for gpu in cfg.gpus:
         if gpu.backend == "sim":
             _LOGGER.warning("gpu %s is simulated (backend: sim): heatctl heats nothing on this machine", gpu.id)
+    refused = False
     try:
         service.start()
         _LOGGER.info(
@@ -42,6 +44,9 @@ def run_service(cfg: Config, *, on_ready: Callable[[Service], None] | None = Non
         if on_ready is not None:
             on_ready(service)
         service.run()
+    except InstanceConflict:
+        refused = True
+        raise  # exit 2, one line: the other instance is untouched
     except ConfigError:
         raise
     except HeatctlError as exc:
@@ -50,7 +55,8 @@ def run_service(cfg: Config, *, on_ready: Callable[[Service], None] | None = Non
     finally:
         notifier.stopping()
         service.shutdown()
-        _LOGGER.info("stopped: power limits restored, workloads left in their exit state")
+        if not refused:
+            _LOGGER.info("stopped: power limits restored, workloads left in their exit state")
     return 0
 
 

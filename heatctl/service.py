@@ -25,6 +25,7 @@ from heatctl.control.core import GpuState, NodeController, NodeOutput
 from heatctl.control.policy import TickDecision, TickInputs, TickPolicy, zones_heat_w
 from heatctl.control.safety import ZoneInputs
 from heatctl.gpu.base import Gpu
+from heatctl.locks import state_dir_lock
 from heatctl.mainheat.node import NodeMainHeating
 from heatctl.mqtt_link import MqttLink
 from heatctl.prices import price_now
@@ -69,6 +70,7 @@ class Service:
         self.clock: Clock = clock or RealClock()
         self.state_dir = cfg.resolved_state_dir()
         self.settings = NodeSettings(cfg, self.state_dir)
+        self._instance = state_dir_lock(self.state_dir)
         self.inbox = CommandInbox()
         self.store = ReadingStore(cfg.zones, self.clock, on_fresh=self.inbox.wake.set)
         self.stop_event = threading.Event()
@@ -104,6 +106,7 @@ class Service:
     def start(self) -> None:
         """Open GPUs and workloads, restore persisted state, connect MQTT and outputs."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._instance.acquire(f"node {self.cfg.node_id}")  # InstanceConflict: another heatctl has it
         if self.cfg.batch_api is not None:
             from heatctl.batch.node import NodeBatches
 
@@ -184,7 +187,10 @@ class Service:
             self.clock.wait(self.inbox.wake, next_tick_s - self.clock())
 
     def shutdown(self) -> None:
-        """Every exit path: main heating given back, workloads to their exit state, GPUs to their limits, offline."""
+        """Every exit path: main heating given back, workloads to their exit state, GPUs to their limits, offline.
+        A service refused at start (another heatctl has its state_dir) touches nothing."""
+        if not self._instance.held:
+            return
         if self.main is not None:
             self.main.give_back()
         for part in (*self.actuators.values(), self.planner, self.node_batches):
@@ -200,6 +206,7 @@ class Service:
                 _LOGGER.exception("closing an output failed")
         if self.link is not None:
             self.link.stop()
+        self._instance.release()
 
     def tick(self) -> NodeSnapshot:
         assert self.controller is not None and self.policy is not None  # after start()

@@ -205,6 +205,7 @@ def fake_nvml(fakenvml_lib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     directory = tmp_path / "fakenvml"
     directory.mkdir()
     monkeypatch.setenv("FAKENVML_DIR", str(directory))
+    monkeypatch.setenv("HEATCTL_RUN_DIR", str(tmp_path / "run"))  # this test's per-GPU locks
     fake = FakeNvml(directory, fakenvml_lib)
     fake.configure()
     yield fake

@@ -299,3 +299,73 @@ def test_a_lost_file_makes_the_gpu_fall_off_the_bus_until_it_is_gone(fake_nvml: 
     clock.advance(30)
     assert gpu.read().fault is None
     gpu.restore()
+
+
+def test_a_second_heatctl_on_the_same_gpu_or_state_dir_is_refused_in_one_line(
+    fake_nvml: FakeNvml, tmp_path: Path
+) -> None:
+    """Two instances on one card fought over its limit, and the second "restored" the first one's
+    cap on exit; two on one state_dir removed each other's entities. The second is refused."""
+    fake_nvml.configure(min_limit_w=100, max_limit_w=700, default_limit_w=450, idle_w=40)
+    fake_nvml.set_load(600)
+    first_cfg, other_dir_cfg = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first_cfg.write_text(nvml_service_config(tmp_path / "state-a"))
+    other_dir_cfg.write_text(nvml_service_config(tmp_path / "state-b"))
+    log = (tmp_path / "first.log").open("ab")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "heatctl", "run", "-c", str(first_cfg)], env=fake_nvml.env(), stderr=log
+    )
+    try:
+        lock = tmp_path / "state-a" / "heatctl.lock"
+        wait_until(
+            lambda: (
+                lock.exists()
+                and str(first.pid) in lock.read_text()
+                and "running" in (tmp_path / "first.log").read_text()
+            ),
+            30,
+            "the first run started",
+        )
+        fake_nvml_limit = fake_nvml.limit_w()
+        for cfg in (other_dir_cfg, first_cfg):  # the same GPU from another state_dir; the same state_dir
+            out = subprocess.run(
+                [sys.executable, "-m", "heatctl", "run", "-c", str(cfg)],
+                env=fake_nvml.env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert out.returncode == 2, out.stderr
+            lines = out.stderr.strip().splitlines()
+            assert len(lines) == 1 and f"pid {first.pid}" in lines[0] and "stop it first" in lines[0], out.stderr
+            assert ("GPU GPU-" in lines[0]) if cfg is other_dir_cfg else ("state_dir" in lines[0])
+        restore = subprocess.run(
+            [sys.executable, "-m", "heatctl", "restore", "-c", str(first_cfg)],
+            env=fake_nvml.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert restore.returncode == 2 and "in use by another heatctl" in restore.stderr
+        check = subprocess.run(
+            [sys.executable, "-m", "heatctl", "check", "-c", str(first_cfg)],
+            env=fake_nvml.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (
+            f"not probed: GPU GPU-fa4e0000-0000-4000-8000-000000000000 is in use by another heatctl (pid {first.pid}"
+            in check.stdout
+        ), check.stdout
+        assert first.poll() is None  # the first is untouched: still running, its limit as it set it
+        assert fake_nvml.limit_w() == fake_nvml_limit
+        assert not (tmp_path / "state-b" / "limits.json").exists()  # the refused one recorded nothing
+    finally:
+        first.terminate()
+        assert first.wait(20) == 0
+        log.close()
+    assert fake_nvml.limit_w() == 450.0  # the first gave the card its own limit back

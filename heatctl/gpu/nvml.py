@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from heatctl.config import GpuConfig
 from heatctl.errors import BackendError
 from heatctl.gpu.base import GpuReading
+from heatctl.locks import InstanceConflict, gpu_lock
 from heatctl.state import StateFile
 
 _LOGGER = logging.getLogger(__name__)
@@ -115,6 +116,13 @@ class NvmlGpu:
         self._last_retry_s = -float("inf")
         self._handle = self._open_handle()
         self.uuid = self._call("read the UUID", self._n.nvmlDeviceGetUUID, self._handle)
+        self._instance = gpu_lock(self.uuid)  # before its limit is read as the original: no other heatctl on it
+        try:
+            self._instance.acquire(f"gpu {cfg.id}")
+        except InstanceConflict:
+            with contextlib.suppress(self._n.NVMLError):
+                self._n.nvmlShutdown()
+            raise
         self.name = self._call("read the name", self._n.nvmlDeviceGetName, self._handle)
         lo_mw, hi_mw = self._call(
             "read power limit constraints", self._n.nvmlDeviceGetPowerManagementLimitConstraints, self._handle
@@ -283,6 +291,7 @@ class NvmlGpu:
             try:
                 self._restore_limit()
             finally:
+                self._instance.release()
                 with contextlib.suppress(self._n.NVMLError):
                     self._n.nvmlShutdown()
 
