@@ -26,6 +26,7 @@ def build_snapshot(
     mode: str,
     zone_modes: Mapping[str, str],
     windows_open: Mapping[str, bool | None],
+    windows: Mapping[str, str | None] | None = None,
     states: Mapping[str, GpuState],
     actuation: Mapping[str, ActuationStatus],
     workloads: Mapping[str, str],
@@ -45,6 +46,7 @@ def build_snapshot(
             mode=zone_modes[name],
             failsafe=z.failsafe,
             window_open=windows_open.get(name),
+            window=(windows or {}).get(name),
             pid_p=z.demand.p_w,
             pid_i=z.demand.i_w,
             pid_d=z.demand.d_w,
@@ -124,7 +126,9 @@ def node_snapshot(
     blocks = dict(extra)
     for part in parts:
         blocks |= part.state() if part is not None else {}
-    windows = {name: (bool(w.value) if (w := store.get(name, "window")) else None) for name in out.zones}
+    windows_open = {name: (bool(w.value) if (w := store.get(name, "window")) else None) for name in out.zones}
+    now_s = store.now_s()
+    windows = {name: store.window(name, now_s) for name in out.zones}
     starved = any(  # heat is wanted in a zone, and none of its GPUs has work to make it with
         out.zones[z.name].demand_w > 0 and not any(actuators[g].workload.has_work() for g in z.gpus) for z in cfg.zones
     )
@@ -133,7 +137,8 @@ def node_snapshot(
         out,
         mode=settings.mode,
         zone_modes=dict(settings.zone_modes),
-        windows_open=windows,
+        windows_open=windows_open,
+        windows=windows,
         states=states,
         actuation={gid: a.status() for gid, a in actuators.items()},
         workloads={gid: a.workload.status() for gid, a in actuators.items()},

@@ -34,7 +34,7 @@ def describe_state(
     for name, z in (state.get("zones") or {}).items():
         room = _temp(z.get("temperature_c"))
         target = _temp(z.get("setpoint_c"))
-        window = {True: ", window open", False: ", window closed", None: ""}[z.get("window_open")]
+        window = _window(z)
         zone_mode = "" if z.get("mode", "heat") == "heat" else ", zone off"
         why = f"  FAIL-SAFE: {z['failsafe']}" if z.get("failsafe") else ""
         lines.append(f"  zone {name}: {room} → {target}, asks {_num(z.get('demand_w')):.0f} W{window}{zone_mode}{why}")
@@ -72,6 +72,17 @@ def _age(updated: Any) -> str:
         return "unknown age"
     age_s = (datetime.now(UTC) - when).total_seconds()
     return f"{when.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ({age_s:.0f} s ago)"
+
+
+def _window(zone: dict[str, Any]) -> str:
+    last = zone.get("window_open")
+    last_word = "never heard" if last is None else "open" if last else "closed"
+    word = zone.get("window")
+    if word == "unknown":
+        return f", window unknown (contact silent; last {last_word})"
+    if word is None:  # no contact, or an older heatctl's state with its last state alone
+        return "" if last is None else f", window {last_word}"
+    return f", window {word}"
 
 
 def _gpu_line(gid: str, g: dict[str, Any], unit: str) -> str:

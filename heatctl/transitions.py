@@ -50,6 +50,15 @@ class Transitions:
                 if was is not None and was != is_fresh:
                     if is_fresh:
                         _LOGGER.info("zone %s: %s (%s) reports again", zone.name, role, source.origin)
+                    elif role == "window":
+                        _LOGGER.warning(
+                            "zone %s: window (%s) silent for %.0f s: shown as unknown; its last state (%s) "
+                            "still decides, and the room's temperature still guards the heat",
+                            zone.name,
+                            source.origin,
+                            source.stale_after_s,
+                            "open" if reading is not None and reading.value else "closed",
+                        )
                     else:
                         silent_s = source.stale_after_s
                         _LOGGER.warning(

@@ -117,6 +117,10 @@ def test_real_payloads(payload: str, source: SourceConfig, role: Role, expected:
         (b"x" * 1_000_000, src(), "temperature", "larger than"),
         ("21,5 °C".encode("latin-1"), src(), "temperature", "not UTF-8"),
         (b"ajar", src(json_path=None), "window", "expected open/closed"),
+        (b'{"contact": "maybe"}', src(json_path="contact", open_when=False), "window", "expected true or false"),
+        (b'{"contact": null}', src(json_path="contact", open_when=False), "window", "expected true or false"),
+        (b"unavailable", src(json_path=None, open_when="on"), "window", "does not know"),
+        (b"unknown", src(json_path=None, open_when="open"), "window", "does not know"),
         (b"turbo", src(), "mode", "unknown thermostat mode"),
         (b"{}", src(value_template="{{ value_json.x.y }}"), "temperature", "value_template failed"),
         (b"1", src(value_template="{{ ''.__class__.__mro__ }}"), "temperature", ""),
@@ -167,3 +171,25 @@ def test_a_deeply_nested_forecast_is_left_out_with_a_reason() -> None:
 )
 def test_the_age_a_payload_reports(payload: bytes, age_s: float | None) -> None:
     assert reported_age_s(payload, 1_800_000_000.0) == age_s
+
+
+@pytest.mark.parametrize(
+    ("payload", "open_when", "expected"),
+    [
+        (b'{"contact": false}', False, 1.0),  # zigbee2mqtt: no contact = open
+        (b'{"contact": true}', False, 0.0),
+        (b"on", "on", 1.0),  # a Home Assistant binary_sensor
+        (b"off", "on", 0.0),
+        (b"OPEN", "open", 1.0),
+        (b"closed", "open", 0.0),
+        (b"1", 1, 1.0),
+        (b"0", 1, 0.0),
+    ],
+)
+def test_a_window_reads_open_or_closed_only_from_a_plain_state(
+    payload: bytes, open_when: object, expected: float
+) -> None:
+    assert (
+        extract(payload, src(json_path="contact" if payload.startswith(b"{") else None, open_when=open_when), "window")
+        == expected
+    )

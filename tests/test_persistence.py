@@ -200,3 +200,44 @@ def test_a_signal_while_the_loop_holds_its_wake_event_still_stops_it(tmp_path: P
     with cond:  # where Event.wait holds it, in the main thread
         handler(signal.SIGTERM, None)  # returns: it takes no lock the loop may hold
     assert svc.stop_event.wait(5.0) and svc.inbox.wake.wait(5.0)
+
+
+def test_a_silent_window_contact_is_shown_unknown_and_its_last_state_decides(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Contacts report on change and on an hourly check-in: silence is not a fault (no false
+    fail-safe), but heatctl stops saying "closed" when it does not know."""
+    from heatctl.publish.mqtt_state import state_payload
+    from heatctl.status import describe_state
+
+    clock = SteppingClock()
+    window = "    window: {topic: z2m/window, json_path: contact, open_when: false}\n    gpus: [gpu0]"
+    text = MINIMAL_YAML.replace("    gpus: [gpu0]", window, 1) + f"mqtt: null\nstate_dir: {tmp_path}\n"
+    svc = Service(parse_config(text), clock=clock)
+    assert svc.cfg.zones[0].window is not None and svc.cfg.zones[0].window.stale_after_s == 7200.0
+    svc.start()
+    try:
+        svc.store.put("office", "window", 0.0, "z2m/window")
+        for _ in range(3):
+            clock.advance(60.0)
+            svc.store.put("office", "temperature", 19.0, "t")
+            svc.store.put("office", "setpoint", 21.0, "s")
+            snap = svc.tick()
+        assert snap.zones["office"].window == "closed" and snap.zones["office"].demand_w > 0
+        with caplog.at_level("WARNING", logger="heatctl.service"):
+            for _ in range(130):  # 2 h 10 min without a word from the contact
+                clock.advance(60.0)
+                svc.store.put("office", "temperature", 19.0, "t")
+                svc.store.put("office", "setpoint", 21.0, "s")
+                snap = svc.tick()
+        zone = snap.zones["office"]
+        assert zone.window == "unknown" and zone.window_open is False
+        assert zone.failsafe is None and zone.demand_w > 0  # no false fail-safe
+        assert any("window (z2m/window) silent for 7200 s: shown as unknown" in r.getMessage() for r in caplog.records)
+        shown = describe_state(state_payload(snap), node_id="test-node", online=True)
+        assert "window unknown (contact silent; last closed)" in shown
+        svc.store.put("office", "window", 1.0, "z2m/window")  # it speaks: open
+        clock.advance(60.0)
+        assert svc.tick().zones["office"].failsafe == "window open"
+    finally:
+        svc.shutdown()

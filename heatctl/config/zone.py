@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import (
-    Field,
-)
+from pydantic import Field, model_validator
 
 from heatctl.config.base import _NODE_ID_RE, _Strict
 from heatctl.config.control import ControlConfig
 from heatctl.config.planner import ScheduleEntryConfig
 from heatctl.config.sources import SourceConfig
 from heatctl.mainheat.kinds import MainHeatingConfig, main_kind
+
+WINDOW_STALE_S = 7200.0  # a window contact's default stale_after_s
 
 
 class ZoneConfig(_Strict):
@@ -40,6 +40,15 @@ class ZoneConfig(_Strict):
         "power_meter",
         "main_setpoint",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _contact_staleness(cls, data: Any) -> Any:
+        # A window contact reports on change and on its hourly check-in, not every few minutes.
+        window = data.get("window") if isinstance(data, dict) else None
+        if isinstance(window, dict) and "stale_after_s" not in window:
+            data = {**data, "window": {**window, "stale_after_s": WINDOW_STALE_S}}
+        return data
 
     @property
     def main_setpoint(self) -> SourceConfig | None:

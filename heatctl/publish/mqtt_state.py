@@ -18,7 +18,8 @@ class ZoneSnapshot:
     demand_w: float
     mode: str
     failsafe: str | None
-    window_open: bool | None = None
+    window_open: bool | None = None  # the contact's last state (None: never heard)
+    window: str | None = None  # open, closed, unknown (silent), or None without a contact
     pid_p: float = 0.0
     pid_i: float = 0.0
     pid_d: float = 0.0
@@ -106,6 +107,7 @@ def state_payload(snap: NodeSnapshot) -> dict[str, Any]:
                 "mode": z.mode,
                 "failsafe": z.failsafe,
                 "window_open": z.window_open,
+                "window": z.window,
                 "action": "off" if z.mode != "heat" else ("heating" if z.demand_w > 0 else "idle"),
             }
             for name, z in snap.zones.items()

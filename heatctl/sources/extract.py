@@ -34,6 +34,8 @@ OFF_MODES = frozenset({"off", "cool", "fan_only", "dry", "sleep", "standby", "fr
 _TRUE = frozenset({"true", "on", "open", "1", "yes"})
 _FALSE = frozenset({"false", "off", "closed", "0", "no"})
 
+_UNKNOWN = frozenset({"", "unknown", "unavailable", "none", "null", "maybe", "?"})
+
 _JINJA = ImmutableSandboxedEnvironment()
 
 
@@ -111,9 +113,17 @@ def to_number(value: Any, source: SourceConfig, role: Role) -> float:
 
 
 def to_open(value: Any, source: SourceConfig) -> float:
-    """1.0 when the window is open. ``open_when`` names the value that means open."""
+    """1.0 when the window is open. ``open_when`` names the value that means open; the other state
+    must be as plain (the opposite flag, or another word or number): ``"maybe"``, ``null`` or
+    ``"unavailable"`` is a bad payload, never read as closed."""
     if source.open_when is not None:
-        return 1.0 if _same(value, source.open_when) else 0.0
+        if _same(value, source.open_when):
+            return 1.0
+        if isinstance(source.open_when, bool) and _bool(value) is None:
+            raise PayloadError(f"expected true or false (open when {source.open_when}), got {_short(value)}")
+        if value is None or str(value).strip().lower() in _UNKNOWN:
+            raise PayloadError(f"the contact does not know: {_short(value)}")
+        return 0.0
     flag = _bool(value)
     if flag is None:
         raise PayloadError(f"expected open/closed or true/false, got {_short(value)}")
@@ -183,6 +193,11 @@ def _bool(value: Any) -> bool | None:
 def _same(value: Any, expected: Any) -> bool:
     if isinstance(expected, bool):
         return _bool(value) is expected
+    if isinstance(expected, (int, float)):  # open_when: 1 is read as 1.0; the payload says "1"
+        try:
+            return float(value) == expected
+        except (TypeError, ValueError):
+            return False
     return str(value).strip().lower() == str(expected).strip().lower()
 
 

@@ -98,6 +98,21 @@ class ReadingStore:
         source = getattr(cfg, field, None) if cfg is not None and field is not None else None
         return source.stale_after_s if source is not None else 900.0
 
+    def now_s(self) -> float:
+        return self._time_fn()
+
+    def window(self, zone: str, now_s: float) -> str | None:
+        """What the zone's window contact says, as a person reads it: ``open``, ``closed``, ``unknown``
+        (silent past its ``stale_after_s``: shown so, while its last state still decides), or None
+        without a contact."""
+        cfg = self._zones.get(zone)
+        if cfg is None or cfg.window is None:
+            return None
+        reading = self.get(zone, "window")
+        if reading is None or now_s - reading.at_s > cfg.window.stale_after_s:
+            return "unknown"
+        return "open" if reading.value else "closed"
+
     def override_setpoint(self, zone: str, setpoint_c: float) -> None:
         with self._lock:
             self._overrides[zone] = setpoint_c
