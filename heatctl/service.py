@@ -34,7 +34,7 @@ from heatctl.publish.mqtt_outputs import MqttOutputs
 from heatctl.publish.mqtt_state import NodeSnapshot
 from heatctl.settings import NodeSettings
 from heatctl.snapshots import node_snapshot, shown_targets
-from heatctl.sources.mqtt import bind_mqtt_sources, zone_sources
+from heatctl.sources.mqtt import FreshnessAsker, bind_mqtt_sources, zone_sources
 from heatctl.sources.store import ReadingStore
 from heatctl.transitions import Transitions
 from heatctl.workloads.registry import WorkloadContext
@@ -91,6 +91,7 @@ class Service:
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
         self._capacity_w = 0.0
         self._transitions = Transitions(cfg.zones, self.store)
+        self._asker: FreshnessAsker | None = None
         self._last_tick_s: float | None = None
         self._last_persist_s = 0.0
         self.ticks = 0
@@ -121,6 +122,7 @@ class Service:
         if self.cfg.mqtt is not None:
             self.link = MqttLink(self.cfg.mqtt, self.cfg.node_id)
             bind_mqtt_sources(self.cfg, self.link, self.store, self._wall_fn)  # and asks devices to report
+            self._asker = FreshnessAsker(self.cfg, self.link, self.store)  # ... and again before they go stale
             bind_commands(self.cfg, self.link, self.inbox, lambda: self._capacity_w)
             self.outputs = MqttOutputs(self.cfg, self.link, state_dir=self.state_dir, node_capacity_w=self._capacity_w)
             self._open_planner()  # its forecast topics are subscribed before the link connects
@@ -244,6 +246,8 @@ class Service:
         for gid, cmd in out.gpus.items():
             self.actuators[gid].apply(cmd)
         self._transitions.update(now_s, out.zones)
+        if self._asker is not None:
+            self._asker.tick(now_s)
         snap = self.snapshot = self._snapshot(shown_targets(out, zones), states, metered_w)
         for sink in ([self.outputs] if self.outputs is not None else []) + self.sinks:
             try:

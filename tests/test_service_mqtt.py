@@ -408,3 +408,31 @@ def test_a_retained_reading_of_unknown_age_is_not_fresh_but_one_with_last_seen_i
         assert snap.failsafe == "office: temperature stale"
     finally:
         svc.shutdown()
+
+
+def test_a_trv_that_reports_only_on_change_is_asked_before_it_goes_stale(
+    mosquitto: Mosquitto, probe: Probe, tmp_path: Path
+) -> None:
+    """A battery TRV at a steady temperature says nothing: without asking, the zone went stale after
+    900 s and the heat was cut exactly while the room was held steady."""
+    from tests.conftest import FakeClock
+
+    device = Zigbee2MqttTrv(probe, 20.5)  # answers <device>/get, never reports by itself
+    clock = FakeClock()
+    svc = Service(make_config(mosquitto.port, tmp_path / "state", stale_s=900), clock=clock)  # type: ignore[arg-type]
+    svc.start()
+    try:
+        wait_until(lambda: svc.store.get("office", "temperature"), 10, "the answer to the ask at connect")
+        failsafes = []
+        for _ in range(120):  # an hour of 30 s ticks, the room steady
+            clock.advance(30.0)
+            snap = svc.tick()
+            failsafes.append(snap.failsafe)
+            if svc._asker is not None and svc._asker.asked[f"{TRV}/get"] == len(device.asked):  # asked, not answered
+                answered = lambda: (r := svc.store.get("office", "temperature")) is not None and r.at_s == clock()  # noqa: E731
+                wait_until(answered, 5, "the TRV's answer")
+        assert failsafes.count(None) == len(failsafes), [f for f in failsafes if f]
+        # Asked at connect, then each time the answer is half of stale_after_s (450 s) old: 1 + 7.
+        assert 7 <= len(device.asked) <= 9, len(device.asked)
+    finally:
+        svc.shutdown()

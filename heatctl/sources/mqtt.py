@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 from heatctl.config import Config, SourceConfig, ZoneConfig
@@ -46,6 +47,42 @@ def read_requests(cfg: Config) -> dict[str, str]:
                 continue
             attributes.setdefault(source.topic, {})[source.json_path.split(".")[0]] = ""
     return {f"{topic}/get": json.dumps(attrs) for topic, attrs in attributes.items()}
+
+
+class FreshnessAsker:
+    """Battery devices that report only on change (many TRVs) go silent while the room is steady:
+    before a source that can be asked goes stale, ask it (``<device>/get``), at half its
+    ``stale_after_s`` and again every quarter after, so a steady room is never a false fail-safe.
+    A device never heard is asked again at the same pace. A device that does not answer still goes
+    stale, as it must."""
+
+    def __init__(self, cfg: Config, link: MqttLink, store: ReadingStore) -> None:
+        self._link = link
+        self._store = store
+        self._requests = read_requests(cfg)
+        self._watch: list[tuple[str, str, str, float]] = [  # (zone, role, request topic, stale_after_s)
+            (zone.name, role, f"{source.topic}/get", source.stale_after_s)
+            for zone in cfg.zones
+            for role, source in zone_sources(zone)
+            if source.topic is not None and f"{source.topic}/get" in self._requests
+        ]
+        self._asked_s: dict[str, float] = {}
+        self.asked: Counter[str] = Counter()  # request topic → times asked
+
+    def tick(self, now_s: float) -> None:
+        """Control thread, every tick: publish the requests whose sources are getting old."""
+        due: set[str] = set()
+        for zone, role, topic, stale_s in self._watch:
+            reading = self._store.get(zone, role)
+            if reading is not None and now_s - reading.at_s < stale_s / 2:
+                continue  # fresh enough
+            last_s = self._asked_s.setdefault(topic, now_s)  # the first look: it was asked at connect
+            if now_s - last_s >= max(stale_s / 4, 30.0):
+                due.add(topic)
+        for topic in sorted(due):
+            self._asked_s[topic] = now_s
+            self.asked[topic] += 1
+            self._link.publish(topic, self._requests[topic], qos=1)
 
 
 def ask_for_readings(link: MqttLink, requests: dict[str, str]) -> None:
