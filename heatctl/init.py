@@ -24,6 +24,7 @@ from heatctl.errors import ConfigError, HeatctlError, plain
 _LOGGER = logging.getLogger(__name__)
 LOCAL_SERVERS = ("http://127.0.0.1:11434/v1", "http://127.0.0.1:8080/v1", "http://127.0.0.1:8000/v1")
 BRIDGE_WAIT_S = 3.0
+OUTDOOR = re.compile(r"outdoor|outside|exterior|garden|balcony|terrace|patio|yard|au(ss|ß)en", re.IGNORECASE)
 SAFE_SHARE = 0.6  # a first config caps the GPU at 60 % of its maximum: quieter, cooler, most work per joule
 
 
@@ -34,6 +35,9 @@ class Thermostat:
     source: dict[str, Any]  # temperature source
     setpoint: dict[str, Any]
     mode: dict[str, Any] | None = None
+    # The room's own heating, when the thermostat is it (a TRV, a radiator's climate entity): set up
+    # as the zone's main_heating, so the GPU is the first stage and the radiator no rival.
+    main: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +104,13 @@ def from_zigbee2mqtt(devices: list[Any], base: str = "zigbee2mqtt") -> Found:
                     source={"topic": topic, "json_path": "local_temperature"},
                     setpoint={"topic": topic, "json_path": setpoint},
                     mode={"topic": topic, "json_path": "system_mode"} if "system_mode" in props else None,
+                    main={"trv": topic} | ({} if setpoint == "occupied_heating_setpoint" else {"trv_key": setpoint}),
                 )
             )
         elif "contact" in props:
             found.windows.append(Contact(label, {"topic": topic, "json_path": "contact", "open_when": False}))
+        elif "temperature" in props and OUTDOOR.search(f"{name} {device.get('description') or ''}"):
+            found.outdoor.append(Contact(label, {"topic": topic, "json_path": "temperature"}))
     return found
 
 
@@ -165,12 +172,19 @@ def from_home_assistant(states: list[dict[str, Any]]) -> Found:
                     source={"entity": entity},
                     setpoint={"entity": entity, "attribute": "temperature"},
                     mode={"entity": entity},
+                    main={"entity": entity},
                 )
             )
         elif domain == "binary_sensor" and attrs.get("device_class") in ("window", "door", "opening"):
             found.windows.append(Contact(label, {"entity": entity}))
         elif domain == "weather" and "temperature" in attrs:
             found.outdoor.append(Contact(label, {"entity": entity, "attribute": "temperature"}))
+        elif (
+            domain == "sensor"
+            and attrs.get("device_class") == "temperature"
+            and OUTDOOR.search(f"{entity} {attrs.get('friendly_name', '')}")
+        ):
+            found.outdoor.insert(0, Contact(label, {"entity": entity}))  # a real sensor outside before a forecast
     return found
 
 
@@ -289,6 +303,12 @@ def render(choices: Choices, *, state_dir: str) -> str:
         lines.append("    # window: {topic: zigbee2mqtt/<contact sensor>, json_path: contact, open_when: false}")
     if c.outdoor is not None:
         lines.append(f"    outdoor_temperature: {_flow(c.outdoor.source)}   # {c.outdoor.label}")
+    if t.main is not None:
+        lines += [
+            "    main_heating:                 # the thermostat heats too: the GPU first, the radiator second",
+            *(f"      {key}: {json.dumps(value)}" for key, value in t.main.items()),
+            "      offset_k: 1.5               # held back to the target − 1.5 K while the GPU holds the room",
+        ]
     lines += ["    gpus: [gpu0]", "", "gpus:", "  - id: gpu0"]
     if gpu is not None:
         lines += [
@@ -452,6 +472,15 @@ def _write(out: Path, text: str, secrets: dict[str, str | None]) -> None:
 def _summary(out: Path, c: Choices, gpu_problem: str | None) -> None:
     print(f"\nwrote {out}" + (f" and {out.parent / 'secrets.yaml'}" if c.ha_url or c.mqtt_username else ""))
     print(f"  zone {c.thermostat.name}: {c.thermostat.label}")
+    if c.thermostat.main is not None:
+        device = next(iter(c.thermostat.main.values()))
+        print(
+            f"  {device} is the room's heating too: set up as main_heating, so the GPU heats first and the"
+            " radiator is held back until the GPU cannot keep up (given back whenever heatctl stops);"
+            " use heatctl's climate card for the room's target"
+        )
+    if c.outdoor is not None:
+        print(f"  outdoor temperature: {c.outdoor.label}")
     if c.gpu is None:
         print(f"  no NVIDIA GPU found ({gpu_problem or 'none listed'}): fix the driver, then run init again")
     elif not c.gpu.can_set_limit:

@@ -43,12 +43,31 @@ CONTACT = {
         "exposes": [{"type": "binary", "name": "contact", "property": "contact", "value_on": False}],
     },
 }
+OUTDOOR = {
+    "ieee_address": "0x00158d0001eeeeee",
+    "type": "EndDevice",
+    "friendly_name": "Garden sensor",
+    "definition": {
+        "vendor": "Aqara",
+        "model": "WSDCGQ11LM",
+        "exposes": [
+            {"type": "numeric", "name": "temperature", "property": "temperature"},
+            {"type": "numeric", "name": "humidity", "property": "humidity"},
+        ],
+    },
+}
+INDOOR = {**OUTDOOR, "friendly_name": "Hall sensor", "ieee_address": "0x00158d0001dddddd"}
 COORDINATOR = {"ieee_address": "0x00124b0000000000", "type": "Coordinator", "friendly_name": "Coordinator"}
 
 
 def test_zigbee2mqtt_devices_become_thermostats_and_contacts() -> None:
-    found = from_zigbee2mqtt([COORDINATOR, TRV, CONTACT, {"friendly_name": "bulb", "definition": None}])
+    found = from_zigbee2mqtt(
+        [COORDINATOR, TRV, CONTACT, OUTDOOR, INDOOR, {"friendly_name": "bulb", "definition": None}]
+    )
     (trv,) = found.thermostats
+    assert trv.main == {"trv": "zigbee2mqtt/Living room TRV"}  # the TRV is the room's radiator too
+    (outdoor,) = found.outdoor  # the garden sensor, not the hall's
+    assert outdoor.source == {"topic": "zigbee2mqtt/Garden sensor", "json_path": "temperature"}
     assert trv.name == "living_room_trv" and "Danfoss" in trv.label
     assert trv.source == {"topic": "zigbee2mqtt/Living room TRV", "json_path": "local_temperature"}
     assert trv.setpoint["json_path"] == "occupied_heating_setpoint" and trv.mode is not None
@@ -63,11 +82,20 @@ def test_home_assistant_states_become_thermostats_windows_and_weather() -> None:
             {"entity_id": "binary_sensor.office_window", "attributes": {"device_class": "window"}},
             {"entity_id": "binary_sensor.motion", "attributes": {"device_class": "motion"}},
             {"entity_id": "weather.home", "attributes": {"temperature": 4.0}},
+            {"entity_id": "sensor.hall_temperature", "attributes": {"device_class": "temperature"}},
+            {
+                "entity_id": "sensor.0x00158d_temperature",
+                "attributes": {"device_class": "temperature", "friendly_name": "Outdoor temperature"},
+            },
         ]
     )
     assert [t.name for t in found.thermostats] == ["office"]
+    assert found.thermostats[0].main == {"entity": "climate.office"}
     assert [w.source for w in found.windows] == [{"entity": "binary_sensor.office_window"}]
-    assert found.outdoor[0].source == {"entity": "weather.home", "attribute": "temperature"}
+    assert [o.source for o in found.outdoor] == [  # a sensor outside first, then the forecast
+        {"entity": "sensor.0x00158d_temperature"},
+        {"entity": "weather.home", "attribute": "temperature"},
+    ]
 
 
 def test_zone_names_are_what_the_config_allows() -> None:
@@ -92,7 +120,8 @@ def test_init_from_zigbee2mqtt_and_nvml_writes_a_config_that_check_passes(
     mosquitto: Mosquitto, probe: Probe, fake_nvml: FakeNvml, tmp_path: Path
 ) -> None:
     fake_nvml.configure(max_limit_w=350, min_limit_w=100, default_limit_w=350, name="NVIDIA GeForce RTX 4070")
-    probe.publish("zigbee2mqtt/bridge/devices", json.dumps([COORDINATOR, TRV, CONTACT]), retain=True)
+    probe.publish("zigbee2mqtt/bridge/devices", json.dumps([COORDINATOR, TRV, CONTACT, OUTDOOR]), retain=True)
+    probe.publish("zigbee2mqtt/Garden sensor", json.dumps({"temperature": 4.5, "humidity": 80}), retain=True)
     state = {"local_temperature": 20.4, "occupied_heating_setpoint": 21, "system_mode": "heat"}
     probe.publish("zigbee2mqtt/Living room TRV", json.dumps(state), retain=True)
     probe.publish("zigbee2mqtt/living_window", json.dumps({"contact": True}), retain=True)
@@ -104,10 +133,19 @@ def test_init_from_zigbee2mqtt_and_nvml_writes_a_config_that_check_passes(
     text = out.read_text()
     assert "name: living_room_trv" in text and "NVIDIA GeForce RTX 4070" in text
     assert "max_power_w: 210" in text  # 60 % of 350 W, a careful start
+    assert "is the room's heating too: set up as main_heating" in init.stdout
+    from heatctl.config import load_config
+
+    zone = load_config(out).zones[0]
+    assert zone.main_heating is not None and getattr(zone.main_heating, "trv", None) == "zigbee2mqtt/Living room TRV"
+    assert zone.outdoor_temperature is not None and zone.outdoor_temperature.topic == "zigbee2mqtt/Garden sensor"
     check = heatctl("check", "-c", str(out), env=env, cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "living_room_trv.temperature  zigbee2mqtt/Living room TRV: 20.4 °C" in check.stdout
+    rows = {line.split()[1]: " ".join(line.split()[2:]) for line in check.stdout.splitlines() if line.strip()}
+    assert rows["living_room_trv.temperature"] == "zigbee2mqtt/Living room TRV: 20.4 °C"
     assert "living_room_trv.window" in check.stdout
+    assert rows["living_room_trv.outdoor"] == "zigbee2mqtt/Garden sensor: 4.5 °C"
+    assert "heatctl writes zigbee2mqtt/Living room TRV/set" in check.stdout  # the TRV, steered as main heating
 
 
 def test_init_refuses_to_overwrite_and_needs_a_source(tmp_path: Path) -> None:
