@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from heatctl.gpu.base import GpuReading
 
 from heatctl.control.safety import ZoneInputs
+from heatctl.money import MoneyBook
 
 J_PER_KWH = 3.6e6
 WANTED_BAND_K = 0.5  # heat counts as reused while the room is at most this far above its setpoint
@@ -31,6 +32,15 @@ class Totals:
     heat_reused_kwh: float = 0.0
     work_done: float = 0.0
     gpu_energy_kwh: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    money: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # MoneyBook.to_json()
+
+
+class PriceNow(NamedTuple):
+    """The money side of one tick: the local day, electricity's price, the replaced heat's price."""
+
+    day: str
+    price_per_kwh: float | None
+    heat_price_per_kwh: float | None
 
 
 class Counters:
@@ -43,9 +53,13 @@ class Counters:
         self.heat_reused_kwh = t.heat_reused_kwh
         self.work_done = t.work_done
         self._gpu_energy_kwh = dict(t.gpu_energy_kwh)
+        self.money = MoneyBook.from_json(t.money)
 
-    def add(self, gpu_id: str, energy_j: float, added_j: float, wanted: bool, work: float) -> None:
-        """One GPU's share of one tick: its energy, the part above idle, whether heat was wanted, its work."""
+    def add(
+        self, gpu_id: str, energy_j: float, added_j: float, wanted: bool, work: float, *, price: PriceNow | None = None
+    ) -> None:
+        """One GPU's share of one tick: its energy, the part above idle, whether heat was wanted, its
+        work; with ``price``, what the heat was worth and the electricity cost (``money``)."""
         kwh = max(energy_j, 0.0) / J_PER_KWH
         added_kwh = min(max(added_j, 0.0) / J_PER_KWH, kwh)
         self.energy_kwh += kwh
@@ -54,6 +68,9 @@ class Counters:
         if wanted:
             self.heat_reused_kwh += added_kwh
         self.work_done += max(work, 0.0)
+        if price is not None:
+            reused_kwh = added_kwh if wanted else 0.0
+            self.money.add(price.day, kwh, reused_kwh, price.price_per_kwh, price.heat_price_per_kwh)
 
     def snapshot(self) -> Totals:
         return Totals(
@@ -62,6 +79,7 @@ class Counters:
             heat_reused_kwh=self.heat_reused_kwh,
             work_done=self.work_done,
             gpu_energy_kwh=MappingProxyType(dict(self._gpu_energy_kwh)),
+            money=MappingProxyType(self.money.to_json()),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -71,6 +89,7 @@ class Counters:
             "heat_reused_kwh": self.heat_reused_kwh,
             "work_done": self.work_done,
             "gpu_energy_kwh": dict(self._gpu_energy_kwh),
+            "money": self.money.to_json(),
         }
 
     @classmethod
@@ -86,6 +105,7 @@ class Counters:
                 heat_reused_kwh=num(data.get("heat_reused_kwh")),
                 work_done=num(data.get("work_done")),
                 gpu_energy_kwh={str(k): num(v) for k, v in gpus.items()} if isinstance(gpus, dict) else {},
+                money=money if isinstance(money := data.get("money"), dict) else {},
             )
         )
 
@@ -123,9 +143,17 @@ class NodeMeters:
         self._meters = {gid: EnergyMeter() for gid in gpu_ids}
 
     def add(
-        self, gpu_id: str, reading: GpuReading, work_rate: float | None, *, dt_s: float, idle_w: float, wanted: bool
+        self,
+        gpu_id: str,
+        reading: GpuReading,
+        work_rate: float | None,
+        *,
+        dt_s: float,
+        idle_w: float,
+        wanted: bool,
+        price: PriceNow | None = None,
     ) -> float:
         """One GPU's tick: its energy (J, returned), the part above idle reused when ``wanted``, its work."""
         joules = self._meters[gpu_id].joules(reading.energy_j, reading.power_w, dt_s)
-        self.counters.add(gpu_id, joules, joules - idle_w * dt_s, wanted, (work_rate or 0.0) * dt_s)
+        self.counters.add(gpu_id, joules, joules - idle_w * dt_s, wanted, (work_rate or 0.0) * dt_s, price=price)
         return joules

@@ -49,6 +49,12 @@ def local_minute(epoch_s: float, tz: tzinfo | None = None) -> int:
     return moment.hour * 60 + moment.minute
 
 
+def local_day(epoch_s: float, tz: tzinfo | None = None) -> str:
+    """The local date at ``epoch_s``, ISO (``2026-12-05``): the money view's day."""
+    moment = datetime.fromtimestamp(epoch_s, tz) if tz is not None else datetime.fromtimestamp(epoch_s).astimezone()
+    return moment.date().isoformat()
+
+
 def local_zone() -> tzinfo:
     """The system's time zone with its daylight-saving rules (``TZ``, else ``/etc/localtime``); a
     fixed offset only where neither names one. Schedules follow the clocks when they change."""

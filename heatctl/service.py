@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from heatctl.accounting import Counters, NodeMeters, heat_wanted
+from heatctl.accounting import Counters, NodeMeters, PriceNow, heat_wanted
 from heatctl.actuation import GpuActuator, open_actuators
 from heatctl.batch.node import batch_runners
-from heatctl.clock import Clock, RealClock, local_minute
+from heatctl.clock import Clock, RealClock, local_day, local_minute
 from heatctl.commands import CommandInbox, bind_commands
 from heatctl.config import Config
 from heatctl.control.core import GpuState, NodeController, NodeOutput
@@ -27,6 +27,7 @@ from heatctl.control.safety import ZoneInputs
 from heatctl.gpu.base import Gpu
 from heatctl.locks import state_dir_lock
 from heatctl.mainheat.node import NodeMainHeating
+from heatctl.money import heat_price_per_kwh, money_state
 from heatctl.mqtt_link import MqttLink
 from heatctl.prices import price_now
 from heatctl.publish import Sink
@@ -89,6 +90,7 @@ class Service:
         self._decision: TickDecision | None = None  # the last tick's
         self.snapshot: NodeSnapshot | None = None
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
+        self._zone_cfg = {z.name: z for z in cfg.zones}
         self._capacity_w = 0.0
         self._transitions = Transitions(cfg.zones, self.store)
         self._asker: FreshnessAsker | None = None
@@ -230,10 +232,16 @@ class Service:
             if self.outputs is not None:
                 self.outputs.update_capacity(self._capacity_w)
         states = {gid: obs.state for gid, obs in observed.items()}
+        wall_s = self._wall_fn()
+        price = price_now(self.cfg.tariff, wall_s, self.planner)
+        day = local_day(wall_s)
         for gid, obs in observed.items():  # the heat since the last tick, made for the target (or the plan's)
             wanted = heat_wanted(zones[z := self._zone_of[gid]], self.planner.warming_c(z) if self.planner else None)
             idle_w = self.controller.allocators[gid].model.caps.idle_w
-            energy_j = self.meters.add(gid, obs.reading, obs.work_rate, dt_s=dt_s, idle_w=idle_w, wanted=wanted)
+            worth = PriceNow(day, price, heat_price_per_kwh(self._zone_cfg[z], price))
+            energy_j = self.meters.add(
+                gid, obs.reading, obs.work_rate, dt_s=dt_s, idle_w=idle_w, wanted=wanted, price=worth
+            )
             if self.batches is not None:
                 self.batches.charge(gid, energy_j, wanted)
         decision = self._decision = self.policy.decide(self._tick_inputs(zones, states, metered_w))
@@ -286,12 +294,14 @@ class Service:
             store=self.store,
             states=states,
             actuators=self.actuators,
-            totals=self.meters.counters.snapshot(),
+            totals=(totals := self.meters.counters.snapshot()),
             capacity_w=self.node_capacity_w,
             metered_w=metered_w,
             rejected_commands=self.inbox.rejected,
             parts=(self.node_batches, self.main, self.planner, self.policy),
-            extra=({"influx": self.sinks[0].stats()} if self.sinks else {}) | self._damaged(),
+            extra=({"influx": self.sinks[0].stats()} if self.sinks else {})
+            | self._damaged()
+            | {"money": money_state(totals.money, local_day(self._wall_fn()), self.cfg.currency)},
         )
 
     def _damaged(self) -> dict[str, str]:

@@ -45,6 +45,8 @@ def describe_state(
     reused = _num(state.get("heat_reused_kwh"))
     work = _num(state.get("work_done"))
     lines.append(f"  energy {energy:.2f} kWh so far, {reused:.2f} kWh of it heat the room wanted; work done {work:.0f}")
+    if (money := state.get("money")) is not None:
+        lines.append("  " + _money_line(money))
     if (batches := state.get("batches")) is not None:
         due = "; running for a deadline" if batches.get("due") else ""
         deadline = f", next deadline {batches['next_deadline']}" if batches.get("next_deadline") else ""
@@ -63,6 +65,27 @@ def describe_state(
         )
     lines.append(f"  state of {_age(state.get('updated'))}")
     return "\n".join(lines)
+
+
+def _money_line(money: dict[str, Any]) -> str:
+    """Today's and all-time money, as a person compares it with a bill."""
+    currency = money.get("currency", "")
+
+    def part(label: str, day: Any) -> str:
+        if not isinstance(day, dict) or day.get("net") is None:
+            return f"{label} no price known"
+        net = _num(day.get("net"))
+        return (
+            f"{label} heat worth {_num(day.get('heat_value')):.2f} {currency} replaced"
+            f" ({_num(day.get('heat_reused_kwh')):.2f} kWh), electricity {_num(day.get('electricity_cost')):.2f}"
+            f" {currency} ({_num(day.get('electricity_kwh')):.2f} kWh), net {'+' if net >= 0 else '−'}{abs(net):.2f}"
+            f" {currency}"
+        )
+
+    total = money.get("total")
+    if not isinstance(total, dict) or total.get("net") is None:
+        return "money: no electricity price known (set tariff: price_per_kwh) — kWh only"
+    return f"{part('money today:', money.get('today'))}; {part('in all:', total)}"
 
 
 def _age(updated: Any) -> str:

@@ -170,10 +170,16 @@ def test_commands_take_effect_and_bad_ones_are_rejected(service: Service, probe:
         worker.join(5)
 
 
-def test_discovery_gives_home_assistant_what_it_needs(service: Service, probe: Probe) -> None:
+def test_discovery_gives_home_assistant_what_it_needs(service: Service, probe: Probe, mosquitto: Mosquitto) -> None:
     prefix = "homeassistant"
     wait_until(lambda: probe.on(f"{prefix}/binary_sensor/office-heater/failsafe/config"), 5, "discovery")
-    configs = {t: json.loads(p) for t, p, retain in probe.messages if t.startswith(prefix) and p and retain}
+    late = Probe(mosquitto.port, (f"{prefix}/#",))  # what Home Assistant finds when it starts later: retained
+    try:
+        announced = {t for t, p, _ in probe.messages if t.startswith(prefix) and p}
+        wait_until(lambda: {t for t, p, retain in late.messages if p and retain} == announced, 5, "all retained")
+        configs = {t: json.loads(p) for t, p, retain in late.messages if p and retain}
+    finally:
+        late.close()
     climate = configs[f"{prefix}/climate/office-heater/office_climate/config"]
     assert climate["modes"] == ["off", "heat"]
     assert climate["mode_command_topic"] == f"{BASE}/office/mode/set"
@@ -194,6 +200,8 @@ def test_discovery_gives_home_assistant_what_it_needs(service: Service, probe: P
     assert number["command_topic"] == f"{BASE}/max_power_w/set" and number["max"] == 300
     failsafe = configs[f"{prefix}/binary_sensor/office-heater/failsafe/config"]
     assert failsafe["device_class"] == "problem"
+    net = configs[f"{prefix}/sensor/office-heater/net_saving/config"]  # the money view, for the energy dashboard
+    assert (net["device_class"], net["state_class"], net["unit_of_measurement"]) == ("monetary", "total", "EUR")
     ids = [c["unique_id"] for c in configs.values()]
     assert len(ids) == len(set(ids))
     for c in configs.values():

@@ -37,6 +37,7 @@ class Config(_Strict):
     carbon: CarbonConfig | None = None  # g CO2/kWh: fixed, a CSV, or a forecast (for objective: carbon)
     grid_power: SourceConfig | None = None  # live W, import > 0, export < 0: solar surplus
     weather_forecast: ForecastSourceConfig | None = None
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"  # of the tariff's prices: the money view's unit
     work_value_per_unit: Annotated[float, Field(ge=0)] = 0.0  # for main_heating prefer: cheapest (planner)
     duty: DutyConfig = DutyConfig()
     zones: list[ZoneConfig] = Field(min_length=1)

@@ -147,6 +147,7 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
             state_class="total_increasing",
             icon="mdi:chip",
         ),
+        **_money_sensors(cfg.currency),
     }
     for key, payload in node_sensors.items():
         add("sensor", key, payload)
@@ -278,6 +279,34 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
         },
     )
     return messages
+
+
+def _money_sensors(currency: str) -> dict[str, dict[str, Any]]:
+    """What the heat was worth, in the tariff's currency: totals for the energy dashboard (monetary,
+    state_class total: net may fall), today's net as a plain reading. ``None`` until a price is known."""
+
+    def money(path: str) -> str:
+        return f"{{{{ value_json.money.{path} if value_json.money is defined else None }}}}"
+
+    sensors: dict[str, dict[str, Any]] = {}
+    for key, name, path, icon in (
+        ("heat_value", "Heat value", "total.heat_value", "mdi:radiator"),
+        ("electricity_cost", "Electricity cost", "total.electricity_cost", "mdi:cash-minus"),
+        ("net_saving", "Net saving", "total.net", "mdi:piggy-bank"),
+        ("net_saving_today", "Net saving today", "today.net", "mdi:piggy-bank-outline"),
+    ):
+        state_class = None if key.endswith("_today") else "total"
+        sensors |= _sensor(
+            key,
+            name,
+            money(path),
+            unit=currency,
+            device_class="monetary",
+            state_class=state_class,
+            icon=icon,
+            precision=2,
+        )
+    return sensors
 
 
 def _planner_sensors(zone: str) -> dict[str, dict[str, Any]]:

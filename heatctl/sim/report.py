@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from heatctl.accounting import PLAN_WARMING_W
+from heatctl.config import ZoneConfig
+from heatctl.money import heat_price_per_kwh
 from heatctl.sim.runner import COLUMNS, FloatArray, SimResult
 
 BoolArray = npt.NDArray[np.bool_]
@@ -34,6 +36,8 @@ KPI_UNITS = {
     "work_per_kwh": "units/kWh",
     "limit_writes_per_h": "1/h",
     "cost": "currency",
+    "heat_value": "currency",
+    "net_saving": "currency",
     "carbon_kg": "kg CO2",
     "main_kwh": "kWh",
     "gpu_heat_share": "share",
@@ -79,6 +83,7 @@ def kpis_since(result: SimResult, start_s: float) -> dict[str, float]:
         failsafe=[f for f, k in zip(result.failsafe, keep, strict=True) if k],
         idle_w=result.idle_w,
         main_switches=result.main_switches,
+        zone=result.zone,
     )
     return kpis(trimmed)
 
@@ -99,7 +104,8 @@ def kpis(result: SimResult) -> dict[str, float]:
     # setpoint rise, or storing cheap heat) — not while it lets the room coast.
     warming = s["plan_w"][after] > result.idle_w + PLAN_WARMING_W
     wanted_c = np.where(warming, np.fmax(sp, s["target_c"][after]), sp)
-    reused_kwh = float(added_w[room <= wanted_c + 0.5].sum() * step_s / j_per_kwh)
+    reused = room <= wanted_c + 0.5
+    reused_kwh = float(added_w[reused].sum() * step_s / j_per_kwh)
     work_done = float(s["work_rate"][after].sum() * step_s)
     limit = s["power_limit_w"][after]
     hours = max(after.sum() * step_s / 3600.0, 1e-9)
@@ -130,7 +136,11 @@ def kpis(result: SimResult) -> dict[str, float]:
             "work_done": work_done,
             "work_per_kwh": work_done / energy_kwh if energy_kwh > 0 else math.nan,
             "limit_writes_per_h": float(np.count_nonzero(np.diff(limit) != 0) / hours),
-            "cost": float((bought_w * price).sum() * step_s / j_per_kwh) if not np.isnan(price).any() else math.nan,
+            "cost": (cost := float((bought_w * price).sum() * step_s / j_per_kwh))
+            if not np.isnan(price).any()
+            else math.nan,
+            "heat_value": (value := _heat_value(result.zone, added_w * reused, price, step_s)),
+            "net_saving": value - cost if not np.isnan(price).any() else math.nan,
             "carbon_kg": float((bought_w * carbon).sum() * step_s / j_per_kwh / 1000.0)
             if not np.isnan(carbon).any()
             else math.nan,
@@ -154,6 +164,16 @@ def _main_kpis(result: SimResult, after: BoolArray, gpu_w: FloatArray, backup_w:
         "gpu_heat_share": gpu_kwh / total if total > 0 else math.nan,
         "main_switches_per_day": result.main_switches / days if result.main_switches is not None else math.nan,
     }
+
+
+def _heat_value(zone: ZoneConfig | None, reused_w: FloatArray, price: FloatArray, step_s: float) -> float:
+    """The heat the room wanted, at what its own heating would have charged for it (``heatctl.money``)."""
+    per_price = heat_price_per_kwh(zone, 1.0)  # a COP divides the price; a fixed heat price does not
+    fixed = heat_price_per_kwh(zone, None)
+    heat_price = np.full(price.shape, fixed) if fixed is not None else price * (per_price or math.nan)
+    if np.isnan(heat_price).any():
+        return math.nan
+    return float((reused_w * heat_price).sum() * step_s / 3.6e6)
 
 
 def _cost(power_w: FloatArray, price_per_kwh: FloatArray, step_s: float) -> float:
@@ -311,7 +331,11 @@ def footer(summary: dict[str, float], result: SimResult) -> str:
         f"backup heater {summary['backup_kwh'] / days:.2f} kWh"
     )
     if not math.isnan(summary.get("cost", math.nan)):
-        text += f"; cost {summary['cost'] / days:.2f} at the scenario's tariff"
+        text += (
+            f"; electricity {summary['cost'] / days:.2f},"
+            f" the heat it replaced worth {summary['heat_value'] / days:.2f},"
+            f" net {summary['net_saving'] / days:+.2f} at the scenario's tariff"
+        )
     return text + f"   |   work per kWh {_fmt(summary['work_per_kwh'])}"
 
 

@@ -87,6 +87,7 @@ class SimResult:
     main_switches: int | None = None  # the cascade's stage changes, when heatctl steered the main heating
     model: RoomModel | None = None  # what the planner learned of the room by the end
     planner_status: str | None = None
+    zone: ZoneConfig | None = None  # the zone simulated (its main heating prices the heat replaced)
 
 
 def default_config() -> Config:
@@ -318,6 +319,7 @@ def simulate(
         idle_w=scenario.gpu.idle_w * len(gpu_ids),
         batches=batches,
         main_switches=cascade.switches_total if cascade is not None else None,
+        zone=zone,
         model=guide.model if isinstance(guide, SimPlanner) else None,
         planner_status=f"{guide.planner.status}: {guide.planner.reason}".rstrip(": ")
         if isinstance(guide, SimPlanner)
