@@ -37,6 +37,8 @@ zones:
     control: {{interval_s: 30}}
     gpus: [gpu0]
 gpus: [{{id: gpu0, backend: sim, workload: {{type: sim}}}}]
+planner: {{}}
+tariff: {{price_per_kwh: 0.30}}
 """
 
 
@@ -80,6 +82,19 @@ def test_entities_appear_in_home_assistant(homeassistant: HomeAssistant, running
     assert number is not None and number["attributes"]["max"] == 300
     devices = ha.post("/api/template", {"template": "{{ device_attr(device_id('" + CLIMATE + "'), 'model') }}"})
     assert devices == "GPU compute heater"
+    net = wait_until(lambda: ha.state("sensor.heatctl_ha_heater_net_saving"), 10, "the money view")
+    assert net["attributes"]["unit_of_measurement"] == "EUR" and net["attributes"]["device_class"] == "monetary"
+    assert net["attributes"]["friendly_name"] == "heatctl ha-heater Net saving"
+    # A timestamp with no value yet (no plan in the first minutes) is unavailable, not a warning per state.
+    start = wait_until(lambda: ha.state("sensor.heatctl_ha_heater_office_next_heat_start"), 10, "next heat start")
+    assert start["state"] == "unavailable"
+    svc, _ = running
+    ticks = svc.ticks
+    for n in range(1, 4):  # a few more states
+        svc.inbox.wake.set()
+        wait_until(lambda n=n: svc.ticks >= ticks + n, 10, "another state")  # type: ignore[misc]
+    log = ha.log.read_text(errors="replace")
+    assert "Invalid state message" not in log, [line for line in log.splitlines() if "Invalid state" in line][:3]
 
 
 def test_home_assistant_controls_heatctl(homeassistant: HomeAssistant, running: tuple[Service, Probe]) -> None:

@@ -47,7 +47,7 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
         "availability_topic": f"{base}/availability",
         "device": {
             "identifiers": [f"heatctl_{node}"],
-            "name": f"heatctl {node}",
+            "name": "heatctl" if node == "heatctl" else f"heatctl {node}",  # never "heatctl heatctl …"
             "manufacturer": "heatctl",
             "model": "GPU compute heater",
             "sw_version": __version__,
@@ -59,8 +59,20 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
     def add(component: str, object_id: str, payload: dict[str, Any], topic: str = state) -> None:
         uid = f"heatctl_{node}_{object_id}"
         payload = {"unique_id": uid, "object_id": uid, "state_topic": topic, **payload, **common}
+        if isinstance(name := payload.get("name"), str) and name:
+            payload["name"] = name[0].upper() + name[1:]  # one casing: "Office heat demand", "Heat output"
         if component == "climate":
             del payload["state_topic"]
+        if payload.get("device_class") == "timestamp":
+            # Home Assistant warns ("Invalid state message") at every state whose timestamp is None: a
+            # timestamp has a topic of its own, sent only when it is one, and is unavailable meanwhile.
+            del payload["value_template"], payload["availability_topic"]
+            payload["state_topic"] = timestamp_topic(base, object_id)
+            payload["availability"] = [
+                {"topic": f"{base}/availability"},
+                {"topic": f"{base}/time/{object_id}/available"},
+            ]
+            payload["availability_mode"] = "all"
         messages[f"{prefix}/{component}/{node}/{object_id}/config"] = payload
 
     for zone in cfg.zones:
@@ -279,6 +291,22 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
         },
     )
     return messages
+
+
+def timestamp_topic(base: str, object_id: str) -> str:
+    return f"{base}/time/{object_id}"
+
+
+def timestamp_paths(cfg: Config) -> dict[str, tuple[str, ...]]:
+    """Each timestamp sensor's object id → where its value is in the state (``MqttOutputs`` sends it)."""
+    paths: dict[str, tuple[str, ...]] = {}
+    if cfg.batch_api is not None:
+        paths["next_batch_deadline"] = ("batches", "next_deadline")
+    if cfg.planner is not None:
+        for zone in cfg.zones:
+            for key in ("next_heat_start", "next_setpoint_change"):
+                paths[f"{zone.name}_{key}"] = ("planner", "zones", zone.name, key)
+    return paths
 
 
 def _money_sensors(currency: str) -> dict[str, dict[str, Any]]:

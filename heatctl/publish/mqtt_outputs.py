@@ -11,11 +11,12 @@ import json
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 from heatctl.config import Config
 from heatctl.mqtt_link import MqttLink
-from heatctl.publish.discovery import discovery_messages, removal_topics
-from heatctl.publish.mqtt_state import NodeSnapshot, state_json
+from heatctl.publish.discovery import discovery_messages, removal_topics, timestamp_paths, timestamp_topic
+from heatctl.publish.mqtt_state import NodeSnapshot, state_payload
 from heatctl.state import StateFile
 
 _LOGGER = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ class MqttOutputs:
         self._node_capacity_w = node_capacity_w
         self._lock = threading.Lock()
         self._last: NodeSnapshot | None = None
+        self._base = f"{cfg.mqtt.base_topic}/{cfg.node_id}"
+        self._timestamps = timestamp_paths(cfg) if cfg.mqtt.discovery else {}
+        self._sent_times: dict[str, str | None] = {}  # what each timestamp topic last got (control thread)
         if cfg.mqtt.discovery:
             link.subscribe(f"{cfg.mqtt.discovery_prefix}/status", self._on_ha_status)
             link.on_connect(self.announce)
@@ -51,14 +55,34 @@ class MqttOutputs:
     def publish_state(self, snap: NodeSnapshot) -> None:
         with self._lock:
             self._last = snap
-        self._link.publish(self._state_topic, state_json(snap), retain=True)
+        payload = state_payload(snap)
+        self._link.publish(self._state_topic, json.dumps(payload, separators=(",", ":")), retain=True)
+        self._publish_times(payload, changed_only=True)
 
     def republish(self) -> None:
         """Re-send the last state (network thread, after a reconnect) so subscribers see it at once."""
         with self._lock:
             snap = self._last
         if snap is not None:
-            self._link.publish(self._state_topic, state_json(snap), retain=True)
+            payload = state_payload(snap)
+            self._link.publish(self._state_topic, json.dumps(payload, separators=(",", ":")), retain=True)
+            self._publish_times(payload, changed_only=False)
+
+    def _publish_times(self, payload: dict[str, Any], *, changed_only: bool) -> None:
+        """Each timestamp sensor's own topic: the time when there is one, else its availability off."""
+        for object_id, path in self._timestamps.items():
+            value: Any = payload
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            text = value if isinstance(value, str) and value else None
+            with self._lock:
+                if changed_only and object_id in self._sent_times and self._sent_times[object_id] == text:
+                    continue
+                self._sent_times[object_id] = text
+            if text is not None:
+                self._link.publish(timestamp_topic(self._base, object_id), text, retain=True)
+            available = "online" if text is not None else "offline"
+            self._link.publish(f"{timestamp_topic(self._base, object_id)}/available", available, retain=True)
 
     def announce(self) -> None:
         """Publish Home Assistant discovery; remove entities of zones no longer configured."""
