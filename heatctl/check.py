@@ -36,7 +36,7 @@ def _row(part: str, ok: bool, detail: str, fix: str = "") -> CheckRow:
 
 
 def all_checks(cfg: Config) -> list[CheckRow]:
-    rows = [check_state_dir(cfg)]
+    rows = [check_state_dir(cfg), *check_control(cfg)]
     if cfg.mqtt is not None:
         rows += check_mqtt(cfg)
     if cfg.influxdb is not None:
@@ -48,6 +48,33 @@ def all_checks(cfg: Config) -> list[CheckRow]:
     rows += [check_main_heating(cfg, z) for z in cfg.zones if z.main_heating is not None]
     for gpu in cfg.gpus:
         rows += check_gpu(cfg, gpu)
+    return rows
+
+
+FAST_INTERVAL_S = 1.0  # below this the loop reads NVML and publishes its state several times a second
+WATCHDOG_S = 180.0  # the systemd unit's WatchdogSec: a tick must come well within it
+
+
+def check_control(cfg: Config) -> list[CheckRow]:
+    """Each zone's loop interval against what a room needs and what the unit's watchdog allows."""
+    rows = []
+    for zone in cfg.zones:
+        interval_s = zone.control.interval_s
+        part = f"{zone.name}.control"
+        if interval_s > WATCHDOG_S * 2 / 3:
+            fix = f"keep interval_s at most {WATCHDOG_S * 2 / 3:.0f} s, or raise WatchdogSec in the unit"
+            rows.append(
+                _row(
+                    part,
+                    False,
+                    f"interval_s {interval_s:g} s: systemd's watchdog ({WATCHDOG_S:.0f} s) would kill heatctl",
+                    fix,
+                )
+            )
+        elif interval_s < FAST_INTERVAL_S:
+            fix = "5–60 s is what a room needs; the default is 30 s"
+            detail = f"interval_s {interval_s:g} s: NVML read and the state published {1 / interval_s:.0f}× a second"
+            rows.append(CheckRow(part, True, detail, fix, warn=True))
     return rows
 
 

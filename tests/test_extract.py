@@ -193,3 +193,20 @@ def test_a_window_reads_open_or_closed_only_from_a_plain_state(
         extract(payload, src(json_path="contact" if payload.startswith(b"{") else None, open_when=open_when), "window")
         == expected
     )
+
+
+def test_a_source_stuck_on_garbage_is_logged_once_a_minute_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    from heatctl.config import parse_config
+    from heatctl.sources.store import ReadingStore
+    from tests.conftest import MINIMAL_YAML, FakeClock
+
+    clock = FakeClock()
+    store = ReadingStore(parse_config(MINIMAL_YAML + "mqtt: null\n").zones, clock)
+    with caplog.at_level("WARNING", logger="heatctl.sources.store"):
+        for _ in range(600):  # one a second for ten minutes
+            clock.advance(1.0)
+            store.reject("t (office temperature)", b"garbage", "expected a number")
+    lines = [r.getMessage() for r in caplog.records]
+    assert store.bad_payloads == 600
+    assert 3 + 9 <= len(lines) <= 3 + 10, len(lines)  # the first three, then one a minute
+    assert "(63 so far, 59 since the last said)" in lines[3]

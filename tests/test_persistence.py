@@ -241,3 +241,19 @@ def test_a_silent_window_contact_is_shown_unknown_and_its_last_state_decides(
         assert svc.tick().zones["office"].failsafe == "window open"
     finally:
         svc.shutdown()
+
+
+def test_check_warns_of_a_loop_too_fast_and_fails_one_the_watchdog_would_kill(tmp_path: Path) -> None:
+    from heatctl.check import all_checks, check_control
+
+    def rows(interval_s: float) -> list[object]:
+        text = MINIMAL_YAML.replace("    gpus: [gpu0]", f"    control: {{interval_s: {interval_s}}}\n    gpus: [gpu0]")
+        return check_control(parse_config(text + f"mqtt: null\nstate_dir: {tmp_path}\n"))
+
+    assert rows(30) == []
+    (fast,) = rows(0.1)
+    assert fast.ok and fast.warn and "10× a second" in fast.detail  # type: ignore[attr-defined]
+    (slow,) = rows(600)
+    assert not slow.ok and "watchdog" in slow.detail  # type: ignore[attr-defined]
+    cfg = parse_config(MINIMAL_YAML + f"mqtt: null\nstate_dir: {tmp_path}\n")
+    assert [r.part for r in all_checks(cfg)][:1] == ["state_dir"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 
@@ -11,6 +12,7 @@ from heatctl.control.safety import Reading, ZoneInputs
 from heatctl.sources.extract import Role
 
 _LOGGER = logging.getLogger(__name__)
+BAD_LOG_EVERY_S = 60.0  # after the first three, a source's bad payloads are logged at most this often
 
 # The role each ZoneConfig source field plays for extraction and the store.
 ROLES: dict[str, Role] = {
@@ -45,6 +47,7 @@ class ReadingStore:
         self.last_bad: str | None = None
         self._bad_by_origin: dict[str, int] = {}
         self._unknown_age_said: set[str] = set()
+        self._bad_said: dict[str, tuple[float, int]] = {}  # origin → (when last logged, rejected since)
 
     def put(self, zone: str, role: str, value: float, source: str, *, age_s: float = 0.0) -> None:
         """A reading; ``age_s``: how old the source says its data is (Home Assistant's
@@ -126,15 +129,20 @@ class ReadingStore:
             return zone in self._overrides
 
     def reject(self, origin: str, payload: bytes, reason: str) -> None:
-        """Count a payload that must not reach the controller; log the first few of each source."""
+        """Count a payload that must not reach the controller; log the first few of each source, then
+        one a minute with how many came since (a source stuck on garbage is never silent in the log)."""
+        now_s = self._time_fn()
         with self._lock:
             self.bad_payloads += 1
             self.last_bad = f"{origin}: {reason}"
             n = self._bad_by_origin[origin] = self._bad_by_origin.get(origin, 0) + 1
-        if n <= 3 or n % 100 == 0:
+            said_s, unsaid = self._bad_said.get(origin, (-math.inf, 0))
+            say = n <= 3 or now_s - said_s >= BAD_LOG_EVERY_S
+            self._bad_said[origin] = (now_s, 0) if say else (said_s, unsaid + 1)
+        if say:
             shown = payload[:120].decode("utf-8", "replace")
             more = f"… ({len(payload)} bytes)" if len(payload) > 120 else ""
-            again = f" ({n} so far)" if n > 3 else ""
+            again = f" ({n} so far, {unsaid} since the last said)" if n > 3 else ""
             _LOGGER.warning("bad payload on %s%s: %s: %r%s", origin, again, reason, shown, more)
 
     def get(self, zone: str, role: str) -> Reading | None:
