@@ -172,7 +172,7 @@ def from_home_assistant(states: list[dict[str, Any]]) -> Found:
                     source={"entity": entity},
                     setpoint={"entity": entity, "attribute": "temperature"},
                     mode={"entity": entity},
-                    main={"entity": entity},
+                    main={"entity": entity} if _sets_temperature(attrs) else None,
                 )
             )
         elif domain == "binary_sensor" and attrs.get("device_class") in ("window", "door", "opening"):
@@ -186,6 +186,12 @@ def from_home_assistant(states: list[dict[str, Any]]) -> Found:
         ):
             found.outdoor.insert(0, Contact(label, {"entity": entity}))  # a real sensor outside before a forecast
     return found
+
+
+def _sets_temperature(attrs: dict[str, Any]) -> bool:
+    """The climate entity takes climate.set_temperature (HA's TARGET_TEMPERATURE feature, 1)."""
+    features = attrs.get("supported_features")
+    return isinstance(features, int) and not isinstance(features, bool) and bool(features & 1)
 
 
 def ask_home_assistant(url: str, token: str) -> Found:

@@ -409,6 +409,8 @@ class HomeAssistant:
             "  unit_system: metric\n  time_zone: UTC\n  country: NL\n  currency: EUR\n"
             f"http:\n  server_host: 127.0.0.1\n  server_port: {self.port}\n"
             "api:\nconfig:\nlogger:\n  default: warning\n"
+            # The recorder and its history API: what heatctl's planner learns a room from on day one.
+            "recorder:\n  commit_interval: 1\nhistory:\n"
             # A real weather entity whose hourly forecast a test sets through sensor.test_hourly_forecast.
             "weather:\n  - platform: template\n    name: Forecast home\n"
             "    condition_template: cloudy\n"
@@ -488,6 +490,27 @@ class HomeAssistant:
 
     def post(self, path: str, data: dict[str, Any]) -> Any:
         return self._post(path, data, auth=True)
+
+    def record_history(self, events: dict[str, list[tuple[float, str]]]) -> None:
+        """Write past states into the recorder's database, as if the sensors had reported them then
+        (entities Home Assistant has not seen yet; the recorder runs meanwhile)."""
+        import sqlite3
+
+        db = self.config / "home-assistant_v2.db"
+        wait_until(db.exists, 60, "the recorder's database")
+        with sqlite3.connect(db, timeout=60) as con:
+            wait_until(
+                lambda: con.execute("SELECT 1 FROM sqlite_master WHERE name = 'states_meta'").fetchone(),
+                60,
+                "its schema",
+            )
+            for entity, changes in events.items():
+                meta = con.execute("INSERT INTO states_meta (entity_id) VALUES (?)", (entity,)).lastrowid
+                con.executemany(
+                    "INSERT INTO states (state, last_changed_ts, last_updated_ts, metadata_id, origin_idx)"
+                    " VALUES (?, ?, ?, ?, 0)",
+                    [(state, at_s, at_s, meta) for at_s, state in changes],
+                )
 
     def get(self, path: str) -> Any:
         import urllib.request

@@ -456,3 +456,60 @@ def test_the_planner_takes_prices_and_the_weather_forecast_from_home_assistant(
     finally:
         svc.shutdown()
         probe.close()
+
+
+def test_a_room_is_learned_in_the_first_hour_from_home_assistants_recorder(
+    homeassistant: HomeAssistant, tmp_path: Path
+) -> None:
+    """Day one: two weeks of the room in Home Assistant's recorder (written there by the test: a
+    PC's plug, the room, the outdoor sensor, the setpoint) and the planner is active at once."""
+    from heatctl.planner.show import model_text
+    from tests.test_seed import recorded_room
+
+    ha = homeassistant
+    now = time.time()
+    renamed = {
+        "sensor.office_temperature": "sensor.seed_room_temperature",
+        "sensor.outdoor_temperature": "sensor.seed_outdoor_temperature",
+        "sensor.pc_power": "sensor.seed_pc_power",
+        "climate.office": "sensor.seed_setpoint",
+    }
+    recorded = recorded_room(14.0, end_s=now - 60.0)
+    history = {
+        renamed[entity]: [(at_s, attrs.get("temperature", state)) for at_s, state, attrs in rows]
+        for entity, rows in recorded.items()
+    }
+    history["sensor.seed_setpoint"] = [(at_s, str(sp)) for at_s, sp in history["sensor.seed_setpoint"]]
+    ha.record_history(history)
+    for entity, changes in history.items():  # and what they say now
+        ha.post(f"/api/states/{entity}", {"state": changes[-1][1]})
+    cfg = parse_config(f"""
+node_id: ha-seed
+state_dir: {tmp_path}
+mqtt: null
+homeassistant: {{url: "{ha.url}", token: "{ha.token}", poll_interval_s: 0.2}}
+planner: {{}}
+zones:
+  - name: office
+    temperature: {{entity: sensor.seed_room_temperature}}
+    setpoint: {{entity: sensor.seed_setpoint}}
+    outdoor_temperature: {{entity: sensor.seed_outdoor_temperature}}
+    power_meter: {{entity: sensor.seed_pc_power}}
+    gpus: [gpu0]
+gpus: [{{id: gpu0, backend: sim}}]
+""")
+    svc = Service(cfg)
+    svc.start()
+    try:
+        assert svc.planner is not None
+        planner = svc.planner.zones["office"]
+        wait_until(lambda: planner.history_source is not None, 60, "the history from Home Assistant")
+        assert planner.history_source.startswith("Home Assistant's recorder: ")
+        assert planner.history.valid_hours() > 100
+        wait_until(lambda: svc.tick().failsafe is None, 30, "the room's readings")  # the sensors now
+        svc.planner.run_once()
+        assert planner.status == "active", planner.reason
+    finally:
+        svc.shutdown()
+    text = model_text(cfg)
+    assert "learned from Home Assistant's recorder" in text and "trusted" in text, text

@@ -77,7 +77,11 @@ def test_zigbee2mqtt_devices_become_thermostats_and_contacts() -> None:
 def test_home_assistant_states_become_thermostats_windows_and_weather() -> None:
     found = from_home_assistant(
         [
-            {"entity_id": "climate.office", "attributes": {"current_temperature": 20.1, "friendly_name": "Office"}},
+            {
+                "entity_id": "climate.office",
+                "attributes": {"current_temperature": 20.1, "friendly_name": "Office", "supported_features": 385},
+            },
+            {"entity_id": "climate.shown_only", "attributes": {"current_temperature": 19.0}},  # cannot be set
             {"entity_id": "climate.heatctl_x_climate", "attributes": {"current_temperature": 20.0}},  # heatctl's own
             {"entity_id": "binary_sensor.office_window", "attributes": {"device_class": "window"}},
             {"entity_id": "binary_sensor.motion", "attributes": {"device_class": "motion"}},
@@ -89,8 +93,9 @@ def test_home_assistant_states_become_thermostats_windows_and_weather() -> None:
             },
         ]
     )
-    assert [t.name for t in found.thermostats] == ["office"]
+    assert [t.name for t in found.thermostats] == ["office", "shown_only"]
     assert found.thermostats[0].main == {"entity": "climate.office"}
+    assert found.thermostats[1].main is None  # heatctl could not hold it back: not its main heating
     assert [w.source for w in found.windows] == [{"entity": "binary_sensor.office_window"}]
     assert [o.source for o in found.outdoor] == [  # a sensor outside first, then the forecast
         {"entity": "sensor.0x00158d_temperature"},

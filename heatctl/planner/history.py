@@ -130,6 +130,25 @@ class History:
         self._n += len(rows)
         self._samples = None
 
+    def valid_hours(self) -> float:
+        return float((self._rows[:, 5] > 0.5).sum()) * self.sample_s / 3600.0
+
+    def first_time_s(self) -> float | None:
+        rows = self._rows
+        return float(rows[0, 0]) if len(rows) else None
+
+    def seed(self, rows: FloatArray) -> int:
+        """Older samples from elsewhere (Home Assistant's recorder), put before this history's own;
+        returns how many were taken. Rows at or after the first own sample are left out."""
+        own = self._rows.copy()
+        if len(own):
+            rows = rows[rows[:, 0] < own[0, 0]]
+        if not len(rows):
+            return 0
+        self._n = 0
+        self._append(np.concatenate([rows, own]) if len(own) else rows)
+        return len(rows)
+
     def samples(self) -> Samples:
         """The closed samples; a sample is fitted only if the next one follows it and gives its end."""
         if self._samples is None:

@@ -31,6 +31,7 @@ from heatctl.control.policy import cap_outlook
 from heatctl.errors import plain
 from heatctl.mqtt_link import MqttLink
 from heatctl.planner.schedule import WeeklySchedule, parse_days
+from heatctl.planner.seed import Fetch, fetch_zone_rows, ha_fetch
 from heatctl.planner.series import ForecastError, Series, parse_attributes, parse_payload
 from heatctl.planner.zone import Guidance, PlannerSettings, Signals, ZonePlanner
 from heatctl.prices import forecast_source, is_known, known_prices
@@ -403,9 +404,38 @@ class NodePlanner:
             _LOGGER.exception("reading the batch work due failed")
             return ()
 
+    def seed_from_homeassistant(self, fetch: Fetch | None = None) -> dict[str, str]:
+        """Day one: each zone short of its own history takes Home Assistant's (``planner.seed``);
+        zone → what happened, for the log. Never raises: without it, the planner learns as before."""
+        ha = self.cfg.homeassistant
+        if ha is None:
+            return {}
+        fetch = fetch or ha_fetch(ha)
+        done = {}
+        for zone in self.cfg.zones:
+            planner = self.zones[zone.name]
+            if not planner.wants_seed():
+                continue
+            now = self._wall_fn()
+            try:
+                got = fetch_zone_rows(self.cfg, zone, fetch, now, planner.first_sample_s() or now)
+            except Exception as exc:  # a bad history must leave the planner as it was
+                _LOGGER.exception("zone %s: seeding from Home Assistant failed", zone.name)
+                got = f"seeding failed: {exc}"
+            if isinstance(got, str):
+                _LOGGER.info("zone %s: not learned from Home Assistant's history: %s", zone.name, got)
+                done[zone.name] = got
+                continue
+            rows, source = got
+            planner.seed(rows, source)
+            done[zone.name] = source
+        return done
+
     def _run(self) -> None:
         ha = self.cfg.homeassistant
         wants_ha = ha is not None and any(s.entity for s in self.sources().values())
+        if ha is not None and not self._stop.is_set():
+            self.seed_from_homeassistant()
         while not self._stop.is_set():
             try:
                 if wants_ha and self._ha_client_factory is not None:

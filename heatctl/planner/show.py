@@ -7,9 +7,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from heatctl.config import Config
+from heatctl.config import Config, PlannerConfig, ZoneConfig
 from heatctl.errors import HeatctlError
 from heatctl.planner.node import planner_path
+from heatctl.planner.seed import Fetch
 
 
 def _read(path: Path, what: str) -> dict[str, Any] | None:
@@ -30,7 +31,10 @@ def model_text(cfg: Config) -> str:
         model = data.get("model") if data else None
         rows = len((data or {}).get("history", {}).get("rows", []))
         if not model:
-            lines.append(f"{zone.name}: nothing learned yet ({rows} samples of 5 min in {path})")
+            seeded = f"; {data['history_source']}" if data and data.get("history_source") else ""
+            lines.append(f"{zone.name}: nothing learned yet ({rows} samples of 5 min in {path}{seeded})")
+            if cfg.homeassistant is not None and not seeded:
+                lines += _preview_from_homeassistant(cfg, zone)
             continue
         trusted = "trusted" if model.get("trusted") else f"not trusted yet: {model.get('why_not', '')}"
         lines.append(
@@ -38,6 +42,8 @@ def model_text(cfg: Config) -> str:
             f"other gains {model.get('gains_w', 0.0):.0f} W; fit error {model['fit_rmse_k']:.2f} K "
             f"over {model['data_h']:.0f} h of data — {trusted}"
         )
+        if source := (data or {}).get("history_source"):
+            lines.append(f"  learned from {source}, then heatctl's own samples")
         if model.get("ce_j_per_k"):
             lines.append(
                 f"  air and furniture {model['ci_j_per_k'] / 3.6e6:.2f} kWh/K behind {model['rie_k_per_w']:.4f} K/W, "
@@ -46,6 +52,35 @@ def model_text(cfg: Config) -> str:
     if cfg.planner is None:
         lines.append("(the config has no 'planner:' section: nothing is learned)")
     return "\n".join(lines)
+
+
+def _preview_from_homeassistant(cfg: Config, zone: ZoneConfig, fetch: Fetch | None = None) -> list[str]:
+    """Before the first run: what the room looks like from Home Assistant's history (fitted here,
+    saved nowhere; ``run`` learns the same at start)."""
+    import time
+
+    from heatctl.planner.node import planner_settings
+    from heatctl.planner.seed import fetch_zone_rows, ha_fetch
+    from heatctl.planner.zone import ZonePlanner
+
+    assert cfg.homeassistant is not None
+    now = time.time()
+    got = fetch_zone_rows(cfg, zone, fetch or ha_fetch(cfg.homeassistant), now, now)
+    if isinstance(got, str):
+        return [f"  from Home Assistant's history: {got}"]
+    rows, source = got
+    settings = planner_settings(cfg.planner or PlannerConfig(), zone, capacity_w=1.0, floor_w=0.0, max_power_w=None)
+    planner = ZonePlanner(zone.name, settings)
+    planner.seed(rows, source)
+    model = planner.refit_now(now)
+    if model is None:
+        return [f"  from {source}: too little to fit"]
+    trusted = "trusted: the planner starts with it" if model.trusted else f"not trusted: {model.why_not}"
+    return [
+        f"  from {source} (not saved; run learns the same at start):",
+        f"  heat loss {model.ua_w_per_k:.1f} W/K, time constant {model.tau_h:.1f} h, other gains {model.gains_w:.0f} W;"
+        f" fit error {model.fit_rmse_k:.2f} K over {model.data_h:.0f} h — {trusted}",
+    ]
 
 
 def plan_documents(cfg: Config) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from heatctl.accounting import PLAN_WARMING_W
 from heatctl.planner.history import History
 from heatctl.planner.lp import LinearRoom, LpPlan, LpSolver, Outlook, PlanError
-from heatctl.planner.model import RoomModel, fit_room, held_where_invalid, prediction_rmse_k
+from heatctl.planner.model import TRUST_DATA_H, RoomModel, fit_room, held_where_invalid, prediction_rmse_k
 from heatctl.planner.schedule import WeeklySchedule, learned_setpoints
 from heatctl.state import atomic_write
 
@@ -196,6 +196,7 @@ class ZonePlanner:
         self.zone = zone
         self.settings = settings
         self.history = History(settings.history_days)
+        self.history_source: str | None = None  # where history before heatctl's own came from
         self._schedule = schedule
         self._tz = tz
         self._path = path
@@ -230,6 +231,32 @@ class ZonePlanner:
             self.history.record(
                 now_s, room_c=room_c, setpoint_c=setpoint_c, heat_w=heat_w, outdoor_c=outdoor_c, valid=valid
             )
+
+    def wants_seed(self) -> bool:
+        """Too little of its own history to be trusted, and not seeded yet."""
+        with self._lock:
+            return self.history_source is None and self.history.valid_hours() < TRUST_DATA_H
+
+    def first_sample_s(self) -> float | None:
+        with self._lock:
+            return self.history.first_time_s()
+
+    def seed(self, rows: FloatArray, source: str) -> int:
+        """History from elsewhere, before heatctl's own; refitted at the next update."""
+        with self._lock:
+            taken = self.history.seed(rows)
+            self.history_source = source
+        if taken:
+            self._s.checked_s = -math.inf  # refit at once
+            _LOGGER.info("zone %s: %d samples from %s", self.zone, taken, source)
+        if self._path is not None:
+            self.save()
+        return taken
+
+    def refit_now(self, now_s: float) -> RoomModel | None:
+        """Fit the room on the history as it is (``heatctl model`` before any run)."""
+        self._refit(now_s)
+        return self._s.model
 
     def signals_changed(self) -> None:
         """A forecast arrived: plan again at the next update."""
@@ -510,6 +537,7 @@ class ZonePlanner:
                 "zone": self.zone,
                 "model": self._s.model.to_json() if self._s.model else None,
                 "history": self.history.to_json(),
+                "history_source": self.history_source,
             }
         atomic_write(self._path, json.dumps(data), keep_previous=True)
 
@@ -543,6 +571,8 @@ class ZonePlanner:
             if data.get("model") and self._fixed_model is None:
                 self._s.model = RoomModel.from_json(data["model"])
             self.history.load_json(data.get("history") or {})
+            source = data.get("history_source")
+            self.history_source = source if isinstance(source, str) else None
         except (TypeError, ValueError, KeyError) as exc:
             _LOGGER.warning("zone %s: the planner's memory %s is damaged (%s); learning afresh", self.zone, path, exc)
             self._s.model = self._fixed_model
