@@ -58,7 +58,8 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
 
     def add(component: str, object_id: str, payload: dict[str, Any], topic: str = state) -> None:
         uid = f"heatctl_{node}_{object_id}"
-        payload = {"unique_id": uid, "object_id": uid, "state_topic": topic, **payload, **common}
+        entity = f"heatctl_{object_id}" if node == "heatctl" else uid  # sensor.heatctl_heat_w, not heatctl_heatctl_…
+        payload = {"unique_id": uid, "object_id": entity, "state_topic": topic, **payload, **common}
         if isinstance(name := payload.get("name"), str) and name:
             payload["name"] = name[0].upper() + name[1:]  # one casing: "Office heat demand", "Heat output"
         if component == "climate":
