@@ -242,6 +242,9 @@ def _plan(args: argparse.Namespace) -> int:
     docs = plan_documents(load_config(args.config))
     print("\n\n".join(plan_text(d) for d in docs))
     if args.plot is not None:
+        if not any(d.get("steps") for d in docs):
+            print(f"heatctl: no plan to draw yet; {args.plot} not written", file=sys.stderr)
+            return EXIT_RUNTIME
         plot_plans(docs, args.plot)
         print(f"wrote {args.plot}")
     return EXIT_OK

@@ -125,6 +125,9 @@ def _gpu_line(gid: str, g: dict[str, Any], unit: str) -> str:
         notes.append(f"work found running {g['level_mismatches']}×")
     if g.get("steerable") is False:
         notes.append("heatctl CANNOT take heat away from it")
+    elif g.get("workload") == "none" and g.get("regime") == "idle" and _num(g.get("power_w")) > _num(g.get("target_w")):
+        # Without a workload heatctl can pause, the lowest limit the driver takes is the least heat.
+        notes.append("no heat wanted: held at its lowest limit, the floor without a workload to pause")
     extra = f" [{'; '.join(notes)}]" if notes else ""
     return f"gpu {gid}: {power} ({limit}), {temp}, work level {level:.2f}{work}; {g.get('workload', '')}{extra}"
 

@@ -174,17 +174,21 @@ def test_bad_jobs_are_recorded_as_failed_not_retried(
         + "\n"
         + json.dumps({"id": "fine", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
         + "\n"
+        + json.dumps({"id": "fine", "messages": [{"role": "user", "content": "again"}], "max_tokens": 4})
+        + "\n"
     )
     w = workload(made, tinyllm, spool)
     w.start()
     w.set_level(1.0)
-    wait_until(lambda: w.counters.done + w.counters.failed == 4, 60, "all four settled")
+    wait_until(lambda: w.counters.done + w.counters.failed == 5, 60, "all five settled")
     by_id = {r["id"]: r for r in results(spool)}
     assert by_id["fine"]["status"] == "ok"
     assert by_id["bad.jsonl:1"]["status"] == "failed" and "not JSON" in by_id["bad.jsonl:1"]["error"]
     assert by_id["no-body"]["status"] == "failed"
     assert by_id["too-long"]["status"] == "failed" and "HTTP 400" in by_id["too-long"]["error"]
     assert by_id["too-long"]["attempts"] == 1
+    assert by_id["bad.jsonl:5"]["status"] == "failed"  # a duplicate id: said, under its own place, not run
+    assert by_id["bad.jsonl:5"]["error"] == "id 'fine' is used again (first at line 4): not run"
 
 
 def test_interactive_requests_beside_the_jobs(tinyllm: TinyLLM, tmp_path: Path, made: list[OpenAIWorkload]) -> None:

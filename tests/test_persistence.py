@@ -257,3 +257,12 @@ def test_check_warns_of_a_loop_too_fast_and_fails_one_the_watchdog_would_kill(tm
     assert not slow.ok and "watchdog" in slow.detail  # type: ignore[attr-defined]
     cfg = parse_config(MINIMAL_YAML + f"mqtt: null\nstate_dir: {tmp_path}\n")
     assert [r.part for r in all_checks(cfg)][:1] == ["state_dir"]
+
+
+def test_status_says_when_the_lowest_limit_is_the_floor_without_a_workload() -> None:
+    from heatctl.status import _gpu_line
+
+    floor = {"power_w": 98.0, "power_limit_w": 100.0, "target_w": 0.0, "regime": "idle", "workload": "none"}
+    assert "held at its lowest limit, the floor without a workload to pause" in _gpu_line("gpu0", floor, "work")
+    working = floor | {"workload": "openai http://127.0.0.1:8080/v1", "power_w": 20.0}
+    assert "floor" not in _gpu_line("gpu0", working, "tokens")

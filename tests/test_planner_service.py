@@ -103,6 +103,20 @@ def test_the_service_plans_with_a_forecast_from_mqtt_and_publishes_the_plan(
     # What the user sees from the shell.
     assert main(["plan", "-c", str(config_path)]) == 0
     assert main(["model", "-c", str(config_path)]) == 0
+    chart = tmp_path / "plan.png"
+    assert main(["plan", "-c", str(config_path), "--plot", str(chart)]) == 0 and chart.stat().st_size > 10_000
+
+
+def test_plan_plot_without_a_plan_says_so_and_draws_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"state_dir: {tmp_path}\nmqtt: null\nplanner: {{}}\n"
+        "zones: [{name: a, temperature: {topic: t}, setpoint: {topic: s}, gpus: [g]}]\n"
+        "gpus: [{id: g, backend: sim}]\n"
+    )
+    chart = tmp_path / "plan.png"
+    assert main(["plan", "-c", str(path), "--plot", str(chart)]) == 1
+    assert "no plan to draw yet" in capsys.readouterr().err and not chart.exists()
 
 
 def test_a_bad_planner_config_lists_its_problems(tmp_path: Path) -> None:

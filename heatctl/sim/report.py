@@ -6,6 +6,7 @@ import csv
 import itertools
 import json
 import math
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,20 @@ def format_table(rows: dict[str, dict[str, float]], *, work_unit: str = "units")
     return "\n".join(lines)
 
 
+def _share(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.0%}"
+
+
+def _count(value: float) -> str:
+    """A large count as a person reads it: 1.17 million, 940 thousand."""
+    if math.isnan(value):
+        return "n/a"
+    for size, word in ((1e9, "billion"), (1e6, "million"), (1e3, "thousand")):
+        if abs(value) >= size:
+            return f"{value / size:.3g} {word}"
+    return f"{value:.3g}"
+
+
 def _fmt(value: float) -> str:
     if math.isnan(value):
         return "n/a"
@@ -253,6 +268,7 @@ def plot(result: SimResult, path: Path, summary: dict[str, float] | None = None,
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -260,7 +276,13 @@ def plot(result: SimResult, path: Path, summary: dict[str, float] | None = None,
     s = result.series
     summary = summary if summary is not None else kpis(result)
     size = max(1, len(s["time_s"]) // max_points)
-    hours = _bucket_mean(s["time_s"], size) / 3600.0
+    # The scenario's own clock on the axis (its start, in its time zone): days and times, not hours since 0.
+    start_s, tz = result.scenario.start_epoch_s, result.scenario.tz
+
+    def clock_times(seconds: FloatArray) -> list[datetime]:
+        return [datetime.fromtimestamp(start_s + t, tz) for t in seconds.tolist()]
+
+    hours = clock_times(_bucket_mean(s["time_s"], size))
     fig, (ax_t, ax_p, ax_w) = plt.subplots(
         3, 1, figsize=(13, 8.5), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]}
     )
@@ -284,13 +306,20 @@ def plot(result: SimResult, path: Path, summary: dict[str, float] | None = None,
     ax_o.plot(hours, _bucket_mean(s["outdoor_c"], size), color="tab:blue", lw=0.8, alpha=0.6)
     ax_o.set_ylabel("outdoor °C", color="tab:blue")
     ax_t.set_ylabel("room °C")
-    kinds = _shade_events(ax_t, result)
+    kinds = _shade_events(ax_t, result, clock_times)
     handles, _ = ax_t.get_legend_handles_labels()
     handles.append(Line2D([], [], color="tab:blue", lw=0.8, alpha=0.6, label="outdoor (right axis)"))
     handles += [Patch(color=EVENT_STYLES[k][0], alpha=0.3, label=EVENT_STYLES[k][1]) for k in kinds]
     ax_t.legend(handles=handles, **outside)
     ax_p.plot(hours, _bucket_mean(s["gpu_power_w"], size), color="tab:orange", lw=0.8, label="GPU power (mean)")
-    ax_p.plot(hours, _bucket_mean(s["power_limit_w"], size), color="black", lw=0.6, ls="--", label="power limit")
+    limit = _bucket_mean(s["power_limit_w"], size)
+    drawn = _bucket_mean(s["gpu_power_w"], size)
+    capping = np.zeros(len(limit), dtype=bool)
+    if np.isfinite(limit).any():  # the limit only where it holds the card: below its most, the card at it
+        capping = (limit < np.nanmax(limit) - 1.0) & (drawn >= limit - 10.0)
+    if capping.any():
+        shown = np.where(capping, limit, np.nan)
+        ax_p.plot(hours, shown, color="black", lw=0.6, ls="--", label="power limit (where it caps)")
     if not np.isnan(s["plan_w"]).all():
         ax_p.plot(
             hours, _bucket_mean(np.nan_to_num(s["plan_w"]), size), color="tab:green", lw=0.8, label="planned heat"
@@ -300,7 +329,7 @@ def plot(result: SimResult, path: Path, summary: dict[str, float] | None = None,
         ax_c.step(hours, _bucket_mean(s["price_per_kwh"], size), where="mid", color="tab:gray", lw=0.6, alpha=0.7)
         ax_c.set_ylabel("price/kWh", color="tab:gray")
     per_hour = max(1, round(3600.0 / result.scenario.step_s))
-    hour_starts = _bucket_mean(s["time_s"], per_hour) / 3600.0 - 0.5
+    hour_starts = clock_times(_bucket_mean(s["time_s"], per_hour) - 1800.0)
     for column, color, label in (
         ("backup_w", "tab:purple", "backup heater (Wh per hour)"),
         ("main_w", "tab:brown", "main heating (Wh per hour)"),
@@ -312,12 +341,15 @@ def plot(result: SimResult, path: Path, summary: dict[str, float] | None = None,
     ax_p.set_ylabel("W")
     ax_p.legend(**outside)
     ax_w.plot(hours, _bucket_mean(s["work_rate"], size), color="tab:green", lw=0.8)
-    ax_w.set_ylabel("work/s")
-    ax_w.set_xlabel("hours")
+    ax_w.set_ylabel("work per second")
+    locator = mdates.AutoDateLocator(tz=tz)  # type: ignore[no-untyped-call]
+    ax_w.xaxis.set_major_locator(locator)
+    ax_w.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz))  # type: ignore[no-untyped-call]
+    ax_w.set_xlabel(f"local time ({result.scenario.timezone or 'UTC'})")
     for ax in (ax_t, ax_p, ax_w):
         ax.grid(alpha=0.3)
     fig.text(0.01, 0.01, footer(summary, result), fontsize=9, family="monospace", va="bottom")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -327,7 +359,7 @@ def footer(summary: dict[str, float], result: SimResult) -> str:
     days = max(result.scenario.duration_h - WARMUP_S / 3600.0, 1.0) / 24.0
     text = (
         f"per day: GPU {summary['energy_kwh'] / days:.2f} kWh, {summary['added_kwh'] / days:.2f} kWh of it above idle, "
-        f"{summary['heat_reused_kwh'] / days:.2f} kWh of that wanted (ERF {summary['erf']:.2f}); "
+        f"{summary['heat_reused_kwh'] / days:.2f} kWh of that wanted ({_share(summary['erf'])} of the heat reused); "
         f"backup heater {summary['backup_kwh'] / days:.2f} kWh"
     )
     if not math.isnan(summary.get("cost", math.nan)):
@@ -336,14 +368,14 @@ def footer(summary: dict[str, float], result: SimResult) -> str:
             f" the heat it replaced worth {summary['heat_value'] / days:.2f},"
             f" net {summary['net_saving'] / days:+.2f} at the scenario's tariff"
         )
-    return text + f"   |   work per kWh {_fmt(summary['work_per_kwh'])}"
+    return text + f"\n{_count(summary['work_per_kwh'])} units of work per kWh"
 
 
-def _shade_events(ax: Any, result: SimResult) -> list[str]:
+def _shade_events(ax: Any, result: SimResult, clock_times: Any) -> list[str]:
     """Shade each event's span; returns the kinds drawn, for the legend."""
     kinds: list[str] = []
     for event in result.scenario.events:
-        a, b = (x / 3600.0 for x in event.span_s)
+        a, b = clock_times(np.array(event.span_s, dtype=float))
         kind = next(k for k in EVENT_STYLES if getattr(event, k))
         ax.axvspan(a, b, color=EVENT_STYLES[kind][0], alpha=0.3, lw=0)
         if kind not in kinds:

@@ -152,6 +152,7 @@ def _read_jobs(path: Path, results: Path) -> Iterator[Job]:
         _LOGGER.error("cannot read job file %s: %s", path, exc)
         return
     lines = text.split("\n")[:-1]  # whole lines only: what follows the last newline is not finished
+    first_line: dict[str, int] = {}
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -169,6 +170,11 @@ def _read_jobs(path: Path, results: Path) -> Iterator[Job]:
             )
             continue
         job_id = str(data.pop("id", fallback_id))
+        if (first := first_line.setdefault(job_id, lineno)) != lineno:
+            # Its result would be taken for the first one's: failed under its own place, with why.
+            error = f"id {job_id!r} is used again (first at line {first}): not run"
+            yield Job(id=fallback_id, body={}, source=path, results=results, error=error)
+            continue
         if "messages" not in data and "prompt" not in data:
             yield Job(id=job_id, body={}, source=path, results=results, error="a job needs 'messages' or 'prompt'")
             continue
