@@ -16,11 +16,12 @@ short methods here; every state change that matters is in the ``BatchStore`` fir
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -385,11 +386,11 @@ class BatchQueue:
     def _validate(self, batch_id: str, file_id: str, endpoint: str) -> None:
         path = self.store.file_path(file_id)
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open(encoding="utf-8") as lines:  # line by line: a 200 MB file is never one string
+                requests, errors = parse_requests(lines, endpoint, self.cfg.max_requests)
         except (OSError, UnicodeDecodeError) as exc:
             self.store.fail_batch(batch_id, [_error("invalid_file", f"The input file cannot be read: {exc}")])
             return
-        requests, errors = parse_requests(text, endpoint, self.cfg.max_requests)
         if errors:
             _LOGGER.warning("batch %s failed validation: %s", batch_id, errors[0]["message"])
             self.store.fail_batch(batch_id, errors)
@@ -439,14 +440,15 @@ MAX_ERRORS = 100
 
 
 def parse_requests(
-    text: str, endpoint: str, max_requests: int
-) -> tuple[list[tuple[int, str, str, dict[str, Any]]], list[dict[str, Any]]]:
-    """The input file's lines as (line, custom_id, url, body), or the errors the OpenAI API would list."""
-    requests: list[tuple[int, str, str, dict[str, Any]]] = []
+    text: str | Iterable[str], endpoint: str, max_requests: int
+) -> tuple[list[tuple[int, str, str, str]], list[dict[str, Any]]]:
+    """The input file's lines as (line, custom_id, url, body as compact JSON), or the errors the
+    OpenAI API would list."""
+    requests: list[tuple[int, str, str, str]] = []
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
     models: set[str] = set()
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(text.splitlines() if isinstance(text, str) else text, start=1):
         if not raw.strip():
             continue
         if len(errors) >= MAX_ERRORS:
@@ -479,7 +481,7 @@ def parse_requests(
         seen.add(custom_id)
         if isinstance(body.get("model"), str):
             models.add(body["model"])
-        requests.append((lineno, custom_id, item["url"], body))
+        requests.append((lineno, custom_id, item["url"], json.dumps(body, separators=(",", ":"), ensure_ascii=False)))
     if not errors and not requests:
         errors.append(_error("empty_file", "The input file has no requests."))
     if len(requests) > max_requests:

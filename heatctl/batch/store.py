@@ -95,9 +95,14 @@ class QueuedRequest:
     line: int
     custom_id: str
     url: str
-    body: dict[str, Any]
+    body_json: str  # kept as the text it is stored as: a queue of 50,000 dicts would hold gigabytes
     expires_at: int
     batch_seq: int
+
+    @property
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(self.body_json)
+        return body
 
 
 class BatchStore:
@@ -284,13 +289,13 @@ class BatchStore:
         with self._tx() as db:
             return bool(db.execute(f"UPDATE batches SET {sets} WHERE id = ? AND status IN ({marks})", args).rowcount)
 
-    def insert_requests(self, batch_id: str, requests: list[tuple[int, str, str, dict[str, Any]]]) -> None:
-        """The validated lines (line, custom_id, url, body), queued; the batch is still validating."""
+    def insert_requests(self, batch_id: str, requests: list[tuple[int, str, str, str]]) -> None:
+        """The validated lines (line, custom_id, url, body as JSON), queued; the batch is still validating."""
         with self._tx() as db:
             db.execute("DELETE FROM requests WHERE batch_id = ?", (batch_id,))  # a validation cut off by a crash
             db.executemany(
                 "INSERT INTO requests (batch_id, line, custom_id, url, body) VALUES (?, ?, ?, ?, ?)",
-                [(batch_id, line, cid, url, json.dumps(body)) for line, cid, url, body in requests],
+                [(batch_id, line, cid, url, body) for line, cid, url, body in requests],
             )
 
     def start_batch(self, batch_id: str, total: int) -> None:
@@ -313,7 +318,7 @@ class BatchStore:
             "SELECT r.batch_id, r.line, r.custom_id, r.url, r.body, b.expires_at, b.seq FROM requests r"
             " JOIN batches b ON b.id = r.batch_id WHERE r.state = 'queued' AND b.status = 'in_progress'"
         )
-        return [QueuedRequest(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+        return [QueuedRequest(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     def record_result(self, req: QueuedRequest, ok: bool, result: dict[str, Any], tokens: int) -> bool:
         """The request's output or error line, committed; False if it was already recorded."""
