@@ -266,3 +266,12 @@ def test_status_says_when_the_lowest_limit_is_the_floor_without_a_workload() -> 
     assert "held at its lowest limit, the floor without a workload to pause" in _gpu_line("gpu0", floor, "work")
     working = floor | {"workload": "openai http://127.0.0.1:8080/v1", "power_w": 20.0}
     assert "floor" not in _gpu_line("gpu0", working, "tokens")
+
+
+def test_status_says_a_power_above_a_just_lowered_limit_was_read_before_it() -> None:
+    from heatctl.status import _gpu_line
+
+    lowered = {"power_w": 250.0, "power_limit_w": 180.0, "target_w": 180.0, "regime": "continuous", "workload": "sim"}
+    assert "power as read before the new limit took hold" in _gpu_line("gpu0", lowered, "work")
+    settled = lowered | {"power_w": 179.0}
+    assert "before the new limit" not in _gpu_line("gpu0", settled, "work")
