@@ -119,9 +119,9 @@ def _gpu_line(gid: str, g: dict[str, Any], unit: str) -> str:
     level = _num(g.get("level"))
     work = f", {g['work_rate']:.1f} {unit}/s" if isinstance(g.get("work_rate"), int | float) else ""
     notes = []
-    if g.get("limit_control") is not False and g.get("power_limit_w") is not None:
-        if _num(g.get("power_w")) > _num(g.get("power_limit_w")) + 5.0:  # read at the tick's start, before the change
-            notes.append("power as read before the new limit took hold")
+    settable = g.get("limit_control") is not False and g.get("power_limit_w") is not None
+    if settable and _num(g.get("power_w")) > _num(g.get("power_limit_w")) + 5.0:  # read at the tick's start
+        notes.append("power as read before the new limit took hold")
     if g.get("limit_mismatches"):
         notes.append(f"limit found changed {g['limit_mismatches']}×")
     if g.get("level_mismatches"):
