@@ -135,6 +135,9 @@ def bind_commands(cfg: Config, link: MqttLink, inbox: CommandInbox, max_node_w: 
         link.subscribe(topic, _handler(inbox, what, max_node_w, presets))
 
 
+SETPOINT_RANGE_C = (5.0, 30.0)  # what a zone's target may be set to: the climate entity's min_temp and max_temp
+
+
 def parse_command(what: str, payload: bytes, max_node_w: float, presets: dict[str, list[str]] | None = None) -> Command:
     """The command a payload on one of ``command_topics`` means; raises CommandError."""
     kind, _, zone = what.partition(":")
@@ -150,7 +153,7 @@ def parse_command(what: str, payload: bytes, max_node_w: float, presets: dict[st
         return SetZoneMode(zone, parse_mode(payload))
     if kind == "max_power_w":
         return SetMaxPower(parse_number(payload, 0.0, max_node_w))
-    return SetSetpoint(zone, parse_number(payload, 5.0, 35.0))
+    return SetSetpoint(zone, parse_number(payload, *SETPOINT_RANGE_C))
 
 
 def _handler(inbox: CommandInbox, what: str, max_node_w: Callable[[], float], presets: dict[str, list[str]]) -> Handler:

@@ -184,6 +184,12 @@ def test_discovery_gives_home_assistant_what_it_needs(service: Service, probe: P
     assert climate["modes"] == ["off", "heat"]
     assert climate["mode_command_topic"] == f"{BASE}/office/mode/set"
     assert climate["temperature_command_topic"] == f"{BASE}/office/setpoint/set"
+    from heatctl.commands import CommandError, parse_command
+
+    assert (climate["min_temp"], climate["max_temp"]) == (5.0, 30.0)  # what heatctl itself takes
+    assert parse_command("setpoint:office", b"30", 1000.0).setpoint_c == 30.0  # type: ignore[attr-defined]
+    with pytest.raises(CommandError):
+        parse_command("setpoint:office", b"30.5", 1000.0)
     for key in ("current_temperature_topic", "temperature_state_topic", "mode_state_topic"):
         assert climate[key] == f"{BASE}/state"
     energy = configs[f"{prefix}/sensor/office-heater/energy_kwh/config"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from heatctl import __version__
-from heatctl.commands import preset_names
+from heatctl.commands import SETPOINT_RANGE_C, preset_names
 from heatctl.config import Config, work_unit
 
 Messages = dict[str, dict[str, Any]]  # discovery topic → config payload
@@ -95,8 +95,8 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
                 "temperature_state_template": f"{{{{ {z}.setpoint_c }}}}",
                 "action_topic": state,
                 "action_template": f"{{{{ {z}.action }}}}",
-                "min_temp": 5,
-                "max_temp": 30,
+                "min_temp": SETPOINT_RANGE_C[0],  # HA refuses what heatctl would (one range, said once)
+                "max_temp": SETPOINT_RANGE_C[1],
                 "temp_step": 0.5,
                 "precision": 0.1,
                 "temperature_unit": "C",
