@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("-c", "--config", type=Path, default=None, help="config YAML whose control settings to use")
     sim.add_argument(
         "--controller",
-        choices=("heatctl", "hysteresis", "dutycycle", "main-only", "side-by-side", "oracle"),
+        choices=("heatctl", "hysteresis", "dutycycle", "main-only", "side-by-side", "oracle", "cap", "concurrency"),
         default="heatctl",
         help="who controls (main-only, side-by-side: baselines beside a scenario's main_heating)",
     )

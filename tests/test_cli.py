@@ -33,6 +33,7 @@ DESIGN_COLUMNS = [
     "target_c",
     "surplus_w",
     "carbon_g_per_kwh",
+    "in_flight",
 ]
 DESIGN_KPIS = {
     "rms_error_k",

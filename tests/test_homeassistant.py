@@ -450,8 +450,12 @@ def test_the_planner_takes_prices_and_the_weather_forecast_from_home_assistant(
         assert float(ha.state(f"{node}_office_heat_loss")["state"]) == 14.0  # type: ignore[index]
         assert ha.state(f"{node}_office_heat_loss")["attributes"]["unit_of_measurement"] == "W/K"  # type: ignore[index]
         assert ha.state("binary_sensor.heatctl_ha_planner_office_model_trusted")["state"] == "on"  # type: ignore[index]
-        start = ha.state(f"{node}_office_next_heat_start")
-        assert start is not None and start["attributes"]["device_class"] == "timestamp"
+        start = wait_until(  # its own topic and availability: a moment after the state
+            lambda: (st := ha.state(f"{node}_office_next_heat_start")) and st["state"] != "unavailable" and st,
+            10,
+            "the next heat start",
+        )
+        assert start["attributes"]["device_class"] == "timestamp"
         assert datetime.fromisoformat(start["state"]) >= hour
     finally:
         svc.shutdown()

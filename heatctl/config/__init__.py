@@ -11,6 +11,7 @@ from heatctl.config.base import WorkPoints, duration_s, minute_of_day
 from heatctl.config.control import ControlConfig, DutyConfig, QuietConfig
 from heatctl.config.gpus import (
     GpuConfig,
+    InferenceConfig,
     NoWorkloadConfig,
     OpenAIWorkloadConfig,
     ProcessWorkloadConfig,
@@ -39,6 +40,7 @@ __all__ = [
     "ForecastSourceConfig",
     "GpuConfig",
     "HomeAssistantConfig",
+    "InferenceConfig",
     "InfluxConfig",
     "MainHeatingBase",
     "MainHeatingConfig",

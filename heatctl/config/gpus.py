@@ -13,8 +13,30 @@ from pydantic import (
 from heatctl.config.base import _NODE_ID_RE, WorkPoints, _Strict
 
 
+class InferenceConfig(_Strict):
+    """An LLM server on the GPU: what requests in flight draw and make, uncapped (``Inference plant``
+    in the design). Under a cap below that draw: tokens/s × ((cap − idle)/(draw − idle))^exponent."""
+
+    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    uncapped: list[tuple[Annotated[int, Field(ge=1)], Annotated[float, Field(ge=0)], Annotated[float, Field(gt=0)]]] = [
+        (1, 24.0, 38.0),
+        (2, 45.0, 47.0),
+        (4, 80.0, 58.0),
+        (8, 120.0, 68.0),
+    ]  # [in flight, tokens/s, draw W]
+    clock_exponent: Annotated[float, Field(ge=0, le=2)] = 0.4
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Self:
+        ns = [p[0] for p in self.uncapped]
+        if not ns or ns != sorted(set(ns)):
+            raise ValueError("uncapped needs [in flight, tokens/s, draw W] rows in increasing in-flight order")
+        return self
+
+
 class SimGpuConfig(_Strict):
-    """A simulated GPU: power behaviour and work rate at each power cap."""
+    """A simulated GPU: power behaviour and work rate at each power cap (or, with ``inference``, an
+    LLM server's: draw and tokens/s by requests in flight and cap)."""
 
     idle_w: Annotated[float, Field(ge=0)] = 20.0
     min_limit_w: Annotated[float, Field(gt=0)] = 100.0
@@ -22,6 +44,7 @@ class SimGpuConfig(_Strict):
     full_load_w: Annotated[float, Field(gt=0)] | None = None  # uncapped draw; default max_limit_w
     work_at_w: WorkPoints = [(100, 40), (150, 62), (200, 75), (250, 82), (300, 86)]
     response_s: Annotated[float, Field(ge=0)] = 1.0  # time constant of power after a change
+    inference: InferenceConfig | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

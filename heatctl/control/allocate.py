@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from heatctl.config import DutyConfig
 from heatctl.control.efficiency import EfficiencyModel
+from heatctl.control.surface import LearnedSurface
 
 
 class GpuCommand(NamedTuple):  # a value made every tick: a named tuple is cheap to build
@@ -82,9 +83,11 @@ class Allocator:
         deadband_w: float = 5.0,
         ceiling_w: float | None = None,
         limit_only: bool = False,
+        surface: LearnedSurface | None = None,
     ) -> None:
         self.model = model
         self.limit_only = limit_only
+        self.surface = surface  # an LLM server: requests in flight, cap and duty chosen together
         self._duty = DutyCycle(duty)
         self._deadband_w = deadband_w
         self.ceiling_w = ceiling_w if ceiling_w is not None else model.caps.max_limit_w
@@ -107,6 +110,8 @@ class Allocator:
         return min(max((self.ceiling_w - caps.idle_w) / max(caps.min_limit_w - caps.idle_w, 1e-9), 0.0), 1.0)
 
     def step(self, now_s: float, target_w: float, measured_w: float | None = None) -> GpuCommand:
+        if self.surface is not None and not self.limit_only:
+            return self._step_surface(now_s, target_w)
         caps = self.model.caps
         top_w = min(self.ceiling_w, caps.max_limit_w)
         target_w = min(max(target_w, 0.0), top_w)
@@ -139,6 +144,33 @@ class Allocator:
         if self._write(min(max(target_w + self._trim_w, caps.min_limit_w), max(top_w, caps.min_limit_w))):
             self._limit_set_s = now_s
         return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=level_cap, regime="continuous")
+
+    def _step_surface(self, now_s: float, target_w: float) -> GpuCommand:
+        """An LLM server: the point (requests in flight, cap) with the most tokens per joule that can
+        make the target, run continuously or for a share of the time (``heatctl.control.surface``)."""
+        assert self.surface is not None
+        caps = self.model.caps
+        top_w = min(self.ceiling_w, caps.max_limit_w)
+        target_w = min(max(target_w, 0.0), max(top_w, caps.idle_w))
+        point = self.surface.surface.choose(
+            target_w, ceiling_w=top_w, settable=caps.max_limit_w - caps.min_limit_w > 1.0
+        )
+        if point.in_flight == 0 or point.share <= 0.0:
+            self._continuous = False
+            self._duty.step(now_s, 0.0)
+            self._write(caps.min_limit_w, force=True)
+            return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=0.0, regime="idle")
+        level = point.in_flight / self.surface.prior.max_concurrency
+        if point.share >= 0.999:
+            self._continuous = True
+            self._duty.step(now_s, 1.0)
+            self._write(point.cap_w)
+            return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=level, regime="continuous")
+        self._continuous = False
+        on = self._duty.step(now_s, point.share)
+        if on:
+            self._write(point.cap_w, force=True)
+        return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=level if on else 0.0, regime="duty")
 
     def _write(self, limit_w: float, *, force: bool = False) -> bool:
         """Move the limit if it moves by the deadband (or ``force``); whether it moved."""

@@ -7,11 +7,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from heatctl.config import Config
+from heatctl.config import Config, GpuConfig, InferenceConfig
 from heatctl.control.allocate import Allocator, GpuCommand
 from heatctl.control.efficiency import EfficiencyModel, GpuCaps
 from heatctl.control.pid import ZoneController, ZoneDemand
 from heatctl.control.safety import ThermalGuard, ZoneInputs, fresh, zone_failsafe, zone_wants_no_heat
+from heatctl.control.surface import LearnedSurface, Limits, prior_surface
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +65,16 @@ NO_INPUTS = ZoneInputs()
 NO_STATE = GpuState()
 
 
+def inference_of(gpu: GpuConfig) -> InferenceConfig | None:
+    """A GPU serving an LLM, as the config says: an ``openai`` workload (its ``max_concurrency``), or
+    a simulated GPU with ``sim.inference``."""
+    if gpu.workload.type == "openai":
+        return InferenceConfig(max_concurrency=gpu.workload.max_concurrency)
+    if gpu.backend == "sim" and gpu.sim.inference is not None:
+        return gpu.sim.inference
+    return None
+
+
 class NodeController:
     """heatctl's controller: a PID per zone, the efficiency allocator per GPU.
 
@@ -73,15 +84,23 @@ class NodeController:
     sees every cap, and a cap of 0 holds the integrator where it was.
     """
 
+    uses_surface = True  # an LLM server's requests in flight are a lever (a baseline may not use them)
+
     def __init__(
         self,
         cfg: Config,
         caps: Mapping[str, GpuCaps],
         *,
         models: Mapping[str, EfficiencyModel] | None = None,
+        inference: Mapping[str, InferenceConfig] | None = None,
         time_fn: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
+        # GPUs serving an LLM: their requests in flight (and the clock exponent of the prior) — the
+        # config's (an openai workload's max_concurrency), or what the simulator's plant says.
+        self._inference: dict[str, InferenceConfig] = {}
+        if self.uses_surface:
+            self._inference = {g.id: c for g in cfg.gpus if (c := inference_of(g)) is not None} | dict(inference or {})
         self._time_fn = time_fn
         self._zones_cfg = {z.name: z for z in cfg.zones}
         self.zones = {
@@ -96,6 +115,7 @@ class NodeController:
             model = models[g.id] if models and g.id in models else EfficiencyModel(caps[g.id], g.work_at_w)
             self.set_caps(g.id, caps[g.id], model=model)
         self._last: dict[str, GpuCommand] = {}
+        self._before: dict[str, GpuCommand] = {}  # the tick before: a measurement under a command held twice
 
     @property
     def capacity_w(self) -> float:
@@ -114,11 +134,16 @@ class NodeController:
     def set_caps(self, gpu_id: str, caps: GpuCaps, *, model: EfficiencyModel | None = None) -> None:
         """(Re)build one GPU's allocator and thermal guard, e.g. when it was opened late."""
         g = self.cfg.gpu(gpu_id)
+        surface = None
+        if (inf := self._inference.get(gpu_id)) is not None:
+            limits = Limits(idle_w=caps.idle_w, min_limit_w=caps.min_limit_w, max_limit_w=caps.max_limit_w)
+            surface = LearnedSurface(prior_surface(limits, inf.max_concurrency, inf.clock_exponent))
         self.allocators[gpu_id] = Allocator(
             model or EfficiencyModel(caps, g.work_at_w),
             self.cfg.duty,
             deadband_w=g.limit_deadband_w,
             limit_only=g.workload.type == "none",
+            surface=surface,
         )
         self.thermal[gpu_id] = ThermalGuard(g.max_temp_c, caps.idle_w, caps.max_limit_w)
         self._max_w[gpu_id] = caps.max_limit_w
@@ -162,7 +187,7 @@ class NodeController:
                 if due > 0 and share > 0 and inputs.mode == "heat" and not failsafes[name]:
                     targets_w[gpu_id] = max(targets_w[gpu_id], self._due_w(gpu_id, due, inputs.max_power_w))
         gpus = {gid: self._gpu(gid, now_s, w, inputs.gpus.get(gid, NO_STATE)) for gid, w in targets_w.items()}
-        self._last = gpus
+        self._before, self._last = self._last, gpus
         return NodeOutput(mode=inputs.mode, failsafe="; ".join(reasons) or None, zones=zones, gpus=gpus)
 
     def _zone_caps_w(self, faulted: Mapping[str, str]) -> dict[str, float]:
@@ -203,6 +228,13 @@ class NodeController:
 
     def _learn(self, gpu_id: str, state: GpuState) -> None:
         last = self._last.get(gpu_id)
+        surface = self.allocators[gpu_id].surface
+        if surface is not None and last is not None and last.level > 0 and state.power_w is not None:
+            before = self._before.get(gpu_id)
+            held = before is not None and (before.level, before.power_limit_w) == (last.level, last.power_limit_w)
+            if state.work_rate is not None and held:  # the command held a tick: the GPU settled under it
+                n = round(last.level * surface.prior.max_concurrency)
+                surface.observe(n, last.power_limit_w, state.power_w, state.work_rate)
         if last is None or last.level < 1.0 or state.power_w is None or state.work_rate is None:
             return
         if abs(state.power_w - last.power_limit_w) <= 0.03 * last.power_limit_w:

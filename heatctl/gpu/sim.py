@@ -9,7 +9,19 @@ from collections.abc import Callable
 
 from heatctl.config import SimGpuConfig
 from heatctl.control.efficiency import Curve
+from heatctl.control.surface import InferenceSurface, Limits
 from heatctl.gpu.base import GpuReading
+
+
+def plant_surface(cfg: SimGpuConfig) -> InferenceSurface | None:
+    """The simulated GPU's true inference surface (None: a plain GPU whose draw follows the cap)."""
+    inf = cfg.inference
+    if inf is None:
+        return None
+    limits = Limits(idle_w=cfg.idle_w, min_limit_w=cfg.min_limit_w, max_limit_w=cfg.max_limit_w)
+    return InferenceSurface(
+        inf.uncapped, limits, max_concurrency=inf.max_concurrency, clock_exponent=inf.clock_exponent
+    )
 
 
 class SimGpuModel:
@@ -27,12 +39,21 @@ class SimGpuModel:
         if points[0][0] > cfg.idle_w:
             points.insert(0, (cfg.idle_w, 0.0))
         self._work = Curve(points)  # work rate at each busy draw
+        # An LLM server: the level is the share of max_concurrency requests in flight, and draw and
+        # tokens/s follow the batch first and the cap second.
+        self.surface = plant_surface(cfg)
+
+    def in_flight(self, level: float) -> int:
+        assert self.surface is not None
+        return round(min(max(level, 0.0), 1.0) * self.surface.max_concurrency)
 
     def busy_w(self, limit_w: float) -> float:
         """Draw while busy under this cap."""
         return min(max(limit_w, self.cfg.min_limit_w), self.cfg.max_limit_w, self.full_load_w)
 
     def power_w(self, limit_w: float, level: float, extra_level: float = 0.0) -> float:
+        if self.surface is not None:
+            return self.surface.at(self.in_flight(level + extra_level), limit_w)[0]
         busy = min(level + extra_level, 1.0)
         return self.cfg.idle_w + busy * (self.busy_w(limit_w) - self.cfg.idle_w)
 
@@ -41,6 +62,8 @@ class SimGpuModel:
         demand = level + extra_level
         if demand <= 0.0:
             return 0.0
+        if self.surface is not None:  # the batch's tokens, shared with others' requests in it
+            return self.surface.at(self.in_flight(demand), limit_w)[1] * level / demand
         return min(demand, 1.0) * level / demand * self._work(self.busy_w(limit_w))
 
 

@@ -51,6 +51,24 @@ class DutyCycleController(NodeController):
         return GpuCommand(target_w=target_w, power_limit_w=caps.max_limit_w, level=1.0 if on else 0.0, regime="duty")
 
 
+class CapController(NodeController):
+    """An LLM server run with every request in flight, its heat set by the cap and duty cycling only
+    (heatctl before it knew the batch is a lever)."""
+
+    uses_surface = False
+
+
+class ConcurrencyController(NodeController):
+    """The cap at its maximum and the requests in flight following the heat wanted: what a plain
+    integration of an inference server does."""
+
+    def _allocate(self, gpu_id: str, now_s: float, target_w: float, state: GpuState) -> GpuCommand:
+        caps = self.allocators[gpu_id].model.caps
+        level = min(max((target_w - caps.idle_w) / (caps.max_limit_w - caps.idle_w), 0.0), 1.0)
+        regime = "continuous" if level > 0 else "idle"
+        return GpuCommand(target_w=target_w, power_limit_w=caps.max_limit_w, level=level, regime=regime)
+
+
 class MainOnlyController(NodeController):
     """The GPU idle: the room's main heating alone, at the user's setpoint (a house without heatctl)."""
 
@@ -63,6 +81,8 @@ CONTROLLERS: dict[str, type[NodeController]] = {
     "hysteresis": HysteresisController,
     "dutycycle": DutyCycleController,
     "main-only": MainOnlyController,
+    "cap": CapController,
+    "concurrency": ConcurrencyController,
     "side-by-side": NodeController,  # heatctl as today, next to the main heating at the user's setpoint
     "oracle": NodeController,  # tracks the LP solved with the true room, weather and schedule (sim/planning.py)
 }

@@ -38,6 +38,8 @@ KPI_UNITS = {
     "limit_writes_per_h": "1/h",
     "cost": "currency",
     "heat_value": "currency",
+    "tokens_per_kwh": "tokens/kWh",
+    "j_per_token": "J/token",
     "net_saving": "currency",
     "carbon_kg": "kg CO2",
     "main_kwh": "kWh",
@@ -146,9 +148,18 @@ def kpis(result: SimResult) -> dict[str, float]:
             if not np.isnan(carbon).any()
             else math.nan,
         }
+        | (_token_kpis(work_done, energy_kwh) if result.scenario.gpu.inference is not None else {})
         | (result.batches.kpis(result.scenario.duration_h * 3600.0) if result.batches is not None else {})
         | _main_kpis(result, after, gpu_w, backup_w)
     )
+
+
+def _token_kpis(tokens: float, energy_kwh: float) -> dict[str, float]:
+    """An LLM server plant: its work is tokens; every one's energy counted (idle included)."""
+    return {
+        "tokens_per_kwh": tokens / energy_kwh if energy_kwh > 0 else math.nan,
+        "j_per_token": energy_kwh * 3.6e6 / tokens if tokens > 0 else math.nan,
+    }
 
 
 def _main_kpis(result: SimResult, after: BoolArray, gpu_w: FloatArray, backup_w: FloatArray) -> dict[str, float]:
@@ -341,7 +352,11 @@ def plot(result: SimResult, path: Path, summary: dict[str, float] | None = None,
     ax_p.set_ylabel("W")
     ax_p.legend(**outside)
     ax_w.plot(hours, _bucket_mean(s["work_rate"], size), color="tab:green", lw=0.8)
-    ax_w.set_ylabel("work per second")
+    ax_w.set_ylabel("tokens per second" if result.scenario.gpu.inference is not None else "work per second")
+    if result.scenario.gpu.inference is not None:  # the batch: a lever of its own
+        ax_n = ax_w.twinx()
+        ax_n.step(hours, _bucket_mean(s["in_flight"], size), where="mid", color="tab:purple", lw=0.6, alpha=0.7)
+        ax_n.set_ylabel("requests in flight", color="tab:purple")
     locator = mdates.AutoDateLocator(tz=tz)  # type: ignore[no-untyped-call]
     ax_w.xaxis.set_major_locator(locator)
     ax_w.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz))  # type: ignore[no-untyped-call]
@@ -368,7 +383,8 @@ def footer(summary: dict[str, float], result: SimResult) -> str:
             f" the heat it replaced worth {summary['heat_value'] / days:.2f},"
             f" net {summary['net_saving'] / days:+.2f} at the scenario's tariff"
         )
-    return text + f"\n{_count(summary['work_per_kwh'])} units of work per kWh"
+    unit = "tokens" if result.scenario.gpu.inference is not None else "units of work"
+    return text + f"\n{_count(summary['work_per_kwh'])} {unit} per kWh"
 
 
 def _shade_events(ax: Any, result: SimResult, clock_times: Any) -> list[str]:

@@ -51,6 +51,7 @@ COLUMNS = (
     "target_c",  # what the zone loop aimed at: the plan's room, else the setpoint
     "surplus_w",  # solar export the house had (0 without a solar series)
     "carbon_g_per_kwh",
+    "in_flight",  # requests in flight on the first GPU (an LLM server plant: gpu.inference); else 0
 )
 
 STEP_COLUMNS = (  # the numeric columns the loop writes at each step
@@ -59,6 +60,7 @@ STEP_COLUMNS = (  # the numeric columns the loop writes at each step
     "main_setpoint_c",
     "plan_w",
     "target_c",
+    "in_flight",
 )
 
 # The window sensor's two states (the loop reads its value, not its age).
@@ -124,7 +126,8 @@ def simulate(
     caps = {gid: _caps(cfg.gpu(gid), scenario) for gid in gpu_ids}
     cfg = cfg.model_copy(update={"zones": [zone], "gpus": [cfg.gpu(g) for g in gpu_ids]})
     clock = FakeClock()
-    ctrl = CONTROLLERS[controller](cfg, caps, time_fn=clock)
+    inference = dict.fromkeys(gpu_ids, scenario.gpu.inference) if scenario.gpu.inference is not None else None
+    ctrl = CONTROLLERS[controller](cfg, caps, inference=inference, time_fn=clock)
 
     room = scenario.room.build()
     signals = ScenarioSignals(scenario, cfg, base_dir)  # reads the weather, tariff, carbon and solar files once
@@ -299,6 +302,7 @@ def simulate(
             main_sp,
             plan_w,
             target_c,
+            plant.in_flight(levels[gpu_ids[0]]) if plant.surface is not None else 0.0,
         )
         modes.append(mode)
         failsafes.append(failsafe)
