@@ -372,7 +372,32 @@ def check_gpu(cfg: Config, gcfg: GpuConfig) -> list[CheckRow]:
     finally:
         gpu.restore()
     rows.append(check_workload(gcfg))
+    if (surface := check_surface(cfg, gcfg)) is not None:
+        rows.append(surface)
     return sim_rows + rows
+
+
+def check_surface(cfg: Config, gcfg: GpuConfig) -> CheckRow | None:
+    """An LLM server's GPU: calibrated on this card, or starting from the published shape."""
+    from heatctl.calibrate import load_calibration, surface_path
+    from heatctl.config import OpenAIWorkloadConfig
+
+    if not isinstance(gcfg.workload, OpenAIWorkloadConfig):
+        return None
+    part = f"gpu {gcfg.id} surface"
+    calibration = load_calibration(cfg.resolved_state_dir(), gcfg)
+    if calibration is None:
+        path = surface_path(cfg.resolved_state_dir(), gcfg.id, gcfg.workload.model)
+        detail = f"not calibrated ({path}): requests in flight and cap chosen from the published shape"
+        return CheckRow(
+            part, True, detail, f"heatctl calibrate -c <config> --gpu {gcfg.id} measures this card", warn=True
+        )
+    best = max(calibration.points, key=lambda p: p.tokens_per_j)
+    detail = (
+        f"calibrated {calibration.created} for {calibration.model}: {len(calibration.points)} points, best"
+        f" {best.tokens_per_j:.3f} tokens/J ({best.in_flight} in flight, cap {best.cap_w:.0f} W)"
+    )
+    return _row(part, True, detail)
 
 
 def _check_openai(w: OpenAIWorkloadConfig, part: str) -> CheckRow:

@@ -121,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("-c", "--config", required=True, type=Path, help="the service's YAML config file")
     plan.add_argument("--plot", type=Path, default=None, help="also draw it into this PNG file")
 
+    calibrate = command("calibrate", "measure an LLM server's GPU: draw and tokens/s by cap and requests in flight")
+    calibrate.add_argument("-c", "--config", required=True, type=Path, help="the service's YAML config file")
+    calibrate.add_argument("--gpu", default=None, help="the GPU to measure (when several serve an LLM)")
+    calibrate.add_argument("--minutes", type=_positive, default=10.0, help="how long the whole sweep takes")
+    calibrate.add_argument("--plot", type=Path, default=None, help="also draw tokens/J by cap and batch into this PNG")
+
     restore = command("restore", "restore GPU power limits and resume workloads a killed run left behind")
     restore.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
 
@@ -166,6 +172,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "status": _status,
         "init": _init,
         "restore": lambda a: _restore(a.config),
+        "calibrate": _calibrate,
         "model": _model,
         "plan": _plan,
         "run": _run,
@@ -248,6 +255,12 @@ def _plan(args: argparse.Namespace) -> int:
         plot_plans(docs, args.plot)
         print(f"wrote {args.plot}")
     return EXIT_OK
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from heatctl.calibrate import run_calibrate
+
+    return run_calibrate(args.config, args.gpu, args.minutes, args.plot)
 
 
 def _restore(path: Path) -> int:

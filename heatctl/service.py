@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from heatctl.accounting import Counters, NodeMeters, PriceNow, heat_wanted
 from heatctl.actuation import GpuActuator, open_actuators
 from heatctl.batch.node import batch_runners
+from heatctl.calibrate import calibrations
 from heatctl.clock import Clock, RealClock, local_day, local_minute
 from heatctl.commands import CommandInbox, bind_commands
 from heatctl.config import Config
@@ -116,7 +117,12 @@ class Service:
             self.node_batches = NodeBatches(self.cfg, self.state_dir)  # before the workloads that take from it
         ctx = WorkloadContext(state_dir=self.state_dir, time_fn=self.clock, batches=self.batches)
         self.actuators = open_actuators(self.cfg, ctx, self._given_gpus)
-        self.controller = NodeController(self.cfg, {g: a.caps() for g, a in self.actuators.items()}, time_fn=self.clock)
+        self.controller = NodeController(
+            self.cfg,
+            {g: a.caps() for g, a in self.actuators.items()},
+            calibrated=calibrations(self.cfg, self.state_dir),
+            time_fn=self.clock,
+        )
         self._capacity_w = self.node_capacity_w  # read by the network thread (command ranges): one float
         self._restore()
         for act in self.actuators.values():

@@ -284,6 +284,50 @@ def tinyllm(tinyllm_built: Path, tmp_path: Path) -> Iterator[TinyLLM]:
     server.stop()
 
 
+class DrawFromServer:
+    """The fake NVIDIA driver's load follows the inference server's requests in flight: a thread reads
+    llama.cpp's ``requests_processing`` (its ``/metrics``) and writes the surface's uncapped draw for
+    that many as the GPU's load; the driver caps it at the limit. End-to-end tests see draw follow work."""
+
+    def __init__(self, fake: FakeNvml, server_url: str, surface: Any, every_s: float = 0.05) -> None:
+        self._fake = fake
+        self._metrics = server_url.rstrip("/").removesuffix("/v1") + "/metrics"
+        self._surface = surface
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self.seen: list[int] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> DrawFromServer:
+        self._fake.set_load(self._surface.at(0, 1e9)[0])
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        import urllib.request
+
+        while not self._stop.wait(self._every_s):
+            try:
+                with urllib.request.urlopen(self._metrics, timeout=2) as r:
+                    text = r.read().decode()
+            except OSError:
+                continue
+            n = next(
+                (
+                    int(float(line.split()[1]))
+                    for line in text.splitlines()
+                    if line.startswith("llamacpp:requests_processing ")
+                ),
+                0,
+            )
+            self.seen.append(n)
+            self._fake.set_load(self._surface.uncapped(n)[1] if n else self._surface.at(0, 1e9)[0])
+
+
 # --- VictoriaMetrics: a real time-series server speaking the InfluxDB v2 write API ------------
 
 

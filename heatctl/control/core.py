@@ -12,7 +12,7 @@ from heatctl.control.allocate import Allocator, GpuCommand
 from heatctl.control.efficiency import EfficiencyModel, GpuCaps
 from heatctl.control.pid import ZoneController, ZoneDemand
 from heatctl.control.safety import ThermalGuard, ZoneInputs, fresh, zone_failsafe, zone_wants_no_heat
-from heatctl.control.surface import LearnedSurface, Limits, prior_surface
+from heatctl.control.surface import InferenceSurface, LearnedSurface, Limits, prior_surface
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,14 +93,17 @@ class NodeController:
         *,
         models: Mapping[str, EfficiencyModel] | None = None,
         inference: Mapping[str, InferenceConfig] | None = None,
+        calibrated: Mapping[str, InferenceConfig] | None = None,
         time_fn: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
+        self._calibrated = dict(calibrated or {}) if self.uses_surface else {}
         # GPUs serving an LLM: their requests in flight (and the clock exponent of the prior) — the
         # config's (an openai workload's max_concurrency), or what the simulator's plant says.
         self._inference: dict[str, InferenceConfig] = {}
         if self.uses_surface:
-            self._inference = {g.id: c for g in cfg.gpus if (c := inference_of(g)) is not None} | dict(inference or {})
+            self._inference = {g.id: c for g in cfg.gpus if (c := inference_of(g)) is not None}
+            self._inference |= dict(inference or {}) | self._calibrated
         self._time_fn = time_fn
         self._zones_cfg = {z.name: z for z in cfg.zones}
         self.zones = {
@@ -137,7 +140,13 @@ class NodeController:
         surface = None
         if (inf := self._inference.get(gpu_id)) is not None:
             limits = Limits(idle_w=caps.idle_w, min_limit_w=caps.min_limit_w, max_limit_w=caps.max_limit_w)
-            surface = LearnedSurface(prior_surface(limits, inf.max_concurrency, inf.clock_exponent))
+            if gpu_id in self._calibrated:  # measured on this card: the batches' own figures
+                prior = InferenceSurface(
+                    inf.uncapped, limits, max_concurrency=inf.max_concurrency, clock_exponent=inf.clock_exponent
+                )
+            else:  # the published shape, scaled to the card
+                prior = prior_surface(limits, inf.max_concurrency, inf.clock_exponent)
+            surface = LearnedSurface(prior)
         self.allocators[gpu_id] = Allocator(
             model or EfficiencyModel(caps, g.work_at_w),
             self.cfg.duty,
