@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from heatctl.gpu.base import GpuReading
 
 from heatctl.control.safety import ZoneInputs
-from heatctl.money import MoneyBook
+from heatctl.money import MoneyBook, Spent
 
 J_PER_KWH = 3.6e6
 WANTED_BAND_K = 0.5  # heat counts as reused while the room is at most this far above its setpoint
@@ -36,11 +36,14 @@ class Totals:
 
 
 class PriceNow(NamedTuple):
-    """The money side of one tick: the local day, electricity's price, the replaced heat's price."""
+    """The ledger's side of one tick: the local day, electricity's price and carbon, the replaced
+    heat's price, and the model the GPU served (its work then counts as tokens of that model)."""
 
     day: str
     price_per_kwh: float | None
     heat_price_per_kwh: float | None
+    carbon_g_per_kwh: float | None = None
+    model: str | None = None
 
 
 class Counters:
@@ -70,7 +73,16 @@ class Counters:
         self.work_done += max(work, 0.0)
         if price is not None:
             reused_kwh = added_kwh if wanted else 0.0
-            self.money.add(price.day, kwh, reused_kwh, price.price_per_kwh, price.heat_price_per_kwh)
+            spent = Spent(
+                kwh,
+                reused_kwh,
+                price.price_per_kwh,
+                price.heat_price_per_kwh,
+                price.carbon_g_per_kwh,
+                price.model,
+                max(work, 0.0) if price.model is not None else 0.0,
+            )
+            self.money.add(price.day, spent)
 
     def snapshot(self) -> Totals:
         return Totals(

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from heatctl.config import ZoneConfig
 
-DAYS_KEPT = 31
+DAYS_KEPT = 400  # a heating season and more: heatctl report reads them
 
 
 def heat_price_per_kwh(zone: ZoneConfig | None, price_per_kwh: float | None) -> float | None:
@@ -30,25 +30,48 @@ def heat_price_per_kwh(zone: ZoneConfig | None, price_per_kwh: float | None) -> 
     return price_per_kwh / cop
 
 
+class Spent(NamedTuple):  # a value made for every GPU every tick: a named tuple is cheap to build
+    """One GPU's tick, as the ledger counts it."""
+
+    energy_kwh: float
+    reused_kwh: float
+    price: float | None  # electricity per kWh now (None: not known)
+    heat_price: float | None  # the replaced heat per kWh now
+    carbon_g_per_kwh: float | None = None
+    model: str | None = None  # what it served (an LLM workload), for tokens and J/token per model
+    tokens: float = 0.0
+
+
 @dataclass(slots=True)
 class MoneyDay:
     """One day's (or all days') figures. kWh drawn while no price was known are counted apart
-    (``unpriced_kwh``): the money covers the rest."""
+    (``unpriced_kwh``): the money covers the rest; so for carbon (``uncarboned_kwh``)."""
 
     electricity_kwh: float = 0.0
     heat_reused_kwh: float = 0.0
     electricity_cost: float = 0.0
     heat_value: float = 0.0
     unpriced_kwh: float = 0.0
+    co2_g: float = 0.0
+    uncarboned_kwh: float = 0.0
+    models: dict[str, list[float]] = field(default_factory=dict)  # model → [tokens, kWh]
 
-    def add(self, energy_kwh: float, reused_kwh: float, price: float | None, heat_price: float | None) -> None:
-        self.electricity_kwh += energy_kwh
-        self.heat_reused_kwh += reused_kwh
-        if price is None or heat_price is None:
-            self.unpriced_kwh += energy_kwh
+    def add(self, spent: Spent) -> None:
+        self.electricity_kwh += spent.energy_kwh
+        self.heat_reused_kwh += spent.reused_kwh
+        if spent.carbon_g_per_kwh is None:
+            self.uncarboned_kwh += spent.energy_kwh
+        else:
+            self.co2_g += spent.energy_kwh * spent.carbon_g_per_kwh
+        if spent.model is not None:
+            tokens_kwh = self.models.setdefault(spent.model, [0.0, 0.0])
+            tokens_kwh[0] += spent.tokens
+            tokens_kwh[1] += spent.energy_kwh
+        if spent.price is None or spent.heat_price is None:
+            self.unpriced_kwh += spent.energy_kwh
             return
-        self.electricity_cost += energy_kwh * price
-        self.heat_value += reused_kwh * heat_price
+        self.electricity_cost += spent.energy_kwh * spent.price
+        self.heat_value += spent.reused_kwh * spent.heat_price
 
     @property
     def net(self) -> float:
@@ -68,6 +91,17 @@ class MoneyDay:
             "heat_value": round(self.heat_value, 4) if priced else None,
             "net": round(self.net, 4) if priced else None,
             "unpriced_kwh": round(self.unpriced_kwh, 4),
+            "co2_g": round(self.co2_g, 1) if self.uncarboned_kwh < self.electricity_kwh else None,
+            "uncarboned_kwh": round(self.uncarboned_kwh, 4),
+            "models": {
+                name: {
+                    "tokens": round(tokens),
+                    "kwh": round(kwh, 4),
+                    "j_per_token": round(kwh * 3.6e6 / tokens, 4) if tokens > 0 else None,
+                    "tokens_per_kwh": round(tokens / kwh) if kwh > 0 else None,
+                }
+                for name, (tokens, kwh) in sorted(self.models.items())
+            },
         }
 
     @classmethod
@@ -80,6 +114,15 @@ class MoneyDay:
             electricity_cost=_num(data.get("electricity_cost")),
             heat_value=_num(data.get("heat_value")),
             unpriced_kwh=_num(data.get("unpriced_kwh")),
+            co2_g=_num(data.get("co2_g")),
+            uncarboned_kwh=_num(data.get("uncarboned_kwh", data.get("electricity_kwh"))),
+            models={
+                str(name): [_num(m.get("tokens")), _num(m.get("kwh"))]
+                for name, m in (data.get("models") or {}).items()
+                if isinstance(m, dict)
+            }
+            if isinstance(data.get("models"), dict)
+            else {},
         )
 
 
@@ -90,15 +133,13 @@ class MoneyBook:
         self.total = MoneyDay()
         self.days: dict[str, MoneyDay] = {}
 
-    def add(
-        self, day: str, energy_kwh: float, reused_kwh: float, price: float | None, heat_price: float | None
-    ) -> None:
+    def add(self, day: str, spent: Spent) -> None:
         if day not in self.days:
             self.days[day] = MoneyDay()
             for old in sorted(self.days)[:-DAYS_KEPT]:
                 del self.days[old]
-        self.days[day].add(energy_kwh, reused_kwh, price, heat_price)
-        self.total.add(energy_kwh, reused_kwh, price, heat_price)
+        self.days[day].add(spent)
+        self.total.add(spent)
 
     def today(self, day: str) -> MoneyDay:
         return self.days.get(day) or MoneyDay()

@@ -30,7 +30,7 @@ from heatctl.locks import state_dir_lock
 from heatctl.mainheat.node import NodeMainHeating
 from heatctl.money import heat_price_per_kwh, money_state
 from heatctl.mqtt_link import MqttLink
-from heatctl.prices import price_now
+from heatctl.prices import carbon_now, price_now
 from heatctl.publish import Sink
 from heatctl.publish.mqtt_outputs import MqttOutputs
 from heatctl.publish.mqtt_state import NodeSnapshot
@@ -92,6 +92,7 @@ class Service:
         self.snapshot: NodeSnapshot | None = None
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
         self._zone_cfg = {z.name: z for z in cfg.zones}
+        self._models = {g.id: g.workload.model for g in cfg.gpus if g.workload.type == "openai"}
         self._capacity_w = 0.0
         self._transitions = Transitions(cfg.zones, self.store)
         self._asker: FreshnessAsker | None = None
@@ -240,11 +241,12 @@ class Service:
         states = {gid: obs.state for gid, obs in observed.items()}
         wall_s = self._wall_fn()
         price = price_now(self.cfg.tariff, wall_s, self.planner)
+        carbon = carbon_now(self.cfg.carbon, wall_s, self.planner)
         day = local_day(wall_s)
         for gid, obs in observed.items():  # the heat since the last tick, made for the target (or the plan's)
             wanted = heat_wanted(zones[z := self._zone_of[gid]], self.planner.warming_c(z) if self.planner else None)
             idle_w = self.controller.allocators[gid].model.caps.idle_w
-            worth = PriceNow(day, price, heat_price_per_kwh(self._zone_cfg[z], price))
+            worth = PriceNow(day, price, heat_price_per_kwh(self._zone_cfg[z], price), carbon, self._models.get(gid))
             energy_j = self.meters.add(
                 gid, obs.reading, obs.work_rate, dt_s=dt_s, idle_w=idle_w, wanted=wanted, price=worth
             )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from heatctl.config import parse_config
-from heatctl.money import MoneyBook, heat_price_per_kwh
+from heatctl.money import MoneyBook, Spent, heat_price_per_kwh
 from heatctl.publish.mqtt_state import state_payload
 from heatctl.service import Service
 from heatctl.status import describe_state
@@ -45,18 +45,21 @@ def test_the_heat_replaced_is_priced_at_the_main_heatings_cost_else_an_electric_
 
 def test_a_book_keeps_days_and_counts_unpriced_energy_apart() -> None:
     book = MoneyBook()
-    book.add("2026-12-01", 1.0, 0.8, 0.30, 0.10)  # 1 kWh drawn, 0.8 of it wanted, a heat pump's 0.10
-    book.add("2026-12-01", 0.5, 0.0, None, None)  # no price known for this stretch
-    book.add("2026-12-02", 2.0, 2.0, 0.20, 0.20)
+    book.add("2026-12-01", Spent(1.0, 0.8, 0.30, 0.10, 250.0, "llama", 3_000_000.0))  # a heat pump's 0.10
+    book.add("2026-12-01", Spent(0.5, 0.0, None, None))  # no price known for this stretch, nor carbon
+    book.add("2026-12-02", Spent(2.0, 2.0, 0.20, 0.20, 100.0, "llama", 5_000_000.0))
     first = book.to_json()["days"]["2026-12-01"]
     assert first["electricity_cost"] == pytest.approx(0.30) and first["heat_value"] == pytest.approx(0.08)
     assert first["net"] == pytest.approx(-0.22) and first["unpriced_kwh"] == 0.5
+    assert first["co2_g"] == pytest.approx(250.0) and first["uncarboned_kwh"] == 0.5
+    llama = {"tokens": 3_000_000, "kwh": 1.0, "j_per_token": 1.2, "tokens_per_kwh": 3_000_000}
+    assert first["models"]["llama"] == llama
     assert book.total.net == pytest.approx(-0.22 + 0.0) and book.total.electricity_kwh == 3.5
     again = MoneyBook.from_json(book.to_json())
     assert again.to_json() == book.to_json()
     for day in range(40):
-        book.add(f"2027-01-{day:02d}", 0.1, 0.1, 0.2, 0.2)
-    assert len(book.days) == 31 and "2026-12-01" not in book.days
+        book.add(f"2027-{day // 28 + 1:02d}-{day % 28 + 1:02d}", Spent(0.1, 0.1, 0.2, 0.2))
+    assert len(book.days) == 42 and "2026-12-01" in book.days  # a season and more is kept
     assert MoneyBook.from_json({"days": "garbage", "total": [1]}).to_json()["total"]["net"] is None
 
 

@@ -265,6 +265,10 @@ class NodePlanner:
         value = self.signals().price(np.array([self._wall_fn()]))
         return None if value is None or np.isnan(value[0]) else float(value[0])
 
+    def carbon_now(self) -> float | None:
+        value = self.signals().carbon(np.array([self._wall_fn()]))
+        return None if value is None or np.isnan(value[0]) else float(value[0])
+
     # --- the control loop's side --------------------------------------------------------------
 
     def record(

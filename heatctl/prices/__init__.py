@@ -95,6 +95,20 @@ def price_now(cfg: BaseModel | None, wall_s: float, forecast: ForecastPrices | N
     return forecast.price_now() if forecast is not None else None
 
 
+class ForecastCarbon(Protocol):
+    def carbon_now(self) -> float | None: ...
+
+
+def carbon_now(cfg: BaseModel | None, wall_s: float, forecast: ForecastCarbon | None) -> float | None:
+    """Grid carbon intensity now (g/kWh): a known source's, else the forecast's (None: unknown)."""
+    if cfg is None:
+        return None
+    known = known_prices(cfg, np.array([wall_s]), local_zone())
+    if known is not None:
+        return float(known[0]) if np.isfinite(known[0]) else None
+    return forecast.carbon_now() if forecast is not None else None
+
+
 def forecast_source(cfg: BaseModel) -> ForecastSourceConfig | None:
     """Where a forecast tariff's prices arrive from (None: known ahead)."""
     make = price_kind(cfg).forecast
@@ -112,6 +126,7 @@ __all__ = [
     "PriceKind",
     "TariffConfig",
     "TopicTariff",
+    "carbon_now",
     "forecast_source",
     "is_known",
     "known_prices",
