@@ -127,6 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--minutes", type=_positive, default=10.0, help="how long the whole sweep takes")
     calibrate.add_argument("--plot", type=Path, default=None, help="also draw tokens/J by cap and batch into this PNG")
 
+    report = command("report", "what the heat was worth, day by day: heat used, its worth, electricity, CO2, tokens")
+    report.add_argument("-c", "--config", required=True, type=Path, help="the service's YAML config file")
+    report.add_argument("--since", default="30d", help="how far back: 30d, 2w (default 30d)")
+    report.add_argument("--plot", type=Path, default=None, help="also draw it into this PNG file")
+
     restore = command("restore", "restore GPU power limits and resume workloads a killed run left behind")
     restore.add_argument("-c", "--config", required=True, type=Path, help="YAML config file")
 
@@ -173,6 +178,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "init": _init,
         "restore": lambda a: _restore(a.config),
         "calibrate": _calibrate,
+        "report": _report,
         "model": _model,
         "plan": _plan,
         "run": _run,
@@ -255,6 +261,12 @@ def _plan(args: argparse.Namespace) -> int:
         plot_plans(docs, args.plot)
         print(f"wrote {args.plot}")
     return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from heatctl.report import run_report
+
+    return run_report(args.config, args.since, args.plot)
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -14,9 +14,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from heatctl.config import ZoneConfig
+from heatctl.config import Config, ZoneConfig
 
 DAYS_KEPT = 400  # a heating season and more: heatctl report reads them
+
+
+def served_models(cfg: Config) -> dict[str, str]:
+    """GPU → the LLM it serves (an openai workload's model, or a simulated server's): its work is tokens."""
+    models = {}
+    for g in cfg.gpus:
+        model = getattr(g.workload, "model", None)
+        if isinstance(model, str) and (g.workload.type == "openai" or g.sim.inference is not None):
+            models[g.id] = model
+    return models
 
 
 def heat_price_per_kwh(zone: ZoneConfig | None, price_per_kwh: float | None) -> float | None:

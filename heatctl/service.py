@@ -28,7 +28,7 @@ from heatctl.control.safety import ZoneInputs
 from heatctl.gpu.base import Gpu
 from heatctl.locks import state_dir_lock
 from heatctl.mainheat.node import NodeMainHeating
-from heatctl.money import heat_price_per_kwh, money_state
+from heatctl.money import heat_price_per_kwh, money_state, served_models
 from heatctl.mqtt_link import MqttLink
 from heatctl.prices import carbon_now, price_now
 from heatctl.publish import Sink
@@ -92,7 +92,7 @@ class Service:
         self.snapshot: NodeSnapshot | None = None
         self._zone_of = {gid: z.name for z in cfg.zones for gid in z.gpus}
         self._zone_cfg = {z.name: z for z in cfg.zones}
-        self._models = {g.id: g.workload.model for g in cfg.gpus if g.workload.type == "openai"}
+        self._models = served_models(cfg)
         self._capacity_w = 0.0
         self._transitions = Transitions(cfg.zones, self.store)
         self._asker: FreshnessAsker | None = None
@@ -251,7 +251,7 @@ class Service:
                 gid, obs.reading, obs.work_rate, dt_s=dt_s, idle_w=idle_w, wanted=wanted, price=worth
             )
             if self.batches is not None:
-                self.batches.charge(gid, energy_j, wanted)
+                self.batches.charge(gid, energy_j, wanted, price=price, carbon=carbon)
         decision = self._decision = self.policy.decide(self._tick_inputs(zones, states, metered_w))
         if self.main is not None:
             self.main.apply(decision.main)

@@ -11,6 +11,7 @@ from heatctl.accounting import Totals
 from heatctl.actuation import ActuationStatus
 from heatctl.control.core import GpuState, NodeOutput
 from heatctl.control.safety import ZoneInputs
+from heatctl.money import served_models
 from heatctl.publish.mqtt_state import GpuSnapshot, NodeSnapshot, ZoneSnapshot
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ def build_snapshot(
     states: Mapping[str, GpuState],
     actuation: Mapping[str, ActuationStatus],
     workloads: Mapping[str, str],
+    models: Mapping[str, str] | None = None,
     totals: Totals,
     max_power_w: float,
     metered_w: Mapping[str, float],
@@ -71,6 +73,7 @@ def build_snapshot(
             limit_mismatches=act.limit_mismatches,
             level_mismatches=act.level_mismatches,
             steerable=act.steerable,
+            model=(models or {}).get(gid),
         )
     all_extra = dict(extra)
     if metered_gpus:
@@ -142,6 +145,7 @@ def node_snapshot(
         states=states,
         actuation={gid: a.status() for gid, a in actuators.items()},
         workloads={gid: a.workload.status() for gid, a in actuators.items()},
+        models=served_models(cfg),
         totals=totals,
         max_power_w=settings.max_power_w if settings.max_power_w is not None else capacity_w,
         metered_w=metered_w,

@@ -267,9 +267,9 @@ def test_energy_is_shared_by_running_time_among_the_batches_on_that_gpu(tmp_path
     wall.t += 10
     queue.complete(a0, True, {"custom_id": "a0"}, 1, 10.0)  # finished between ticks: still charged its 10 s
     wall.t += 10  # a1 and b0 ran 20 s each
-    queue.charge("gpu0", 5000.0, wanted=True)  # a: 30 of 50 busy seconds, b: 20
+    queue.charge("gpu0", 5000.0, wanted=True, price=0.36, carbon=360.0)  # a: 30 of 50 busy seconds, b: 20
     wall.t += 10
-    queue.charge("gpu0", 2000.0, wanted=False)  # a1 and b0 10 s each since the last charge
+    queue.charge("gpu0", 2000.0, wanted=False)  # a1 and b0 10 s each since the last charge; no price known
     queue.charge("gpu1", 1e6, wanted=True)  # another GPU runs none of them
     queue.maintain()
     batch_a, batch_b = store.get_batch(a), store.get_batch(b)
@@ -277,6 +277,8 @@ def test_energy_is_shared_by_running_time_among_the_batches_on_that_gpu(tmp_path
     assert batch_a["heat"]["energy_kwh"] == pytest.approx(4000 / 3.6e6, rel=1e-6)
     assert batch_b["heat"]["energy_kwh"] == pytest.approx(3000 / 3.6e6, rel=1e-6)
     assert batch_a["heat"]["heat_reused_share"] == 0.75
+    # 3000 J of a's at 0.36 a kWh and 360 g/kWh; its other 1000 J had none: cost and CO2 of what is known
+    assert batch_a["heat"]["cost"] == pytest.approx(3000 / 3.6e6 * 0.36) and batch_a["heat"]["co2_g"] == 0.3
     c = submit(store, queue, [line("c0")], window_s=600)
     c0 = queue.take("gpu0")
     assert c0 is not None and c0.batch_id == c
@@ -286,6 +288,7 @@ def test_energy_is_shared_by_running_time_among_the_batches_on_that_gpu(tmp_path
     queue.maintain()
     batch_c = store.get_batch(c)
     assert batch_c is not None and batch_c["heat"]["energy_kwh"] == pytest.approx(0.5 / 3.6e6, rel=1e-3)
+    assert batch_c["heat"]["cost"] is None and batch_c["heat"]["co2_g"] is None  # drawn with no price or carbon
 
 
 CFG = """

@@ -95,7 +95,7 @@ class BatchQueue:
         self._busy_s: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # gpu → batch → s run
         self._urgent: set[str] = set()
         self._started: set[str] = set()  # batches that have had a request taken
-        self._energy: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self._energy: dict[str, list[float]] = defaultdict(lambda: [0.0] * 6)  # as store.add_energy takes it
         self._listeners: list[Callable[[], None]] = []
         self._finalizing_since: dict[str, float] = {}
         self._finished: deque[dict[str, Any]] = deque(maxlen=100)  # closed batches, for InfluxDB
@@ -227,8 +227,11 @@ class BatchQueue:
 
     # --- energy ---------------------------------------------------------------------------
 
-    def charge(self, gpu_id: str, energy_j: float, wanted: bool) -> None:
-        """One GPU's energy since its last charge, shared among batches by their requests' running time."""
+    def charge(
+        self, gpu_id: str, energy_j: float, wanted: bool, *, price: float | None = None, carbon: float | None = None
+    ) -> None:
+        """One GPU's energy since its last charge, shared among batches by their requests' running time;
+        with the electricity's price and carbon intensity now, what it cost and emitted."""
         with self._lock:
             finishing = any(b in self._finalizing_since for b in self._busy_s.get(gpu_id, {}))
             now = self._mono_fn()
@@ -242,15 +245,24 @@ class BatchQueue:
                 if total <= 0 or seconds <= 0:
                     continue
                 share_j = max(energy_j, 0.0) * seconds / total
-                self._energy[batch_id][0] += share_j
+                tally = self._energy[batch_id]
+                tally[0] += share_j
                 if wanted:
-                    self._energy[batch_id][1] += share_j
+                    tally[1] += share_j
+                if price is None:
+                    tally[3] += share_j
+                else:
+                    tally[2] += share_j / 3.6e6 * price
+                if carbon is None:
+                    tally[5] += share_j
+                else:
+                    tally[4] += share_j / 3.6e6 * carbon
         if finishing:
             self._wake.set()  # a batch waited for this charge to close
 
     def _flush_energy(self) -> None:
         with self._lock:
-            pending = {bid: (e, r) for bid, (e, r) in self._energy.items()}
+            pending = {bid: tuple(tally) for bid, tally in self._energy.items()}
             self._energy.clear()
         self.store.add_energy(pending)
 

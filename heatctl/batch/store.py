@@ -20,7 +20,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +50,14 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_state ON requests (state, batch_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+# The money and carbon of each batch's energy: J with no price (or carbon) known are counted apart.
+ADDED_COLUMNS = (
+    "cost REAL NOT NULL DEFAULT 0",
+    "unpriced_j REAL NOT NULL DEFAULT 0",
+    "co2_g REAL NOT NULL DEFAULT 0",
+    "uncarboned_j REAL NOT NULL DEFAULT 0",
+)
 
 OPEN_STATUSES = ("validating", "in_progress", "cancelling", "finalizing")
 TIMESTAMPS = (
@@ -141,6 +149,10 @@ class BatchStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(batches)")}
+            for column in ADDED_COLUMNS:  # a store from an earlier heatctl gains what this one keeps
+                if column.split()[0] not in have:
+                    db.execute(f"ALTER TABLE batches ADD COLUMN {column}")
         except sqlite3.DatabaseError:
             db.close()
             raise
@@ -339,14 +351,15 @@ class BatchStore:
         row = self._one("SELECT COUNT(*) FROM requests WHERE batch_id = ? AND state = 'queued'", (batch_id,))
         return int(row[0]) if row else 0
 
-    def add_energy(self, energy_j: dict[str, tuple[float, float]]) -> None:
-        """Per batch: (energy, of which reused as heat), in joules."""
+    def add_energy(self, energy_j: Mapping[str, Sequence[float]]) -> None:
+        """Per batch: (energy J, of which reused as heat J, cost, J unpriced, CO2 g, J without carbon)."""
         if not energy_j:
             return
         with self._tx() as db:
             db.executemany(
-                "UPDATE batches SET energy_j = energy_j + ?, reused_j = reused_j + ? WHERE id = ?",
-                [(e, r, bid) for bid, (e, r) in energy_j.items()],
+                "UPDATE batches SET energy_j = energy_j + ?, reused_j = reused_j + ?, cost = cost + ?,"
+                " unpriced_j = unpriced_j + ?, co2_g = co2_g + ?, uncarboned_j = uncarboned_j + ? WHERE id = ?",
+                [(*(list(v) + [0.0] * 6)[:6], bid) for bid, v in energy_j.items()],
             )
 
     def finish(self, batch_id: str, status: str, unfinished_error: dict[str, Any] | None) -> None:
@@ -502,5 +515,8 @@ def batch_to_api(row: sqlite3.Row) -> dict[str, Any]:
             "heat_reused_share": round(reused_j / energy_j, 4) if energy_j > 0 else None,
             "j_per_token": round(energy_j / tokens, 4) if tokens > 0 else None,
             "tokens": tokens,
+            # what the energy cost and emitted, where a tariff and a carbon source told it (else None)
+            "cost": round(float(row["cost"]), 6) if energy_j > 0 and row["unpriced_j"] < energy_j else None,
+            "co2_g": round(float(row["co2_g"]), 3) if energy_j > 0 and row["uncarboned_j"] < energy_j else None,
         },
     }

@@ -59,6 +59,7 @@ class SimWorkloadConfig(_Strict):
     """The simulator's workload (``backend: sim`` only)."""
 
     type: Literal["sim"] = "sim"
+    model: str | None = None  # with sim.inference: the LLM it stands for (its tokens counted per model)
 
 
 class NoWorkloadConfig(_Strict):

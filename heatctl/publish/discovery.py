@@ -198,6 +198,18 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
                 unit=f"{work_unit([gpu.workload])}/s",
                 icon="mdi:speedometer",
             ),
+            **(
+                _sensor(
+                    f"{gpu.id}_j_per_token",
+                    f"{gpu.id} energy per token",
+                    f"{{{{ {g}.energy_per_work_j }}}}",
+                    unit="J",
+                    icon="mdi:lightning-bolt-circle",
+                    precision=3,
+                )
+                if gpu.workload.type == "openai"
+                else {}
+            ),
             **_sensor(
                 f"{gpu.id}_efficiency",
                 f"{gpu.id} efficiency",

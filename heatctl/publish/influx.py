@@ -88,7 +88,7 @@ def snapshot_lines(snap: NodeSnapshot, node: str, extra_tags: dict[str, str], ti
         out.append(
             line(
                 "gpu",
-                {**base, "gpu": gid},
+                {**base, "gpu": gid, **({"model": g.model} if g.model else {})},
                 {
                     "power_w": g.power_w,
                     "power_limit_w": g.power_limit_w,

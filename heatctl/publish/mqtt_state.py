@@ -41,6 +41,7 @@ class GpuSnapshot:
     limit_mismatches: int = 0  # times the driver's limit was found differing from heatctl's
     level_mismatches: int = 0  # times the workload was found running more than commanded
     steerable: bool = True  # False: neither the limit nor the workload can take heat away
+    model: str | None = None  # the LLM it serves (an openai workload): its work is that model's tokens
 
     @property
     def efficiency_per_kwh(self) -> float | None:
@@ -130,6 +131,7 @@ def state_payload(snap: NodeSnapshot) -> dict[str, Any]:
                 "limit_mismatches": g.limit_mismatches,
                 "level_mismatches": g.level_mismatches,
                 "steerable": g.steerable,
+                "model": g.model,
             }
             for gid, g in snap.gpus.items()
         },
