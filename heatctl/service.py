@@ -23,9 +23,10 @@ from heatctl.clock import Clock, RealClock, local_day, local_minute
 from heatctl.commands import CommandInbox, bind_commands
 from heatctl.config import Config
 from heatctl.control.core import GpuState, NodeController, NodeOutput
-from heatctl.control.policy import TickDecision, TickInputs, TickPolicy, zones_heat_w
+from heatctl.control.policy import TickDecision, TickInputs, TickPolicy, house_wants, zones_heat_w
 from heatctl.control.safety import ZoneInputs
 from heatctl.gpu.base import Gpu
+from heatctl.house.node import NodeHouse
 from heatctl.locks import state_dir_lock
 from heatctl.mainheat.node import NodeMainHeating
 from heatctl.money import heat_price_per_kwh, money_state, served_models
@@ -85,6 +86,7 @@ class Service:
         self.poller: HomeAssistantPoller | None = None
         self.node_batches: NodeBatches | None = None
         self.main: NodeMainHeating | None = None
+        self.house: NodeHouse | None = None  # one budget with the house's other heaters
         self.planner: NodePlanner | None = None
         self.controller: NodeController | None = None
         self.policy: TickPolicy | None = None  # every decision of a tick (after start)
@@ -141,6 +143,9 @@ class Service:
         if any(z.main_heating is not None for z in self.cfg.zones):
             self.main = NodeMainHeating(self.cfg, self.state_dir, self.link, self.clock)
         self._open_planner()
+        if self.cfg.house is not None:
+            self.house = NodeHouse(self.cfg.house, self.cfg.node_id, wall_fn=self._wall_fn)
+            self.house.start()
         if self.cfg.homeassistant is not None:
             from heatctl.sources.homeassistant import HomeAssistantPoller
 
@@ -204,7 +209,7 @@ class Service:
             return
         if self.main is not None:
             self.main.give_back()
-        for part in (*self.actuators.values(), self.planner, self.node_batches):
+        for part in (*self.actuators.values(), self.planner, self.node_batches, self.house):
             if part is not None:
                 part.stop()
         self._persist()
@@ -253,6 +258,9 @@ class Service:
             if self.batches is not None:
                 self.batches.charge(gid, energy_j, wanted, price=price, carbon=carbon)
         decision = self._decision = self.policy.decide(self._tick_inputs(zones, states, metered_w))
+        if self.house is not None:
+            comfort_w, due_w = house_wants(decision, self.node_capacity_w)
+            self.house.report(comfort_w=comfort_w, due_w=due_w, store_w=0.0, capacity_w=self.node_capacity_w)
         if self.main is not None:
             self.main.apply(decision.main)
         out = decision.node
@@ -288,6 +296,7 @@ class Service:
             gpus=states,
             local_minute=local_minute(self._wall_fn()),
             max_power_w=self.settings.max_power_w,
+            budget_w=self.house.share_w() if self.house is not None else None,
             heat_w=zones_heat_w(self.cfg, states, metered_w),
             price_per_kwh=price_now(self.cfg.tariff, self._wall_fn(), self.planner) if self.main is not None else None,
             user_setpoint_c=self.main.user_setpoints_c() if self.main is not None else {},
@@ -306,7 +315,7 @@ class Service:
             capacity_w=self.node_capacity_w,
             metered_w=metered_w,
             rejected_commands=self.inbox.rejected,
-            parts=(self.node_batches, self.main, self.planner, self.policy),
+            parts=(self.node_batches, self.main, self.planner, self.policy, self.house),
             extra=({"influx": self.sinks[0].stats()} if self.sinks else {})
             | self._damaged()
             | {"money": money_state(totals.money, local_day(self._wall_fn()), self.cfg.currency)},

@@ -93,6 +93,44 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.stop()
 
 
+class NatsServer:
+    """A real ``nats-server -js`` (Debian's) on a free port, its JetStream store in the test's folder;
+    restartable on the same port (an outage and a return)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        self.port = free_port()
+        self.store = workdir / "jetstream"
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.log_path = workdir / "nats.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [self.exe, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
+                stderr=log,
+                stdout=log,
+            )
+        wait_until(lambda: port_open(self.port), 10.0, f"nats-server on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    if not (shutil.which("nats-server") or Path("/usr/sbin/nats-server").exists()):
+        pytest.fail("nats-server is not installed: run tests/run.sh (apt-get install nats-server)")
+    server = NatsServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
 class Probe:
     """A plain MQTT client for tests: publish, and record everything under some topics."""
 

@@ -25,7 +25,14 @@ from heatctl.config.mainheat import MainHeatingBase, SwitchConfig
 from heatctl.config.node import Config
 from heatctl.config.planner import PlannerConfig, ScheduleEntryConfig
 from heatctl.config.prices import TariffPeriodConfig
-from heatctl.config.services import BatchApiConfig, HomeAssistantConfig, InfluxConfig, MqttConfig, TlsConfig
+from heatctl.config.services import (
+    BatchApiConfig,
+    HomeAssistantConfig,
+    HouseConfig,
+    InfluxConfig,
+    MqttConfig,
+    TlsConfig,
+)
 from heatctl.config.sources import ForecastSourceConfig, SourceConfig
 from heatctl.config.zone import ZoneConfig
 from heatctl.mainheat.kinds import MainHeatingConfig
@@ -40,6 +47,7 @@ __all__ = [
     "ForecastSourceConfig",
     "GpuConfig",
     "HomeAssistantConfig",
+    "HouseConfig",
     "InferenceConfig",
     "InfluxConfig",
     "MainHeatingBase",

@@ -16,7 +16,7 @@ from heatctl.config.base import _NODE_ID_RE, _no_duplicates, _Strict
 from heatctl.config.control import DutyConfig, QuietConfig
 from heatctl.config.gpus import GpuConfig, OpenAIWorkloadConfig
 from heatctl.config.planner import PlannerConfig
-from heatctl.config.services import BatchApiConfig, HomeAssistantConfig, InfluxConfig, MqttConfig
+from heatctl.config.services import BatchApiConfig, HomeAssistantConfig, HouseConfig, InfluxConfig, MqttConfig
 from heatctl.config.sources import ForecastSourceConfig, SourceConfig
 from heatctl.config.zone import ZoneConfig
 from heatctl.prices import CarbonConfig, TariffConfig
@@ -31,6 +31,7 @@ class Config(_Strict):
     influxdb: InfluxConfig | None = None
     homeassistant: HomeAssistantConfig | None = None
     batch_api: BatchApiConfig | None = None
+    house: HouseConfig | None = None  # one budget with the house's other heaters (NATS JetStream)
     quiet: QuietConfig | None = None
     tariff: TariffConfig | None = None
     planner: PlannerConfig | None = None

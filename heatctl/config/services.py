@@ -99,3 +99,14 @@ class BatchApiConfig(_Strict):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+class HouseConfig(_Strict):
+    """Several heaters in one house: one power budget shared on NATS JetStream (a key-value bucket)."""
+
+    nats: str = "nats://127.0.0.1:4222"  # the house's nats-server (run with -js)
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "home"
+    budget_w: Annotated[float, Field(gt=0)]  # all the house's heaters together (a fuse, a contract)
+    nodes: Annotated[int, Field(ge=1, le=1000)] = 2  # how many share it: each one's share before it sees the others
+    publish_every_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    stale_after_s: Annotated[float, Field(gt=0)] = 30.0  # a peer silent this long counts at its full capacity

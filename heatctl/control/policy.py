@@ -88,6 +88,25 @@ class TickDecision(NamedTuple):
     work_due: Mapping[str, float]
 
 
+def house_wants(decision: TickDecision, capacity_w: float) -> tuple[float, float]:
+    """What this node asks of the house's budget (comfort, work due), from its tick's decision: its
+    rooms' demand, or all it can take when that demand is held at the cap (it would take more)."""
+    zones = decision.node.zones.values()
+    demand_w = sum(z.demand_w for z in zones)
+    # A room below its target whose loop is held at the cap (even a cap of 0) wants more than it asks.
+    below = any(
+        z.failsafe is None
+        and z.temperature_c is not None
+        and z.setpoint_c is not None
+        and z.temperature_c < z.setpoint_c
+        for z in zones
+    )
+    if decision.cap_w is not None and demand_w >= decision.cap_w - 1.0 and (demand_w > 0 or below):
+        demand_w = capacity_w
+    due_w = capacity_w if any(v > 0 for v in decision.work_due.values()) else 0.0
+    return min(demand_w, capacity_w), due_w
+
+
 def zones_heat_w(cfg: Config, gpus: Mapping[str, GpuState], metered_w: Mapping[str, float]) -> dict[str, float | None]:
     """Each zone's heat now: its wall-plug meter, else its GPUs' draw (None while one cannot be read)."""
     heat_w: dict[str, float | None] = {}

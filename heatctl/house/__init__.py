@@ -1,0 +1,1 @@
+"""A house of heaters: one power budget shared on NATS JetStream."""
