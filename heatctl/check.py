@@ -45,6 +45,8 @@ def all_checks(cfg: Config) -> list[CheckRow]:
         rows += check_homeassistant(cfg)
     if cfg.batch_api is not None:
         rows.append(check_batch_api(cfg.batch_api))
+    if cfg.house is not None:
+        rows.append(check_house(cfg))
     rows += [check_main_heating(cfg, z) for z in cfg.zones if z.main_heating is not None]
     for gpu in cfg.gpus:
         rows += check_gpu(cfg, gpu)
@@ -76,6 +78,40 @@ def check_control(cfg: Config) -> list[CheckRow]:
             detail = f"interval_s {interval_s:g} s: NVML read and the state published {1 / interval_s:.0f}× a second"
             rows.append(CheckRow(part, True, detail, fix, warn=True))
     return rows
+
+
+def check_house(cfg: Config) -> CheckRow:
+    """The house's NATS server with JetStream, and who reports into its bucket."""
+    import asyncio
+
+    assert cfg.house is not None
+    house = cfg.house
+
+    async def probe() -> str:
+        import nats
+        from nats.js.errors import BucketNotFoundError, NoKeysError
+
+        nc = await nats.connect(servers=[house.nats], connect_timeout=3, allow_reconnect=False)
+        try:
+            js = nc.jetstream()
+            await js.account_info()  # raises without JetStream (a server started without -js)
+            try:
+                kv = await js.key_value(f"heatctl_{house.name}")
+                keys = sorted(await kv.keys())
+            except (BucketNotFoundError, NoKeysError):
+                keys = []
+            reporting = f"reporting: {', '.join(keys)}" if keys else "no heater has reported yet"
+            return f"{house.nats}: JetStream ready, house {house.name} ({house.budget_w:g} W), {reporting}"
+        finally:
+            await nc.close()
+
+    try:
+        detail = asyncio.run(asyncio.wait_for(probe(), 8.0))
+    except Exception as exc:  # nats-py's and the OS's errors alike: one row, never a traceback
+        why = plain(exc) or type(exc).__name__
+        fix = "run nats-server with JetStream (nats-server -js, deploy/nats/house.conf) and check house.nats"
+        return _row("house", False, f"{house.nats}: {why}", fix)
+    return _row("house", True, detail)
 
 
 def check_main_heating(cfg: Config, zone: ZoneConfig) -> CheckRow:

@@ -121,3 +121,14 @@ def test_the_split_puts_comfort_first_and_counts_a_silent_peer_at_full_capacity(
     assert sum(shares.values()) == pytest.approx(500.0)
     assert split(500.0, {"a": None}, now, 30.0) == {"a": pytest.approx(500.0)}
     assert PeerState.from_json(b'{"comfort_w": -1}') is None and PeerState.from_json(b"garbage") is None
+
+
+def test_check_reaches_the_house_and_says_who_reports(nats_server: NatsServer, house: House, tmp_path: Path) -> None:
+    from heatctl.check import check_house
+
+    wait_until(lambda: all(s.house and s.house.connected for s in house.nodes.values()), 10, "the nodes in the house")
+    house.settle(COLD, seconds=1.0)
+    row = check_house(parse_config(node_config("kitchen", tmp_path / "k", nats_server.url)))
+    assert row.ok and "JetStream ready" in row.detail and "reporting: bedroom, kitchen, study" in row.detail
+    down = check_house(parse_config(node_config("kitchen", tmp_path / "k", "nats://127.0.0.1:9")))
+    assert not down.ok and "nats-server -js" in down.fix
