@@ -326,6 +326,8 @@ def test_a_second_heatctl_on_the_same_gpu_or_state_dir_is_refused_in_one_line(
             30,
             "the first run started",
         )
+        # No reading yet: fail-safe, the card at its lowest limit — the first run has steered it.
+        wait_until(lambda: fake_nvml.limit_w() == 100.0, 30, "the first run's first limit")
         fake_nvml_limit = fake_nvml.limit_w()
         for cfg in (other_dir_cfg, first_cfg):  # the same GPU from another state_dir; the same state_dir
             out = subprocess.run(
