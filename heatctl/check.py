@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from heatctl.config import BatchApiConfig, OpenAIWorkloadConfig, load_config
-from heatctl.errors import BackendError, HeatctlError, plain
-from heatctl.locks import InstanceConflict
+from heatctl.errors import BackendError, HeatctlError, InstanceConflict, plain
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from heatctl import __version__
-from heatctl.errors import ConfigError, HeatctlError
-from heatctl.locks import InstanceConflict
+from heatctl.errors import ConfigError, HeatctlError, InstanceConflict
 
 if TYPE_CHECKING:
     from heatctl.config import Config

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from heatctl.config import Config
-from heatctl.errors import ConfigError, HeatctlError
-from heatctl.locks import InstanceConflict
+from heatctl.errors import ConfigError, HeatctlError, InstanceConflict
 from heatctl.publish.mqtt_state import NodeSnapshot
 from heatctl.service import Service
 

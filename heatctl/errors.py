@@ -21,6 +21,10 @@ class BackendError(HeatctlError):
     """A GPU or workload backend failed."""
 
 
+class InstanceConflict(HeatctlError):
+    """Another heatctl holds what this one needs (its state_dir, a GPU): exit 2, one line."""
+
+
 class SinkError(HeatctlError):
     """An output (MQTT, InfluxDB) failed."""
 

@@ -18,13 +18,9 @@ import threading
 import time
 from pathlib import Path
 
-from heatctl.errors import HeatctlError
+from heatctl.errors import InstanceConflict
 
 STATE_DIR_LOCK = "heatctl.lock"
-
-
-class InstanceConflict(HeatctlError):
-    """Another heatctl holds what this one needs (exit 2, one line)."""
 
 
 # Locks this process holds: path → (descriptor, holders). A GPU opened again after it was lost, or

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from heatctl.config import GpuConfig
-from heatctl.errors import BackendError
+from heatctl.errors import BackendError, InstanceConflict
 from heatctl.gpu.base import GpuReading
-from heatctl.locks import InstanceConflict, gpu_lock
+from heatctl.locks import gpu_lock
 from heatctl.state import StateFile
 
 _LOGGER = logging.getLogger(__name__)
