@@ -70,3 +70,127 @@ def test_the_learned_surface_moves_from_the_prior_to_what_it_measures() -> None:
     assert learned.surface.uncapped(8)[1] == pytest.approx(before.uncapped(8)[1], rel=0.02)
     learned.observe(0, 70.0, 12.0, 0.0)  # idle teaches nothing
     assert learned.samples == 161
+
+
+def test_the_allocator_runs_the_chosen_point_continuously_for_part_of_the_time_or_idle() -> None:
+    from heatctl.config import DutyConfig
+    from heatctl.control.allocate import Allocator
+    from heatctl.control.efficiency import EfficiencyModel, GpuCaps
+
+    caps = GpuCaps(idle_w=12.0, min_limit_w=35.0, max_limit_w=70.0)
+    learned = LearnedSurface(plant())
+    alloc = Allocator(EfficiencyModel(caps), DutyConfig(period_s=100.0, min_on_s=10.0, min_off_s=10.0), surface=learned)
+    command = alloc.step(0.0, 50.0)  # within reach of the full batch under a cap: continuously, the cap at 50 W
+    assert (command.regime, command.level, command.power_limit_w) == ("continuous", 1.0, 50.0)
+    assert alloc.step(1.0, 5.0).regime == "idle" and alloc.power_limit_w == 35.0  # no heat: the lowest limit
+    on = [alloc.step(2.0 + t, 25.0) for t in range(0, 100, 5)]  # below the lowest cap: duty, the batch full when on
+    assert {c.regime for c in on} == {"duty"} and {c.level for c in on} == {0.0, 1.0}
+    share = sum(c.level for c in on) / len(on)
+    assert share == pytest.approx((25.0 - 12.0) / (35.0 - 12.0), abs=0.1)
+    assert all(c.power_limit_w == 35.0 for c in on if c.level)
+    alloc.ceiling_w = 40.0  # too hot: the thermal guard's ceiling holds the point under it
+    hot = alloc.step(200.0, 60.0)
+    assert hot.power_limit_w <= 40.0
+    limit_only = Allocator(EfficiencyModel(caps), DutyConfig(), surface=learned, limit_only=True)
+    assert limit_only.step(0.0, 50.0).level == 1.0  # a workload heatctl cannot steer: the cap alone, as before
+
+
+@pytest.mark.parametrize(
+    ("heat_w", "in_flight", "cap_w", "share"),
+    [
+        (15.0, 8, 35.0, 3.0 / 23.0),  # below the lowest cap: the full batch at it, part of the time
+        (25.0, 8, 35.0, 13.0 / 23.0),
+        (38.0, 8, 38.0, 1.0),  # from the lowest cap up: continuously, the cap at the heat
+        (58.0, 8, 58.0, 1.0),
+        (68.0, 8, 68.0, 1.0),
+        (80.0, 8, 70.0, 1.0),  # more than the card gives: all of it
+        (12.0, 0, 35.0, 0.0),  # no heat above idle: idle
+    ],
+)
+def test_the_points_chosen_on_the_design_plant(heat_w: float, in_flight: int, cap_w: float, share: float) -> None:
+    chosen = plant().choose(heat_w)
+    assert (chosen.in_flight, chosen.cap_w) == (in_flight, pytest.approx(cap_w))
+    assert chosen.share == pytest.approx(share, abs=1e-9)
+
+
+def test_a_ceiling_and_fixed_limits_narrow_the_choice() -> None:
+    s = plant()
+    hot = s.choose(60.0, ceiling_w=45.0)  # the thermal guard's ceiling: nothing above it
+    assert hot.draw_w <= 45.0 + 1e-9 and hot.share == pytest.approx(1.0)
+    fixed = s.choose(50.0, settable=False)  # the cap cannot move: the full batch uncapped, part of the time
+    assert (fixed.in_flight, fixed.cap_w, fixed.draw_w) == (8, 70.0, 68.0)
+    assert fixed.share == pytest.approx((50.0 - 12.0) / (68.0 - 12.0))
+    assert s.envelope_tokens_s(50.0) == pytest.approx(s.choose(50.0).tokens_s)
+    assert s.envelope_tokens_s(50.0, settable=False) == pytest.approx(120.0 * (50.0 - 12.0) / (68.0 - 12.0))
+
+
+def test_what_is_learned_counts_once_seen_three_times_and_scales_the_rest() -> None:
+    learned = LearnedSurface(prior_surface(LIMITS, 8), learn_rate=0.5)
+    prior_tps, _prior_draw = learned.prior.uncapped(8)
+    for _ in range(2):  # not yet enough to trust: the prior, scaled
+        learned.observe(8, 70.0, 40.0, 2 * prior_tps)
+    assert learned.surface.uncapped(8)[1] != pytest.approx(40.0, abs=0.5)
+    learned.observe(8, 70.0, 40.0, 2 * prior_tps)
+    tps, draw = learned.surface.uncapped(8)
+    assert draw == pytest.approx(40.0) and tps == pytest.approx(2 * prior_tps, rel=1e-6)  # its own, from three
+    # The counts not seen move with the scale the seen ones set: draws above idle and tokens alike.
+    unseen_tps, unseen_draw = learned.surface.uncapped(2)
+    base_tps, base_draw = learned.prior.uncapped(2)
+    assert unseen_draw - LIMITS.idle_w < base_draw - LIMITS.idle_w  # 8 drew less than believed: so does 2
+    assert unseen_tps > base_tps  # 8 made more tokens than believed: so does 2
+
+
+def test_the_controller_builds_the_surface_from_the_config_a_calibration_or_not_at_all() -> None:
+    from heatctl.config import InferenceConfig, parse_config
+    from heatctl.control.core import NodeController, inference_of
+    from heatctl.control.efficiency import GpuCaps
+    from heatctl.sim.baselines import CapController
+
+    text = """
+mqtt: null
+zones: [{name: a, temperature: {topic: t}, setpoint: {topic: s}, gpus: [g, s]}]
+gpus:
+  - {id: g, backend: sim, workload: {type: openai, url: "http://h:1/v1", model: m, max_concurrency: 6, jobs: /tmp/j}}
+  - {id: s, backend: sim, sim: {inference: {max_concurrency: 3}}}
+"""
+    cfg = parse_config(text)
+    assert inference_of(cfg.gpus[0]).max_concurrency == 6  # type: ignore[union-attr]
+    assert inference_of(cfg.gpus[1]).max_concurrency == 3  # type: ignore[union-attr]
+    caps = {g: GpuCaps(idle_w=12.0, min_limit_w=35.0, max_limit_w=70.0) for g in ("g", "s")}
+    ctrl = NodeController(cfg, caps)
+    g = ctrl.allocators["g"].surface
+    assert g is not None and g.prior.max_concurrency == 6
+    assert g.prior.uncapped(6) == prior_surface(LIMITS, 6).uncapped(6)  # the published shape
+    measured = InferenceConfig(max_concurrency=6, uncapped=[(1, 10.0, 30.0), (6, 60.0, 66.0)], clock_exponent=0.7)
+    calibrated = NodeController(cfg, caps, calibrated={"g": measured}).allocators["g"].surface
+    assert calibrated is not None and calibrated.prior.uncapped(6) == (60.0, 66.0)  # this card's own figures
+    assert calibrated.prior.clock_exponent == 0.7
+    assert all(a.surface is None for a in CapController(cfg, caps).allocators.values())  # the baseline: no batch lever
+
+
+def test_the_controller_learns_from_a_command_held_two_ticks() -> None:
+    from heatctl.config import parse_config
+    from heatctl.control.core import GpuState, NodeController, NodeInputs
+    from heatctl.control.efficiency import GpuCaps
+    from heatctl.control.safety import Reading, ZoneInputs
+    from tests.conftest import FakeClock
+
+    cfg = parse_config(
+        "mqtt: null\nzones: [{name: a, temperature: {topic: t}, setpoint: {topic: s}, gpus: [g]}]\n"
+        "gpus: [{id: g, backend: sim, sim: {idle_w: 12, min_limit_w: 35, max_limit_w: 70, inference: {}}}]\n"
+    )
+    clock = FakeClock()
+    ctrl = NodeController(cfg, {"g": GpuCaps(idle_w=12.0, min_limit_w=35.0, max_limit_w=70.0)}, time_fn=clock)
+    surface = ctrl.allocators["g"].surface
+    assert surface is not None
+    truth = plant()
+    state = GpuState(power_w=12.0, work_rate=0.0)
+    for _ in range(30):
+        clock.advance(30.0)
+        zone = ZoneInputs(temperature=Reading(17.0, clock()), setpoint=Reading(21.0, clock()))
+        out = ctrl.step(NodeInputs(mode="heat", zones={"a": zone}, gpus={"g": state}))
+        command = out.gpus["g"]
+        draw, tokens = truth.at(round(command.level * 8), command.power_limit_w)
+        state = GpuState(power_w=draw, work_rate=tokens)
+    assert surface.samples >= 25  # every settled tick taught it
+    assert surface.surface.at(8, 70.0)[1] == pytest.approx(truth.at(8, 70.0)[1], rel=0.05)  # its tokens, learned
