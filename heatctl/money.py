@@ -83,6 +83,20 @@ class MoneyDay:
         self.electricity_cost += spent.energy_kwh * spent.price
         self.heat_value += spent.reused_kwh * spent.heat_price
 
+    def merge(self, other: MoneyDay) -> None:
+        """Add another day's figures to these (a period's total)."""
+        self.electricity_kwh += other.electricity_kwh
+        self.heat_reused_kwh += other.heat_reused_kwh
+        self.electricity_cost += other.electricity_cost
+        self.heat_value += other.heat_value
+        self.unpriced_kwh += other.unpriced_kwh
+        self.co2_g += other.co2_g
+        self.uncarboned_kwh += other.uncarboned_kwh
+        for model, (tokens, kwh) in other.models.items():
+            mine = self.models.setdefault(model, [0.0, 0.0])
+            mine[0] += tokens
+            mine[1] += kwh
+
     @property
     def net(self) -> float:
         return self.heat_value - self.electricity_cost

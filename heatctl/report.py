@@ -46,7 +46,7 @@ def report_text(rows: list[tuple[str, MoneyDay]], currency: str) -> str:
         return "nothing recorded yet: heatctl run keeps a day-by-day ledger in its state_dir"
     total = MoneyDay()
     for _, day in rows:
-        _merge(total, day)
+        total.merge(day)
     lines = [
         f"{'day':<10} {'heat the room used':>18} {'worth':>9} {'electricity':>12} {'cost':>9} {'net':>9} {'CO2':>8}",
     ]
@@ -70,20 +70,6 @@ def report_text(rows: list[tuple[str, MoneyDay]], currency: str) -> str:
         " charged for it; net: worth less the electricity's cost"
     )
     return "\n".join(lines)
-
-
-def _merge(total: MoneyDay, day: MoneyDay) -> None:
-    total.electricity_kwh += day.electricity_kwh
-    total.heat_reused_kwh += day.heat_reused_kwh
-    total.electricity_cost += day.electricity_cost
-    total.heat_value += day.heat_value
-    total.unpriced_kwh += day.unpriced_kwh
-    total.co2_g += day.co2_g
-    total.uncarboned_kwh += day.uncarboned_kwh
-    for model, (tokens, kwh) in day.models.items():
-        mine = total.models.setdefault(model, [0.0, 0.0])
-        mine[0] += tokens
-        mine[1] += kwh
 
 
 def _money(value: Any, currency: str, *, signed: bool = False) -> str:

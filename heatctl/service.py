@@ -257,7 +257,7 @@ class Service:
             )
             if self.batches is not None:
                 self.batches.charge(gid, energy_j, wanted, price=price, carbon=carbon)
-        decision = self._decision = self.policy.decide(self._tick_inputs(zones, states, metered_w))
+        decision = self._decision = self.policy.decide(self._tick_inputs(zones, states, metered_w, wall_s, price))
         if self.house is not None:
             comfort_w, due_w = house_wants(decision, self.node_capacity_w)
             self.house.report(comfort_w=comfort_w, due_w=due_w, store_w=0.0, capacity_w=self.node_capacity_w)
@@ -272,7 +272,7 @@ class Service:
         self._transitions.update(now_s, out.zones)
         if self._asker is not None:
             self._asker.tick(now_s)
-        snap = self.snapshot = self._snapshot(shown_targets(out, zones), states, metered_w)
+        snap = self.snapshot = self._snapshot(shown_targets(out, zones), states, metered_w, day)
         for sink in ([self.outputs] if self.outputs is not None else []) + self.sinks:
             try:
                 sink.write(snap, now_s)
@@ -287,23 +287,31 @@ class Service:
         return snap
 
     def _tick_inputs(
-        self, zones: dict[str, ZoneInputs], states: dict[str, GpuState], metered_w: dict[str, float]
+        self,
+        zones: dict[str, ZoneInputs],
+        states: dict[str, GpuState],
+        metered_w: dict[str, float],
+        wall_s: float,
+        price: float | None,
     ) -> TickInputs:
-        """What the policy decides from: the readings, the GPUs, the commanded cap, the time of day."""
+        """What the policy decides from: the readings, the GPUs, the commanded cap, the time of day
+        (``wall_s``) and the electricity's price now (the tick reads both once)."""
         return TickInputs(
             mode=self.settings.mode,
             zones=zones,
             gpus=states,
-            local_minute=local_minute(self._wall_fn()),
+            local_minute=local_minute(wall_s),
             max_power_w=self.settings.max_power_w,
             budget_w=self.house.share_w() if self.house is not None else None,
             heat_w=zones_heat_w(self.cfg, states, metered_w),
-            price_per_kwh=price_now(self.cfg.tariff, self._wall_fn(), self.planner) if self.main is not None else None,
+            price_per_kwh=price if self.main is not None else None,
             user_setpoint_c=self.main.user_setpoints_c() if self.main is not None else {},
             overridden=frozenset(z for z in self.settings.zone_modes if self.store.has_override(z)),
         )
 
-    def _snapshot(self, out: NodeOutput, states: dict[str, GpuState], metered_w: dict[str, float]) -> NodeSnapshot:
+    def _snapshot(
+        self, out: NodeOutput, states: dict[str, GpuState], metered_w: dict[str, float], day: str
+    ) -> NodeSnapshot:
         return node_snapshot(
             out,
             cfg=self.cfg,
@@ -318,7 +326,8 @@ class Service:
             parts=(self.node_batches, self.main, self.planner, self.policy, self.house),
             extra=({"influx": self.sinks[0].stats()} if self.sinks else {})
             | self._damaged()
-            | {"money": money_state(totals.money, local_day(self._wall_fn()), self.cfg.currency)},
+            | {"money": money_state(totals.money, day, self.cfg.currency)},
+            models=self._models,
         )
 
     def _damaged(self) -> dict[str, str]:

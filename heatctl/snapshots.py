@@ -11,7 +11,6 @@ from heatctl.accounting import Totals
 from heatctl.actuation import ActuationStatus
 from heatctl.control.core import GpuState, NodeOutput
 from heatctl.control.safety import ZoneInputs
-from heatctl.money import served_models
 from heatctl.publish.mqtt_state import GpuSnapshot, NodeSnapshot, ZoneSnapshot
 
 if TYPE_CHECKING:
@@ -123,6 +122,7 @@ def node_snapshot(
     rejected_commands: int,
     parts: Iterable[StatePart | None],
     extra: Mapping[str, Any],
+    models: Mapping[str, str] | None = None,
 ) -> NodeSnapshot:
     """The service's tick as a snapshot: the readings' windows, the GPUs' actuation, the totals, each
     part's state block, and ``extra``."""
@@ -145,7 +145,7 @@ def node_snapshot(
         states=states,
         actuation={gid: a.status() for gid, a in actuators.items()},
         workloads={gid: a.workload.status() for gid, a in actuators.items()},
-        models=served_models(cfg),
+        models=models,
         totals=totals,
         max_power_w=settings.max_power_w if settings.max_power_w is not None else capacity_w,
         metered_w=metered_w,

@@ -54,13 +54,21 @@ class NodeHouse:
 
     def share_w(self) -> float:
         """This node's share of the house budget now (the policy's ``budget_w``)."""
+        return self._shares()[0]
+
+    def _shares(self) -> tuple[float, dict[str, float], dict[str, PeerState | None], float]:
+        """(this node's share, every node's share, the peers as last read with this node's own
+        report, now). Before the house was ever seen, an equal share keeps the sum within the budget."""
         now = self._wall_fn()
         with self._lock:
             own, peers, seen = self._own, dict(self._peers), self._seen_s
-        if seen is None or own is None:  # never saw the house: an equal share keeps the sum within the budget
-            return self.cfg.budget_w / self.cfg.nodes
-        peers[self.node_id] = own
-        return split(self._known_budget_w(peers), peers, now, self.cfg.stale_after_s).get(self.node_id, 0.0)
+        if own is not None:
+            peers[self.node_id] = own
+        if seen is None:
+            return self.cfg.budget_w / self.cfg.nodes, {}, peers, now
+        shares = split(self._known_budget_w(peers), peers, now, self.cfg.stale_after_s)
+        own_share = shares.get(self.node_id, 0.0) if own is not None else self.cfg.budget_w / self.cfg.nodes
+        return own_share, shares, peers, now
 
     def _known_budget_w(self, peers: dict[str, PeerState | None]) -> float:
         """The budget less an equal share for each of the ``nodes`` not heard of yet (a heater that
@@ -70,18 +78,13 @@ class NodeHouse:
 
     def state(self) -> dict[str, Any]:
         """The state's ``house`` block."""
-        now = self._wall_fn()
-        with self._lock:
-            own, peers, seen = self._own, dict(self._peers), self._seen_s
-        if own is not None:
-            peers[self.node_id] = own
-        shares = split(self._known_budget_w(peers), peers, now, self.cfg.stale_after_s) if seen is not None else {}
+        share_w, shares, peers, now = self._shares()
         return {
             "house": {
                 "name": self.cfg.name,
                 "connected": self.connected,
                 "budget_w": self.cfg.budget_w,
-                "share_w": round(self.share_w(), 1),
+                "share_w": round(share_w, 1),
                 "problem": self.problem,
                 "nodes": {
                     node: {

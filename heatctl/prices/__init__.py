@@ -10,6 +10,8 @@ simulator all read them through ``known_prices`` (known ahead) and ``forecast_so
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol, Union
@@ -87,12 +89,7 @@ class ForecastPrices(Protocol):
 
 def price_now(cfg: BaseModel | None, wall_s: float, forecast: ForecastPrices | None) -> float | None:
     """Electricity now: a known tariff's (in the system's time zone), else the forecast's (None: unknown)."""
-    if cfg is None:
-        return None
-    known = known_prices(cfg, np.array([wall_s]), local_zone())
-    if known is not None:
-        return float(known[0])
-    return forecast.price_now() if forecast is not None else None
+    return _signal_now(cfg, wall_s, forecast.price_now if forecast is not None else None)
 
 
 class ForecastCarbon(Protocol):
@@ -101,12 +98,18 @@ class ForecastCarbon(Protocol):
 
 def carbon_now(cfg: BaseModel | None, wall_s: float, forecast: ForecastCarbon | None) -> float | None:
     """Grid carbon intensity now (g/kWh): a known source's, else the forecast's (None: unknown)."""
+    value = _signal_now(cfg, wall_s, forecast.carbon_now if forecast is not None else None)
+    return value if value is None or math.isfinite(value) else None
+
+
+def _signal_now(cfg: BaseModel | None, wall_s: float, forecast_now: Callable[[], float | None] | None) -> float | None:
+    """A price or carbon signal now: known ahead (its value at ``wall_s``), else the forecast's."""
     if cfg is None:
         return None
     known = known_prices(cfg, np.array([wall_s]), local_zone())
     if known is not None:
-        return float(known[0]) if np.isfinite(known[0]) else None
-    return forecast.carbon_now() if forecast is not None else None
+        return float(known[0])
+    return forecast_now() if forecast_now is not None else None
 
 
 def forecast_source(cfg: BaseModel) -> ForecastSourceConfig | None:

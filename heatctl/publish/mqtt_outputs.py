@@ -55,18 +55,20 @@ class MqttOutputs:
     def publish_state(self, snap: NodeSnapshot) -> None:
         with self._lock:
             self._last = snap
-        payload = state_payload(snap)
-        self._link.publish(self._state_topic, json.dumps(payload, separators=(",", ":")), retain=True)
-        self._publish_times(payload, changed_only=True)
+        self._send(snap, changed_only=True)
 
     def republish(self) -> None:
         """Re-send the last state (network thread, after a reconnect) so subscribers see it at once."""
         with self._lock:
             snap = self._last
         if snap is not None:
-            payload = state_payload(snap)
-            self._link.publish(self._state_topic, json.dumps(payload, separators=(",", ":")), retain=True)
-            self._publish_times(payload, changed_only=False)
+            self._send(snap, changed_only=False)
+
+    def _send(self, snap: NodeSnapshot, *, changed_only: bool) -> None:
+        """The retained state, and the timestamps' own topics (each only when it changed, unless all)."""
+        payload = state_payload(snap)
+        self._link.publish(self._state_topic, json.dumps(payload, separators=(",", ":")), retain=True)
+        self._publish_times(payload, changed_only=changed_only)
 
     def _publish_times(self, payload: dict[str, Any], *, changed_only: bool) -> None:
         """Each timestamp sensor's own topic: the time when there is one, else its availability off."""
