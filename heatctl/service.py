@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from heatctl.batch.api import BatchApiServer
     from heatctl.batch.node import NodeBatches
     from heatctl.batch.queue import BatchQueue
+    from heatctl.house.work import PooledWork
     from heatctl.planner.node import NodePlanner
     from heatctl.sources.homeassistant import HomeAssistantPoller
 
@@ -86,7 +87,8 @@ class Service:
         self.poller: HomeAssistantPoller | None = None
         self.node_batches: NodeBatches | None = None
         self.main: NodeMainHeating | None = None
-        self.house: NodeHouse | None = None  # one budget with the house's other heaters
+        self.house: NodeHouse | None = None  # one budget (and with a Batch API one pool) with the house's heaters
+        self.work: BatchQueue | PooledWork | None = None  # where the workloads take batch work from
         self.planner: NodePlanner | None = None
         self.controller: NodeController | None = None
         self.policy: TickPolicy | None = None  # every decision of a tick (after start)
@@ -114,11 +116,21 @@ class Service:
         """Open GPUs and workloads, restore persisted state, connect MQTT and outputs."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._instance.acquire(f"node {self.cfg.node_id}")  # InstanceConflict: another heatctl has it
+        if self.cfg.house is not None:  # with a Batch API, the house's pool before the queue that feeds it
+            pooled = self.cfg.batch_api is not None
+            self.house = NodeHouse(self.cfg.house, self.cfg.node_id, pool=pooled, wall_fn=self._wall_fn)
+            self.house.start()
         if self.cfg.batch_api is not None:
             from heatctl.batch.node import NodeBatches
 
-            self.node_batches = NodeBatches(self.cfg, self.state_dir)  # before the workloads that take from it
-        ctx = WorkloadContext(state_dir=self.state_dir, time_fn=self.clock, batches=self.batches)
+            pool = self.house.pool if self.house is not None else None
+            self.node_batches = NodeBatches(self.cfg, self.state_dir, pool=pool)  # before the workloads that take
+            self.work = self.node_batches.queue
+            if self.house is not None:
+                from heatctl.house.work import PooledWork
+
+                self.work = PooledWork(self.node_batches.queue, self.house, wall_fn=self._wall_fn)
+        ctx = WorkloadContext(state_dir=self.state_dir, time_fn=self.clock, batches=self.work)
         self.actuators = open_actuators(self.cfg, ctx, self._given_gpus)
         self.controller = NodeController(
             self.cfg,
@@ -143,9 +155,6 @@ class Service:
         if any(z.main_heating is not None for z in self.cfg.zones):
             self.main = NodeMainHeating(self.cfg, self.state_dir, self.link, self.clock)
         self._open_planner()
-        if self.cfg.house is not None:
-            self.house = NodeHouse(self.cfg.house, self.cfg.node_id, wall_fn=self._wall_fn)
-            self.house.start()
         if self.cfg.homeassistant is not None:
             from heatctl.sources.homeassistant import HomeAssistantPoller
 
@@ -156,7 +165,7 @@ class Service:
             self.controller,
             cascades=self.main.cascades if self.main is not None else {},
             planner=self.planner,
-            work=self.batches,
+            work=self.work,
             runners=batch_runners(self.cfg),
             time_fn=self.clock,
         )
@@ -260,13 +269,22 @@ class Service:
         decision = self._decision = self.policy.decide(self._tick_inputs(zones, states, metered_w, wall_s, price))
         if self.house is not None:
             comfort_w, due_w = house_wants(decision, self.node_capacity_w)
-            self.house.report(comfort_w=comfort_w, due_w=due_w, store_w=0.0, capacity_w=self.node_capacity_w)
+            queue = self.batches
+            self.house.report(
+                comfort_w=comfort_w,
+                due_w=due_w,
+                store_w=0.0,
+                capacity_w=self.node_capacity_w,
+                slots=queue.slots if queue is not None else 0,
+                s_per_request=queue.s_per_request if queue is not None else 0.0,
+                work=queue.pool_work() if queue is not None else (),
+            )
         if self.main is not None:
             self.main.apply(decision.main)
         out = decision.node
-        if self.batches is not None:  # heatctl off or in fail-safe: interactive passthrough waits too
+        if self.work is not None:  # heatctl off or in fail-safe: interactive passthrough waits too
             off = None if self.settings.mode == "heat" and not out.failsafe else out.failsafe or "heatctl is off"
-            self.batches.set_heat_wanted(any(z.demand_w > 0 for z in out.zones.values()), off_reason=off)
+            self.work.set_heat_wanted(any(z.demand_w > 0 for z in out.zones.values()), off_reason=off)
         for gid, cmd in out.gpus.items():
             self.actuators[gid].apply(cmd)
         self._transitions.update(now_s, out.zones)

@@ -63,7 +63,8 @@ def test_calibrate_then_run_draws_what_the_allocator_expected(
         assert calibration is not None and surface_path(cfg.resolved_state_dir(), "gpu0", "tinyllm").exists()
         measured = {n: d for n, _, d in calibration.uncapped}
         for n in (1, 2, 4):  # the batches' uncapped draw as the fake card makes it, less the server's gaps
-            assert 0.65 * CARD.uncapped(n)[1] <= measured[n] <= 1.02 * CARD.uncapped(n)[1], calibration.uncapped
+            # (on a loaded CI machine the gaps between a tiny model's requests grow: a wide band)
+            assert 0.5 * CARD.uncapped(n)[1] <= measured[n] <= 1.02 * CARD.uncapped(n)[1], calibration.uncapped
         assert measured[1] < measured[2] < measured[4]  # the draw follows the batch
         assert max(draw.seen) == 4
 

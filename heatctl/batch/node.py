@@ -4,12 +4,15 @@ server, and what the control loop asks of them (work due as heat, the state's ba
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heatctl.batch.api import BatchApi, BatchApiServer
 from heatctl.batch.queue import BatchQueue
 from heatctl.batch.store import BatchStore
 from heatctl.config import Config, OpenAIWorkloadConfig
+
+if TYPE_CHECKING:
+    from heatctl.house.pool import PoolLink
 
 
 def batch_runners(cfg: Config) -> list[str]:
@@ -19,12 +22,14 @@ def batch_runners(cfg: Config) -> list[str]:
 
 
 class NodeBatches:
-    def __init__(self, cfg: Config, state_dir: Path) -> None:
+    def __init__(self, cfg: Config, state_dir: Path, *, pool: PoolLink | None = None) -> None:
         api_cfg = cfg.batch_api
         assert api_cfg is not None
         runners = [g.workload for g in cfg.gpus if isinstance(g.workload, OpenAIWorkloadConfig)]
         self.store = BatchStore(state_dir / "batch")
         self.queue = BatchQueue(self.store, api_cfg, slots=sum(w.max_concurrency for w in runners))
+        if pool is not None:  # in a house: new batches go to its pool
+            self.queue.attach_pool(pool)
         self.queue.start()
         upstream = runners[0]
         api = BatchApi(

@@ -24,11 +24,14 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heatctl.batch.store import BatchStore, QueuedRequest
 from heatctl.config import BatchApiConfig
 from heatctl.untrusted import UntrustedJsonError, parse_json
+
+if TYPE_CHECKING:
+    from heatctl.house.pool import PooledRequest, PoolLink
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -105,17 +108,37 @@ class BatchQueue:
         self.interactive = 0  # interactive requests in flight: each takes a batch slot
         self._heat_wanted = True  # False: only batches whose deadline needs it may run
         self.passthrough_block: str | None = None  # why interactive passthrough is refused now (None: it is not)
+        # In a house: this node's batches whose requests went to the pool (counted here, run anywhere),
+        # and the other nodes' batches this node's GPUs run (their energy goes back to their origin).
+        self.pool: PoolLink | None = None
+        self._pooled: set[str] = set()
+        self._foreign: dict[str, tuple[str, str]] = {}  # batch → (pool, origin)
+        self._energy_owed: dict[str, set[str]] = defaultdict(set)  # batch → nodes whose last energy report is due
         saved = store.get_meta("s_per_request")
         self.s_per_request = float(saved) if saved else DEFAULT_S_PER_REQUEST
         self._saved_s_per_request = self.s_per_request
 
     # --- lifecycle ------------------------------------------------------------------------
 
+    def attach_pool(self, pool: PoolLink) -> None:
+        """The house's pool: new batches go there; results and energy for this node's batches come back."""
+        self.pool = pool
+        pool.on_result = self.record_pooled
+        pool.on_energy = self.add_pooled_energy
+
     def start(self) -> None:
-        """Load what was queued before a restart (in-flight requests were not recorded: they run again)."""
+        """Load what was queued before a restart (in-flight requests were not recorded: they run again;
+        a pooled batch's requests wait in the pool, and are only counted here)."""
+        pooled: dict[str, bool] = {}
         with self._lock:
             for req in self.store.queued_requests():
-                self._push(req)
+                if req.batch_id not in pooled:
+                    pooled[req.batch_id] = self.store.get_meta(f"pooled:{req.batch_id}") is not None
+                if pooled[req.batch_id]:
+                    self._pooled.add(req.batch_id)
+                    self._count(req)
+                else:
+                    self._push(req)
         self._started.update(r["id"] for r in self.store.batches_in("in_progress") if r["completed"] + r["failed"] > 0)
         if self._left:
             _LOGGER.info("batch: %d request(s) of %d batch(es) queued", sum(self._left.values()), len(self._left))
@@ -149,6 +172,10 @@ class BatchQueue:
     def _push(self, req: QueuedRequest) -> None:
         """(Under the lock.)"""
         heapq.heappush(self._heap, (req.expires_at, req.batch_seq, req.line, req))
+        self._count(req)
+
+    def _count(self, req: QueuedRequest) -> None:
+        """(Under the lock.) One more request of its batch left to run."""
         self._left[req.batch_id] = self._left.get(req.batch_id, 0) + 1
         self._deadline[req.batch_id] = req.expires_at
 
@@ -208,6 +235,43 @@ class BatchQueue:
         if done:
             self._wake.set()
 
+    def record_pooled(
+        self, req: QueuedRequest, ok: bool, result: dict[str, Any], *, tokens: int, node: str, elapsed_s: float
+    ) -> bool:
+        """A result for one of this node's pooled batches, run by ``node`` (this one or another): stored
+        once (a request the pool ran twice is recorded the first time); raises if it cannot be stored."""
+        recorded = self.store.record_result(req, ok, result, tokens, node=node)
+        if not recorded:
+            return False
+        with self._lock:
+            if self.pool is not None and node != self.pool.node_id:
+                self._energy_owed[req.batch_id].add(node)  # its energy report comes after its results
+            self._left[req.batch_id] = self._left.get(req.batch_id, 1) - 1
+            if ok and elapsed_s > 0:
+                self.s_per_request += EWMA * (elapsed_s - self.s_per_request)
+            done = self._left[req.batch_id] <= 0
+        if done:
+            self._wake.set()
+        return True
+
+    def add_pooled_energy(self, batch_id: str, node: str, tally: list[float]) -> None:
+        """Energy ``node`` spent on one of this node's pooled batches (as ``store.add_energy`` takes it)."""
+        self.store.add_energy({batch_id: tally})
+        with self._lock:
+            self._energy_owed[batch_id].discard(node)
+
+    def track(self, req: PooledRequest, gpu_id: str) -> None:
+        """A request pulled from the pool now runs on ``gpu_id``: its batch is charged for the time."""
+        with self._lock:
+            self._in_flight[(req.batch_id, req.line)] = (gpu_id, self._mono_fn())
+            own = self.pool is not None and (req.pool, req.origin) == (self.pool.cfg.name, self.pool.node_id)
+            if not own:
+                self._foreign[req.batch_id] = (req.pool, req.origin)
+
+    def untrack(self, req: QueuedRequest) -> None:
+        with self._lock:
+            self._end_flight(req)
+
     def _end_flight(self, req: QueuedRequest) -> None:
         """(Under the lock.) The request's running time since the last charge counts for its batch."""
         flight = self._in_flight.pop((req.batch_id, req.line), None)
@@ -264,14 +328,30 @@ class BatchQueue:
         with self._lock:
             pending = {bid: tuple(tally) for bid, tally in self._energy.items()}
             self._energy.clear()
+            foreign = {bid: self._foreign[bid] for bid in pending if bid in self._foreign}
+            running = {bid for bid, _ in self._in_flight}
+            for bid in [b for b in self._foreign if b not in running]:
+                del self._foreign[bid]
+        if self.pool is not None:
+            for bid, (pool, origin) in foreign.items():
+                self.pool.send_energy(pool, origin, bid, list(pending.pop(bid)))
         self.store.add_energy(pending)
 
     # --- deadlines ------------------------------------------------------------------------
 
-    def _open_by_deadline(self) -> list[tuple[float, str]]:
+    def _open_by_deadline(self, *, pooled: bool = False) -> list[tuple[float, str]]:
+        """This node's open batches, earliest deadline first: those it runs alone, or (``pooled``)
+        those in the house's pool, whose deadlines the house judges."""
         return sorted(
-            (d, bid) for bid, d in self._deadline.items() if self._left.get(bid, 0) > 0 and bid not in self._closed
+            (d, bid)
+            for bid, d in self._deadline.items()
+            if self._left.get(bid, 0) > 0 and bid not in self._closed and (bid in self._pooled) == pooled
         )
+
+    def pool_work(self) -> tuple[tuple[float, float], ...]:
+        """This node's batches in the house's pool: (deadline, requests left), for the house's report."""
+        with self._lock:
+            return tuple((float(d), float(self._left[bid])) for d, bid in self._open_by_deadline(pooled=True))
 
     def open_work(self) -> list[tuple[float, float]]:
         """(deadline, seconds of work left with every slot busy at the efficient cap), earliest first."""
@@ -357,8 +437,11 @@ class BatchQueue:
                 if row["status"] != "finalizing":
                     self.store.set_status(batch_id, "finalizing")
                     self._finalizing_since[batch_id] = self._mono_fn()
-                if self._uncharged(batch_id) and self._mono_fn() - self._finalizing_since.get(batch_id, 0) < 120:
+                waited_s = self._mono_fn() - self._finalizing_since.get(batch_id, 0)
+                if self._uncharged(batch_id) and waited_s < 120:
                     continue
+                if self._owes_energy(batch_id) and waited_s < 120:
+                    continue  # the energy the other nodes spent on its last requests is on its way
                 self._flush_energy()
                 self.store.finish(batch_id, "completed", None)
                 self._forget(batch_id)
@@ -367,6 +450,12 @@ class BatchQueue:
             self.store.set_meta("s_per_request", repr(self.s_per_request))
             self._saved_s_per_request = self.s_per_request
 
+    def _owes_energy(self, batch_id: str) -> bool:
+        """Some live node that ran the pooled batch's requests has not yet sent its energy since."""
+        with self._lock:
+            owed = set(self._energy_owed.get(batch_id, ()))
+        return self.pool is not None and any(self.pool.peer_live(node) for node in owed)
+
     def _uncharged(self, batch_id: str) -> bool:
         with self._lock:
             return any(busy.get(batch_id, 0.0) > 0 for busy in self._busy_s.values())
@@ -374,6 +463,9 @@ class BatchQueue:
     def _close(self, batch_id: str) -> None:
         with self._lock:
             self._closed.add(batch_id)
+            pooled = batch_id in self._pooled
+        if pooled and self.pool is not None:
+            self.pool.drop_batch(batch_id)
 
     def drain_finished(self) -> list[dict[str, Any]]:
         """Batches closed since the last call, as the API shows them (for InfluxDB)."""
@@ -392,6 +484,8 @@ class BatchQueue:
             self._urgent.discard(batch_id)
             self._started.discard(batch_id)
             self._finalizing_since.pop(batch_id, None)
+            self._pooled.discard(batch_id)
+            self._energy_owed.pop(batch_id, None)
             self._heap = [item for item in self._heap if item[3].batch_id != batch_id]
             heapq.heapify(self._heap)
 
@@ -410,12 +504,22 @@ class BatchQueue:
         row = self.store.batch_row(batch_id)
         assert row is not None
         self.store.insert_requests(batch_id, requests)  # the long write, with the queue free for the workers
+        queued = [
+            QueuedRequest(batch_id, line, cid, url, body, row["expires_at"], row["seq"])
+            for line, cid, url, body in requests
+        ]
+        pooled = self.pool is not None and self.pool.publish_batch(queued)  # else (NATS away) it runs here
+        if pooled:
+            self.store.set_meta(f"pooled:{batch_id}", "1")
         with self._lock:  # only the pushes: the control thread reads the queue every tick
-            for line, custom_id, url, body in requests:
-                self._push(QueuedRequest(batch_id, line, custom_id, url, body, row["expires_at"], row["seq"]))
+            if pooled:
+                self._pooled.add(batch_id)
+            for req in queued:
+                (self._count if pooled else self._push)(req)
         self.store.start_batch(batch_id, len(requests))  # whoever sees it in progress sees its requests queued
         due = datetime.fromtimestamp(row["expires_at"], UTC).astimezone().isoformat(timespec="minutes")
-        _LOGGER.info("batch %s: %d request(s) queued, due %s", batch_id, len(requests), due)
+        where = f"in house {self.pool.cfg.name}'s pool" if pooled and self.pool is not None else "here"
+        _LOGGER.info("batch %s: %d request(s) queued %s, due %s", batch_id, len(requests), where, due)
         self._notify()
 
 

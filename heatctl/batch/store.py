@@ -57,6 +57,7 @@ ADDED_COLUMNS = (
     "unpriced_j REAL NOT NULL DEFAULT 0",
     "co2_g REAL NOT NULL DEFAULT 0",
     "uncarboned_j REAL NOT NULL DEFAULT 0",
+    "by_node TEXT NOT NULL DEFAULT '{}'",  # in a house: requests run per node
 )
 
 OPEN_STATUSES = ("validating", "in_progress", "cancelling", "finalizing")
@@ -332,8 +333,11 @@ class BatchStore:
         )
         return [QueuedRequest(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
-    def record_result(self, req: QueuedRequest, ok: bool, result: dict[str, Any], tokens: int) -> bool:
-        """The request's output or error line, committed; False if it was already recorded."""
+    def record_result(
+        self, req: QueuedRequest, ok: bool, result: dict[str, Any], tokens: int, *, node: str | None = None
+    ) -> bool:
+        """The request's output or error line, committed; False if it was already recorded (a request
+        the house's pool ran twice is in the output once). ``node``: the house's node that ran it."""
         column = "completed" if ok else "failed"
         with self._tx() as db:
             updated = db.execute(
@@ -344,6 +348,13 @@ class BatchStore:
                 db.execute(
                     f"UPDATE batches SET {column} = {column} + 1, tokens = tokens + ? WHERE id = ?",
                     (max(tokens, 0), req.batch_id),
+                )
+            if updated and node is not None:
+                path = f'$."{node}"'  # node ids are [a-z0-9_-]: nothing to quote
+                db.execute(
+                    "UPDATE batches SET by_node = json_set(by_node, ?, coalesce(json_extract(by_node, ?), 0) + 1)"
+                    " WHERE id = ?",
+                    (path, path, req.batch_id),
                 )
         return bool(updated)
 
@@ -518,5 +529,6 @@ def batch_to_api(row: sqlite3.Row) -> dict[str, Any]:
             # what the energy cost and emitted, where a tariff and a carbon source told it (else None)
             "cost": round(float(row["cost"]), 6) if energy_j > 0 and row["unpriced_j"] < energy_j else None,
             "co2_g": round(float(row["co2_g"]), 3) if energy_j > 0 and row["uncarboned_j"] < energy_j else None,
+            **({"by_node": by_node} if (by_node := json.loads(row["by_node"] or "{}")) else {}),
         },
     }

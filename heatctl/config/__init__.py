@@ -27,6 +27,7 @@ from heatctl.config.planner import PlannerConfig, ScheduleEntryConfig
 from heatctl.config.prices import TariffPeriodConfig
 from heatctl.config.services import (
     BatchApiConfig,
+    FleetConfig,
     HomeAssistantConfig,
     HouseConfig,
     InfluxConfig,
@@ -44,6 +45,7 @@ __all__ = [
     "Config",
     "ControlConfig",
     "DutyConfig",
+    "FleetConfig",
     "ForecastSourceConfig",
     "GpuConfig",
     "HomeAssistantConfig",

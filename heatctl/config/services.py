@@ -101,12 +101,26 @@ class BatchApiConfig(_Strict):
         return int(self.listen.rpartition(":")[2])
 
 
+_NATS_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # stream, subject and bucket names derive from it
+
+
+class FleetConfig(_Strict):
+    """The fleet hub this house's nats-server is a leaf node of: the hub's pool of work, pulled while
+    this node's room wants heat and the house's own pool has nothing for it."""
+
+    name: Annotated[str, Field(pattern=_NATS_NAME)] = "fleet"  # the hub's pool (its heatctl's house name)
+    domain: Annotated[str, Field(pattern=_NATS_NAME)] = "hub"  # the hub's JetStream domain
+
+
 class HouseConfig(_Strict):
-    """Several heaters in one house: one power budget shared on NATS JetStream (a key-value bucket)."""
+    """Several heaters in one house: one power budget shared on NATS JetStream (a key-value bucket),
+    and with a Batch API one pool of work (a work-queue stream)."""
 
     nats: str = "nats://127.0.0.1:4222"  # the house's nats-server (run with -js)
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "home"
+    name: Annotated[str, Field(pattern=_NATS_NAME)] = "home"
     budget_w: Annotated[float, Field(gt=0)]  # all the house's heaters together (a fuse, a contract)
     nodes: Annotated[int, Field(ge=1, le=1000)] = 2  # how many share it: each one's share before it sees the others
     publish_every_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     stale_after_s: Annotated[float, Field(gt=0)] = 30.0  # a peer silent this long counts at its full capacity
+    ack_wait_s: Annotated[float, Field(ge=1, le=3600)] = 60.0  # a pulled request not acked by then runs elsewhere
+    fleet: FleetConfig | None = None

@@ -18,12 +18,20 @@ from typing import Any, NamedTuple
 CLASSES = ("comfort_w", "due_w", "store_w")
 
 
+POWER_FIELDS = ("comfort_w", "due_w", "store_w", "capacity_w", "at_s")
+
+
 class PeerState(NamedTuple):
     comfort_w: float
     due_w: float
     store_w: float
     capacity_w: float
     at_s: float  # epoch seconds of the report
+    # The pool: this node's batch slots, its seconds per request, and its own batches in the pool
+    # as (deadline, requests left): every node judges the house's deadlines from the same reports.
+    slots: float = 0.0
+    s_per_request: float = 0.0
+    work: tuple[tuple[float, float], ...] = ()
 
     def to_json(self) -> bytes:
         return json.dumps(self._asdict(), separators=(",", ":")).encode()
@@ -33,12 +41,17 @@ class PeerState(NamedTuple):
         """A peer's report, or None when it cannot be read (that peer then counts as silent)."""
         try:
             raw: Any = json.loads(data)
-            values = [float(raw[name]) for name in cls._fields]
-        except (ValueError, TypeError, KeyError):
+            values = [float(raw[name]) for name in POWER_FIELDS]
+            slots, s_per_request = float(raw.get("slots", 0.0)), float(raw.get("s_per_request", 0.0))
+            work = tuple((float(d), float(n)) for d, n in raw.get("work", ()))
+        except (ValueError, TypeError, KeyError, AttributeError):
             return None
-        if not all(math.isfinite(v) and v >= 0 for v in values[:-1]) or not math.isfinite(values[-1]):
+        if not all(math.isfinite(v) and v >= 0 for v in (*values[:-1], slots, s_per_request)):
             return None
-        return cls(*values)
+        if not math.isfinite(values[-1]) or not all(math.isfinite(d) and math.isfinite(n) for d, n in work):
+            return None
+        comfort_w, due_w, store_w, capacity_w, at_s = values
+        return cls(comfort_w, due_w, store_w, capacity_w, at_s, slots, s_per_request, work)
 
 
 def split(
@@ -67,3 +80,16 @@ def split(
             shares[node] += given * want / total
         left_w -= given
     return shares
+
+
+def pool_work(peers: Mapping[str, PeerState | None], now_s: float, stale_after_s: float) -> list[tuple[float, float]]:
+    """The house's batches in the pool as (deadline, seconds of work left with every live node's
+    slots busy), earliest first: what ``at_risk`` judges house-wide. A silent node's batches still
+    count (their requests wait in the pool); its slots do not."""
+    live = [p for p in peers.values() if p is not None and now_s - p.at_s <= stale_after_s]
+    slots = sum(p.slots for p in live)
+    known = [p for p in peers.values() if p is not None]
+    s_per_request = max((p.s_per_request for p in known if p.s_per_request > 0), default=0.0)
+    if slots <= 0 or s_per_request <= 0:
+        return sorted((d, math.inf) for p in known for d, n in p.work if n > 0)  # nobody to run it: all at risk
+    return sorted((d, n * s_per_request / slots) for p in known for d, n in p.work if n > 0)

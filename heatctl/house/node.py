@@ -22,14 +22,17 @@ from typing import Any
 
 from heatctl.config import HouseConfig
 from heatctl.errors import plain
-from heatctl.house.budget import PeerState, split
+from heatctl.house.budget import PeerState, pool_work, split
+from heatctl.house.pool import PoolLink
 
 _LOGGER = logging.getLogger(__name__)
 RETRY_S = 2.0
 
 
 class NodeHouse:
-    def __init__(self, cfg: HouseConfig, node_id: str, *, wall_fn: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, cfg: HouseConfig, node_id: str, *, pool: bool = False, wall_fn: Callable[[], float] = time.time
+    ) -> None:
         self.cfg = cfg
         self.node_id = node_id
         self._wall_fn = wall_fn
@@ -43,14 +46,53 @@ class NodeHouse:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="house", daemon=True)
         self.bucket = f"heatctl_{cfg.name}"
+        # With a Batch API on this node: the house's one pool of work (see ``house.pool``).
+        self.pool = PoolLink(cfg, node_id, loop=self._loop, stop=self._stop, wall_fn=wall_fn) if pool else None
+        if self.pool is not None:
+            self.pool.peer_live = self.peer_live
 
     # --- the control thread's side ------------------------------------------------------------
 
-    def report(self, *, comfort_w: float, due_w: float, store_w: float, capacity_w: float) -> None:
-        """This tick's wants and capacity (what the next publish says)."""
-        own = PeerState(max(comfort_w, 0.0), max(due_w, 0.0), max(store_w, 0.0), max(capacity_w, 0.0), self._wall_fn())
+    def report(
+        self,
+        *,
+        comfort_w: float,
+        due_w: float,
+        store_w: float,
+        capacity_w: float,
+        slots: int = 0,
+        s_per_request: float = 0.0,
+        work: tuple[tuple[float, float], ...] = (),
+    ) -> None:
+        """This tick's wants and capacity, and with a pool its slots and its batches' work left
+        (what the next publish says)."""
+        own = PeerState(
+            max(comfort_w, 0.0),
+            max(due_w, 0.0),
+            max(store_w, 0.0),
+            max(capacity_w, 0.0),
+            self._wall_fn(),
+            float(slots),
+            s_per_request,
+            work,
+        )
         with self._lock:
             self._own = own
+
+    def peer_live(self, node: str) -> bool:
+        """Whether ``node`` reported within ``stale_after_s`` (as last read)."""
+        with self._lock:
+            peer = self._peers.get(node)
+        return peer is not None and self._wall_fn() - peer.at_s <= self.cfg.stale_after_s
+
+    def pool_work(self) -> list[tuple[float, float]]:
+        """The house's pooled batches: (deadline, seconds of work left with every live node busy)."""
+        now = self._wall_fn()
+        with self._lock:
+            peers = dict(self._peers)
+            if self._own is not None:
+                peers[self.node_id] = self._own
+        return pool_work(peers, now, self.cfg.stale_after_s)
 
     def share_w(self) -> float:
         """This node's share of the house budget now (the policy's ``budget_w``)."""
@@ -86,6 +128,7 @@ class NodeHouse:
                 "budget_w": self.cfg.budget_w,
                 "share_w": round(share_w, 1),
                 "problem": self.problem,
+                **({"pool": self.pool.state()} if self.pool is not None else {}),
                 "nodes": {
                     node: {
                         "share_w": round(shares.get(node, 0.0), 1),
@@ -142,7 +185,7 @@ class NodeHouse:
                 continue
             self.connected = True
             try:
-                await self._cycle(nc)
+                await asyncio.gather(self._cycle(nc), *([self._serve_pool(nc)] if self.pool is not None else []))
             finally:
                 self.connected = False
                 with contextlib.suppress(Exception):
@@ -168,6 +211,18 @@ class NodeHouse:
                 kv = None
                 self._say(f"house {self.cfg.name}: {plain(exc) or type(exc).__name__}")
             await self._sleep(self.cfg.publish_every_s)
+
+    async def _serve_pool(self, nc: Any) -> None:
+        """The pool, for as long as the connection: opened again after a failure (a restarted server)."""
+        assert self.pool is not None
+        while not self._stop.is_set():
+            try:
+                await self.pool.serve(nc)
+            except Exception as exc:  # the streams not there yet, NATS away: said, and tried again
+                if self._stop.is_set():
+                    return
+                self.pool.say(f"the pool: {plain(exc) or type(exc).__name__}")
+                await self._sleep(RETRY_S)
 
     async def _bucket(self, js: Any) -> Any:
         from nats.js.errors import BucketNotFoundError
