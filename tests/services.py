@@ -95,23 +95,28 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 
 class NatsServer:
     """A real ``nats-server -js`` (Debian's) on a free port, its JetStream store in the test's folder;
-    restartable on the same port (an outage and a return)."""
+    restartable on the same port (an outage and a return). With ``conf``, it runs from that config
+    (one of ``deploy/nats``'s, its ports, names and folders made the test's)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, name: str = "nats", conf: str | None = None) -> None:
         self.exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
         self.port = free_port()
-        self.store = workdir / "jetstream"
+        self.store = workdir / f"{name}-jetstream"
         self.url = f"nats://127.0.0.1:{self.port}"
-        self.log_path = workdir / "nats.log"
+        self.log_path = workdir / f"{name}.log"
+        self.conf_path: Path | None = None
+        if conf is not None:
+            self.conf_path = workdir / f"{name}.conf"
+            self.conf_path.write_text(conf.replace("store_dir: /var/lib/nats", f"store_dir: {self.store}"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        args = ["-a", "127.0.0.1", "-p", str(self.port)]
+        args = (
+            ["-c", str(self.conf_path), *args] if self.conf_path is not None else ["-js", "-sd", str(self.store), *args]
+        )
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [self.exe, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
-                stderr=log,
-                stdout=log,
-            )
+            self.proc = subprocess.Popen([self.exe, *args], stderr=log, stdout=log)
         wait_until(lambda: port_open(self.port), 10.0, f"nats-server on port {self.port}")
 
     def stop(self) -> None:
@@ -119,6 +124,89 @@ class NatsServer:
             self.proc.terminate()
             self.proc.wait(timeout=10)
         self.proc = None
+
+
+DEPLOY_NATS = Path(__file__).resolve().parent.parent / "deploy" / "nats"
+
+
+def deployed_nats_conf(name: str, changes: dict[str, str]) -> str:
+    """One of ``deploy/nats``'s configs with some of its text changed (a test's ports and names)."""
+    text = (DEPLOY_NATS / name).read_text()
+    for old, new in changes.items():
+        assert old in text, f"{name} has no {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+class TcpLink:
+    """A TCP relay standing in for a network link (a house's leaf link to the hub) that can be cut
+    and mended: cut closes every connection through it and refuses new ones."""
+
+    def __init__(self, to_port: int) -> None:
+        self.to_port = to_port
+        self.port = free_port()
+        self.up = threading.Event()
+        self.up.set()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._server.settimeout(0.2)
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                inside, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not self.up.is_set():
+                inside.close()
+                continue
+            try:
+                outside = socket.create_connection(("127.0.0.1", self.to_port), timeout=2)
+            except OSError:
+                inside.close()
+                continue
+            with self._lock:
+                self._conns += [inside, outside]
+            for a, b in ((inside, outside), (outside, inside)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.up.clear()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def mend(self) -> None:
+        self.up.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.cut()
+        self._server.close()
 
 
 @pytest.fixture
