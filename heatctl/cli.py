@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from heatctl import __version__
 from heatctl.errors import ConfigError, HeatctlError, InstanceConflict
@@ -90,9 +90,20 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("-c", "--config", type=Path, default=None, help="config YAML whose control settings to use")
     sim.add_argument(
         "--controller",
-        choices=("heatctl", "hysteresis", "dutycycle", "main-only", "side-by-side", "oracle", "cap", "concurrency"),
+        choices=(
+            "heatctl",
+            "hysteresis",
+            "dutycycle",
+            "main-only",
+            "side-by-side",
+            "oracle",
+            "cap",
+            "concurrency",
+            "round-robin",
+        ),
         default="heatctl",
-        help="who controls (main-only, side-by-side: baselines beside a scenario's main_heating)",
+        help="who controls (main-only, side-by-side: baselines beside a scenario's main_heating; "
+        "round-robin: a house scenario's pool dealt out evenly)",
     )
     sim.add_argument("--out", type=Path, default=Path("sim-out"), help="output directory")
     sim.add_argument("--zone", default=None, help="the zone of the config to simulate (when it has several)")
@@ -318,6 +329,13 @@ def _simulate(args: argparse.Namespace) -> int:
     from heatctl.sim.scenario import default_scenario_path, load_scenario
 
     scenario_path = args.scenario or default_scenario_path()
+    from heatctl.sim.house import is_house_scenario
+
+    if is_house_scenario(scenario_path):
+        return _simulate_house(args, scenario_path)
+    if args.controller == "round-robin":
+        print("error: --controller round-robin is for a house scenario (one with nodes:)", file=sys.stderr)
+        return EXIT_USAGE
     scenario = load_scenario(scenario_path)
     config = load_config(args.config) if args.config else None
     label = scenario.name or scenario_path.stem
@@ -337,6 +355,47 @@ def _simulate(args: argparse.Namespace) -> int:
     summary = kpis(result)
     paths = write_outputs(result, summary, args.out)
     print(format_table({args.controller: summary}))
+    print("\nwrote " + ", ".join(str(p) for p in paths))
+    return EXIT_OK
+
+
+def _simulate_house(args: argparse.Namespace, scenario_path: Path) -> int:
+    """A house scenario: its nodes together, against one budget and one pool; with heatctl, the
+    round-robin baseline run beside it."""
+    from heatctl.config import load_config
+    from heatctl.sim.house import (
+        HOUSE_CONTROLLERS,
+        HouseResult,
+        house_kpis,
+        load_house_scenario,
+        simulate_house,
+        write_house_outputs,
+    )
+    from heatctl.sim.report import format_table, kpis
+
+    if args.controller not in HOUSE_CONTROLLERS:
+        print(f"error: a house scenario runs with --controller {' or '.join(HOUSE_CONTROLLERS)}", file=sys.stderr)
+        return EXIT_USAGE
+    house = load_house_scenario(scenario_path)
+    config = load_config(args.config) if args.config else None
+    controllers = [args.controller] + (["round-robin"] if args.controller == "heatctl" else [])
+    results: dict[str, HouseResult] = {}
+    summaries: dict[str, dict[str, Any]] = {}
+    for controller in controllers:
+        print(
+            f"simulating the house {house.name or scenario_path.stem}: {len(house.nodes)} nodes, "
+            f"{house.duration_h:g} h in steps of {house.step_s:g} s, controller {controller}",
+            file=sys.stderr,
+        )
+        result = simulate_house(
+            house, config, controller=controller, base_dir=scenario_path.parent, progress=_progress_printer()
+        )
+        results[controller] = result
+        summaries[controller] = {"house": house_kpis(result), "nodes": {n: kpis(r) for n, r in result.nodes.items()}}
+    print(format_table({c: s["house"] for c, s in summaries.items()}))
+    print()
+    print(format_table(summaries[controllers[0]]["nodes"]))  # each room under the first controller
+    paths = write_house_outputs(results, summaries, args.out)
     print("\nwrote " + ", ".join(str(p) for p in paths))
     return EXIT_OK
 

@@ -278,6 +278,7 @@ class Service:
                 slots=queue.slots if queue is not None else 0,
                 s_per_request=queue.s_per_request if queue is not None else 0.0,
                 work=queue.pool_work() if queue is not None else (),
+                floor_w=self.controller.floor_w,
             )
         if self.main is not None:
             self.main.apply(decision.main)

@@ -373,3 +373,19 @@ def test_the_curve_is_learned_only_where_the_cap_binds(clock: FakeClock) -> None
     cold = {"office": zin(clock.now_s, 15.0)}
     node.step(NodeInputs(mode="heat", zones=cold, gpus={"gpu0": GpuState(power_w=limit * 0.9, work_rate=50.0)}))
     assert model.samples == 1  # 10 % under: the GPU is not at its cap, nothing learned
+
+
+def test_the_node_cap_binds_the_gpus_limit_not_only_its_target(clock: FakeClock) -> None:
+    # A GPU whose cap holds loosely (it draws under its limit) teaches the allocator a trim that lifts
+    # the limit above the target; a node cap (a house's share) must still bound the limit, and a cap
+    # below the lowest settable limit leaves the GPU at less than full batch.
+    node = one_zone(clock)
+    loose = {"gpu0": GpuState(power_w=140.0, temperature_c=50.0)}
+    for _ in range(40):  # continuous at 150 W, drawing 140: the trim learns +10 W
+        step(node, clock, 18.0, max_power_w=150.0, gpus=loose)
+    clock.advance(30.0)
+    out = node.step(NodeInputs(mode="heat", zones={"office": zin(clock.now_s, 18.0)}, max_power_w=150.0, gpus=loose))
+    assert out.gpus["gpu0"].power_limit_w <= 150.0
+    out = node.step(NodeInputs(mode="heat", zones={"office": zin(clock.now_s, 18.0)}, max_power_w=60.0, gpus=loose))
+    command = out.gpus["gpu0"]
+    assert command.power_limit_w == 100.0 and command.level <= 0.5  # at most 60 W: idle 20 + 0.5 × 80

@@ -141,7 +141,8 @@ class Allocator:
             bias_w = self._limit_w - measured_w
             if abs(bias_w) <= 0.1 * self._limit_w:
                 self._trim_w += 0.5 * (bias_w - self._trim_w)
-        if self._write(min(max(target_w + self._trim_w, caps.min_limit_w), max(top_w, caps.min_limit_w))):
+        highest_w = max(top_w, caps.min_limit_w)  # a limit above a lowered cap is moved however little
+        if self._write(min(max(target_w + self._trim_w, caps.min_limit_w), highest_w), force=self._limit_w > highest_w):
             self._limit_set_s = now_s
         return GpuCommand(target_w=target_w, power_limit_w=self._limit_w, level=level_cap, regime="continuous")
 

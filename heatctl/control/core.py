@@ -125,6 +125,11 @@ class NodeController:
         """The node's capacity: every GPU's top limit."""
         return sum(a.model.caps.max_limit_w for a in self.allocators.values())
 
+    @property
+    def floor_w(self) -> float:
+        """What the node draws with every GPU idle (no cap takes it lower)."""
+        return sum(a.model.caps.idle_w for a in self.allocators.values())
+
     def integrals_w(self) -> dict[str, float]:
         """Each zone's integrator, kept across restarts."""
         return {name: zone.integral_w for name, zone in self.zones.items()}
@@ -174,6 +179,7 @@ class NodeController:
         active_w = sum(w for name, w in zone_caps_w.items() if not held[name])
         zones: dict[str, ZoneOutput] = {}
         targets_w: dict[str, float] = {}
+        gpu_caps_w: dict[str, float] = {}  # each GPU's part of the node cap: its limit goes no higher
         for name, zcfg in self._zones_cfg.items():
             zin = inputs.zones.get(name, NO_INPUTS)
             cap_w = zone_caps_w[name]
@@ -192,10 +198,15 @@ class NodeController:
             for gpu_id in zcfg.gpus:
                 share = self._max_w[gpu_id] / zone_caps_w[name] if gpu_id not in faulted else 0.0
                 targets_w[gpu_id] = demand.demand_w * share
+                if inputs.max_power_w is not None:
+                    gpu_caps_w[gpu_id] = cap_w * share
                 due = inputs.work_due.get(gpu_id, 0.0)
                 if due > 0 and share > 0 and inputs.mode == "heat" and not failsafes[name]:
                     targets_w[gpu_id] = max(targets_w[gpu_id], self._due_w(gpu_id, due, inputs.max_power_w))
-        gpus = {gid: self._gpu(gid, now_s, w, inputs.gpus.get(gid, NO_STATE)) for gid, w in targets_w.items()}
+        gpus = {
+            gid: self._gpu(gid, now_s, w, inputs.gpus.get(gid, NO_STATE), gpu_caps_w.get(gid))
+            for gid, w in targets_w.items()
+        }
         self._before, self._last = self._last, gpus
         return NodeOutput(mode=inputs.mode, failsafe="; ".join(reasons) or None, zones=zones, gpus=gpus)
 
@@ -224,12 +235,16 @@ class NodeController:
         outdoor = zin.outdoor.value if fresh(zin.outdoor, now_s, zin.outdoor_stale_s) and zin.outdoor else None
         return self.zones[name].update(zin.temperature.value, zin.setpoint.value, outdoor, zin.feedforward_w)
 
-    def _gpu(self, gpu_id: str, now_s: float, target_w: float, state: GpuState) -> GpuCommand:
+    def _gpu(
+        self, gpu_id: str, now_s: float, target_w: float, state: GpuState, cap_w: float | None = None
+    ) -> GpuCommand:
         alloc = self.allocators[gpu_id]
         if state.fault:
             return GpuCommand(target_w=0.0, power_limit_w=alloc.power_limit_w, level=0.0, regime="idle")
         self._learn(gpu_id, state)
         alloc.ceiling_w = self.thermal[gpu_id].update(now_s, state.temperature_c, state.power_w)
+        if cap_w is not None:  # the node's cap (max_power_w, quiet hours, a house's share) binds the limit too
+            alloc.ceiling_w = min(alloc.ceiling_w, cap_w)
         return self._allocate(gpu_id, now_s, target_w, state)
 
     def _allocate(self, gpu_id: str, now_s: float, target_w: float, state: GpuState) -> GpuCommand:

@@ -1,9 +1,10 @@
 """One budget for a house's heaters: every node computes the same split from the same peers.
 
 Each node says what it wants: ``comfort_w`` (its rooms' loops, below their setpoints), ``due_w``
-(batch work its deadlines need now) and ``store_w`` (the planner's heat ahead of need), and its
-capacity. The budget goes to comfort first, then deadlines, then stored heat; within a class in
-proportion to what each wants, none given more than it wants. A peer silent past
+(batch work its deadlines need now) and ``store_w`` (the planner's heat ahead of need), its
+capacity, and its floor (``floor_w``: what its GPUs draw idle, which no share can take away). The
+floors are set aside first; the rest goes to comfort, then deadlines, then stored heat; within a
+class in proportion to what each wants above its floor, none given more than it wants. A peer silent past
 ``stale_after_s`` counts at its full capacity in the first class: while the house cannot hear a
 heater it must assume it heats flat out, so the fuse holds.
 """
@@ -32,6 +33,7 @@ class PeerState(NamedTuple):
     slots: float = 0.0
     s_per_request: float = 0.0
     work: tuple[tuple[float, float], ...] = ()
+    floor_w: float = 0.0  # its GPUs idle: drawn whatever its share
 
     def to_json(self) -> bytes:
         return json.dumps(self._asdict(), separators=(",", ":")).encode()
@@ -43,33 +45,36 @@ class PeerState(NamedTuple):
             raw: Any = json.loads(data)
             values = [float(raw[name]) for name in POWER_FIELDS]
             slots, s_per_request = float(raw.get("slots", 0.0)), float(raw.get("s_per_request", 0.0))
+            floor_w = float(raw.get("floor_w", 0.0))
             work = tuple((float(d), float(n)) for d, n in raw.get("work", ()))
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
-        if not all(math.isfinite(v) and v >= 0 for v in (*values[:-1], slots, s_per_request)):
+        if not all(math.isfinite(v) and v >= 0 for v in (*values[:-1], slots, s_per_request, floor_w)):
             return None
         if not math.isfinite(values[-1]) or not all(math.isfinite(d) and math.isfinite(n) for d, n in work):
             return None
         comfort_w, due_w, store_w, capacity_w, at_s = values
-        return cls(comfort_w, due_w, store_w, capacity_w, at_s, slots, s_per_request, work)
+        return cls(comfort_w, due_w, store_w, capacity_w, at_s, slots, s_per_request, work, floor_w)
 
 
 def split(
     budget_w: float, peers: Mapping[str, PeerState | None], now_s: float, stale_after_s: float
 ) -> dict[str, float]:
-    """Each node's share of ``budget_w``: comfort, then deadlines, then stored heat."""
+    """Each node's share of ``budget_w``: its floor, then comfort, then deadlines, then stored heat."""
     wants: dict[str, list[float]] = {}
+    shares = dict.fromkeys(peers, 0.0)
     for node, peer in peers.items():
         if peer is None or now_s - peer.at_s > stale_after_s:
             capacity = peer.capacity_w if peer is not None else budget_w
             wants[node] = [capacity, 0.0, 0.0]  # silent: flat out, first
         else:
-            cap = peer.capacity_w
-            comfort = min(peer.comfort_w, cap)
-            due = min(peer.due_w, cap - comfort)
-            wants[node] = [comfort, due, min(peer.store_w, cap - comfort - due)]
-    shares = dict.fromkeys(peers, 0.0)
-    left_w = budget_w
+            floor = min(peer.floor_w, peer.capacity_w)
+            shares[node] = floor
+            cap = peer.capacity_w - floor
+            comfort = min(max(peer.comfort_w - floor, 0.0), cap)
+            due = min(max(peer.due_w - floor, 0.0), cap - comfort)
+            wants[node] = [comfort, due, min(max(peer.store_w - floor, 0.0), cap - comfort - due)]
+    left_w = budget_w - sum(shares.values())
     for k in range(len(CLASSES)):
         asked = {node: w[k] for node, w in wants.items() if w[k] > 0}
         total = sum(asked.values())

@@ -63,6 +63,7 @@ class NodeHouse:
         slots: int = 0,
         s_per_request: float = 0.0,
         work: tuple[tuple[float, float], ...] = (),
+        floor_w: float = 0.0,
     ) -> None:
         """This tick's wants and capacity, and with a pool its slots and its batches' work left
         (what the next publish says)."""
@@ -75,6 +76,7 @@ class NodeHouse:
             float(slots),
             s_per_request,
             work,
+            max(floor_w, 0.0),
         )
         with self._lock:
             self._own = own

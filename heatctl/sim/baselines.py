@@ -85,5 +85,6 @@ CONTROLLERS: dict[str, type[NodeController]] = {
     "concurrency": ConcurrencyController,
     "side-by-side": NodeController,  # heatctl as today, next to the main heating at the user's setpoint
     "oracle": NodeController,  # tracks the LP solved with the true room, weather and schedule (sim/planning.py)
+    "round-robin": NodeController,  # a house: heatctl in every room, the pool dealt out evenly (sim/house.py)
 }
 STEERS_MAIN_HEATING = frozenset({"heatctl"})  # the others leave the main heating at the user's setpoint

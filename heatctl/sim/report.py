@@ -49,6 +49,15 @@ KPI_UNITS = {
     "batches_on_time": "batches",
     "batch_kwh": "kWh",
     "batch_heat_reused_share": "share",
+    # a house (sim/house.py)
+    "pool_heat_reused_share": "share",
+    "deadlines_met": "share",
+    "pool_batches": "batches",
+    "pool_kwh": "kWh",
+    "budget_exceeded_s": "s",
+    "peak_w": "W",
+    "budget_w": "W",
+    "house_kwh": "kWh",
 }
 OVERHEAT_BAND_K = 1.0
 STEADY_HOURS_ENOUGH = 24.0
@@ -200,11 +209,11 @@ def format_table(rows: dict[str, dict[str, float]], *, work_unit: str = "units")
     names = list(rows)
     keys = [k for k in KPI_UNITS if any(k in r for r in rows.values())]
     width = max(12, *(len(n) for n in names))
-    lines = [f"{'KPI':<22}{'unit':<13}" + "".join(f"{n:>{width + 2}}" for n in names)]
+    lines = [f"{'KPI':<24}{'unit':<13}" + "".join(f"{n:>{width + 2}}" for n in names)]
     for key in keys:
         unit = KPI_UNITS[key].replace("units", work_unit)
         cells = "".join(f"{_fmt(rows[n].get(key, math.nan)):>{width + 2}}" for n in names)
-        lines.append(f"{key:<22}{unit:<13}{cells}")
+        lines.append(f"{key:<24}{unit:<13}{cells}")
     short = [n for n in names if rows[n].get("steady_hours", math.inf) < STEADY_HOURS_ENOUGH]
     if short:
         hours = ", ".join(f"{n}: {rows[n]['steady_hours']:.1f} h" for n in short)
