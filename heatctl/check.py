@@ -86,6 +86,20 @@ def check_house(cfg: Config) -> CheckRow:
     assert cfg.house is not None
     house = cfg.house
 
+    async def pool_line(js: Any) -> str:
+        """The pool's stream: requests waiting and pulled (or that no batch has made it yet)."""
+        from nats.js.errors import NotFoundError
+
+        from heatctl.house.pool import Pool
+
+        pool = Pool(house.name, js)
+        try:
+            waiting, pulled = await pool.waiting()
+        except NotFoundError:
+            return "; the pool's stream is made with the first batch"
+        fleet = f", fleet {house.fleet.name} through domain {house.fleet.domain}" if house.fleet else ""
+        return f"; pool {pool.stream}: {waiting} waiting, {pulled} running{fleet}"
+
     async def probe() -> str:
         import nats
         from nats.js.errors import BucketNotFoundError, NoKeysError
@@ -100,7 +114,8 @@ def check_house(cfg: Config) -> CheckRow:
             except (BucketNotFoundError, NoKeysError):
                 keys = []
             reporting = f"reporting: {', '.join(keys)}" if keys else "no heater has reported yet"
-            return f"{house.nats}: JetStream ready, house {house.name} ({house.budget_w:g} W), {reporting}"
+            pool = await pool_line(js) if cfg.batch_api is not None else ""
+            return f"{house.nats}: JetStream ready, house {house.name} ({house.budget_w:g} W), {reporting}{pool}"
         finally:
             await nc.close()
 

@@ -120,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--out", type=Path, default=Path("heatctl.yaml"), help="the config file to write")
     init.add_argument("--mode", choices=("heat", "off"), default="heat", help="heatctl's mode when it first starts")
     init.add_argument("--yes", "-y", action="store_true", help="no questions: take the first thermostat found")
+    init.add_argument("--house", metavar="NATS_URL", default=None, help="the NATS server of this house's heaters")
+    init.add_argument("--house-budget-w", type=_positive, default=None, help="their power budget together (W)")
 
     status = command("status", "what the running service is doing, in words (from its MQTT state)")
     status.add_argument("-c", "--config", required=True, type=Path, help="the service's YAML config file")
@@ -222,6 +224,8 @@ def _init(args: argparse.Namespace) -> int:
         out=args.out,
         yes=args.yes,
         mode=args.mode,
+        house=args.house,
+        house_budget_w=args.house_budget_w,
     )
 
 

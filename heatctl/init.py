@@ -8,6 +8,7 @@ commented config that ``heatctl check`` passes; tokens and passwords go to ``sec
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -264,6 +265,7 @@ class Choices:
     mqtt: tuple[str, int] | None
     mqtt_username: str | None
     ha_url: str | None
+    house: tuple[str, float] | None = None  # the house's NATS server, the budget of all its heaters
 
 
 def _flow(source: dict[str, Any]) -> str:
@@ -278,7 +280,7 @@ def render(choices: Choices, *, state_dir: str) -> str:
     lines = [
         "# heatctl: written by `heatctl init`. Check it with `heatctl check -c <this file>`.",
         "# Every key is explained in the README (Configuration); `heatctl config schema` gives editors completion.",
-        "node_id: heatctl",
+        f"node_id: {_node_id() if c.house else 'heatctl'}",
         f'mode: "{c.mode}"                      # heat | off; Home Assistant and MQTT can change it later',
         f"max_power_w: {max_w}                # a careful start: {SAFE_SHARE:.0%} of the GPU's maximum",
         f"# state_dir: {state_dir}     # original power limits, counters; the default for this user",
@@ -294,6 +296,16 @@ def render(choices: Choices, *, state_dir: str) -> str:
         lines += ["mqtt: null                        # no broker: no Home Assistant device, no MQTT state", ""]
     if c.ha_url is not None:
         lines += ["homeassistant:", f"  url: {c.ha_url}", "  token: !secret ha_token             # in secrets.yaml", ""]
+    if c.house is not None:
+        url, budget_w = c.house
+        lines += [
+            "house:                            # the house's heaters: one budget, and one pool of batch work",
+            f"  nats: {url}",
+            "  name: home                       # the same on every heater of the house",
+            f"  budget_w: {budget_w:g}                # all of them together (a fuse, a contract)",
+            "  nodes: 2                         # how many heaters share it (each takes its part until it hears)",
+            "",
+        ]
     t = c.thermostat
     lines += [
         "zones:",
@@ -374,6 +386,26 @@ def _choose(label: str, options: list[str], ask: Callable[[str], str] | None, *,
         print(f"  please answer with a number from {0 if optional else 1} to {len(options)}")
 
 
+def _node_id() -> str:
+    """This machine's name as a node id: the house's heaters must each have their own."""
+    import re
+    import socket
+
+    return re.sub(r"[^a-z0-9_-]", "-", socket.gethostname().lower()).strip("-") or "heatctl"
+
+
+def _house(url: str, budget: str, default_w: float) -> tuple[str, float]:
+    if not url.startswith(("nats://", "tls://")):
+        raise ConfigError([f"heatctl init: the house's NATS server is a nats://HOST:PORT URL, not {url!r}"])
+    try:
+        budget_w = float(budget) if budget else default_w
+    except ValueError:
+        raise ConfigError([f"heatctl init: the house's budget is a number of watts, not {budget!r}"]) from None
+    if budget_w <= 0:
+        raise ConfigError(["heatctl init: the house's budget must be above 0 W"])
+    return url, budget_w
+
+
 def run_init(
     *,
     ha_url: str | None,
@@ -385,6 +417,8 @@ def run_init(
     yes: bool,
     mode: str,
     ask: Callable[[str], str] | None = None,
+    house: str | None = None,
+    house_budget_w: float | None = None,
 ) -> int:
     """Discover, choose (or take the first with ``yes``), write; returns the exit code."""
     if out.exists():
@@ -436,6 +470,15 @@ def run_init(
         mqtt_username=mqtt_username,
         ha_url=ha_url,
     )
+    gpu = choices.gpu
+    default_budget_w = 2 * round(SAFE_SHARE * gpu.limits_w[1] / 10) * 10 if gpu else 300.0  # two such heaters
+    if ask is not None and house is None:
+        house = ask("NATS server of this house's other heaters, nats://HOST:4222 (empty: this one is alone): ").strip()
+        if house:
+            budget = ask(f"their power budget together, W [{default_budget_w:g}]: ").strip()
+            choices = dataclasses.replace(choices, house=_house(house, budget, default_budget_w))
+    elif house:
+        choices = dataclasses.replace(choices, house=_house(house, str(house_budget_w or ""), default_budget_w))
     from heatctl.config import Config
 
     state_dir = str(Config.model_construct().resolved_state_dir())

@@ -22,7 +22,7 @@ from tests.test_house_pool import TOKEN, client, output_ids, submit
 pytestmark = pytest.mark.integration
 
 
-def node_config(name: str, state_dir: Path, nats_url: str, house: str, llm_url: str, port: int, fleet: bool) -> str:
+def node_config(name: str, state_dir: Path, *, nats_url: str, house: str, llm_url: str, port: int, fleet: bool) -> str:
     jobs = state_dir.parent / f"{name}-jobs"
     jobs.mkdir(parents=True, exist_ok=True)
     fleet_cfg = ", fleet: {name: fleet, domain: hub}" if fleet else ""
@@ -86,7 +86,17 @@ class Fleet:
         where["b1"] = (self.houses["house-b"].url, "house-b", True)
         self.nodes = {
             name: Service(
-                parse_config(node_config(name, tmp_path / name, url, house, llm_url, self.ports[name], fleet)),
+                parse_config(
+                    node_config(
+                        name,
+                        tmp_path / name,
+                        nats_url=url,
+                        house=house,
+                        llm_url=llm_url,
+                        port=self.ports[name],
+                        fleet=fleet,
+                    )
+                ),
                 clock=self.clock,  # type: ignore[arg-type]
             )
             for name, (url, house, fleet) in where.items()

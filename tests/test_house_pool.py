@@ -152,6 +152,33 @@ def test_a_batch_made_in_a_warm_room_runs_on_the_cold_rooms_node(house: House) -
     assert batch.model_dump()["heat"]["heat_reused_share"] == 1.0  # all of it made where heat was wanted
     state = house.nodes["kitchen"].snapshot.extra["house"]  # type: ignore[union-attr]
     assert state["pool"]["done_here"] >= 0.8 * 24 and state["pool"]["waiting"] == 0, state
+    # Home Assistant's sensors read the share and the pool from the published state.
+    shown = home_assistant_sensors(house.nodes["kitchen"])
+    assert shown["house_pool_done_here"] == str(state["pool"]["done_here"]) and shown["house_connected"] == "ON"
+    assert float(shown["house_share_w"]) == state["share_w"] and shown["house_budget_w"] == "900.0"
+    from heatctl.check import check_house
+
+    row = check_house(house.nodes["kitchen"].cfg)
+    assert row.ok and "pool heatctl_pool-house_work: 0 waiting" in row.detail, row.detail
+
+
+def home_assistant_sensors(svc: Service) -> dict[str, str]:
+    """The node's house sensors as Home Assistant renders them (its value templates, in Jinja)."""
+    import jinja2
+
+    from heatctl.config import MqttConfig
+    from heatctl.publish.discovery import discovery_messages
+    from heatctl.publish.mqtt_state import state_json
+
+    assert svc.snapshot is not None
+    value_json = json.loads(state_json(svc.snapshot))
+    shown = {}
+    cfg = svc.cfg.model_copy(update={"mqtt": MqttConfig()})  # the sensors it would announce with a broker
+    for topic, payload in discovery_messages(cfg, node_max_w=300.0).items():
+        key = topic.split("/")[-2].removeprefix(f"{svc.cfg.node_id}_")
+        if key.startswith("house_"):
+            shown[key] = jinja2.Template(payload["value_template"]).render(value_json=value_json)
+    return shown
 
 
 def test_with_no_room_wanting_heat_the_pool_waits_then_a_deadline_runs_it_house_wide(house: House) -> None:
@@ -256,3 +283,32 @@ def test_a_node_killed_mid_batch_loses_no_request_and_doubles_none(
         probe.close()
         house.stop()
         log.close()
+
+
+def test_the_batchs_own_node_down_while_others_run_it_collects_every_result_when_back(
+    house: House, nats_server: NatsServer, tinyllm: TinyLLM, tmp_path: Path
+) -> None:
+    port = house.ports["study"]
+    batch_id = submit(port, 30)
+    sdk = client(port)
+    wait_until(
+        lambda: house.tick(KITCHEN_COLD) or sdk.batches.retrieve(batch_id).request_counts.completed >= 3,
+        60,
+        "the kitchen running the study's batch",
+    )
+    house.nodes["study"].shutdown()  # the batch's node goes away; the kitchen runs on
+    del house.nodes["study"]
+
+    def pool_drained() -> bool:
+        house.tick(KITCHEN_COLD)
+        return house.nodes["kitchen"].snapshot.extra["house"]["pool"]["waiting"] == 0  # type: ignore[union-attr]
+
+    wait_until(pool_drained, 120, "the kitchen running the rest")
+    # The study back: the results the kitchen stored for it while it was away are recorded now.
+    cfg = parse_config(node_config("study", tmp_path / "study", nats_server.url, tinyllm.url, port))
+    house.nodes["study"] = Service(cfg, clock=house.clock)  # type: ignore[arg-type]
+    house.nodes["study"].start()
+    batch = house.until(port, batch_id, KITCHEN_COLD)
+    assert batch.status == "completed" and batch.request_counts.completed == 30
+    assert output_ids(port, batch) == Counter({f"q{i}": 1 for i in range(30)})
+    assert batch.model_dump()["heat"]["by_node"].get("kitchen", 0) >= 27

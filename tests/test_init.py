@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from heatctl.config import parse_config
 from heatctl.init import from_home_assistant, from_zigbee2mqtt, render, zone_name
 from tests.services import FakeNvml, Mosquitto, Probe
 from tests.test_cli import heatctl
@@ -173,7 +174,8 @@ def test_init_asks_for_the_broker_and_which_thermostat_in_a_terminal(
 
     other = {**TRV, "friendly_name": "Bedroom TRV"}
     probe.publish("zigbee2mqtt/bridge/devices", json.dumps([COORDINATOR, TRV, other, CONTACT]), retain=True)
-    answers = iter([f"127.0.0.1:{mosquitto.port}", "", "2", "0", "1"])  # broker, no HA, 2nd TRV, no window, GPU
+    # broker, no HA, 2nd TRV, no window, GPU; a house: its NATS server, the budget
+    answers = iter([f"127.0.0.1:{mosquitto.port}", "", "2", "0", "1", "nats://192.168.1.10:4222", "900"])
     asked: list[str] = []
 
     def ask(prompt: str) -> str:
@@ -196,4 +198,7 @@ def test_init_asks_for_the_broker_and_which_thermostat_in_a_terminal(
     text = out.read_text()
     assert "name: bedroom_trv" in text and "window:" not in text.replace("# window:", "") and 'mode: "off"' in text
     assert asked[0].startswith("MQTT broker") and "which one?" in asked[2]
+    cfg = parse_config(text)
+    assert cfg.house is not None and cfg.house.nats == "nats://192.168.1.10:4222" and cfg.house.budget_w == 900.0
+    assert cfg.node_id != "heatctl"  # the machine's own name: the house's heaters each need their own
     assert "1. Living room TRV" in capsys.readouterr().out

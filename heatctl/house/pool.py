@@ -41,6 +41,7 @@ from heatctl.config import HouseConfig
 from heatctl.errors import plain
 
 _LOGGER = logging.getLogger(__name__)
+FETCH_WAIT_S = 1.0  # a pull waits this long for requests (on a busy machine the server's answer is slow)
 HOLD_S = 3.0  # a pulled request no worker took within this is handed back (nak) for the others
 MAX_FETCH = 16
 PUBLISH_CHUNK = 256
@@ -334,8 +335,8 @@ class PoolLink:
         import nats.errors
 
         try:
-            msgs = await pool.sub.fetch(batch=want, timeout=0.5)
-        except nats.errors.TimeoutError:
+            msgs = await pool.sub.fetch(batch=want, timeout=FETCH_WAIT_S)
+        except (nats.errors.TimeoutError, TimeoutError):  # nothing waiting (nats-py raises either)
             return 0
         now_wall, now = self._wall_fn(), time.monotonic()
         taken = 0
@@ -362,7 +363,11 @@ class PoolLink:
         self._wake_out()
 
     async def _count_waiting(self, house: Pool, fleet: Pool | None) -> None:
-        waiting, pulled = await house.waiting()
+        """The pool's counts for the state and ``has_work`` (kept as they were when the server is slow)."""
+        try:
+            waiting, pulled = await house.waiting()
+        except TimeoutError:
+            return
         if fleet is not None:
             with contextlib.suppress(Exception):
                 more, _ = await fleet.waiting()
@@ -414,7 +419,7 @@ class PoolLink:
         while not self._stop.is_set():
             try:
                 msgs = await sub.fetch(batch=64, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
                 continue
             for msg in msgs:
                 await asyncio.get_running_loop().run_in_executor(None, self._record, msg.data)

@@ -256,6 +256,9 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
         }
         for key, payload in batch_sensors.items():
             add("sensor", key, payload)
+    if cfg.house is not None:
+        for key, payload in _house_sensors(pooled=cfg.batch_api is not None).items():
+            add("binary_sensor" if key == "house_connected" else "sensor", key, payload)
     if cfg.planner is not None:
         add(
             "sensor",
@@ -304,6 +307,40 @@ def discovery_messages(cfg: Config, *, node_max_w: float) -> Messages:
         },
     )
     return messages
+
+
+def _house_sensors(*, pooled: bool) -> dict[str, dict[str, Any]]:
+    """A house's heaters: this node's share of the budget, the budget, whether NATS is reached; with a
+    Batch API, the pool: requests waiting house-wide and those run here."""
+
+    def house(path: str) -> str:
+        return f"{{{{ value_json.house.{path} if value_json.house is defined else None }}}}"
+
+    sensors = {
+        **_sensor("house_share_w", "House budget share", house("share_w"), unit="W", device_class="power"),
+        **_sensor("house_budget_w", "House budget", house("budget_w"), unit="W", device_class="power"),
+        "house_connected": {
+            "name": "House reached",
+            "device_class": "connectivity",
+            "value_template": "{{ 'ON' if value_json.house is defined and value_json.house.connected else 'OFF' }}",
+        },
+    }
+    if pooled:
+        pool = "value_json.house.pool"
+        sensors |= _sensor(
+            "house_pool_waiting",
+            "House pool waiting",
+            f"{{{{ {pool}.waiting if value_json.house is defined and {pool} is defined else None }}}}",
+            icon="mdi:tray-full",
+        )
+        sensors |= _sensor(
+            "house_pool_done_here",
+            "House pool requests run here",
+            f"{{{{ {pool}.done_here if value_json.house is defined and {pool} is defined else None }}}}",
+            state_class="total_increasing",
+            icon="mdi:home-import-outline",
+        )
+    return sensors
 
 
 def timestamp_topic(base: str, object_id: str) -> str:

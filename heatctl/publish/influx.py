@@ -104,6 +104,8 @@ def snapshot_lines(snap: NodeSnapshot, node: str, extra_tags: dict[str, str], ti
         )
     c = snap.counters
     batches = snap.extra.get("batches") or {}
+    house = snap.extra.get("house") or {}
+    pool = house.get("pool") or {}
     out.append(
         line(
             "node",
@@ -118,6 +120,10 @@ def snapshot_lines(snap: NodeSnapshot, node: str, extra_tags: dict[str, str], ti
                 "work_starved": 1.0 if snap.extra.get("work_starved") else 0.0,
                 "batch_requests_left": batches.get("requests_left"),
                 "batch_due": (1.0 if batches["due"] else 0.0) if "due" in batches else None,
+                "house_share_w": house.get("share_w"),  # a house: this node's share of its budget
+                "house_budget_w": house.get("budget_w"),
+                "pool_waiting": pool.get("waiting"),
+                "pool_done_here": pool.get("done_here"),
             },
             time_ns,
         )
