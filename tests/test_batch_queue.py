@@ -442,3 +442,78 @@ def test_a_damaged_batch_database_is_moved_aside_and_said_never_emptied(tmp_path
         assert again.list_batches(None, 10) == ([], False)  # a store that works, said to be new
     finally:
         again.close()
+
+
+class PoolStub:
+    """The house's pool as the queue sees it: its name, this node, what it was given to send."""
+
+    def __init__(self) -> None:
+        from heatctl.config import HouseConfig
+
+        self.cfg = HouseConfig(budget_w=900.0, name="home")
+        self.node_id = "kitchen"
+        self.energy: list[tuple[str, str, str, list[float]]] = []
+        self.published: list[str] = []
+        self.on_result: Any = None
+        self.on_energy: Any = None
+
+    def send_energy(self, pool: str, origin: str, batch_id: str, tally: list[float]) -> None:
+        self.energy.append((pool, origin, batch_id, tally))
+
+    def publish_batch(self, requests: list[Any]) -> bool:
+        self.published += [r.custom_id for r in requests]
+        return True
+
+    def drop_batch(self, batch_id: str) -> None:
+        self.published.append(f"dropped {batch_id}")
+
+    def peer_live(self, node: str) -> bool:
+        return node == "study"
+
+
+def test_another_nodes_request_run_here_sends_all_its_energy_back_even_charged_after_it_ended(tmp_path: Path) -> None:
+    from heatctl.house.pool import PooledRequest
+
+    wall = Wall()
+    _, queue = new_queue(tmp_path, wall)
+    pool = PoolStub()
+    queue.attach_pool(pool)  # type: ignore[arg-type]
+    req = PooledRequest("batch_x", 1, "q1", CHAT, "{}", int(wall.t) + 3600, 1, "study", "home")
+    queue.track(req, "gpu0")
+    wall.t += 10.0
+    queue.untrack(req)  # done: 10 s of the GPU's time, not yet charged
+    queue.maintain()  # the manager's flush comes before the tick's charge
+    queue.charge("gpu0", 2000.0, True)  # the tick: the GPU's energy since the last one
+    queue.maintain()
+    assert [(p, o, b) for p, o, b, _ in pool.energy] == [("home", "study", "batch_x")]
+    assert pool.energy[0][3][:2] == [2000.0, 2000.0]  # all of it, and as heat wanted
+
+
+def test_a_pooled_batch_is_counted_here_runs_from_the_pool_and_closes_once_every_result_is_back(
+    tmp_path: Path,
+) -> None:
+    from heatctl.batch.store import QueuedRequest
+
+    wall = Wall()
+    store, queue = new_queue(tmp_path, wall)
+    pool = PoolStub()
+    queue.attach_pool(pool)  # type: ignore[arg-type]
+    batch_id = submit(store, queue, [line("a"), line("b")])
+    assert pool.published == ["a", "b"] and not queue.has_work()  # in the pool, not in the local queue
+    assert queue.pool_work() == ((float(store.batch_row(batch_id)["expires_at"]), 2.0),)  # type: ignore[index]
+    result = {"custom_id": "a", "response": {"status_code": 200, "body": {}}}
+    first = QueuedRequest(batch_id, 1, "a", "", "", 0, 0)
+    assert queue.record_pooled(first, True, result, tokens=5, node="study", elapsed_s=2.0)
+    assert not queue.record_pooled(first, True, result, tokens=5, node="study", elapsed_s=2.0)  # run twice: once
+    assert queue.record_pooled(
+        QueuedRequest(batch_id, 2, "b", "", "", 0, 0), True, result, tokens=5, node="study", elapsed_s=2.0
+    )
+    queue.maintain()
+    assert store.get_batch(batch_id)["status"] == "finalizing"  # type: ignore[index]  # study's energy is due
+    queue.add_pooled_energy(batch_id, "study", [100.0, 100.0, 0.0, 100.0, 0.0, 100.0])
+    queue.maintain()
+    batch = store.get_batch(batch_id)
+    assert batch is not None and batch["status"] == "completed"
+    assert batch["heat"]["by_node"] == {"study": 2} and batch["heat"]["energy_kwh"] == pytest.approx(
+        100 / 3.6e6, rel=1e-3
+    )

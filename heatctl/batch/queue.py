@@ -329,7 +329,9 @@ class BatchQueue:
             pending = {bid: tuple(tally) for bid, tally in self._energy.items()}
             self._energy.clear()
             foreign = {bid: self._foreign[bid] for bid in pending if bid in self._foreign}
-            running = {bid for bid, _ in self._in_flight}
+            # Another node's batch is forgotten once nothing of it runs here and its time is charged.
+            busy = {bid for gpu in self._busy_s.values() for bid, s in gpu.items() if s > 0}
+            running = {bid for bid, _ in self._in_flight} | busy
             for bid in [b for b in self._foreign if b not in running]:
                 del self._foreign[bid]
         if self.pool is not None:
