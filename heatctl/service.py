@@ -184,8 +184,13 @@ class Service:
                 self.state_dir,
                 self.link,
                 work_fn=lambda zone: self.policy.work_for_plan(zone) if self.policy is not None else (),
-                max_power_fn=lambda: self.settings.max_power_w,
+                max_power_fn=self._planned_cap_w,
             )
+
+    def _planned_cap_w(self) -> float | None:
+        """The node's cap as the planner sees it ahead: ``max_power_w``, and in a house its share now."""
+        caps = [c for c in (self.settings.max_power_w, self.house.share_w() if self.house else None) if c is not None]
+        return min(caps) if caps else None
 
     def run(self) -> None:
         """The control loop, until ``stop_event``; a command wakes it at once."""

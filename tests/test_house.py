@@ -156,3 +156,18 @@ def test_check_reaches_the_house_and_says_who_reports(nats_server: NatsServer, h
     assert row.ok and "JetStream ready" in row.detail and "reporting: bedroom, kitchen, study" in row.detail
     down = check_house(parse_config(node_config("kitchen", tmp_path / "k", "nats://127.0.0.1:9")))
     assert not down.ok and "nats-server -js" in down.fix
+
+
+def test_the_planner_takes_the_houses_share_as_the_nodes_cap(tmp_path: Path) -> None:
+    # NATS not there: the share is the budget over the nodes (the safe side), and the planner plans
+    # with it as the node's cap, not with the GPU's whole capacity.
+    cfg = parse_config(node_config("kitchen", tmp_path / "k", "nats://127.0.0.1:9") + "planner: {objective: energy}\n")
+    svc = Service(cfg, clock=FakeClock())  # type: ignore[arg-type]
+    svc.start()
+    try:
+        assert svc._planned_cap_w() == pytest.approx(BUDGET_W / 3)
+        assert svc.planner is not None
+        cap_w = svc.planner._max_power_fn()  # what its horizon's cap starts from
+        assert cap_w == pytest.approx(BUDGET_W / 3)
+    finally:
+        svc.shutdown()
