@@ -100,6 +100,32 @@ def surface_path(state_dir: Path, gpu_id: str, model: str) -> Path:
     return state_dir / "surface" / f"{gpu_id}-{safe}.json"
 
 
+def learned_path(state_dir: Path, gpu_id: str, model: str) -> Path:
+    """What the allocator learned of the surface since (kept across restarts; a new calibration drops it)."""
+    return surface_path(state_dir, gpu_id, model).with_suffix(".learned.json")
+
+
+def load_learned(state_dir: Path, gpu: GpuConfig) -> Any:
+    """The learned surface's figures as saved (None: none, or a damaged file, said in the log)."""
+    if not isinstance(gpu.workload, OpenAIWorkloadConfig):
+        return None
+    path = learned_path(state_dir, gpu.id, gpu.workload.model)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        _LOGGER.error("gpu %s: %s cannot be read (%s); the surface is learned again", gpu.id, path, exc)
+        return None
+
+
+def save_learned(state_dir: Path, gpu: GpuConfig, data: dict[str, Any]) -> None:
+    assert isinstance(gpu.workload, OpenAIWorkloadConfig)
+    path = learned_path(state_dir, gpu.id, gpu.workload.model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(data))
+
+
 def load_calibration(state_dir: Path, gpu: GpuConfig) -> Calibration | None:
     """The GPU's calibration for its model, if one was made; a damaged file is said and left out
     (the allocator then starts from the published shape, as without one)."""
@@ -370,6 +396,7 @@ def run_calibrate(config: Path, gpu_id: str | None, minutes: float, plot_path: P
     path = surface_path(cfg.resolved_state_dir(), calibration.gpu, calibration.model)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(calibration.to_json(), indent=1), keep_previous=True)
+    learned_path(cfg.resolved_state_dir(), calibration.gpu, calibration.model).unlink(missing_ok=True)  # superseded
     print(table(calibration))
     print(f"wrote {path}; the limit is back where it was")
     if plot_path is not None:

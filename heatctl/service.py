@@ -25,6 +25,7 @@ from heatctl.config import Config
 from heatctl.control.core import GpuState, NodeController, NodeOutput
 from heatctl.control.policy import TickDecision, TickInputs, TickPolicy, house_wants, zones_heat_w
 from heatctl.control.safety import ZoneInputs
+from heatctl.errors import plain
 from heatctl.gpu.base import Gpu
 from heatctl.house.node import NodeHouse
 from heatctl.locks import state_dir_lock
@@ -140,6 +141,7 @@ class Service:
         )
         self._capacity_w = self.node_capacity_w  # read by the network thread (command ranges): one float
         self._restore()
+        self._restore_surfaces()
         for act in self.actuators.values():
             act.start()
         if self.cfg.mqtt is not None:
@@ -362,6 +364,36 @@ class Service:
 
     def _persist(self) -> None:
         self.settings.save(self.meters.counters.snapshot(), self.controller.integrals_w() if self.controller else {})
+        self._persist_surfaces()
+
+    def _persist_surfaces(self) -> None:
+        """What each LLM server's allocator learned of its surface, beside its calibration."""
+        from heatctl.calibrate import save_learned
+
+        for gpu in self.cfg.gpus:
+            allocator = self.controller.allocators.get(gpu.id) if self.controller else None
+            learned = allocator.surface if allocator is not None else None
+            if learned is not None and learned.samples > 0:
+                try:
+                    save_learned(self.state_dir, gpu, learned.to_json())
+                except OSError as exc:  # a full disk: learned again next time, control goes on
+                    _LOGGER.error("gpu %s: what was learned of its surface cannot be saved: %s", gpu.id, plain(exc))
+
+    def _restore_surfaces(self) -> None:
+        from heatctl.calibrate import load_learned
+
+        assert self.controller is not None
+        for gpu in self.cfg.gpus:
+            allocator = self.controller.allocators.get(gpu.id)
+            if allocator is None or allocator.surface is None or (data := load_learned(self.state_dir, gpu)) is None:
+                continue
+            problem = allocator.surface.restore(data)
+            if problem is None:
+                _LOGGER.info(
+                    "gpu %s: its surface as learned before (%d measurements)", gpu.id, allocator.surface.samples
+                )
+            else:
+                _LOGGER.warning("gpu %s: what was learned of its surface is left out: %s", gpu.id, problem)
 
     def _restore(self) -> None:
         saved = self.settings.restore()

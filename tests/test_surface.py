@@ -194,3 +194,67 @@ def test_the_controller_learns_from_a_command_held_two_ticks() -> None:
         state = GpuState(power_w=draw, work_rate=tokens)
     assert surface.samples >= 25  # every settled tick taught it
     assert surface.surface.at(8, 70.0)[1] == pytest.approx(truth.at(8, 70.0)[1], rel=0.05)  # its tokens, learned
+
+
+def test_what_was_learned_survives_a_restart_and_a_damaged_or_foreign_record_is_left_out() -> None:
+    import json
+
+    truth = plant(0.4, [(1, 24.0, 30.0), (2, 45.0, 36.0), (4, 80.0, 50.0), (8, 120.0, 66.0)])
+    learned = LearnedSurface(prior_surface(LIMITS, 8))
+    for _ in range(10):
+        for n in (1, 4, 8):
+            learned.observe(n, 70.0, *truth.at(n, 70.0))
+    saved = json.loads(json.dumps(learned.to_json()))  # as the file holds it
+    again = LearnedSurface(prior_surface(LIMITS, 8))
+    assert again.restore(saved) is None and again.samples == learned.samples
+    for n in range(1, 9):
+        assert again.surface.uncapped(n) == pytest.approx(learned.surface.uncapped(n))
+    fresh = prior_surface(LIMITS, 8).uncapped(4)
+    for bad, why in (
+        ({**saved, "max_concurrency": 4}, "for 4 requests in flight"),
+        ({**saved, "tps_scale": "many"}, "cannot be read"),
+        ({**saved, "draw_scale": 40.0}, "out of range"),
+        ({**saved, "seen": {"9": [1.0, 2.0, 3]}}, "out of range"),
+        ("garbage", "cannot be read"),
+    ):
+        other = LearnedSurface(prior_surface(LIMITS, 8))
+        problem = other.restore(bad)
+        assert problem is not None and why in problem, problem
+        assert other.samples == 0 and other.surface.uncapped(4) == fresh  # the prior, as it was
+
+
+def test_the_service_keeps_what_it_learned_of_the_surface_across_a_restart(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from heatctl.calibrate import learned_path
+    from heatctl.config import parse_config
+    from heatctl.service import Service
+    from tests.conftest import FakeClock
+
+    state = Path(str(tmp_path))
+    (state / "jobs").mkdir()
+    text = f"""
+mqtt: null
+state_dir: {state}
+zones: [{{name: a, temperature: {{topic: t}}, setpoint: {{topic: s}}, gpus: [g]}}]
+gpus:
+  - id: g
+    backend: sim
+    workload: {{type: openai, url: "http://127.0.0.1:9/v1", model: m, max_concurrency: 8, jobs: "{state / "jobs"}"}}
+"""
+    svc = Service(parse_config(text), clock=FakeClock())  # type: ignore[arg-type]
+    svc.start()
+    surface = svc.controller.allocators["g"].surface  # type: ignore[union-attr]
+    assert surface is not None
+    for _ in range(5):
+        surface.observe(4, 300.0, surface.prior.uncapped(4)[1] * 1.3, surface.prior.uncapped(4)[0] * 0.8)
+    learned = surface.surface.uncapped(4)
+    svc.shutdown()  # it is saved with the state
+    assert learned_path(state, "g", "m").exists()
+    svc = Service(parse_config(text), clock=FakeClock())  # type: ignore[arg-type]
+    svc.start()
+    try:
+        again = svc.controller.allocators["g"].surface  # type: ignore[union-attr]
+        assert again is not None and again.samples == 5 and again.surface.uncapped(4) == pytest.approx(learned)
+    finally:
+        svc.shutdown()

@@ -20,6 +20,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 CAP_STEP_W = 5.0  # the caps considered between the driver's minimum and maximum
 CONTINUOUS_PREFERENCE = 0.99  # running continuously wins unless duty cycling is this much better
@@ -227,6 +228,37 @@ class LearnedSurface:
             draw += self._learn_rate * (draw_w - draw)
         self._seen[in_flight] = (tps, draw, count + 1)
         self._rebuild_if_moved()
+
+    def to_json(self) -> dict[str, Any]:
+        """What was learned (kept in state_dir across restarts, beside the calibration)."""
+        return {
+            "max_concurrency": self.prior.max_concurrency,
+            "tps_scale": self._tps_scale,
+            "draw_scale": self._draw_scale,
+            "samples": self.samples,
+            "seen": {str(n): list(v) for n, v in sorted(self._seen.items())},
+        }
+
+    def restore(self, data: Any) -> str | None:
+        """Take up what an earlier run learned; why not (it is then left out, the prior as it was), or None."""
+        try:
+            if int(data["max_concurrency"]) != self.prior.max_concurrency:
+                return (
+                    f"it was learned for {data['max_concurrency']} requests in flight, not {self.prior.max_concurrency}"
+                )
+            tps_scale, draw_scale, samples = float(data["tps_scale"]), float(data["draw_scale"]), int(data["samples"])
+            seen = {int(n): (float(t), float(d), int(c)) for n, (t, d, c) in data["seen"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return f"it cannot be read ({type(exc).__name__}: {exc})"
+        values = [tps_scale, draw_scale, *(x for v in seen.values() for x in v)]
+        in_range = all(1 <= n <= self.prior.max_concurrency for n in seen) and all(
+            0.2 <= scale <= 5.0 for scale in (tps_scale, draw_scale)
+        )
+        if not all(math.isfinite(v) and v >= 0 for v in values) or not in_range:
+            return "its figures are out of range"
+        self._tps_scale, self._draw_scale, self.samples, self._seen = tps_scale, draw_scale, max(samples, 0), seen
+        self._rebuild_if_moved()
+        return None
 
     def _rebuild_if_moved(self) -> None:
         lim = self.prior.limits
