@@ -149,6 +149,7 @@ class Service:
             bind_mqtt_sources(self.cfg, self.link, self.store, self._wall_fn)  # and asks devices to report
             self._asker = FreshnessAsker(self.cfg, self.link, self.store)  # ... and again before they go stale
             bind_commands(self.cfg, self.link, self.inbox, lambda: self._capacity_w)
+            self._bind_house_meter(self.link)
             self.outputs = MqttOutputs(self.cfg, self.link, state_dir=self.state_dir, node_capacity_w=self._capacity_w)
             self._open_planner()  # its forecast topics are subscribed before the link connects
             self.link.start()
@@ -188,6 +189,25 @@ class Service:
                 work_fn=lambda zone: self.policy.work_for_plan(zone) if self.policy is not None else (),
                 max_power_fn=self._planned_cap_w,
             )
+
+    def _bind_house_meter(self, link: MqttLink) -> None:
+        """The house's meter (``house.grid_power``): its readings to the house, for the solar surplus."""
+        house, grid = self.house, self.cfg.house.grid_power if self.cfg.house else None
+        if house is None or grid is None or grid.topic is None:
+            return
+        from heatctl.sources.extract import PayloadError, extract
+
+        said: list[str] = []
+
+        def on_grid(topic: str, payload: bytes) -> None:
+            try:
+                house.put_grid_w(extract(payload, grid, "grid"))
+            except PayloadError as exc:  # no surplus from it: the budget alone (said once a problem)
+                if [str(exc)] != said:
+                    _LOGGER.warning("house meter %s: %s; no solar surplus from it", topic, exc)
+                    said[:] = [str(exc)]
+
+        link.subscribe(grid.topic, on_grid)
 
     def _planned_cap_w(self) -> float | None:
         """The node's cap as the planner sees it ahead: ``max_power_w``, and in a house its share now."""
@@ -286,6 +306,7 @@ class Service:
                 s_per_request=queue.s_per_request if queue is not None else 0.0,
                 work=queue.pool_work() if queue is not None else (),
                 floor_w=self.controller.floor_w,
+                draw_w=sum(s.power_w or 0.0 for s in states.values()),
             )
         if self.main is not None:
             self.main.apply(decision.main)

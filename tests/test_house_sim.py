@@ -72,3 +72,36 @@ def test_a_house_scenario_takes_only_the_house_controllers(tmp_path: Path, capsy
     assert main(["simulate", "--scenario", str(bad), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "nodes[0].rooom" in err and "pool.arrivals" in err  # every problem, with its path
+
+
+def test_the_solar_surplus_is_the_meters_export_plus_what_the_heaters_draw_behind_it() -> None:
+    from heatctl.config import HouseConfig, SourceConfig
+    from heatctl.house.budget import surplus_w
+    from heatctl.house.node import NodeHouse
+
+    now = 1000.0
+    peers = {
+        "a": PeerState(300.0, 0.0, 0.0, 300.0, now, draw_w=250.0, grid_w=-400.0),
+        "b": PeerState(300.0, 0.0, 0.0, 300.0, now, draw_w=100.0, grid_w=-380.0),  # read a moment later
+        "c": PeerState(300.0, 0.0, 0.0, 300.0, now - 60.0, draw_w=300.0, grid_w=-2000.0),  # silent: not counted
+    }
+    assert surplus_w(peers, now, 30.0) == pytest.approx(380.0 + 250.0 + 100.0)  # the least export seen
+    assert surplus_w({"a": peers["a"]._replace(grid_w=None)}, now, 30.0) == 0.0  # no fresh meter: no surplus
+    assert surplus_w({"a": peers["a"]._replace(grid_w=500.0, draw_w=200.0)}, now, 30.0) == 0.0  # importing
+    assert PeerState.from_json(peers["a"].to_json()) == peers["a"]
+
+    clock = [now]
+    cfg = HouseConfig(budget_w=500.0, nodes=1, grid_power=SourceConfig(topic="meter/power"))
+    house = NodeHouse(cfg, "a", wall_fn=lambda: clock[0])
+    try:
+        house.put_grid_w(-300.0)
+        house.report(comfort_w=300.0, due_w=0.0, store_w=0.0, capacity_w=300.0, draw_w=200.0)
+        own = house._own
+        assert own is not None and own.grid_w == -300.0 and own.draw_w == 200.0
+        assert house._known_budget_w({"a": own}) == pytest.approx(500.0 + 300.0 + 200.0)
+        clock[0] += 61.0  # the meter not heard for a minute: its reading is not trusted
+        house.report(comfort_w=300.0, due_w=0.0, store_w=0.0, capacity_w=300.0, draw_w=200.0)
+        assert house._own is not None and house._own.grid_w is None
+        assert house._known_budget_w({"a": house._own}) == 500.0
+    finally:
+        house._loop.close()  # never started

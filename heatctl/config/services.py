@@ -11,6 +11,7 @@ from pydantic import (
 )
 
 from heatctl.config.base import _Strict, duration_s
+from heatctl.config.sources import SourceConfig
 
 
 class TlsConfig(_Strict):
@@ -124,3 +125,5 @@ class HouseConfig(_Strict):
     stale_after_s: Annotated[float, Field(gt=0)] = 30.0  # a peer silent this long counts at its full capacity
     ack_wait_s: Annotated[float, Field(ge=1, le=3600)] = 60.0  # a pulled request not acked by then runs elsewhere
     fleet: FleetConfig | None = None
+    # The house's meter (W, import > 0, export < 0; an MQTT topic): solar export the heaters may add.
+    grid_power: SourceConfig | None = None

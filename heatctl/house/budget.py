@@ -34,6 +34,8 @@ class PeerState(NamedTuple):
     s_per_request: float = 0.0
     work: tuple[tuple[float, float], ...] = ()
     floor_w: float = 0.0  # its GPUs idle: drawn whatever its share
+    draw_w: float = 0.0  # its GPUs now (behind the house's meter)
+    grid_w: float | None = None  # the house's meter as it read it, if fresh (import > 0, export < 0)
 
     def to_json(self) -> bytes:
         return json.dumps(self._asdict(), separators=(",", ":")).encode()
@@ -45,16 +47,19 @@ class PeerState(NamedTuple):
             raw: Any = json.loads(data)
             values = [float(raw[name]) for name in POWER_FIELDS]
             slots, s_per_request = float(raw.get("slots", 0.0)), float(raw.get("s_per_request", 0.0))
-            floor_w = float(raw.get("floor_w", 0.0))
+            floor_w, draw_w = float(raw.get("floor_w", 0.0)), float(raw.get("draw_w", 0.0))
+            grid_w = None if raw.get("grid_w") is None else float(raw["grid_w"])
             work = tuple((float(d), float(n)) for d, n in raw.get("work", ()))
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
-        if not all(math.isfinite(v) and v >= 0 for v in (*values[:-1], slots, s_per_request, floor_w)):
+        if not all(math.isfinite(v) and v >= 0 for v in (*values[:-1], slots, s_per_request, floor_w, draw_w)):
+            return None
+        if grid_w is not None and not math.isfinite(grid_w):
             return None
         if not math.isfinite(values[-1]) or not all(math.isfinite(d) and math.isfinite(n) for d, n in work):
             return None
         comfort_w, due_w, store_w, capacity_w, at_s = values
-        return cls(comfort_w, due_w, store_w, capacity_w, at_s, slots, s_per_request, work, floor_w)
+        return cls(comfort_w, due_w, store_w, capacity_w, at_s, slots, s_per_request, work, floor_w, draw_w, grid_w)
 
 
 def split(
@@ -98,3 +103,14 @@ def pool_work(peers: Mapping[str, PeerState | None], now_s: float, stale_after_s
     if slots <= 0 or s_per_request <= 0:
         return sorted((d, math.inf) for p in known for d, n in p.work if n > 0)  # nobody to run it: all at risk
     return sorted((d, n * s_per_request / slots) for p in known for d, n in p.work if n > 0)
+
+
+def surplus_w(peers: Mapping[str, PeerState | None], now_s: float, stale_after_s: float) -> float:
+    """Solar export the heaters may add to the budget: what the meter exports plus what the live
+    heaters draw now (they are behind the meter). The meter as the heater that saw the least export
+    read it; 0 when no live heater has a fresh reading (the safe side: the budget alone)."""
+    live = [p for p in peers.values() if p is not None and now_s - p.at_s <= stale_after_s]
+    readings = [p.grid_w for p in live if p.grid_w is not None]
+    if not readings:
+        return 0.0
+    return max(0.0, -max(readings) + sum(p.draw_w for p in live))

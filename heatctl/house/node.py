@@ -22,11 +22,12 @@ from typing import Any
 
 from heatctl.config import HouseConfig
 from heatctl.errors import plain
-from heatctl.house.budget import PeerState, pool_work, split
+from heatctl.house.budget import PeerState, pool_work, split, surplus_w
 from heatctl.house.pool import PoolLink
 
 _LOGGER = logging.getLogger(__name__)
 RETRY_S = 2.0
+GRID_FRESH_S = 60.0  # a meter reading older than this adds no surplus
 
 
 class NodeHouse:
@@ -46,6 +47,7 @@ class NodeHouse:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="house", daemon=True)
         self.bucket = f"heatctl_{cfg.name}"
+        self._grid: tuple[float, float] | None = None  # the house's meter (W, wall time read)
         # With a Batch API on this node: the house's one pool of work (see ``house.pool``).
         self.pool = PoolLink(cfg, node_id, loop=self._loop, stop=self._stop, wall_fn=wall_fn) if pool else None
         if self.pool is not None:
@@ -64,6 +66,7 @@ class NodeHouse:
         s_per_request: float = 0.0,
         work: tuple[tuple[float, float], ...] = (),
         floor_w: float = 0.0,
+        draw_w: float = 0.0,
     ) -> None:
         """This tick's wants and capacity, and with a pool its slots and its batches' work left
         (what the next publish says)."""
@@ -77,9 +80,21 @@ class NodeHouse:
             s_per_request,
             work,
             max(floor_w, 0.0),
+            max(draw_w, 0.0),
+            self._fresh_grid_w(),
         )
         with self._lock:
             self._own = own
+
+    def put_grid_w(self, value_w: float) -> None:
+        """The house's meter, as read now (any thread)."""
+        with self._lock:
+            self._grid = (value_w, self._wall_fn())
+
+    def _fresh_grid_w(self) -> float | None:
+        with self._lock:
+            grid = self._grid
+        return grid[0] if grid is not None and self._wall_fn() - grid[1] <= GRID_FRESH_S else None
 
     def peer_live(self, node: str) -> bool:
         """Whether ``node`` reported within ``stale_after_s`` (as last read)."""
@@ -118,7 +133,8 @@ class NodeHouse:
         """The budget less an equal share for each of the ``nodes`` not heard of yet (a heater that
         has not reported may be heating: until it does, its share stays set aside)."""
         missing = max(self.cfg.nodes - len(peers), 0)
-        return self.cfg.budget_w - missing * self.cfg.budget_w / self.cfg.nodes
+        surplus = surplus_w(peers, self._wall_fn(), self.cfg.stale_after_s) if self.cfg.grid_power else 0.0
+        return self.cfg.budget_w + surplus - missing * self.cfg.budget_w / self.cfg.nodes
 
     def state(self) -> dict[str, Any]:
         """The state's ``house`` block."""
@@ -128,6 +144,11 @@ class NodeHouse:
                 "name": self.cfg.name,
                 "connected": self.connected,
                 "budget_w": self.cfg.budget_w,
+                **(
+                    {"surplus_w": round(surplus_w(peers, now, self.cfg.stale_after_s), 1)}
+                    if self.cfg.grid_power
+                    else {}
+                ),
                 "share_w": round(share_w, 1),
                 "problem": self.problem,
                 **({"pool": self.pool.state()} if self.pool is not None else {}),
