@@ -120,7 +120,9 @@ def load_learned(state_dir: Path, gpu: GpuConfig) -> Any:
 
 
 def save_learned(state_dir: Path, gpu: GpuConfig, data: dict[str, Any]) -> None:
-    assert isinstance(gpu.workload, OpenAIWorkloadConfig)
+    """Kept per GPU and served model (a simulated plant, with no model, keeps nothing)."""
+    if not isinstance(gpu.workload, OpenAIWorkloadConfig):
+        return
     path = learned_path(state_dir, gpu.id, gpu.workload.model)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(data))
