@@ -311,7 +311,7 @@ def test_the_batchs_own_node_down_while_others_run_it_collects_every_result_when
     cfg = parse_config(node_config("study", tmp_path / "study", nats_server.url, tinyllm.url, port))
     house.nodes["study"] = Service(cfg, clock=house.clock)  # type: ignore[arg-type]
     house.nodes["study"].start()
-    batch = house.until(port, batch_id, KITCHEN_COLD)
+    batch = house.until(port, batch_id, KITCHEN_COLD, timeout_s=60)  # the 120 s energy fallback never needed
     assert batch.status == "completed" and batch.request_counts.completed == 30
     assert output_ids(port, batch) == Counter({f"q{i}": 1 for i in range(30)})
     assert batch.model_dump()["heat"]["by_node"].get("kitchen", 0) >= 27

@@ -45,6 +45,7 @@ FETCH_WAIT_S = 1.0  # a pull waits this long for requests (on a busy machine the
 HOLD_S = 3.0  # a pulled request no worker took within this is handed back (nak) for the others
 MAX_FETCH = 16
 PUBLISH_CHUNK = 256
+RESULTS_BATCH = 16
 RESULTS_MAX_AGE_S = 7 * 86400  # results not yet read by their origin (it was down) wait this long
 
 
@@ -296,14 +297,18 @@ class PoolLink:
                 tasks.create_task(self._progress_loop())
         finally:
             self._house = None
-            self._forget_pulled()
+            await self._hand_back_all()
 
-    def _forget_pulled(self) -> None:
-        """The connection is gone: what was pulled and not started runs elsewhere after its ack deadline."""
+    async def _hand_back_all(self) -> None:
+        """Leaving (heatctl stops, or the connection is gone): what this node pulled and did not finish
+        goes back to the pool now where the server still hears it, else after its ack deadline."""
         with self._lock:
-            for req, _ in self._buffer:
-                self._msgs.pop(req.key, None)
+            held, self._msgs = list(self._msgs.values()), {}
             self._buffer.clear()
+            self._running.clear()
+        for msg in held:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(msg.nak(), 1.0)
 
     async def _pull_loop(self, house: Pool, fleet: Pool | None) -> None:
         fleet_open = False
@@ -418,12 +423,18 @@ class PoolLink:
         )
         while not self._stop.is_set():
             try:
-                msgs = await sub.fetch(batch=64, timeout=1.0)
+                msgs = await sub.fetch(batch=RESULTS_BATCH, timeout=1.0)
             except (nats.errors.TimeoutError, TimeoutError):
                 continue
-            for msg in msgs:
-                await asyncio.get_running_loop().run_in_executor(None, self._record, msg.data)
-                await msg.ack()
+            left = list(msgs)
+            try:
+                while left and not self._stop.is_set():
+                    await asyncio.get_running_loop().run_in_executor(None, self._record, left[0].data)
+                    await left.pop(0).ack()
+            finally:  # stopping: what was fetched and not recorded is delivered again at once, not in 30 s
+                for msg in left:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(msg.nak(), 1.0)
 
     def _record(self, data: bytes) -> None:
         """A result or energy report for one of this node's batches, into its store (the store's own
