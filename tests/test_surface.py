@@ -258,3 +258,22 @@ gpus:
         assert again is not None and again.samples == 5 and again.surface.uncapped(4) == pytest.approx(learned)
     finally:
         svc.shutdown()
+
+
+def test_work_that_must_run_runs_at_the_surfaces_most_tokens_per_joule() -> None:
+    from heatctl.config import parse_config
+    from heatctl.control.core import NodeController
+    from heatctl.control.efficiency import GpuCaps
+
+    surface = plant()
+    best = surface.most_efficient()
+    every = [surface.at(n, cap) for n in range(1, 9) for cap in range(35, 71)]
+    assert best.tokens_s / best.draw_w == pytest.approx(max(t / d for d, t in every), rel=1e-3)
+    assert best.in_flight == 8  # tokens per joule rise with the batch
+    cfg = parse_config(
+        "mqtt: null\nzones: [{name: a, temperature: {topic: t}, setpoint: {topic: s}, gpus: [g]}]\n"
+        "gpus: [{id: g, backend: sim, sim: {idle_w: 12, min_limit_w: 35, max_limit_w: 70, "
+        "inference: {max_concurrency: 8, uncapped: [[1, 24, 38], [2, 45, 47], [4, 80, 58], [8, 120, 68]]}}}]\n"
+    )
+    ctrl = NodeController(cfg, {"g": GpuCaps(idle_w=12.0, min_limit_w=35.0, max_limit_w=70.0)})
+    assert ctrl._due_w("g", 1.0, None) == pytest.approx(best.draw_w)  # due work: that point's heat

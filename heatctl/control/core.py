@@ -221,8 +221,11 @@ class NodeController:
 
     def _due_w(self, gpu_id: str, due: float, max_power_w: float | None) -> float:
         """The target that runs ``due`` of the GPU's work at its most efficient cap (within the node cap)."""
-        caps = self.allocators[gpu_id].model.caps
-        efficient_w = self.allocators[gpu_id].model.efficient_cap_w
+        alloc = self.allocators[gpu_id]
+        caps = alloc.model.caps
+        efficient_w = alloc.model.efficient_cap_w  # an LLM server: its surface's most tokens per joule
+        if alloc.surface is not None and not alloc.limit_only:
+            efficient_w = max(alloc.surface.surface.most_efficient(settable=True).draw_w, caps.idle_w)
         due_w = caps.idle_w + min(due, 1.0) * (efficient_w - caps.idle_w)
         if due > 1.0:  # flat out: the plan's timing
             due_w = efficient_w + min(due - 1.0, 1.0) * (self._max_w[gpu_id] - efficient_w)

@@ -153,6 +153,12 @@ class InferenceSurface:
         self._frontier[key] = result
         return result
 
+    def most_efficient(self, *, settable: bool = True) -> OperatingPoint:
+        """The point with the most tokens per joule of its whole draw (idle included): where work that
+        must be done, whatever the room wants, runs (its deadline's rule)."""
+        _draws, points = self._frontier_for(settable, self.limits.max_limit_w)
+        return max(points, key=lambda p: p.tokens_s / p.draw_w, default=OperatingPoint(0, 0.0, self.limits.idle_w, 0.0))
+
     def envelope_tokens_s(self, heat_w: float, *, settable: bool = True) -> float:
         """The most tokens/s any choice could make at a mean draw of ``heat_w`` (the upper concave
         envelope of tokens/s over draw, with idle): the benchmark's yardstick."""
