@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import shutil
@@ -711,3 +712,49 @@ def homeassistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HomeAssi
     finally:
         ha.stop()
         broker.stop()
+
+
+class StandInServer:
+    """An OpenAI-compatible stand-in for tests of the queue, not of inference: every chat request is
+    answered after ``delay_s``, and each request's first message is counted (how often it ran)."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.delay_s = delay_s
+        self.seen: collections.Counter[str] = collections.Counter()
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with stand_in.lock:
+                    stand_in.seen[str(body.get("messages", [{}])[0].get("content"))] += 1
+                time.sleep(stand_in.delay_s)  # the request's own running time (the server's side)
+                answer = {"choices": [{"message": {"content": "warm"}, "finish_reason": "stop"}]}
+                data = json.dumps(answer | {"usage": {"completion_tokens": 3, "prompt_tokens": 5}}).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client hung up (its slot was taken away)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+        self.lock = threading.Lock()
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

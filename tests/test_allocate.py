@@ -97,6 +97,8 @@ def test_trim_corrects_a_cap_that_does_not_hold_exactly() -> None:
         # This GPU draws 6 % under its cap.
         limit_w = alloc.step(t * 30.0, 200.0, measured_w=0.94 * limit_w).power_limit_w
     assert 0.94 * limit_w == pytest.approx(200.0, rel=0.03)
+    assert alloc.step(40 * 30.0, 0.0).regime == "idle" and alloc._trim_w == 0.0  # idle forgets it: learned again
+    assert not alloc._continuous
 
 
 def test_learning_moves_the_efficient_cap() -> None:

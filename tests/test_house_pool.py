@@ -22,7 +22,7 @@ import pytest
 from heatctl.config import parse_config
 from heatctl.service import Service
 from tests.conftest import FakeClock
-from tests.services import Mosquitto, NatsServer, Probe, TinyLLM, free_port, wait_until
+from tests.services import Mosquitto, NatsServer, Probe, StandInServer, TinyLLM, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 TOKEN = "house-pool-token-16"
@@ -315,3 +315,20 @@ def test_the_batchs_own_node_down_while_others_run_it_collects_every_result_when
     assert batch.status == "completed" and batch.request_counts.completed == 30
     assert output_ids(port, batch) == Counter({f"q{i}": 1 for i in range(30)})
     assert batch.model_dump()["heat"]["by_node"].get("kitchen", 0) >= 27
+
+
+def test_a_request_longer_than_the_ack_deadline_is_kept_alive_and_runs_once(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # ack_wait_s is 2 s; each request takes 5 s at the server. Without progress acks every request
+    # would be handed out again after 2 s and run two or three times.
+    server = StandInServer(delay_s=5.0)
+    house = House(tmp_path, nats_server.url, server.url, names=("kitchen",))
+    try:
+        port = house.ports["kitchen"]
+        batch = house.until(port, submit(port, 4), {"kitchen": 17.0}, timeout_s=60)
+        assert batch.status == "completed" and batch.request_counts.completed == 4
+        assert server.seen == Counter({f"warm {i}": 1 for i in range(4)}), server.seen  # each ran once
+    finally:
+        house.stop()
+        server.close()

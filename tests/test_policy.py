@@ -470,3 +470,33 @@ def test_the_work_for_the_plan_is_the_zones_own_runners() -> None:
     policy = TickPolicy(cfg, controller, time_fn=clock, work=StubWork(0.0), runners=["gpu0"])
     assert policy.work_for_plan("den") == ()  # its GPU runs no batch work
     assert len(policy.work_for_plan("room")) == 1
+
+
+def test_what_a_node_asks_of_the_house_from_its_tick() -> None:
+    from heatctl.control.core import NodeOutput, ZoneOutput
+    from heatctl.control.pid import ZoneDemand
+    from heatctl.control.policy import TickDecision, house_wants
+
+    def decision(
+        zones: dict[str, tuple[float | None, float | None, float, str | None]], cap_w: float | None, due: float = 0.0
+    ) -> TickDecision:
+        out = {n: ZoneOutput(t, s, ZoneDemand(demand_w=d), f) for n, (t, s, d, f) in zones.items()}
+        return TickDecision(NodeOutput("heat", None, out, {}), cap_w, False, {}, {}, {}, {"gpu0": due})
+
+    assert house_wants(decision({"a": (20.0, 21.0, 120.0, None)}, None), 300.0) == (120.0, 0.0)  # its rooms' demand
+    assert house_wants(decision({"a": (20.0, 21.0, 120.0, None), "b": (19.0, 21.0, 60.0, None)}, 500.0), 300.0) == (
+        180.0,
+        0.0,
+    )
+    # Held at its share (the cap): it would take more, so it asks for all it can give.
+    assert house_wants(decision({"a": (20.0, 21.0, 149.5, None)}, 150.0), 300.0) == (300.0, 0.0)
+    assert house_wants(decision({"a": (20.0, 21.0, 148.0, None)}, 150.0), 300.0) == (148.0, 0.0)  # not at it
+    assert house_wants(decision({"a": (20.0, 21.0, 149.0, None)}, 150.0), 300.0) == (300.0, 0.0)  # within 1 W of it
+    assert house_wants(decision({"a": (21.5, 21.0, 0.5, None)}, 1.0), 300.0) == (300.0, 0.0)  # any heat held at it
+    assert house_wants(decision({"a": (20.0, 21.0, 0.0, None)}, 0.0), 300.0) == (300.0, 0.0)  # a cap of 0, room cold
+    assert house_wants(decision({"a": (21.0, 21.0, 0.0, None)}, 0.0), 300.0) == (0.0, 0.0)  # at its setpoint
+    assert house_wants(decision({"a": (20.0, 21.0, 0.0, "temperature stale")}, 0.0), 300.0) == (0.0, 0.0)  # fail-safe
+    assert house_wants(decision({"a": (None, 21.0, 0.0, None)}, 0.0), 300.0) == (0.0, 0.0)  # no reading
+    assert house_wants(decision({"a": (20.0, None, 0.0, None)}, 0.0), 300.0) == (0.0, 0.0)  # no setpoint
+    assert house_wants(decision({"a": (22.0, 21.0, 400.0, None)}, None), 300.0) == (300.0, 0.0)  # never above capacity
+    assert house_wants(decision({"a": (22.0, 21.0, 0.0, None)}, None, due=1.0), 300.0) == (0.0, 300.0)  # work due

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 
@@ -93,6 +94,7 @@ def test_the_allocator_runs_the_chosen_point_continuously_for_part_of_the_time_o
     assert hot.power_limit_w <= 40.0
     limit_only = Allocator(EfficiencyModel(caps), DutyConfig(), surface=learned, limit_only=True)
     assert limit_only.step(0.0, 50.0).level == 1.0  # a workload heatctl cannot steer: the cap alone, as before
+    assert limit_only.step(1.0, 25.0).regime == "continuous"  # no duty cycling either: the lowest cap, all the time
 
 
 @pytest.mark.parametrize(
@@ -277,3 +279,86 @@ def test_work_that_must_run_runs_at_the_surfaces_most_tokens_per_joule() -> None
     )
     ctrl = NodeController(cfg, {"g": GpuCaps(idle_w=12.0, min_limit_w=35.0, max_limit_w=70.0)})
     assert ctrl._due_w("g", 1.0, None) == pytest.approx(best.draw_w)  # due work: that point's heat
+
+
+def test_the_allocators_idle_command_in_full_and_the_duty_cycle_off_with_it() -> None:
+    from heatctl.config import DutyConfig
+    from heatctl.control.allocate import Allocator, GpuCommand
+    from heatctl.control.efficiency import EfficiencyModel, GpuCaps
+
+    caps = GpuCaps(idle_w=12.0, min_limit_w=35.0, max_limit_w=70.0)
+    alloc = Allocator(
+        EfficiencyModel(caps),
+        DutyConfig(period_s=100.0, min_on_s=10.0, min_off_s=10.0),
+        surface=LearnedSurface(plant()),
+    )
+    assert alloc.step(0.0, 38.0).regime == "continuous" and alloc.power_limit_w == 38.0 and alloc._continuous
+    idle = alloc.step(1.0, -5.0)  # less than nothing is nothing; the lowest limit however close (inside the deadband)
+    assert idle == GpuCommand(target_w=0.0, power_limit_w=35.0, level=0.0, regime="idle")
+    assert not alloc._continuous and not alloc._duty.on
+    assert alloc.step(2.0, 11.0) == GpuCommand(target_w=11.0, power_limit_w=35.0, level=0.0, regime="idle")
+    steady = alloc.step(3.0, 50.0)
+    assert steady == GpuCommand(target_w=50.0, power_limit_w=50.0, level=1.0, regime="continuous") and alloc._continuous
+    duty = alloc.step(4.0, 25.0)  # below the lowest cap: part of the time
+    assert duty.regime == "duty" and duty.target_w == 25.0 and alloc._continuous is False
+
+
+def test_what_the_learned_surface_takes_from_a_measurement_exactly() -> None:
+    prior = plant(0.7)
+    learned = LearnedSurface(prior)
+    for ignored in ((0, 70.0, 50.0, 10.0), (4, 70.0, math.nan, 10.0), (4, 70.0, 50.0, -1.0), (4, 70.0, 12.0, 10.0)):
+        learned.observe(*ignored)  # no batch, no reading, negative tokens, the idle draw: nothing learned
+    assert learned.samples == 0 and learned.surface is prior
+    _tps4, draw4 = prior.uncapped(4)
+    learned.observe(4, 70.0, 48.0, 0.0)  # unbound (48 < 70 − 3): the draw teaches, zero tokens still count
+    assert learned.samples == 1
+    assert learned._draw_scale == pytest.approx(1.0 + 0.1 * ((48.0 - 12.0) / (draw4 - 12.0) - 1.0))
+    assert learned._tps_scale == pytest.approx(0.9)  # 0 of the expected tokens: a tenth of the way down
+    learned.observe(4, 70.0, 52.0, 60.0)
+    assert learned._seen[4][:2] == pytest.approx((0.0 + 0.1 * 60.0, 48.0 + 0.1 * 4.0))  # the running average
+    draw_scale = learned._draw_scale
+    learned.observe(8, 40.0, 37.0, 50.0)  # at the cap less 3 W: bound, so the draw says nothing of the batch
+    assert learned._draw_scale == draw_scale and 8 not in learned._seen
+    tps1, draw1 = prior.uncapped(1)  # not seen: the prior, scaled
+    assert learned.surface.uncapped(1) == pytest.approx((tps1 * learned._tps_scale, 12.0 + (draw1 - 12.0) * draw_scale))
+    assert learned.surface.clock_exponent == 0.7  # the rebuilt surface keeps the prior's clock exponent
+
+
+def test_a_fresh_learned_surface_is_the_prior_until_it_measures_otherwise() -> None:
+    prior = plant()
+    learned = LearnedSurface(prior)
+    tps, draw = prior.uncapped(4)
+    learned.observe(4, 70.0, draw, tps)  # exactly as expected: nothing moves
+    assert all(learned.surface.uncapped(n) == pytest.approx(prior.uncapped(n)) for n in range(1, 9))
+
+
+def test_restoring_takes_the_edges_of_the_ranges_and_says_why_not_exactly() -> None:
+    fresh = LearnedSurface(plant())
+    edge = {"max_concurrency": 8, "tps_scale": 0.2, "draw_scale": 5.0, "samples": 0, "seen": {"2": [0.0, 40.0, 3]}}
+    assert fresh.restore(edge) is None and fresh.samples == 0 and fresh._seen == {2: (0.0, 40.0, 3)}
+    assert LearnedSurface(plant()).restore({**edge, "draw_scale": 5.5}) == "its figures are out of range"
+    assert LearnedSurface(plant()).restore({**edge, "seen": {"2": [-1.0, 40.0, 3]}}) == "its figures are out of range"
+    problem = LearnedSurface(plant()).restore({**edge, "samples": "x"})
+    assert problem is not None and problem.startswith("it cannot be read (ValueError:")
+
+
+def test_the_frontier_is_every_batch_at_every_cap_step_worked_out_once_per_ceiling() -> None:
+    from heatctl.control.surface import CAP_STEP_W
+
+    surface = plant()
+    draws, points = surface._frontier_for(True, 50.0)
+    assert surface._frontier_for(True, 50.0)[1] is points  # cached: the same list, not worked out again
+    caps = [35.0 + k * CAP_STEP_W for k in range(int(15.0 / CAP_STEP_W) + 1)] + [50.0]
+    expected = sorted(surface.at(n, cap)[0] for n in range(1, 9) for cap in caps if surface.at(n, cap)[0] <= 50.5)
+    assert draws == pytest.approx(expected)  # every batch 1…8 at every step from the lowest limit to the ceiling
+    assert max(draws) <= 50.5 and min(draws) > 12.0
+    assert len(surface._frontier_for(False, 70.0)[0]) == 8  # limits not settable: each batch at the top limit
+    assert surface.choose(12.5).in_flight > 0 and surface.choose(12.0).in_flight == 0  # just above idle: some work
+
+
+def test_a_surface_that_never_draws_above_idle_has_only_idle_to_offer() -> None:
+    from heatctl.control.surface import OperatingPoint
+
+    flat = InferenceSurface([(1, 5.0, 10.0)], LIMITS, max_concurrency=1)  # draws no more than idle
+    idle = OperatingPoint(0, 35.0, 12.0, 0.0, 0.0)
+    assert flat.most_efficient() == idle and flat.choose(50.0) == idle

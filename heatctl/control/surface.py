@@ -92,15 +92,12 @@ class InferenceSurface:
         lim = self.limits
         top_w = lim.max_limit_w if ceiling_w is None else min(ceiling_w, lim.max_limit_w)
         above_idle = heat_w - lim.idle_w
-        if above_idle <= 0.0:
-            return OperatingPoint(0, lim.min_limit_w, lim.idle_w, 0.0, 0.0)
         draws, points = self._frontier_for(settable, top_w)
+        if above_idle <= 0.0 or not points:
+            return OperatingPoint(0, lim.min_limit_w, lim.idle_w, 0.0, 0.0)  # idle
         # The best point that can make the heat (its draw at least the target): the running best
         # from the top down, so the first point at or above the target holds the best of them all.
-        i = bisect.bisect_left(draws, heat_w)
-        best = points[i] if i < len(points) else points[-1] if points else None
-        if best is None:
-            return OperatingPoint(0, lim.min_limit_w, lim.idle_w, 0.0, 0.0)
+        best = points[min(bisect.bisect_left(draws, heat_w), len(points) - 1)]
         exact = self._continuous(heat_w, top_w) if settable else None
         if exact is not None and _per_watt(exact, lim.idle_w) >= CONTINUOUS_PREFERENCE * _per_watt(best, lim.idle_w):
             return exact
@@ -142,13 +139,13 @@ class InferenceSurface:
                 if draw_w <= top_w + 0.5 and draw_w > lim.idle_w:
                     candidates.append(OperatingPoint(n, cap, draw_w, tokens_s))
         candidates.sort(key=lambda p: p.draw_w)
-        best: list[OperatingPoint] = [OperatingPoint(0, lim.min_limit_w, lim.idle_w, 0.0)] * len(candidates)
-        running: OperatingPoint | None = None
-        for i in range(len(candidates) - 1, -1, -1):
-            p = candidates[i]
-            if running is None or _per_watt(p, lim.idle_w) > _per_watt(running, lim.idle_w) * (1 + 1e-9):
-                running = p
-            best[i] = running
+        best: list[OperatingPoint] = []
+        for p in reversed(candidates):
+            if not best or _per_watt(p, lim.idle_w) > _per_watt(best[-1], lim.idle_w) * (1 + 1e-9):
+                best.append(p)
+            else:
+                best.append(best[-1])
+        best.reverse()
         result = ([p.draw_w for p in candidates], best)
         self._frontier[key] = result
         return result
@@ -157,7 +154,8 @@ class InferenceSurface:
         """The point with the most tokens per joule of its whole draw (idle included): where work that
         must be done, whatever the room wants, runs (its deadline's rule)."""
         _draws, points = self._frontier_for(settable, self.limits.max_limit_w)
-        return max(points, key=lambda p: p.tokens_s / p.draw_w, default=OperatingPoint(0, 0.0, self.limits.idle_w, 0.0))
+        idle = OperatingPoint(0, self.limits.min_limit_w, self.limits.idle_w, 0.0, 0.0)
+        return max(points, key=lambda p: p.tokens_s / p.draw_w, default=idle)
 
     def envelope_tokens_s(self, heat_w: float, *, settable: bool = True) -> float:
         """The most tokens/s any choice could make at a mean draw of ``heat_w`` (the upper concave
