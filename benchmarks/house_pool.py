@@ -17,11 +17,7 @@ import logging
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,44 +27,9 @@ import openai  # noqa: E402
 
 from heatctl.config import parse_config  # noqa: E402
 from heatctl.service import Service  # noqa: E402
-from tests.services import NatsServer, free_port  # noqa: E402
+from tests.services import NatsServer, StandInServer, free_port  # noqa: E402
 
 TOKEN = "house-pool-benchmark"
-
-
-@contextmanager
-def stand_in_server() -> Iterator[str]:
-    """An OpenAI-compatible stand-in that answers every chat request at once."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            body = {"choices": [{"message": {"content": "warm"}, "finish_reason": "stop"}]}
-            data = json.dumps(body | {"usage": {"completion_tokens": 3, "prompt_tokens": 5}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            return
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-
-        def handle_error(self, request: object, client_address: object) -> None:
-            return  # a request cut off when its node's room turned warm: the client hung up
-
-    server = Server(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def node_yaml(name: str, state: Path, port: int, llm_url: str, nats_url: str | None) -> str:
@@ -187,7 +148,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--repeat", type=int, default=3, help="batches a setup; the median is shown")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, stand_in_server() as llm_url:
+    server = StandInServer()  # every answer at once: what is measured is the queue
+    llm_url = server.url
+    with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         nats = NatsServer(state, name="nats")
         nats.start()
@@ -215,6 +178,7 @@ def main() -> int:
             ]
         finally:
             local.stop()
+    server.close()
     house_rate, pooled_rate, local_rate = (statistics.median(r) for r in (house_rates, pooled_rates, local_rates))
     print(f"batches of {args.requests} requests, a stand-in server answering at once, 4 slots a node;")
     print(f"the median of {args.repeat} batches each (all of them: requests/s)")

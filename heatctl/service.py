@@ -23,7 +23,7 @@ from heatctl.clock import Clock, RealClock, local_day, local_minute
 from heatctl.commands import CommandInbox, bind_commands
 from heatctl.config import Config
 from heatctl.control.core import GpuState, NodeController, NodeOutput
-from heatctl.control.policy import TickDecision, TickInputs, TickPolicy, house_wants, zones_heat_w
+from heatctl.control.policy import TickDecision, TickInputs, TickPolicy, house_wants, node_cap_w, zones_heat_w
 from heatctl.control.safety import ZoneInputs
 from heatctl.errors import plain
 from heatctl.gpu.base import Gpu
@@ -211,8 +211,7 @@ class Service:
 
     def _planned_cap_w(self) -> float | None:
         """The node's cap as the planner sees it ahead: ``max_power_w``, and in a house its share now."""
-        caps = [c for c in (self.settings.max_power_w, self.house.share_w() if self.house else None) if c is not None]
-        return min(caps) if caps else None
+        return node_cap_w(self.settings.max_power_w, None, 0, self.house.share_w() if self.house else None)
 
     def run(self) -> None:
         """The control loop, until ``stop_event``; a command wakes it at once."""

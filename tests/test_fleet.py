@@ -9,7 +9,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,7 +16,7 @@ from heatctl.config import parse_config
 from heatctl.service import Service
 from tests.conftest import FakeClock
 from tests.services import NatsServer, TcpLink, TinyLLM, deployed_nats_conf, free_port, wait_until
-from tests.test_house_pool import TOKEN, client, output_ids, submit
+from tests.test_house_pool import TOKEN, House, output_ids, submit
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +47,7 @@ gpus:
 """
 
 
-class Fleet:
+class Fleet(House):
     """The hub's node (where fleet batches are made; its room warm) and one node in each house."""
 
     def __init__(self, tmp_path: Path, llm_url: str) -> None:
@@ -107,26 +106,8 @@ class Fleet:
             lambda: all(s.house and s.house.pool and s.house.pool._house for s in self.nodes.values()), 30, "the pools"
         )
 
-    def tick(self, rooms_c: dict[str, float]) -> None:
-        self.clock.advance(2.0)
-        for name, svc in self.nodes.items():
-            svc.store.put("room", "temperature", rooms_c.get(name, 22.5), "t")
-            svc.store.put("room", "setpoint", 21.0, "s")
-            svc.tick()
-
-    def until(self, node: str, batch_id: str, rooms_c: dict[str, float], timeout_s: float = 120) -> Any:
-        sdk = client(self.ports[node])
-
-        def done() -> Any:
-            self.tick(rooms_c)
-            batch = sdk.batches.retrieve(batch_id)
-            return batch if batch.status in ("completed", "failed", "expired", "cancelled") else None
-
-        return wait_until(done, timeout_s, f"batch {batch_id} to end")
-
     def stop(self) -> None:
-        for svc in self.nodes.values():
-            svc.shutdown()
+        super().stop()
         for link in self.links.values():
             link.close()
         for server in (*self.houses.values(), self.hub):
@@ -143,7 +124,7 @@ def fleet(tinyllm: TinyLLM, tmp_path: Path) -> Iterator[Fleet]:
 def test_a_batch_at_the_hub_runs_in_the_house_that_wants_heat(fleet: Fleet) -> None:
     rooms = {"a1": 17.0}  # house A's room cold; house B's and the hub's warm
     batch_id = submit(fleet.ports["hubnode"], 20, prefix="f")
-    batch = fleet.until("hubnode", batch_id, rooms)
+    batch = fleet.until(fleet.ports["hubnode"], batch_id, rooms)
     assert batch.status == "completed" and batch.request_counts.completed == 20
     assert output_ids(fleet.ports["hubnode"], batch) == Counter({f"f{i}": 1 for i in range(20)})
     by_node = batch.model_dump()["heat"]["by_node"]
@@ -153,28 +134,26 @@ def test_a_batch_at_the_hub_runs_in_the_house_that_wants_heat(fleet: Fleet) -> N
 def test_a_house_cut_off_from_the_hub_runs_its_own_work_and_the_fleets_batch_loses_nothing(fleet: Fleet) -> None:
     cold_a = {"a1": 17.0}
     fleet_batch = submit(fleet.ports["hubnode"], 40, prefix="f")
-    hub_sdk = client(fleet.ports["hubnode"])
-    wait_until(
-        lambda: fleet.tick(cold_a) or hub_sdk.batches.retrieve(fleet_batch).request_counts.completed >= 5,
-        60,
-        "house A running the fleet's batch",
-    )
+    fleet.until_completed(fleet.ports["hubnode"], fleet_batch, cold_a, 5, what="house A running the fleet's batch")
     fleet.links["house-a"].cut()  # house A's leaf link to the hub is gone
     cut_at = time.monotonic()
     own = submit(fleet.ports["a1"], 10, prefix="own")  # house A's own batch, in its own pool
     both_cold = {"a1": 17.0, "b1": 17.0}  # house B's room cold now too: it takes the fleet's work meanwhile
-    done_own = fleet.until("a1", own, both_cold)
+    done_own = fleet.until(fleet.ports["a1"], own, both_cold)
     assert done_own.status == "completed" and output_ids(fleet.ports["a1"], done_own) == Counter(
         {f"own{i}": 1 for i in range(10)}
     )
-    ran_in_b = wait_until(
-        lambda: fleet.tick(both_cold) or hub_sdk.batches.retrieve(fleet_batch).request_counts.completed >= 30,
-        120,
-        "house B running the fleet's batch while house A is cut off",
+    fleet.until_completed(
+        fleet.ports["hubnode"],
+        fleet_batch,
+        both_cold,
+        30,
+        what="house B running the fleet's batch while A is cut off",
+        timeout_s=120,
     )
-    assert ran_in_b and time.monotonic() - cut_at > 2.0  # past the ack deadline of what house A held
+    assert time.monotonic() - cut_at > 2.0  # past the ack deadline of what house A held
     fleet.links["house-a"].mend()
-    batch = fleet.until("hubnode", fleet_batch, both_cold, timeout_s=180)
+    batch = fleet.until(fleet.ports["hubnode"], fleet_batch, both_cold, timeout_s=180)
     assert batch.status == "completed" and batch.request_counts.completed == 40
     assert output_ids(fleet.ports["hubnode"], batch) == Counter({f"f{i}": 1 for i in range(40)})
     by_node = batch.model_dump()["heat"]["by_node"]

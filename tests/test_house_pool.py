@@ -128,6 +128,17 @@ class House:
 
         return wait_until(done, timeout_s, f"batch {batch_id} to end")
 
+    def until_completed(
+        self, port: int, batch_id: str, rooms_c: dict[str, float], count: int, *, what: str, timeout_s: float = 60
+    ) -> None:
+        """Tick until ``count`` of the batch's requests are done (the nodes work in real time meanwhile)."""
+        sdk = client(port)
+        wait_until(
+            lambda: self.tick(rooms_c) or sdk.batches.retrieve(batch_id).request_counts.completed >= count,
+            timeout_s,
+            what,
+        )
+
     def stop(self) -> None:
         for svc in self.nodes.values():
             svc.shutdown()
@@ -211,12 +222,7 @@ def test_nats_down_rooms_stay_controlled_and_the_pool_resumes_with_nothing_lost(
     house.tick(KITCHEN_COLD)
     port = house.ports["study"]
     batch_id = submit(port, 40)
-    sdk = client(port)
-    wait_until(
-        lambda: house.tick(KITCHEN_COLD) or sdk.batches.retrieve(batch_id).request_counts.completed >= 4,
-        60,
-        "the pool running",
-    )
+    house.until_completed(port, batch_id, KITCHEN_COLD, 4, what="the pool running")
     kitchen_jobs = house.nodes["kitchen"].cfg.gpus[0].workload.jobs  # type: ignore[union-attr]
     local = [{"id": f"j{i}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6} for i in range(3000)]
     (Path(kitchen_jobs) / "local.jsonl").write_text("".join(json.dumps(j) + "\n" for j in local))
@@ -293,12 +299,7 @@ def test_the_batchs_own_node_down_while_others_run_it_collects_every_result_when
 ) -> None:
     port = house.ports["study"]
     batch_id = submit(port, 30)
-    sdk = client(port)
-    wait_until(
-        lambda: house.tick(KITCHEN_COLD) or sdk.batches.retrieve(batch_id).request_counts.completed >= 3,
-        60,
-        "the kitchen running the study's batch",
-    )
+    house.until_completed(port, batch_id, KITCHEN_COLD, 3, what="the kitchen running the study's batch")
     house.nodes["study"].shutdown()  # the batch's node goes away; the kitchen runs on
     del house.nodes["study"]
 

@@ -98,10 +98,10 @@ def test_the_solar_surplus_is_the_meters_export_plus_what_the_heaters_draw_behin
         house.report(comfort_w=300.0, due_w=0.0, store_w=0.0, capacity_w=300.0, draw_w=200.0)
         own = house._own
         assert own is not None and own.grid_w == -300.0 and own.draw_w == 200.0
-        assert house._known_budget_w({"a": own}) == pytest.approx(500.0 + 300.0 + 200.0)
+        assert house._known_budget_w({"a": own}, clock[0]) == pytest.approx(500.0 + 300.0 + 200.0)
         clock[0] += 61.0  # the meter not heard for a minute: its reading is not trusted
         house.report(comfort_w=300.0, due_w=0.0, store_w=0.0, capacity_w=300.0, draw_w=200.0)
         assert house._own is not None and house._own.grid_w is None
-        assert house._known_budget_w({"a": house._own}) == 500.0
+        assert house._known_budget_w({"a": house._own}, clock[0]) == 500.0
     finally:
         house._loop.close()  # never started

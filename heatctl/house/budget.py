@@ -62,6 +62,11 @@ class PeerState(NamedTuple):
         return cls(comfort_w, due_w, store_w, capacity_w, at_s, slots, s_per_request, work, floor_w, draw_w, grid_w)
 
 
+def is_live(peer: PeerState | None, now_s: float, stale_after_s: float) -> bool:
+    """A peer heard within ``stale_after_s``: the one rule for the split, the pool and the surplus."""
+    return peer is not None and now_s - peer.at_s <= stale_after_s
+
+
 def split(
     budget_w: float, peers: Mapping[str, PeerState | None], now_s: float, stale_after_s: float
 ) -> dict[str, float]:
@@ -69,7 +74,7 @@ def split(
     wants: dict[str, list[float]] = {}
     shares = dict.fromkeys(peers, 0.0)
     for node, peer in peers.items():
-        if peer is None or now_s - peer.at_s > stale_after_s:
+        if peer is None or not is_live(peer, now_s, stale_after_s):
             capacity = peer.capacity_w if peer is not None else budget_w
             wants[node] = [capacity, 0.0, 0.0]  # silent: flat out, first
         else:
@@ -96,7 +101,7 @@ def pool_work(peers: Mapping[str, PeerState | None], now_s: float, stale_after_s
     """The house's batches in the pool as (deadline, seconds of work left with every live node's
     slots busy), earliest first: what ``at_risk`` judges house-wide. A silent node's batches still
     count (their requests wait in the pool); its slots do not."""
-    live = [p for p in peers.values() if p is not None and now_s - p.at_s <= stale_after_s]
+    live = [p for p in peers.values() if p is not None and is_live(p, now_s, stale_after_s)]
     slots = sum(p.slots for p in live)
     known = [p for p in peers.values() if p is not None]
     s_per_request = max((p.s_per_request for p in known if p.s_per_request > 0), default=0.0)
@@ -109,7 +114,7 @@ def surplus_w(peers: Mapping[str, PeerState | None], now_s: float, stale_after_s
     """Solar export the heaters may add to the budget: what the meter exports plus what the live
     heaters draw now (they are behind the meter). The meter as the heater that saw the least export
     read it; 0 when no live heater has a fresh reading (the safe side: the budget alone)."""
-    live = [p for p in peers.values() if p is not None and now_s - p.at_s <= stale_after_s]
+    live = [p for p in peers.values() if p is not None and is_live(p, now_s, stale_after_s)]
     readings = [p.grid_w for p in live if p.grid_w is not None]
     if not readings:
         return 0.0

@@ -22,7 +22,7 @@ from typing import Any
 
 from heatctl.config import HouseConfig
 from heatctl.errors import plain
-from heatctl.house.budget import PeerState, pool_work, split, surplus_w
+from heatctl.house.budget import PeerState, is_live, pool_work, split, surplus_w
 from heatctl.house.pool import PoolLink
 
 _LOGGER = logging.getLogger(__name__)
@@ -100,15 +100,21 @@ class NodeHouse:
         """Whether ``node`` reported within ``stale_after_s`` (as last read)."""
         with self._lock:
             peer = self._peers.get(node)
-        return peer is not None and self._wall_fn() - peer.at_s <= self.cfg.stale_after_s
+        return is_live(peer, self._wall_fn(), self.cfg.stale_after_s)
+
+    def _peers_now(self) -> tuple[dict[str, PeerState | None], bool, float | None, float]:
+        """The peers as last read with this node's own report, whether it has one, when the bucket
+        was last read, and now."""
+        now = self._wall_fn()
+        with self._lock:
+            own, peers, seen = self._own, dict(self._peers), self._seen_s
+        if own is not None:
+            peers[self.node_id] = own
+        return peers, own is not None, seen, now
 
     def pool_work(self) -> list[tuple[float, float]]:
         """The house's pooled batches: (deadline, seconds of work left with every live node busy)."""
-        now = self._wall_fn()
-        with self._lock:
-            peers = dict(self._peers)
-            if self._own is not None:
-                peers[self.node_id] = self._own
+        peers, _own, _seen, now = self._peers_now()
         return pool_work(peers, now, self.cfg.stale_after_s)
 
     def share_w(self) -> float:
@@ -118,22 +124,18 @@ class NodeHouse:
     def _shares(self) -> tuple[float, dict[str, float], dict[str, PeerState | None], float]:
         """(this node's share, every node's share, the peers as last read with this node's own
         report, now). Before the house was ever seen, an equal share keeps the sum within the budget."""
-        now = self._wall_fn()
-        with self._lock:
-            own, peers, seen = self._own, dict(self._peers), self._seen_s
-        if own is not None:
-            peers[self.node_id] = own
+        peers, own, seen, now = self._peers_now()
         if seen is None:
             return self.cfg.budget_w / self.cfg.nodes, {}, peers, now
-        shares = split(self._known_budget_w(peers), peers, now, self.cfg.stale_after_s)
-        own_share = shares.get(self.node_id, 0.0) if own is not None else self.cfg.budget_w / self.cfg.nodes
+        shares = split(self._known_budget_w(peers, now), peers, now, self.cfg.stale_after_s)
+        own_share = shares.get(self.node_id, 0.0) if own else self.cfg.budget_w / self.cfg.nodes
         return own_share, shares, peers, now
 
-    def _known_budget_w(self, peers: dict[str, PeerState | None]) -> float:
-        """The budget less an equal share for each of the ``nodes`` not heard of yet (a heater that
-        has not reported may be heating: until it does, its share stays set aside)."""
+    def _known_budget_w(self, peers: dict[str, PeerState | None], now: float) -> float:
+        """The budget (with the solar surplus) less an equal share for each of the ``nodes`` not heard
+        of yet (a heater that has not reported may be heating: until it does, its share stays set aside)."""
         missing = max(self.cfg.nodes - len(peers), 0)
-        surplus = surplus_w(peers, self._wall_fn(), self.cfg.stale_after_s) if self.cfg.grid_power else 0.0
+        surplus = surplus_w(peers, now, self.cfg.stale_after_s) if self.cfg.grid_power else 0.0
         return self.cfg.budget_w + surplus - missing * self.cfg.budget_w / self.cfg.nodes
 
     def state(self) -> dict[str, Any]:
@@ -155,7 +157,7 @@ class NodeHouse:
                 "nodes": {
                     node: {
                         "share_w": round(shares.get(node, 0.0), 1),
-                        "silent": peer is None or now - peer.at_s > self.cfg.stale_after_s,
+                        "silent": not is_live(peer, now, self.cfg.stale_after_s),
                         "comfort_w": round(peer.comfort_w, 1) if peer is not None else None,
                         "capacity_w": round(peer.capacity_w, 1) if peer is not None else None,
                     }
