@@ -1,6 +1,6 @@
 """Batch work in the simulator: batches arrive with a deadline, the GPU's work pays them off.
 
-The same deadline rule as the service (``heatctl.batch.queue.at_risk``) decides when a batch
+The service's own deadline rule (``heatctl.batch.queue.at_risk``) decides when a batch
 must run whatever the room wants; the controller then runs the GPU at its most efficient cap.
 Each step's work goes to the open batches earliest deadline first, and each batch is charged
 the GPU's energy in proportion to the work it got; that energy is heat reused when the room
@@ -67,7 +67,7 @@ class SimBatches:
 
 
 class SimWorkSource:
-    """The simulator's batches as the tick's ``worksource.DueWork`` (as the service's ``BatchQueue``): the
+    """The simulator's batches as the tick's ``worksource.DueWork`` (like the service's ``BatchQueue``): the
     work left in seconds at the rate the GPUs do it at their efficient caps, in run seconds."""
 
     def __init__(self, batches: SimBatches, time_fn: Callable[[], float], efficient_rate: Callable[[], float]) -> None:

@@ -1,7 +1,7 @@
 """A house of heaters in virtual time: several nodes, one power budget, one pool of batch work.
 
 Each node is a ``SimNode`` (its room, schedule, GPU and weather; the service's tick policy). At
-each tick the budget is split as the service's ``NodeHouse`` splits it (``house.budget.split``,
+each tick the budget is split like the service's ``NodeHouse`` splits it (``house.budget.split``,
 from every node's last ``house_wants``), and each node's share is its ``budget_w``. The pool is one
 ``SimBatches``: a node's GPU pays into it whenever it runs, that is while its room wants heat, or
 while the house's deadlines need the work (the same ``at_risk`` rule, judged over the pool with

@@ -119,7 +119,7 @@ class ScenarioSignals:
 
 
 class SimPlanner:
-    """The service's planner, fed at each controller tick (a ``PlannerPort``, as the service's ``NodePlanner``)."""
+    """The service's planner, fed at each controller tick (a ``PlannerPort``, like the service's ``NodePlanner``)."""
 
     def __init__(
         self,
@@ -133,7 +133,7 @@ class SimPlanner:
         work_fn: Callable[[], tuple[tuple[float, float], ...]] | None = None,
     ) -> None:
         """``work_fn``: the batch work due, (deadline in run seconds, heat J above idle), when asked;
-        ``cap_w``: the node's cap over epoch times (quiet hours), as the service's planner sees it."""
+        ``cap_w``: the node's cap over epoch times (quiet hours), like the service's planner sees it."""
         self.settings = settings
         self.signals = signals
         self.planner = ZonePlanner("sim", settings, schedule=schedule, tz=tz)
@@ -155,7 +155,7 @@ class SimPlanner:
         t_s = self._time_fn()
         now = self.signals.epoch(t_s)
         self.planner.record(now, room_c=room_c, setpoint_c=setpoint_c, heat_w=heat_w, outdoor_c=outdoor_c, valid=valid)
-        if t_s >= self._next_update_s:  # as often as the service's planner thread looks
+        if t_s >= self._next_update_s:  # as often like the service's planner thread looks
             work = tuple((self.signals.epoch(d), j) for d, j in self._work_fn()) if self._work_fn else ()
             signals = self.signals.signals(now, t_s, cap_w=self._cap_w, work=work)
             self.planner.update(now, room_c, setpoint_c, signals)

@@ -136,7 +136,7 @@ class SimNode:
     """One heatctl node in virtual time: its room, its GPUs, and the service's tick policy deciding.
 
     ``tick(k)`` makes the policy's decision when the zone's interval has passed (with a house's
-    ``budget_w`` for this node, as the service's ``NodeHouse`` gives it); ``advance(k)`` moves the
+    ``budget_w`` for this node, like the service's ``NodeHouse`` gives it); ``advance(k)`` moves the
     plant and the room one step. ``batches`` and ``work`` replace the scenario's own batch work (a
     house's pool: the work this node's GPUs pay into, and the tick's view of what is due)."""
 
@@ -191,11 +191,11 @@ class SimNode:
                 time_fn=clock,
                 tz=scenario.tz,
                 cap_w=cap_w,
-                # The work due as the service's planner is told it: the policy's own rule.
+                # The work due like the service's planner is told it: the policy's own rule.
                 work_fn=(lambda: self.policy.work_for_plan(zone.name)) if work is not None else None,
             )
         self.guide = guide
-        # The same policy as the service: caps and quiet hours, the plan's targets, the cascade, work due.
+        # The service's own policy: caps and quiet hours, the plan's targets, the cascade, work due.
         self.policy = TickPolicy(
             cfg,
             ctrl,
@@ -229,13 +229,13 @@ class SimNode:
         self.failsafes: list[str] = []
         self.limits = {g: caps[g].max_limit_w for g in gpu_ids}
         self.levels = dict.fromkeys(gpu_ids, 0.0)
-        idle_w = plant.power_w(plant.cfg.max_limit_w, 0.0)  # at the start each GPU idles, as the service finds it
+        idle_w = plant.power_w(plant.cfg.max_limit_w, 0.0)  # at the start each GPU idles, the way the service finds it
         self.states = {g: GpuState(power_w=idle_w, temperature_c=30.0 + 0.15 * idle_w) for g in gpu_ids}
         self.drives: dict[str, tuple[float, float, float]] = {}  # each GPU's (limit, level, others' level)
         self.temp_reading = Reading(value=room.air_c, at_s=0.0, source=self.src)
         self.demand_w, self.failsafe, self.backup_on, self.work_done = 0.0, "", False, 0.0
         self.next_tick_s = 0.0
-        self.heat_wanted = False  # this step, as the service counts it (for the batches' heat reused)
+        self.heat_wanted = False  # this step, the way the service counts it (for the batches' heat reused)
 
     @property
     def capacity_w(self) -> float:
